@@ -1,0 +1,35 @@
+"""Command line: ``python -m facecore <command> ...``; ``python -m facecore --help`` lists them.
+
+Each command lives in its own module with ``add_parser(subparsers)``, which sets ``func``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from .errors import FaceCoreError
+
+# Modules that provide a command, in --help order.
+COMMAND_MODULES = ["facecore.cli_data"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m facecore", description="FaceTrack Studio command line")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).add_parser(sub)
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except FaceCoreError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("cancelled", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,57 @@
+"""The trained models in ``models/``: each is a folder with ``meta.json`` beside its weights.
+
+``meta.json`` keys written by training: ``name``, ``kind`` (``"facetracker"`` or ``"identity"``),
+``created`` (ISO time), ``config`` (the training config), ``dataset`` (name, fingerprint, split
+sizes), ``history`` (per-epoch metrics) and ``metrics`` (``{"val": {...}, "test": {...}}``).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+META_FILE = "meta.json"
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """A saved model: its folder and its metadata (``meta`` is the parsed ``meta.json``)."""
+
+    name: str
+    path: Path
+    meta: dict = field(default_factory=dict, compare=False)
+
+    @property
+    def kind(self) -> str:
+        return self.meta.get("kind", "facetracker")
+
+    def headline(self) -> dict:
+        """The test-split metrics (val when there is no test split), for tables."""
+        metrics = self.meta.get("metrics", {})
+        return dict(metrics.get("test") or metrics.get("val") or {})
+
+
+def list_models(models_root: str | Path, kind: str | None = None) -> list[ModelInfo]:
+    """Models under ``models_root`` that have a readable ``meta.json``, newest first.
+
+    A folder whose ``meta.json`` is missing or broken (e.g. a training still running) is skipped.
+    """
+    root = Path(models_root)
+    out = []
+    if not root.is_dir():
+        return out
+    for p in root.iterdir():
+        meta_path = p / META_FILE
+        if not meta_path.is_file():
+            continue
+        try:
+            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if not isinstance(meta, dict):
+            continue
+        info = ModelInfo(p.name, p, meta)
+        if kind is None or info.kind == kind:
+            out.append(info)
+    return sorted(out, key=lambda m: (m.meta.get("created", ""), m.name), reverse=True)

@@ -1,0 +1,78 @@
+"""Where datasets and models live: ``data/sample`` (shipped demo), ``data/workspace/<name>`` (the
+user's datasets) and ``models/<name>``. Set ``FACETRACK_DATA`` / ``FACETRACK_MODELS`` to move them
+(tests point them at temporary folders)."""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from .dataset import Dataset, copy_dataset
+from .errors import DatasetError
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+SAMPLE_NAME = "sample"
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+def check_name(name: str, what: str = "dataset") -> str:
+    """Validate a dataset/model name (letters, digits, ``_ . -``; up to 64) and return it stripped."""
+    name = (name or "").strip()
+    if not _NAME_RE.match(name) or name in (".", ".."):
+        raise DatasetError(f"{what} name {name!r} is not allowed: use 1-64 letters, digits, '_', '.' or '-', starting with a letter or digit")
+    return name
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """The data and models folders the app works in."""
+
+    data_root: Path
+    models_root: Path
+
+    @classmethod
+    def from_env(cls) -> "Workspace":
+        """``$FACETRACK_DATA`` / ``$FACETRACK_MODELS``, defaulting to the project's ``data/`` and ``models/``."""
+        return cls(Path(os.environ.get("FACETRACK_DATA", PROJECT_ROOT / "data")),
+                   Path(os.environ.get("FACETRACK_MODELS", PROJECT_ROOT / "models")))
+
+    @property
+    def sample_root(self) -> Path:
+        return self.data_root / SAMPLE_NAME
+
+    @property
+    def user_root(self) -> Path:
+        return self.data_root / "workspace"
+
+    def datasets(self) -> dict[str, Dataset]:
+        """Datasets by name: ``sample`` first (if present), then the user's, sorted."""
+        out: dict[str, Dataset] = {}
+        if (self.sample_root / "images").is_dir():
+            out[SAMPLE_NAME] = Dataset(self.sample_root)
+        if self.user_root.is_dir():
+            for p in sorted(self.user_root.iterdir()):
+                if (p / "images").is_dir() and not p.name.startswith("."):
+                    out[p.name] = Dataset(p)
+        return out
+
+    def dataset(self, name: str) -> Dataset:
+        """The dataset called ``name``; raises DatasetError naming the ones that exist."""
+        all_ = self.datasets()
+        if name not in all_:
+            raise DatasetError(f"no dataset called {name!r}; available: {', '.join(all_) or 'none'}")
+        return all_[name]
+
+    def create_dataset(self, name: str, copy_from: Dataset | None = None) -> Dataset:
+        """Create an empty user dataset (or a copy of ``copy_from``); refuses existing names."""
+        name = check_name(name)
+        if name == SAMPLE_NAME or (self.user_root / name).exists():
+            raise DatasetError(f"a dataset called {name!r} already exists; choose another name")
+        self.user_root.mkdir(parents=True, exist_ok=True)
+        if copy_from is not None:
+            return copy_dataset(copy_from, self.user_root / name)
+        return Dataset.create(self.user_root / name)
+
+    def model_dir(self, name: str) -> Path:
+        return self.models_root / check_name(name, "model")

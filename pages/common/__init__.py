@@ -1,0 +1,73 @@
+"""Streamlit-side helpers shared by the pages (this folder is not a page: Streamlit lists only
+``pages/*.py``). Everything that is not about widgets belongs in facecore."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import streamlit as st
+
+from facecore import Dataset, FaceCoreError, Workspace
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# The workflow, in order: (page file, title, icon, what it is for). Links appear for pages that exist.
+WORKFLOW = [
+    ("pages/1_Collect_and_Label.py", "Collect & Label", "🏷️", "upload or capture photos and draw one box per face"),
+    ("pages/2_Augment.py", "Augment", "🎛️", "multiply the training photos with flips, crops and colour changes"),
+    ("pages/3_Train.py", "Train", "🧠", "train a face detector with live loss charts"),
+    ("pages/4_Evaluate.py", "Evaluate", "📏", "measure it on held-out photos against the Haar baseline"),
+    ("pages/5_Video.py", "Video", "🎞️", "run it on an uploaded video and download the result"),
+    ("pages/6_Webcam.py", "Webcam", "📷", "run it live on your webcam"),
+    ("pages/7_Recognize.py", "Recognize", "🙋", "tell 'me' from 'not me'"),
+]
+
+ACTIVE_KEY = "active_dataset"
+
+
+def workspace() -> Workspace:
+    """The data/models folders (``$FACETRACK_DATA`` / ``$FACETRACK_MODELS`` override them)."""
+    return Workspace.from_env()
+
+
+def existing_pages() -> list[tuple[str, str, str, str]]:
+    return [p for p in WORKFLOW if (ROOT / p[0]).exists()]
+
+
+def dataset_picker(where=st.sidebar) -> Dataset | None:
+    """The active-dataset selector, shown on every page; the choice carries across pages.
+
+    The choice lives in ``st.session_state["active_dataset"]`` (not in the widget's own key,
+    which Streamlit drops when a page without that widget runs).
+    """
+    ws = workspace()
+    datasets = ws.datasets()
+    if not datasets:
+        where.warning("No dataset yet: create one on the Collect & Label page.")
+        return None
+    names = list(datasets)
+    current = st.session_state.get(ACTIVE_KEY)
+    if current not in datasets:
+        current = names[0]
+        st.session_state[ACTIVE_KEY] = current
+
+    def _sync():
+        st.session_state[ACTIVE_KEY] = st.session_state["_dataset_picker"]
+
+    where.selectbox("Active dataset", names, index=names.index(current), key="_dataset_picker",
+                    on_change=_sync, help="Used by every page. Create new datasets on Collect & Label.")
+    return datasets[st.session_state[ACTIVE_KEY]]
+
+
+def set_active_dataset(name: str) -> None:
+    """Make ``name`` the active dataset (e.g. right after creating it)."""
+    st.session_state[ACTIVE_KEY] = name
+    st.session_state.pop("_dataset_picker", None)
+
+
+def show_error(exc: BaseException) -> None:
+    """Show a facecore error as the user-facing message it is; anything else with its type."""
+    if isinstance(exc, FaceCoreError):
+        st.error(str(exc))
+    else:
+        st.error(f"{type(exc).__name__}: {exc}")
