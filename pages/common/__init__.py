@@ -65,6 +65,26 @@ def set_active_dataset(name: str) -> None:
     st.session_state.pop("_dataset_picker", None)
 
 
+@st.cache_resource(show_spinner="Loading the detector...")
+def cached_detector(name: str, models_root: str, version: float = 0.0):
+    """The one place detectors are loaded, cached per server by (name, models folder, version).
+
+    ``version`` is the model's meta.json mtime, so a retrained model is loaded afresh. Pages call
+    ``detector(name)``. A detector may be shared by sessions and threads: see its own locking.
+    """
+    from facecore.detect import load_detector
+
+    return load_detector(name, models_root)
+
+
+def detector(name: str):
+    """The cached detector ``name`` (``"haar"`` or a model in models/); reloaded if the model was retrained."""
+    ws = workspace()
+    meta = ws.models_root / name / "meta.json"
+    version = meta.stat().st_mtime if meta.exists() else 0.0
+    return cached_detector(name, str(ws.models_root), version)
+
+
 def show_error(exc: BaseException) -> None:
     """Show a facecore error as the user-facing message it is; anything else with its type."""
     if isinstance(exc, FaceCoreError):

@@ -1,0 +1,155 @@
+"""Face detectors behind one interface, and the drawing every page shares.
+
+A detector takes an RGB uint8 frame (H, W, 3) and returns ``Detection``s, best first, each with a
+score in [0, 1] and a box in the facecore convention (float32 normalized ``[x1, y1, x2, y2]``).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import NamedTuple, Protocol
+
+import cv2
+import numpy as np
+
+from . import boxes as B
+from .errors import FaceCoreError
+
+HAAR = "haar"
+
+
+class Detection(NamedTuple):
+    """One face: ``score`` in [0, 1]; ``box`` float32 (4,) normalized ``[x1, y1, x2, y2]``."""
+
+    score: float
+    box: np.ndarray
+    label: str = "face"
+
+
+class Detector(Protocol):
+    """Anything with ``name`` and ``detect(frame RGB uint8 (H, W, 3)) -> list[Detection]``, best first."""
+
+    name: str
+
+    def detect(self, frame: np.ndarray) -> list[Detection]: ...
+
+
+class HaarDetector:
+    """OpenCV's frontal-face Haar cascade (the me/not-me tutorial's detector): several faces per frame.
+
+    The cascade has no probability; ``score`` squashes its level weight, ``1 - exp(-w / 2)``, so
+    stronger detections rank higher in AP and a default threshold of 0.5 keeps the usual ones.
+    Thread-safe per instance is not guaranteed by OpenCV: use one instance per thread.
+    """
+
+    name = HAAR
+
+    def __init__(self, scale_factor: float = 1.1, min_neighbors: int = 5, min_size: float = 0.08,
+                 max_width: int = 640):
+        path = cv2.data.haarcascades + "haarcascade_frontalface_default.xml"
+        self._cascade = cv2.CascadeClassifier(path)
+        if self._cascade.empty():
+            raise FaceCoreError(f"could not load the Haar cascade {path}; reinstall opencv-python-headless<5")
+        self.scale_factor, self.min_neighbors, self.min_size, self.max_width = scale_factor, min_neighbors, min_size, max_width
+
+    def detect(self, frame: np.ndarray) -> list[Detection]:
+        h, w = frame.shape[:2]
+        gray = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
+        # Downscale large frames: the cascade's cost grows with pixels, its accuracy barely changes.
+        scale = min(1.0, self.max_width / w)
+        if scale < 1.0:
+            gray = cv2.resize(gray, (int(round(w * scale)), int(round(h * scale))), interpolation=cv2.INTER_AREA)
+        side = max(int(self.min_size * min(gray.shape[:2])), 20)
+        rects, _, weights = self._cascade.detectMultiScale3(
+            gray, scaleFactor=self.scale_factor, minNeighbors=self.min_neighbors,
+            minSize=(side, side), outputRejectLevels=True)
+        if len(rects) == 0:
+            return []
+        rects = np.asarray(rects, np.float32) / scale
+        px = np.concatenate([rects[:, :2], rects[:, :2] + rects[:, 2:]], axis=1)
+        norm = B.clip(B.from_pixels(px, w, h))
+        scores = 1.0 - np.exp(-np.maximum(np.asarray(weights, np.float32).reshape(-1), 0) / 2.0)
+        order = np.argsort(-scores)
+        return [Detection(float(scores[i]), norm[i]) for i in order]
+
+
+def load_detector(name: str, models_root) -> Detector:
+    """``"haar"`` or the name of a trained model folder in ``models_root``. Raises FaceCoreError."""
+    if name == HAAR:
+        return HaarDetector()
+    from pathlib import Path
+
+    from .inference import FaceTrackerDetector
+
+    return FaceTrackerDetector.load(Path(models_root) / name)
+
+
+def detector_names(models_root) -> list[str]:
+    """``"haar"`` followed by the trained face-detector models, newest first."""
+    from .registry import list_models
+
+    return [HAAR] + [m.name for m in list_models(models_root, kind="facetracker")]
+
+
+def above(detections: list[Detection], threshold: float) -> list[Detection]:
+    """Detections whose score reaches ``threshold``."""
+    return [d for d in detections if d.score >= threshold]
+
+
+BOX_COLOR = (255, 0, 0)  # RGB red, the tutorials' colour
+
+
+def draw_detections(frame: np.ndarray, detections: list[Detection], threshold: float = 0.5,
+                    blur: bool = False, color=BOX_COLOR, show_score: bool = True) -> np.ndarray:
+    """A copy of RGB ``frame`` with each detection at or above ``threshold`` boxed and labelled
+    ("face 0.97" on a filled bar, the tutorial style), or blurred when ``blur`` is set."""
+    out = frame.copy()
+    h, w = out.shape[:2]
+    thick = max(1, round(min(h, w) / 240))
+    for det in above(detections, threshold):
+        x1, y1, x2, y2 = B.to_pixels_int(det.box, w, h)[0].tolist()
+        if x2 <= x1 or y2 <= y1:
+            continue
+        if blur:
+            roi = out[y1:y2, x1:x2]
+            k = max(3, (min(roi.shape[:2]) // 3) | 1)
+            out[y1:y2, x1:x2] = cv2.GaussianBlur(roi, (k, k), 0)
+            continue
+        cv2.rectangle(out, (x1, y1), (x2, y2), color, thick)
+        if show_score:
+            text = f"{det.label} {det.score:.2f}"
+            scale = 0.5 * thick
+            (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thick)
+            ty = y1 - th - base - 4 if y1 - th - base - 4 >= 0 else y1
+            cv2.rectangle(out, (x1, ty), (x1 + tw + 6, ty + th + base + 4), color, -1)
+            cv2.putText(out, text, (x1 + 3, ty + th + 2), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), thick, cv2.LINE_AA)
+    return out
+
+
+def draw_overlay(frame: np.ndarray, text: str) -> np.ndarray:
+    """Draw a status line (e.g. "24.8 fps | 3.1 ms") in the top-left corner, in place; returns ``frame``."""
+    scale = max(0.4, frame.shape[0] / 960)
+    (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+    cv2.rectangle(frame, (0, 0), (tw + 10, th + base + 8), (0, 0, 0), -1)
+    cv2.putText(frame, text, (5, th + 4), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA)
+    return frame
+
+
+class Timer:
+    """Exponential moving average of FPS and latency, for overlays (not thread-safe)."""
+
+    def __init__(self, alpha: float = 0.1):
+        self.alpha, self.fps, self.latency_ms, self._last = alpha, 0.0, 0.0, None
+
+    def update(self, latency_s: float) -> None:
+        now = time.perf_counter()
+        if self._last is not None:
+            dt = now - self._last
+            if dt > 0:
+                self.fps = 1 / dt if self.fps == 0 else (1 - self.alpha) * self.fps + self.alpha / dt
+        self._last = now
+        ms = latency_s * 1000
+        self.latency_ms = ms if self.latency_ms == 0 else (1 - self.alpha) * self.latency_ms + self.alpha * ms
+
+    def text(self) -> str:
+        return f"{self.fps:.1f} fps | {self.latency_ms:.1f} ms"
