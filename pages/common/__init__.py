@@ -85,6 +85,24 @@ def detector(name: str):
     return cached_detector(name, str(ws.models_root), version)
 
 
+def detector_picker(where=st, key: str = "detector"):
+    """Detector selector shared by the Video, Webcam and Recognize pages.
+
+    Returns ``(name, detector)``; ``detector`` is None (with the error shown) when loading failed.
+    Haar needs no training, so it is always offered.
+    """
+    from facecore.detect import detector_names
+
+    names = detector_names(workspace().models_root)
+    name = where.selectbox("Detector", names, key=key,
+                           help="'haar' is OpenCV's built-in cascade; the others are your trained models.")
+    try:
+        return name, detector(name)
+    except FaceCoreError as exc:
+        show_error(exc)
+        return name, None
+
+
 def show_error(exc: BaseException) -> None:
     """Show a facecore error as the user-facing message it is; anything else with its type."""
     if isinstance(exc, FaceCoreError):
