@@ -55,4 +55,4 @@ else:
         rows.append({"model": m.name, "kind": m.kind, "backbone": m.meta.get("config", {}).get("backbone", ""),
                      "dataset": m.meta.get("dataset", {}).get("name", ""), "mean IoU": h.get("mean_iou"),
                      "face accuracy": h.get("face_accuracy"), "created": m.meta.get("created", "")})
-    st.dataframe(pd.DataFrame(rows), hide_index=True, use_container_width=True)
+    st.dataframe(pd.DataFrame(rows), hide_index=True)
