@@ -12,7 +12,7 @@ import sys
 from .errors import FaceCoreError
 
 # Modules that provide a command, in --help order.
-COMMAND_MODULES = ["facecore.cli_data"]
+COMMAND_MODULES = ["facecore.cli_data", "facecore.augment", "facecore.train", "facecore.video", "facecore.evaluate", "facecore.identity"]
 
 
 def main(argv: list[str] | None = None) -> int:

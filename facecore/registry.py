@@ -8,6 +8,7 @@ sizes), ``history`` (per-epoch metrics) and ``metrics`` (``{"val": {...}, "test"
 from __future__ import annotations
 
 import json
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -55,3 +56,36 @@ def list_models(models_root: str | Path, kind: str | None = None) -> list[ModelI
         if kind is None or info.kind == kind:
             out.append(info)
     return sorted(out, key=lambda m: (m.meta.get("created", ""), m.name), reverse=True)
+
+
+def model_info(name: str, models_root: str | Path) -> ModelInfo:
+    """The model called ``name`` in ``models_root``; raises FaceCoreError naming the ones there."""
+    from .errors import FaceCoreError
+
+    for m in list_models(models_root):
+        if m.name == name:
+            return m
+    names = ", ".join(m.name for m in list_models(models_root)) or "none yet"
+    raise FaceCoreError(f"no model called {name!r} in {models_root} (available: {names})")
+
+
+_CACHE: dict = {}
+_CACHE_LOCK = threading.Lock()
+
+
+def load(name: str, models_root: str | Path):
+    """The detector ``name`` (``"haar"`` or a trained model), loaded once per process and reused
+    until the model's ``meta.json`` changes (retrained). For scripts and the CLI; Streamlit pages
+    use ``pages.common.detector``, which caches per server the same way. Raises FaceCoreError."""
+    from .detect import load_detector
+
+    meta = Path(models_root) / name / META_FILE
+    version = meta.stat().st_mtime_ns if meta.is_file() else 0
+    key = (name, str(Path(models_root).resolve()))
+    with _CACHE_LOCK:
+        hit = _CACHE.get(key)
+        if hit is not None and hit[0] == version:
+            return hit[1]
+        det = load_detector(name, models_root)
+        _CACHE[key] = (version, det)
+        return det

@@ -89,18 +89,53 @@ def detector_picker(where=st, key: str = "detector"):
     """Detector selector shared by the Video, Webcam and Recognize pages.
 
     Returns ``(name, detector)``; ``detector`` is None (with the error shown) when loading failed.
-    Haar needs no training, so it is always offered.
+    Haar needs no training, so it is always offered. When identity models exist, a "Recognize faces"
+    checkbox wraps the chosen detector in a recognizer: its detections are labelled with the
+    identity's name and scored with its probability (name then reads ``"<detector>+<identity>"``).
     """
     from facecore.detect import detector_names
 
-    names = detector_names(workspace().models_root)
+    from facecore.recognize import identity_model_names
+
+    models_root = workspace().models_root
+    names = detector_names(models_root)
     name = where.selectbox("Detector", names, key=key,
                            help="'haar' is OpenCV's built-in cascade; the others are your trained models.")
+    identities = identity_model_names(models_root)
+    if identities and where.checkbox("Recognize faces (me / not me)", key=f"{key}_recognize",
+                                     help="Name each detected face with an identity model trained on the Recognize page."):
+        ident = where.selectbox("Identity model", identities, key=f"{key}_identity")
+        try:
+            return f"{name}+{ident}", recognizer(name, ident)
+        except FaceCoreError as exc:
+            show_error(exc)
+            return f"{name}+{ident}", None
     try:
         return name, detector(name)
     except FaceCoreError as exc:
         show_error(exc)
         return name, None
+
+
+def _mtime(path: Path) -> float:
+    return path.stat().st_mtime if path.exists() else 0.0
+
+
+@st.cache_resource(show_spinner="Loading the recognizer...")
+def cached_recognizer(detector_name: str, identity_name: str, models_root: str,
+                      detector_version: float = 0.0, identity_version: float = 0.0):
+    """Detector + identity classifier (``facecore.recognize.Recognizer``), cached per server like
+    ``cached_detector``; the versions are the meta.json mtimes. Thread-safe (it locks itself)."""
+    from facecore.recognize import load_recognizer
+
+    return load_recognizer(detector_name, identity_name, models_root)
+
+
+def recognizer(detector_name: str, identity_name: str):
+    """The cached recognizer naming the faces ``detector_name`` finds with identity model ``identity_name``."""
+    root = workspace().models_root
+    return cached_recognizer(detector_name, identity_name, str(root),
+                             _mtime(root / detector_name / "meta.json"), _mtime(root / identity_name / "meta.json"))
 
 
 def show_error(exc: BaseException) -> None:

@@ -1,0 +1,127 @@
+"""Per-frame latency at 640x480, batch 1: preprocess + inference + draw, as the webcam page does it.
+
+For each backbone (random weights: timing does not depend on them) it compares
+  predict     - ``model.predict`` on every frame (the tutorials' way),
+  tf.function - the Keras model compiled once (``FaceTrackerDetector`` fallback path),
+  tflite      - the fast path: TFLite interpreter with XNNPACK on all cores (``FaceTrackerDetector``),
+and the OpenCV Haar cascade. Prints median and 90th-percentile milliseconds per frame.
+
+    python benchmarks/latency.py                        # vgg16 and mobilenetv2 at their default sizes
+    python benchmarks/latency.py --backbones mobilenetv2 --size 120 --frames 200
+
+Targets on a 2-core machine: tflite <= 5 ms for mobilenetv2 and <= 20 ms for vgg16, end to end.
+Numbers from a machine shared with other work are noisy: run it on an idle one to compare.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+
+from facecore.detect import Detection, HaarDetector, draw_detections  # noqa: E402
+from facecore.preprocess import resize_for_model  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def sample_frames(n: int = 8) -> list[np.ndarray]:
+    """Real 640x480 webcam photos when the shared sets or the sample are there, else noise."""
+    import cv2
+
+    from facecore.io import read_image
+
+    for folder in (ROOT.parent / "shared" / "datasets" / "mkhoa" / "images", ROOT / "data" / "sample" / "images"):
+        paths = sorted(folder.glob("*.jpg"))[:n] if folder.is_dir() else []
+        if paths:
+            return [cv2.resize(read_image(p), (640, 480), interpolation=cv2.INTER_AREA) for p in paths]
+    rng = np.random.default_rng(0)
+    return [rng.integers(0, 255, (480, 640, 3), np.uint8) for _ in range(n)]
+
+
+def timeit(step, frames, runs: int, warmup: int) -> np.ndarray:
+    for i in range(warmup):
+        step(frames[i % len(frames)])
+    out = np.empty(runs)
+    for i in range(runs):
+        t0 = time.perf_counter()
+        step(frames[i % len(frames)])
+        out[i] = time.perf_counter() - t0
+    return out * 1000
+
+
+def bench_backbone(backbone: str, size: int | None, frames, runs: int, threads: int | None, tmp: Path) -> list[dict]:
+    from facecore.inference import FaceTrackerDetector
+    from facecore.model import build_model, resolve_input_size
+    from facecore.train import save_model
+
+    size = resolve_input_size(backbone, size)
+    net = build_model(backbone, size, weights=None)
+    folder = save_model(net, tmp / f"{backbone}-{size}", {
+        "name": backbone, "kind": "facetracker", "config": {"input_size": size, "backbone": backbone}})
+    rows = []
+
+    def predict_step(frame):
+        x = resize_for_model(frame, size)[None]
+        prob, box = net.predict(x, verbose=0)
+        draw_detections(frame, [Detection(float(prob[0, 0]), np.asarray(box[0], np.float32))])
+
+    def detector_step(det):
+        return lambda frame: draw_detections(frame, det.detect(frame))
+
+    ms = timeit(predict_step, frames, max(5, runs // 10), 3)
+    rows.append(dict(backbone=backbone, size=size, path="predict", ms=ms))
+    det = FaceTrackerDetector.load(folder, backend="tf.function")
+    rows.append(dict(backbone=backbone, size=size, path="tf.function", ms=timeit(detector_step(det), frames, runs, 5)))
+    det = FaceTrackerDetector.load(folder, backend="tflite", num_threads=threads)
+    rows.append(dict(backbone=backbone, size=size, path="tflite", ms=timeit(detector_step(det), frames, runs, 10)))
+    # The model alone, without preprocessing and drawing, to show where the time goes.
+    x = resize_for_model(frames[0], size)[None]
+    rows.append(dict(backbone=backbone, size=size, path="tflite (model only)",
+                     ms=timeit(lambda _: det.predict(x), frames, runs, 10)))
+    return rows
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--backbones", nargs="+", default=["mobilenetv2", "vgg16"])
+    ap.add_argument("--size", type=int, default=None, help="input size (default: each backbone's default)")
+    ap.add_argument("--frames", type=int, default=100, help="timed frames per path (predict runs a tenth)")
+    ap.add_argument("--threads", type=int, default=None, help="TFLite threads (default: all cores)")
+    ap.add_argument("--json", action="store_true", help="also print the rows as JSON")
+    args = ap.parse_args(argv)
+
+    frames = sample_frames()
+    rows = []
+    haar = HaarDetector()
+    rows.append(dict(backbone="haar", size=haar.max_width, path="opencv cascade",
+                     ms=timeit(lambda f: draw_detections(f, haar.detect(f)), frames, args.frames, 5)))
+    with tempfile.TemporaryDirectory(prefix="facetrack-bench-") as tmp:
+        for b in args.backbones:
+            rows.extend(bench_backbone(b, args.size, frames, args.frames, args.threads, Path(tmp)))
+
+    import tensorflow as tf
+
+    print(f"\n640x480 frame, batch 1, preprocess + inference + draw; {os.cpu_count()} cores, "
+          f"TF {tf.__version__}, TFLite threads {args.threads or os.cpu_count()}")
+    print(f"{'detector':<14}{'input':>6}  {'path':<20}{'median ms':>10}{'p90 ms':>9}{'fps':>8}")
+    for r in rows:
+        med, p90 = float(np.median(r["ms"])), float(np.percentile(r["ms"], 90))
+        r.update(median_ms=round(med, 2), p90_ms=round(p90, 2), runs=len(r.pop("ms")))
+        print(f"{r['backbone']:<14}{r['size']:>6}  {r['path']:<20}{med:>10.2f}{p90:>9.2f}{1000 / med:>8.1f}")
+    if args.json:
+        print(json.dumps(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

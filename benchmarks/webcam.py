@@ -1,0 +1,271 @@
+"""Webcam benchmark: frames per second the WebRTC callback sustains, per detector.
+
+Frames are ``av.VideoFrame``s made from data/sample photos (640x480 by default) and go through the
+same ``LiveProcessor`` the Webcam page hands to streamlit-webrtc (decode to RGB, detect, smooth,
+draw, overlay, encode back). Two measurements per detector:
+
+- **callback**: frames back to back through ``video_frame_callback``: the most the callback can do.
+- **live 30 fps**: a 30 fps camera feeding streamlit-webrtc's own async track
+  (``AsyncVideoProcessTrack`` + ``queued_video_frames_callback``) for a few seconds: frames shown
+  per second, the share of stale frames skipped, and how old a frame is when the model sees it
+  (stays about one model call when stale frames are dropped).
+
+Trained detectors are built with random weights (``weights=None``; speed does not depend on them),
+exported to TFLite and loaded by ``FaceTrackerDetector.load``, the path the app uses.
+
+    python benchmarks/webcam.py                      # haar, mobilenetv2, vgg16
+    python benchmarks/webcam.py --detectors haar mobilenetv2 --seconds 5 --size 1280x720
+    python benchmarks/webcam.py --serve mobilenetv2  # memory of `streamlit run` while streaming
+
+``--serve``: starts the app with ``streamlit run``, opens the Webcam page in headless Chromium
+(/usr/bin/chromium, fake camera playing sample photos), picks the given trained model, streams, and
+prints the server's resident memory (RSS) at each step: what a host such as Streamlit Community
+Cloud must allow.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import fractions
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import av  # noqa: E402
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+
+from facecore.detect import HaarDetector  # noqa: E402
+from facecore.io import read_image  # noqa: E402
+from facecore.live import LiveProcessor, LiveSettings  # noqa: E402
+
+TIME_BASE = fractions.Fraction(1, 90000)
+
+
+def sample_frames(width: int, height: int, n: int = 30) -> list[np.ndarray]:
+    paths = sorted((ROOT / "data" / "sample" / "images").glob("*.jpg"))[:n]
+    if not paths:
+        raise SystemExit("no images in data/sample/images")
+    return [cv2.resize(read_image(p), (width, height), interpolation=cv2.INTER_AREA) for p in paths]
+
+
+def to_video_frame(rgb: np.ndarray, i: int) -> av.VideoFrame:
+    f = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+    f.pts, f.time_base = i * 3000, TIME_BASE
+    return f
+
+
+def save_random_model(backbone: str, models_root: Path, input_size: int | None) -> Path:
+    """A random-weight model of ``backbone`` saved as training saves one (model.keras, model.tflite, meta.json)."""
+    from facecore.model import build_model
+    from facecore.train import save_model
+
+    net = build_model(backbone, input_size=input_size, weights=None)
+    size = int(net.inputs[0].shape[1])
+    meta = {"name": backbone, "kind": "facetracker", "created": "benchmark",
+            "config": {"backbone": backbone, "input_size": size}}
+    return save_model(net, models_root / backbone, meta)
+
+
+def trained_detector(backbone: str, workdir: Path, input_size: int | None):
+    """A random-weight model of ``backbone``, loaded as the app does."""
+    from facecore.inference import FaceTrackerDetector
+
+    det = FaceTrackerDetector.load(save_random_model(backbone, workdir, input_size))
+    return det, f"{backbone} {det.input_size}px {det.backend}"
+
+
+def bench_callback(proc: LiveProcessor, frames: list[av.VideoFrame], seconds: float) -> dict:
+    for f in frames[:5]:  # warm-up
+        proc(f)
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        proc(frames[n % len(frames)])
+        n += 1
+    wall = time.perf_counter() - t0
+    stats = proc.drain_stats()
+    return {"fps": n / wall, "latency_ms": stats[-1].latency_ms if stats else float("nan"),
+            "face": np.mean([s.faces > 0 for s in stats[-n:]]) if stats else 0.0}
+
+
+def bench_live(proc: LiveProcessor, rgb_frames: list[np.ndarray], seconds: float, fps: float = 30.0) -> dict:
+    """A camera at ``fps`` through streamlit-webrtc's async processing track."""
+    from aiortc import MediaStreamTrack
+    from streamlit_webrtc.models import CallbackAttachableProcessor
+    from streamlit_webrtc.process import AsyncVideoProcessTrack
+
+    created: dict[int, float] = {}
+    ages: list[float] = []
+
+    class Camera(MediaStreamTrack):
+        kind = "video"
+
+        def __init__(self):
+            super().__init__()
+            self.i, self.start = 0, None
+
+        async def recv(self):
+            if self.start is None:
+                self.start = time.monotonic()
+            self.i += 1
+            await asyncio.sleep(max(0.0, self.start + self.i / fps - time.monotonic()))
+            created[self.i] = time.monotonic()
+            return to_video_frame(rgb_frames[self.i % len(rgb_frames)], self.i)
+
+    class Probe:
+        """Records how old each frame is when the processor takes it."""
+
+        def __init__(self, inner):
+            self.inner = inner
+
+        def __call__(self, frame):
+            ages.append(time.monotonic() - created[frame.pts // 3000])
+            return self.inner(frame)
+
+        async def process_queued(self, frames):
+            with self.inner._run_lock:
+                self.inner.dropped += len(frames) - 1
+            return [self(frames[-1])]
+
+    proc.reset_stream()
+    probe = Probe(proc)
+    track = AsyncVideoProcessTrack(Camera(), CallbackAttachableProcessor(probe, probe.process_queued, None),
+                                   stop_timeout=5)
+    n_in = int(seconds * fps)
+
+    async def consume():
+        for _ in range(n_in):
+            await track.recv()
+
+    t0 = time.perf_counter()
+    asyncio.run(consume())
+    wall = time.perf_counter() - t0
+    track.stop()
+    return {"shown_fps": len(ages) / wall, "dropped": proc.dropped / max(1, n_in),
+            "age_ms_p50": 1000 * float(np.median(ages)) if ages else float("nan"),
+            "age_ms_max": 1000 * float(np.max(ages[2:] or ages)) if ages else float("nan")}
+
+
+def rss_mb(pid: int) -> tuple[float, float]:
+    """(current, peak) resident memory of process ``pid`` in MiB, from /proc."""
+    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
+    return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
+
+
+def serve_memory(backbone: str, seconds: float, input_size: int | None) -> None:
+    """RSS of a `streamlit run` server: idle, with the Webcam page open, then streaming with a model."""
+    import shutil
+    import subprocess
+
+    sys.path.insert(0, str(ROOT / "tests"))
+    from test_browser_webcam import CHROMIUM, face_clip, free_port, wait_healthy
+    from playwright.sync_api import sync_playwright
+
+    if not CHROMIUM.exists():
+        raise SystemExit(f"--serve needs {CHROMIUM}")
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        data, models = tmp / "data", tmp / "models"
+        (data / "workspace").mkdir(parents=True)
+        shutil.copytree(ROOT / "data" / "sample", data / "sample")
+        if backbone != "haar":
+            save_random_model(backbone, models, input_size)
+        clip, _ = face_clip(tmp / "faces.y4m")
+        port = free_port()
+        env = {**os.environ, "FACETRACK_DATA": str(data), "FACETRACK_MODELS": str(models)}
+        log = open(tmp / "server.log", "wb")
+        server = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "streamlit_app.py", "--server.port",
+                                   str(port), "--server.headless", "true", "--browser.gatherUsageStats", "false"],
+                                  cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            wait_healthy(url, server)
+            print(f"server started:              {rss_mb(server.pid)[0]:7.0f} MiB")
+            args = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                    "--disable-background-networking", "--use-fake-ui-for-media-stream",
+                    "--use-fake-device-for-media-stream", f"--use-file-for-fake-video-capture={clip}"]
+            with sync_playwright() as p:
+                browser = p.chromium.launch(executable_path=str(CHROMIUM), args=args)
+                page = browser.new_page(viewport={"width": 1280, "height": 900})
+                page.goto(url + "/Webcam")
+                page.get_by_text("Live stats").wait_for(timeout=120_000)
+                print(f"Webcam page open (haar):     {rss_mb(server.pid)[0]:7.0f} MiB")
+                if backbone != "haar":
+                    page.locator('[data-testid="stSelectbox"]', has_text="Detector").click()
+                    page.get_by_role("option", name=backbone).click()
+                    page.get_by_text("Live stats").wait_for(timeout=120_000)
+                    time.sleep(3)
+                    print(f"{backbone + ' loaded:':<28} {rss_mb(server.pid)[0]:7.0f} MiB")
+                component = page.frame_locator('iframe[title*="webrtc"]')
+                component.get_by_role("button", name="Start").click()
+                page.get_by_text("frames processed").first.wait_for(timeout=120_000)
+                end, peak_now = time.time() + seconds, 0.0
+                while time.time() < end:
+                    peak_now = max(peak_now, rss_mb(server.pid)[0])
+                    time.sleep(0.5)
+                caption = page.get_by_text("frames processed").first.inner_text()
+                print(f"streaming {seconds:.0f} s ({caption.split(',')[0]}): {peak_now:7.0f} MiB "
+                      f"(peak since start {rss_mb(server.pid)[1]:.0f} MiB)")
+                if os.environ.get("WEBCAM_SHOT"):
+                    page.screenshot(path=os.environ["WEBCAM_SHOT"])
+                component.get_by_role("button", name="Stop").click()
+                browser.close()
+        except Exception:
+            print("server log (end):\n" + (tmp / "server.log").read_text(errors="replace")[-4000:])
+            raise
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+            log.close()
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--detectors", nargs="+", default=["haar", "mobilenetv2", "vgg16"])
+    ap.add_argument("--seconds", type=float, default=4.0, help="per measurement")
+    ap.add_argument("--size", default="640x480", help="camera frame size WxH")
+    ap.add_argument("--input-size", type=int, default=None, help="model input size (default: the backbone's)")
+    ap.add_argument("--smoothing", type=float, default=0.6)
+    ap.add_argument("--serve", metavar="DETECTOR", default=None,
+                    help="measure the memory of `streamlit run` streaming with DETECTOR (haar or a backbone)")
+    args = ap.parse_args(argv)
+    if args.serve:
+        serve_memory(args.serve, args.seconds * 5, args.input_size)
+        return 0
+    w, h = (int(v) for v in args.size.lower().split("x"))
+    rgb = sample_frames(w, h)
+    frames = [to_video_frame(f, i) for i, f in enumerate(rgb)]
+    print(f"{os.cpu_count()} CPUs, frames {w}x{h}, {args.seconds:.0f} s per measurement")
+    header = (f"{'detector':<32} {'callback fps':>12} {'model ms':>9} {'faces':>6} | "
+              f"{'live fps':>8} {'dropped':>8} {'age p50':>8} {'age max':>8}")
+    print(header)
+    print("-" * len(header))
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.detectors:
+            if name == "haar":
+                det, label = HaarDetector(), "haar (OpenCV cascade)"
+            else:
+                det, label = trained_detector(name, Path(tmp), args.input_size)
+            proc = LiveProcessor(det, LiveSettings(threshold=0.5, smoothing=args.smoothing))
+            cb = bench_callback(proc, frames, args.seconds)
+            live = bench_live(proc, rgb, args.seconds)
+            print(f"{label:<32} {cb['fps']:>12.1f} {cb['latency_ms']:>9.1f} {cb['face']:>6.0%} | "
+                  f"{live['shown_fps']:>8.1f} {live['dropped']:>8.0%} {live['age_ms_p50']:>6.0f}ms "
+                  f"{live['age_ms_max']:>6.0f}ms", flush=True)
+    print("callback fps: frames back to back through video_frame_callback (decode, detect, draw, encode).\n"
+          "live: a 30 fps camera through streamlit-webrtc's async track; age = how old a frame is when "
+          "the model starts on it.\nfaces: share of frames with a box at threshold 0.5 (random weights "
+          "for trained backbones, so only Haar's figure means anything).")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

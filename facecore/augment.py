@@ -1,0 +1,554 @@
+"""Data augmentation with albumentations, boxes included: offline copies on disk and on the fly.
+
+The default pipeline is the tutorial's: a random crop, horizontal flip, brightness/contrast, gamma,
+RGB shift and vertical flip, each with its probability; rotation, scale, blur and noise are optional.
+The crop is a *fraction* of the image (the tutorial's fixed 450x450 crop fails on images smaller than
+that and keeps a different share of 640x480, 1280x720 and portrait photos).
+
+Boxes are facecore's: float32 normalized ``[x1, y1, x2, y2]`` (N, 4), which is albumentations'
+``"albumentations"`` format, so they go in and come out unconverted. A box that keeps less than
+``min_visibility`` of its area after a crop is dropped: the sample becomes a no-face sample (class 0),
+as in the tutorial. No-face images stay no-face.
+
+Offline mode (``augment_dataset``) writes ``per_image`` copies of every *train-split* photo into
+``dataset.augmented`` as ``<stem>__aug<k:03d>.jpg`` with a label in the dataset's format (a no-face copy
+gets a label with no boxes, so every finished copy has a label). Copy ``k`` of photo ``stem`` depends only
+on (seed, stem, k) and the config, so a rerun is resumable and reproducible. Val and test are never
+augmented: they must measure the model on photos it has not seen in any form.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import threading
+import time
+import warnings
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Callable
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # no network check on import
+
+import albumentations as A  # noqa: E402
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+from albumentations.augmentations.crops.transforms import BaseCrop  # noqa: E402
+
+from . import boxes as B  # noqa: E402
+from .dataset import AUG_SEP, Dataset, source_of  # noqa: E402
+from .errors import DatasetError, FaceCoreError  # noqa: E402
+from .io import encode_jpeg, read_image  # noqa: E402
+from .labels import ImageLabel, labelme_document, voc_document  # noqa: E402
+
+LABEL_FIELD = "class_labels"
+MANIFEST = "augment.json"
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """The augmentation pipeline. ``*_p`` are probabilities per sample (0 turns a transform off).
+
+    Defaults are the tutorial's set; rotation, scale, blur and noise are off. ``crop_fraction`` is the
+    crop's side as a fraction of the image's (0.75 keeps 480x360 of 640x480). The random seed is not
+    part of the config: pass it to ``augment_sample`` / ``augment_dataset``.
+    """
+
+    crop_fraction: float = 0.75
+    crop_p: float = 1.0
+    hflip_p: float = 0.5
+    vflip_p: float = 0.5
+    brightness_contrast_p: float = 0.2
+    brightness_limit: float = 0.2
+    contrast_limit: float = 0.2
+    gamma_p: float = 0.2
+    gamma_limit: float = 20.0  # percent: gamma drawn from [1 - l/100, 1 + l/100]
+    rgb_shift_p: float = 0.2
+    rgb_shift_limit: int = 20
+    rotate_p: float = 0.0
+    rotate_limit: float = 15.0  # degrees
+    scale_p: float = 0.0
+    scale_limit: float = 0.15  # scale drawn from [1 - l, 1 + l]
+    blur_p: float = 0.0
+    blur_limit: int = 5  # largest kernel size (odd, >= 3)
+    noise_p: float = 0.0
+    noise_std: float = 0.08  # largest noise std as a fraction of 255
+    min_visibility: float = 0.5
+
+    def __post_init__(self):
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or not np.isfinite(v):
+                raise ValueError(f"AugmentConfig.{f.name} must be a finite number, got {v!r}")
+            if f.name.endswith("_p") and not 0.0 <= v <= 1.0:
+                raise ValueError(f"AugmentConfig.{f.name} is a probability and must be in [0, 1], got {v}")
+        if not 0.05 <= self.crop_fraction <= 1.0:
+            raise ValueError(f"crop_fraction must be in [0.05, 1], got {self.crop_fraction}")
+        if not 0.0 <= self.min_visibility <= 1.0:
+            raise ValueError(f"min_visibility must be in [0, 1], got {self.min_visibility}")
+        for name, lo, hi in (("brightness_limit", 0, 1), ("contrast_limit", 0, 1), ("gamma_limit", 0, 90),
+                             ("rgb_shift_limit", 0, 255), ("rotate_limit", 0, 180), ("scale_limit", 0, 0.9),
+                             ("blur_limit", 3, 51), ("noise_std", 0, 1)):
+            if not lo <= getattr(self, name) <= hi:
+                raise ValueError(f"{name} must be in [{lo}, {hi}], got {getattr(self, name)}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "AugmentConfig":
+        """Inverse of ``to_dict``; unknown keys are ignored (configs saved by older versions load)."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+class RandomFractionCrop(BaseCrop):
+    """Crop ``fraction`` of the image's width and height at a random position (no resize)."""
+
+    def __init__(self, fraction: float = 0.75, p: float = 1.0):
+        super().__init__(p=p)
+        self.fraction = float(fraction)
+
+    def get_params_dependent_on_data(self, params: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
+        height, width = params["shape"][:2]
+        ch = min(height, max(1, int(round(self.fraction * height))))
+        cw = min(width, max(1, int(round(self.fraction * width))))
+        y0 = self.py_random.randint(0, height - ch)
+        x0 = self.py_random.randint(0, width - cw)
+        return {"crop_coords": (x0, y0, x0 + cw, y0 + ch)}
+
+    def get_transform_init_args_names(self) -> tuple[str, ...]:
+        return ("fraction",)
+
+
+def build_augmenter(config: AugmentConfig = AugmentConfig()) -> A.Compose:
+    """The albumentations pipeline for ``config``, boxes in the ``"albumentations"`` format.
+
+    Build it once and call ``augment_sample`` many times: building validates every transform.
+    """
+    c = config
+    steps: list[A.BasicTransform] = []
+    if c.crop_p > 0 and c.crop_fraction < 1.0:
+        steps.append(RandomFractionCrop(c.crop_fraction, p=c.crop_p))
+    if c.hflip_p > 0:
+        steps.append(A.HorizontalFlip(p=c.hflip_p))
+    if c.brightness_contrast_p > 0:
+        steps.append(A.RandomBrightnessContrast(brightness_limit=c.brightness_limit,
+                                                contrast_limit=c.contrast_limit, p=c.brightness_contrast_p))
+    if c.gamma_p > 0:
+        g = float(c.gamma_limit)
+        steps.append(A.RandomGamma(gamma_limit=(100 - g, 100 + g), p=c.gamma_p))
+    if c.rgb_shift_p > 0:
+        s = int(c.rgb_shift_limit)
+        steps.append(A.RGBShift(r_shift_limit=s, g_shift_limit=s, b_shift_limit=s, p=c.rgb_shift_p))
+    if c.vflip_p > 0:
+        steps.append(A.VerticalFlip(p=c.vflip_p))
+    if c.rotate_p > 0:
+        # "ellipse" keeps boxes tight: a face is closer to an ellipse than to its box's corners.
+        steps.append(A.Rotate(limit=(-c.rotate_limit, c.rotate_limit), border_mode=cv2.BORDER_CONSTANT,
+                              fill=0, rotate_method="ellipse", p=c.rotate_p))
+    if c.scale_p > 0:
+        steps.append(A.Affine(scale=(1 - c.scale_limit, 1 + c.scale_limit), keep_ratio=True,
+                              border_mode=cv2.BORDER_CONSTANT, fill=0, p=c.scale_p))
+    if c.blur_p > 0:
+        k = int(c.blur_limit) | 1
+        steps.append(A.Blur(blur_limit=(3, max(3, k)), p=c.blur_p))
+    if c.noise_p > 0:
+        steps.append(A.GaussNoise(std_range=(min(0.01, c.noise_std), c.noise_std), p=c.noise_p))
+    with warnings.catch_warnings():
+        # With every transform off the pipeline is the identity, which albumentations warns about.
+        warnings.filterwarnings("ignore", message="Got processor for bboxes, but no transform")
+        aug = A.Compose(
+            steps,
+            bbox_params=A.BboxParams(format="albumentations", label_fields=[LABEL_FIELD],
+                                     min_visibility=c.min_visibility, clip=True),
+        )
+    # albumentations transforms keep per-call state; one lock per pipeline keeps a shared one safe.
+    aug._facecore_lock = threading.Lock()
+    return aug
+
+
+def augment_sample(augmenter: A.Compose, image: np.ndarray, boxes, seed: int | None = None
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """Augment one sample.
+
+    ``image``: RGB uint8 (H, W, 3); ``boxes``: float32 (N, 4) normalized ``[x1, y1, x2, y2]`` (N may be 0).
+    Returns ``(image, boxes)``: RGB uint8 (H', W', 3) and float32 (M, 4) normalized; M == 0 means the
+    sample holds no face (a crop lost it, or there was none). The same ``seed`` gives the same result;
+    ``None`` continues the pipeline's own random stream.
+    """
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"image must be RGB uint8 (H, W, 3), got {image.dtype} {image.shape}")
+    b = B.clip(B.order_corners(boxes))
+    # albumentations rejects zero-area boxes; a box squeezed to nothing by clipping marks no face.
+    b = b[B.is_valid(b, 1e-6)]
+    lock = getattr(augmenter, "_facecore_lock", None) or threading.Lock()
+    with lock:
+        if seed is not None:
+            # One shared stream for all transforms: per-transform seeds would make e.g. the horizontal
+            # and vertical flip draw the same number and always fire together.
+            augmenter.set_random_state(np.random.default_rng(seed), random.Random(seed))
+        out = augmenter(image=np.ascontiguousarray(image), bboxes=b, **{LABEL_FIELD: np.zeros(len(b), np.int64)})
+    img = np.ascontiguousarray(out["image"], dtype=np.uint8)
+    ob = np.asarray(out["bboxes"], np.float32).reshape(-1, 4)
+    return img, B.clip(ob)
+
+
+def preview_samples(augmenter: A.Compose, image: np.ndarray, boxes, n: int, seed: int = 0
+                    ) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``n`` augmented versions of one image (``augment_sample`` with seeds derived from ``seed``)."""
+    return [augment_sample(augmenter, image, boxes, copy_seed(seed, "preview", i)) for i in range(n)]
+
+
+def draw_boxes(image: np.ndarray, boxes, color=(0, 255, 0)) -> np.ndarray:
+    """A copy of RGB ``image`` with normalized ``boxes`` (N, 4) drawn, line width scaled to the image."""
+    out = image.copy()
+    h, w = out.shape[:2]
+    t = max(1, round(min(h, w) / 150))
+    for x1, y1, x2, y2 in B.to_pixels_int(boxes, w, h).tolist():
+        cv2.rectangle(out, (x1, y1), (x2, y2), color, t)
+    return out
+
+
+def copy_seed(seed: int, stem: str, k: int) -> int:
+    """The random seed of copy ``k`` of photo ``stem``: independent of order, worker and machine."""
+    return int.from_bytes(hashlib.sha256(f"{seed}:{stem}:{k}".encode()).digest()[:8], "little") >> 1
+
+
+def copy_stem(stem: str, k: int) -> str:
+    return f"{stem}{AUG_SEP}{k:03d}"
+
+
+# -- offline mode -------------------------------------------------------------------------------
+
+@dataclass
+class AugmentReport:
+    """What ``augment_dataset`` did. ``failed`` holds ``(source stem, reason)``."""
+
+    sources: int = 0
+    per_image: int = 0
+    total: int = 0          # copies wanted: sources x per_image
+    written: int = 0
+    skipped: int = 0        # already on disk from an earlier (interrupted) run
+    removed: int = 0        # stale copies deleted (sources no longer in train, or another config)
+    no_face: int = 0        # written copies whose crop lost the face (or whose source had none)
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    cancelled: bool = False
+    seconds: float = 0.0
+
+    @property
+    def done(self) -> int:
+        return self.written + self.skipped
+
+
+def _write_fast(path: Path, data: bytes) -> None:
+    # Temp file + rename: readers and resumes never see half a copy. No fsync: copies are derived data,
+    # regenerated exactly from their seed, and an fsync per file would cost more than augmenting it.
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _source_signature(item) -> str:
+    """Changes when the photo or its label changes, so its copies are made again."""
+    h = hashlib.sha256()
+    st = item.image.stat()
+    h.update(f"{item.image.name}:{st.st_size}:{st.st_mtime_ns}".encode())
+    if item.label is not None:
+        h.update(item.label.read_bytes())
+    return h.hexdigest()[:16]
+
+
+_WORKER: dict[str, Any] = {}
+
+
+def _worker_init(config_dict: dict, cancel_event, pool: bool = True) -> None:
+    if pool:
+        cv2.setNumThreads(1)  # one process per core already; more threads only fight over the cores
+    _WORKER["augmenter"] = build_augmenter(AugmentConfig.from_dict(config_dict))
+    _WORKER["cancel"] = cancel_event
+
+
+def _pool_context():
+    """forkserver where there is one (Linux, macOS), else spawn.
+
+    Not fork: the app process runs threads (Streamlit, TensorFlow) that a fork would copy mid-lock.
+    The fork server is one clean process that imports this module once; workers fork from it, so a
+    pool starts in milliseconds instead of re-importing albumentations and OpenCV per worker.
+    """
+    import multiprocessing as mp
+    if "forkserver" in mp.get_all_start_methods():
+        ctx = mp.get_context("forkserver")
+        ctx.set_forkserver_preload([__name__])
+        return ctx
+    return mp.get_context("spawn")
+
+
+def _augment_source(task: tuple) -> tuple[str, int, int, int, str | None]:
+    """Write the missing copies of one photo. Returns (stem, written, skipped, no_face, error)."""
+    stem, image_path, label_path, out_images, out_labels, label_ext, seed, todo = task
+    augmenter, cancel = _WORKER["augmenter"], _WORKER.get("cancel")
+    out_images, out_labels = Path(out_images), Path(out_labels)
+    written = skipped = no_face = 0
+    try:
+        image = read_image(image_path)
+        h, w = image.shape[:2]
+        if label_path is not None:
+            from .labels import read_label
+            lab = read_label(label_path, (w, h))
+            boxes = lab.boxes
+        else:
+            boxes = B.EMPTY
+        for k in todo:
+            if cancel is not None and cancel.is_set():
+                break
+            img, ob = augment_sample(augmenter, image, boxes, copy_seed(seed, stem, k))
+            cs = copy_stem(stem, k)
+            label = ImageLabel(img.shape[1], img.shape[0], ob)
+            doc = (voc_document(label, f"{cs}.jpg") if label_ext == ".xml"
+                   else json.dumps(labelme_document(label, f"{cs}.jpg"), indent=2))
+            # Label first, image last: the image appearing is what makes the copy exist for Dataset.items().
+            _write_fast(out_labels / f"{cs}{label_ext}", doc.encode("utf-8"))
+            _write_fast(out_images / f"{cs}.jpg", encode_jpeg(img))
+            written += 1
+            no_face += not label.has_face
+        return stem, written, skipped, no_face, None
+    except (FaceCoreError, OSError, ValueError, cv2.error) as exc:
+        return stem, written, skipped, no_face, str(exc)
+
+
+def _remove_copy(out: Dataset, stem: str) -> None:
+    for p in (out.images_dir / f"{stem}.jpg",):
+        p.unlink(missing_ok=True)
+    for ext in (".json", ".xml"):
+        (out.labels_dir / f"{stem}{ext}").unlink(missing_ok=True)
+
+
+def _read_manifest(out: Dataset) -> dict:
+    try:
+        return json.loads((out.root / MANIFEST).read_text("utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
+def delete_augmented(dataset: Dataset) -> int:
+    """Delete every offline-augmented copy of ``dataset`` (the originals are untouched). Returns how many."""
+    out = dataset.augmented
+    n = 0
+    for it in out.items():
+        _remove_copy(out, it.stem)
+        n += 1
+    for folder in (out.images_dir, out.labels_dir):
+        if folder.is_dir():
+            for p in folder.iterdir():
+                if p.name.startswith(".") and p.name.endswith(".tmp"):
+                    p.unlink(missing_ok=True)
+                elif p.suffix.lower() in (".json", ".xml") and AUG_SEP in p.stem:
+                    p.unlink(missing_ok=True)  # labels whose image was never written
+    (out.root / MANIFEST).unlink(missing_ok=True)
+    return n
+
+
+def augment_dataset(
+    dataset: Dataset,
+    config: AugmentConfig = AugmentConfig(),
+    per_image: int = 5,
+    seed: int = 0,
+    split_seed: int = 0,
+    fractions: tuple[float, float, float] = (0.7, 0.15, 0.15),
+    workers: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    cancel: threading.Event | None = None,
+) -> AugmentReport:
+    """Write ``per_image`` augmented copies of every train-split photo into ``dataset.augmented``.
+
+    Runs on ``workers`` processes (default: all cores; 1 runs in this process). Resumable: copies
+    already on disk are kept. Copies of photos no longer in the train split, of photos that changed,
+    copies numbered ``per_image`` or more, and all copies made with another config or seed are deleted,
+    so the folder always matches the request. ``progress(done, total)`` is called from this thread as
+    copies finish; setting ``cancel`` stops soon after (finished copies stay and are reused next time).
+    """
+    if not isinstance(per_image, int) or per_image < 1 or per_image > 1000:
+        raise DatasetError(f"copies per image must be between 1 and 1000, got {per_image}")
+    t0 = time.perf_counter()
+    train = dataset.split(fractions, split_seed).train
+    report = AugmentReport(sources=len(train), per_image=per_image, total=len(train) * per_image)
+    if not train:
+        raise DatasetError(f"{dataset.name}: the train split is empty; add labeled photos first")
+    out = Dataset.create(dataset.augmented.root)
+    label_ext = "." + dataset.label_format()
+
+    # Decide which existing copies are still valid for this request; the rest go.
+    manifest = _read_manifest(out)
+    same_run = (manifest.get("config") == config.to_dict() and manifest.get("seed") == seed
+                and manifest.get("label_ext") == label_ext)
+    old_sigs = manifest.get("sources", {}) if same_run else {}
+    sigs = {it.stem: _source_signature(it) for it in train}
+    keep = {(s, k) for s, sig in sigs.items() if old_sigs.get(s) == sig for k in range(per_image)}
+    for it in out.items():
+        stem, k = it.source, it.stem[len(it.source) + len(AUG_SEP):]
+        if (stem, int(k) if k.isdigit() else -1) not in keep:
+            _remove_copy(out, it.stem)
+            report.removed += 1
+    new_manifest = {"config": config.to_dict(), "seed": seed, "label_ext": label_ext,
+                    "split_seed": split_seed, "fractions": list(fractions), "per_image": per_image,
+                    "source_dataset": dataset.name, "sources": sigs}
+    from .io import atomic_write_text
+    atomic_write_text(out.root / MANIFEST, json.dumps(new_manifest, indent=1))
+
+    tasks = []
+    for it in train:
+        todo = []
+        for k in range(per_image):
+            cs = copy_stem(it.stem, k)
+            if (out.images_dir / f"{cs}.jpg").exists() and (out.labels_dir / f"{cs}{label_ext}").exists():
+                report.skipped += 1
+            else:
+                todo.append(k)
+        if todo:
+            tasks.append((it.stem, str(it.image), str(it.label) if it.label else None, str(out.images_dir),
+                          str(out.labels_dir), label_ext, seed, tuple(todo)))
+    workers = max(1, min(workers or os.cpu_count() or 1, len(tasks) or 1))
+
+    def record(res):
+        stem, w, s, nf, err = res
+        report.written += w
+        report.skipped += s
+        report.no_face += nf
+        if err:
+            report.failed.append((stem, err))
+        if progress is not None:
+            progress(report.done, report.total)
+
+    if progress is not None:
+        progress(report.done, report.total)
+    if not tasks:
+        pass
+    elif workers == 1:
+        _worker_init(config.to_dict(), cancel, pool=False)
+        for task in tasks:
+            if cancel is not None and cancel.is_set():
+                break
+            record(_augment_source(task))
+    else:
+        ctx = _pool_context()
+        stop = ctx.Event()
+        with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init,
+                                 initargs=(config.to_dict(), stop)) as pool:
+            pending = {pool.submit(_augment_source, t) for t in tasks}
+            while pending:
+                done, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
+                for f in done:
+                    record(f.result())
+                if cancel is not None and cancel.is_set() and not stop.is_set():
+                    stop.set()
+                    for f in pending:
+                        f.cancel()
+            # cancelled futures never ran: nothing to record for them
+    report.cancelled = bool(cancel is not None and cancel.is_set() and report.done < report.total)
+    report.seconds = time.perf_counter() - t0
+    return report
+
+
+class AugmentJob:
+    """``augment_dataset`` on a background thread, for a UI that polls it.
+
+    ``progress`` is ``(done, total)``; when ``finished``, ``report`` or ``error`` (a message) is set.
+    """
+
+    def __init__(self, dataset: Dataset, config: AugmentConfig, per_image: int, seed: int = 0,
+                 split_seed: int = 0, workers: int | None = None):
+        self.dataset = dataset
+        self.config = config
+        self.per_image = per_image
+        self.seed = seed
+        self.split_seed = split_seed
+        self.workers = workers
+        self.progress: tuple[int, int] = (0, 0)
+        self.report: AugmentReport | None = None
+        self.error: str | None = None
+        self.started = time.time()
+        self._cancel = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"augment-{dataset.name}", daemon=True)
+
+    def start(self) -> "AugmentJob":
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        def progress(done, total):
+            self.progress = (done, total)
+        try:
+            self.report = augment_dataset(self.dataset, self.config, self.per_image, seed=self.seed,
+                                          split_seed=self.split_seed, workers=self.workers,
+                                          progress=progress, cancel=self._cancel)
+        except FaceCoreError as exc:
+            self.error = str(exc)
+        except Exception as exc:  # noqa: BLE001 - shown to the user instead of dying silently in a thread
+            self.error = f"{type(exc).__name__}: {exc}"
+
+    def cancel(self) -> None:
+        self._cancel.set()
+
+    @property
+    def cancelling(self) -> bool:
+        return self._cancel.is_set() and self.running
+
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
+    @property
+    def finished(self) -> bool:
+        return self._thread.ident is not None and not self._thread.is_alive()
+
+    def join(self, timeout: float | None = None) -> None:
+        self._thread.join(timeout)
+
+
+# -- command line -------------------------------------------------------------------------------
+
+def _cli(args) -> int:
+    ds = Dataset.open(args.data)
+    cancel = threading.Event()
+    state = {"t": 0.0}
+
+    def progress(done, total):
+        now = time.perf_counter()
+        if done == total or now - state["t"] > 0.2:
+            state["t"] = now
+            width = 30
+            fill = int(width * done / max(total, 1))
+            print(f"\r[{'#' * fill}{'.' * (width - fill)}] {done}/{total} copies", end="", flush=True)
+
+    try:
+        rep = augment_dataset(ds, AugmentConfig(), args.per_image, seed=args.seed, split_seed=args.split_seed,
+                              workers=args.workers, progress=progress, cancel=cancel)
+    except KeyboardInterrupt:
+        cancel.set()
+        raise
+    print()
+    print(f"{rep.written} written, {rep.skipped} already there, {rep.removed} stale removed, "
+          f"{rep.no_face} without a face, {len(rep.failed)} failed, {rep.seconds:.1f} s "
+          f"({rep.written / max(rep.seconds, 1e-9):.1f} copies/s) -> {ds.augmented.root}")
+    for stem, why in rep.failed:
+        print(f"failed {stem}: {why}")
+    return 1 if rep.failed else 0
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("augment", help="write N augmented copies of each train-split photo (offline augmentation)")
+    p.add_argument("--data", required=True, help="dataset folder (with images/ and labels/)")
+    p.add_argument("--per-image", type=int, required=True, help="copies per train-split photo (tutorials: 5 or 60)")
+    p.add_argument("--seed", type=int, default=0, help="augmentation seed (same seed, same copies)")
+    p.add_argument("--split-seed", type=int, default=0, help="train/val/test split seed (as for training)")
+    p.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+    p.set_defaults(func=_cli)

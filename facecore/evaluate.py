@@ -1,0 +1,429 @@
+"""Measure a detector on labelled images: IoU, recall, AP, face presence, false positives, latency.
+
+Every image gets ONE prediction, the detector's best detection (the face tracker predicts one face
+per image; for Haar the highest-scoring of its boxes). Definitions, with ``threshold`` the score at
+which a prediction counts as "a face is here":
+
+- ``mean_iou``: over face images, IoU of the prediction with the best-matching true box, whatever
+  its score (0 when the detector returns nothing).
+- ``recall50``: share of face images whose prediction reaches ``threshold`` and IoU >= 0.5.
+- ``ap50`` / ``ap30``: average precision with predictions of all images ranked by score; a prediction
+  is a true positive when its image has a face and IoU >= 0.5 (0.3), else a false positive (every
+  prediction on a no-face image is one). Positives = face images. All-point interpolated (VOC 2010+).
+- ``face_accuracy``: share of images where "score >= threshold" agrees with "has a face".
+- ``fp_rate_noface``: share of no-face images with a prediction at or above ``threshold``
+  (None when there are no no-face images).
+- ``median_ms``: median time of ``detector.detect`` per image (preprocessing included, reading not).
+
+Unlabelled images count as no-face (the dataset convention); images or labels that cannot be read
+are skipped and counted in ``skipped``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from . import boxes as B
+from .dataset import SPLITS, Dataset
+from .errors import DatasetError, FaceCoreError, ImageReadError, LabelFormatError
+from .io import IMAGE_EXTS, read_image
+from .labels import LABEL_EXTS, read_label
+
+EVAL_SPLITS = (*SPLITS, "all")
+METRIC_KEYS = ("ap50", "ap30", "mean_iou", "recall50", "face_accuracy", "fp_rate_noface", "median_ms")
+
+
+@dataclass(frozen=True)
+class EvalImage:
+    """An image to evaluate on: its path and its true boxes (float32 (N, 4) normalized; empty = no face)."""
+
+    stem: str
+    path: Path
+    boxes: np.ndarray
+
+    @property
+    def has_face(self) -> bool:
+        return len(self.boxes) > 0
+
+
+@dataclass
+class ImageResult:
+    """One image's outcome: the best prediction (``box`` None when there was none), its IoU with the
+    best-matching true box (0 for no-face images), latency in ms, and ``error`` in [0, 1] (for sorting,
+    worst first: 1 - IoU for a face found at ``threshold``, 1 for a missed face, the score for a
+    false positive on a no-face image)."""
+
+    stem: str
+    path: str
+    true_boxes: np.ndarray
+    score: float
+    box: np.ndarray | None
+    iou: float
+    ms: float
+    error: float = 0.0
+    outcome: str = ""
+
+
+@dataclass
+class EvalResult:
+    """Metrics (``METRIC_KEYS`` plus counts), per-image results and the PR curve at IoU 0.5."""
+
+    detector: str
+    threshold: float
+    metrics: dict
+    images: list[ImageResult] = field(default_factory=list)
+    pr_precision: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+    pr_recall: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+    pr_scores: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+
+    def worst(self, n: int | None = None) -> list[ImageResult]:
+        """Images by decreasing error (ties: lower IoU first)."""
+        out = sorted(self.images, key=lambda r: (-r.error, r.iou, r.stem))
+        return out if n is None else out[:n]
+
+    def ious(self) -> np.ndarray:
+        """IoU per face image (N,)."""
+        return np.array([r.iou for r in self.images if len(r.true_boxes)], np.float32)
+
+    def to_json(self) -> dict:
+        """Metrics plus PR-curve data, JSON-serializable (NaN -> None)."""
+        out = {k: _jsonable(v) for k, v in self.metrics.items()}
+        out["detector"] = self.detector
+        out["threshold"] = self.threshold
+        out["pr_curve"] = {"precision": [round(float(v), 5) for v in self.pr_precision],
+                           "recall": [round(float(v), 5) for v in self.pr_recall],
+                           "score": [round(float(v), 5) for v in self.pr_scores]}
+        return out
+
+
+def _jsonable(v):
+    if isinstance(v, (np.floating, float)):
+        return None if not math.isfinite(float(v)) else round(float(v), 6)
+    if isinstance(v, np.integer):
+        return int(v)
+    return v
+
+
+# -- metrics (pure functions) --------------------------------------------------------------
+
+def best_iou(pred_box, true_boxes) -> float:
+    """IoU of one predicted box (4,) (or None) with the best-matching of ``true_boxes`` (N, 4); 0 if none."""
+    if pred_box is None or len(true_boxes) == 0:
+        return 0.0
+    return float(B.iou_matrix(B.as_boxes(pred_box), true_boxes).max())
+
+
+def pr_curve(scores, is_tp, n_pos: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Precision and recall after each prediction, predictions ranked by decreasing score.
+
+    ``scores`` (M,), ``is_tp`` (M,) bool, ``n_pos`` = number of positives. Returns
+    ``(precision (M,), recall (M,), sorted scores (M,))``; recall is 0 everywhere when ``n_pos`` is 0.
+    """
+    scores = np.asarray(scores, np.float64).reshape(-1)
+    is_tp = np.asarray(is_tp, bool).reshape(-1)
+    order = np.argsort(-scores, kind="stable")
+    tp = np.cumsum(is_tp[order])
+    fp = np.cumsum(~is_tp[order])
+    precision = tp / np.maximum(tp + fp, 1)
+    recall = tp / n_pos if n_pos > 0 else np.zeros_like(precision)
+    return precision.astype(np.float32), recall.astype(np.float32), scores[order].astype(np.float32)
+
+
+def average_precision(scores, is_tp, n_pos: int) -> float:
+    """All-point interpolated AP (area under the precision envelope). NaN when ``n_pos`` is 0."""
+    if n_pos <= 0:
+        return float("nan")
+    precision, recall, _ = pr_curve(scores, is_tp, n_pos)
+    if len(precision) == 0:
+        return 0.0
+    r = np.concatenate([[0.0], recall.astype(np.float64)])
+    p = np.concatenate([[0.0], precision.astype(np.float64)])
+    p = np.maximum.accumulate(p[::-1])[::-1]  # envelope: best precision at this recall or beyond
+    return float(np.sum((r[1:] - r[:-1]) * p[1:]))
+
+
+def compute_metrics(true_boxes: list, scores, pred_boxes: list, threshold: float = 0.5,
+                    latencies_ms=None) -> dict:
+    """Metrics of one prediction per image (definitions in the module docstring).
+
+    ``true_boxes``: per image, float32 (N_i, 4) normalized (empty = no face); ``scores``: per image
+    (0 when there is no prediction); ``pred_boxes``: per image (4,) or None.
+    """
+    n = len(true_boxes)
+    if not (len(scores) == len(pred_boxes) == n):
+        raise ValueError("true_boxes, scores and pred_boxes must have one entry per image")
+    scores = np.asarray(scores, np.float64).reshape(-1)
+    has_face = np.array([len(t) > 0 for t in true_boxes], bool)
+    has_pred = np.array([b is not None for b in pred_boxes], bool)
+    ious = np.array([best_iou(b, t) for b, t in zip(pred_boxes, true_boxes)], np.float64)
+    found = scores >= threshold
+    n_face, n_noface = int(has_face.sum()), int((~has_face).sum())
+    out = {
+        "n_images": n, "n_face": n_face, "n_noface": n_noface, "threshold": float(threshold),
+        "mean_iou": float(ious[has_face].mean()) if n_face else float("nan"),
+        "recall50": float((found & has_face & (ious >= 0.5)).sum() / n_face) if n_face else float("nan"),
+        "face_accuracy": float((found == has_face).mean()) if n else float("nan"),
+        "fp_rate_noface": float((found & has_pred & ~has_face).sum() / n_noface) if n_noface else float("nan"),
+    }
+    for key, t in (("ap50", 0.5), ("ap30", 0.3)):
+        tp = has_face & (ious >= t)
+        out[key] = average_precision(scores[has_pred], tp[has_pred], n_face)
+    lat = np.asarray(latencies_ms if latencies_ms is not None else [], np.float64)
+    out["median_ms"] = float(np.median(lat)) if len(lat) else float("nan")
+    return out
+
+
+# -- inputs --------------------------------------------------------------------------------
+
+def _flat_folder_images(folder: Path) -> list[tuple[str, Path, Path | None]]:
+    """``(stem, image, label or None)`` for the images in ``folder``, labels beside them (labelme's layout)."""
+    out = []
+    for p in sorted(folder.iterdir()):
+        if p.suffix.lower() not in IMAGE_EXTS or p.name.startswith(".") or not p.is_file():
+            continue
+        label = next((p.with_suffix(e) for e in LABEL_EXTS if p.with_suffix(e).is_file()), None)
+        out.append((p.stem, p, label))
+    return out
+
+
+def collect_images(data: str | Path | Dataset, split: str = "test", seed: int = 0,
+                   fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)) -> tuple[list[EvalImage], list[str]]:
+    """Images and true boxes from a dataset split, or from any folder of images + labels.
+
+    ``data``: a dataset (folder with ``images/`` and ``labels/``) or a plain folder with labelme/VOC
+    files beside the images (``split`` must then be ``"all"``). ``split``: train, val, test (the
+    dataset's deterministic split with ``seed``/``fractions``, as in training) or all.
+    Returns ``(images, skipped)``, ``skipped`` holding a reason per unreadable label.
+    """
+    if split not in EVAL_SPLITS:
+        raise FaceCoreError(f"unknown split {split!r}; use one of {', '.join(EVAL_SPLITS)}")
+    root = data.root if isinstance(data, Dataset) else Path(data)
+    if not root.is_dir():
+        raise DatasetError(f"{root}: no such folder")
+    if (root / "images").is_dir():
+        ds = data if isinstance(data, Dataset) else Dataset.open(root)
+        items = ds.items() if split == "all" else list(ds.split(fractions, seed)[split])
+        entries = [(it.stem, it.image, it.label) for it in items]
+    else:
+        if split != "all":
+            raise DatasetError(f"{root} has no images/ folder, so it has no {split} split: use --split all")
+        entries = _flat_folder_images(root)
+    images, skipped = [], []
+    for stem, img, label in entries:
+        if label is None:
+            images.append(EvalImage(stem, img, B.EMPTY.copy()))
+            continue
+        try:
+            lab = read_label(label)
+        except LabelFormatError as exc:
+            skipped.append(f"{label.name}: {exc}")
+            continue
+        images.append(EvalImage(stem, img, lab.boxes))
+    return images, skipped
+
+
+# -- running a detector --------------------------------------------------------------------
+
+def evaluate(detector, images: list[EvalImage], threshold: float = 0.5,
+             progress: Callable[[int, int], None] | None = None,
+             should_stop: Callable[[], bool] | None = None) -> EvalResult:
+    """Run ``detector.detect`` on each image and compute the metrics.
+
+    ``progress(done, total)`` is called after each image; ``should_stop()`` returning True ends the
+    run early (metrics then cover the images done). Unreadable images are skipped (``skipped`` count).
+    """
+    results: list[ImageResult] = []
+    skipped = 0
+    total = len(images)
+    for i, im in enumerate(images):
+        if should_stop is not None and should_stop():
+            break
+        try:
+            rgb = read_image(im.path)
+        except ImageReadError:
+            skipped += 1
+            continue
+        t0 = time.perf_counter()
+        dets = detector.detect(rgb)
+        ms = (time.perf_counter() - t0) * 1000
+        best = max(dets, key=lambda d: d.score) if dets else None
+        score = float(best.score) if best is not None else 0.0
+        box = np.asarray(best.box, np.float32) if best is not None else None
+        results.append(ImageResult(im.stem, str(im.path), im.boxes, score, box, best_iou(box, im.boxes), ms))
+        if progress is not None:
+            progress(i + 1, total)
+    for r in results:
+        found = r.score >= threshold
+        if len(r.true_boxes):
+            if found and r.iou >= 0.5:
+                r.outcome, r.error = "found", 1.0 - r.iou
+            elif found:
+                r.outcome, r.error = "misplaced", 1.0 - r.iou
+            else:
+                r.outcome, r.error = "missed", 1.0
+        else:
+            r.outcome, r.error = ("false positive", r.score) if found else ("correct no-face", r.score * 0.5)
+    metrics = compute_metrics([r.true_boxes for r in results], [r.score for r in results],
+                              [r.box for r in results], threshold, [r.ms for r in results])
+    metrics["skipped"] = skipped
+    n_pos = metrics["n_face"]
+    has = [r.box is not None for r in results]
+    tp = [len(r.true_boxes) > 0 and r.iou >= 0.5 for r in results]
+    p, rc, s = pr_curve(np.array([r.score for r in results])[has] if results else [],
+                        np.array(tp, bool)[has] if results else [], n_pos)
+    return EvalResult(getattr(detector, "name", type(detector).__name__), float(threshold), metrics, results, p, rc, s)
+
+
+def split_config(meta: dict | None) -> tuple[int, tuple[float, float, float]]:
+    """The split ``(seed, fractions)`` a model was trained with (``config.seed`` and ``config.split``
+    in its meta.json), else the defaults ``(0, (0.7, 0.15, 0.15))``."""
+    cfg = (meta or {}).get("config") or {}
+    seed = cfg.get("seed")
+    fractions = cfg.get("split")
+    seed = seed if isinstance(seed, int) and not isinstance(seed, bool) else 0
+    if isinstance(fractions, (list, tuple)) and len(fractions) == 3:
+        fractions = tuple(float(f) for f in fractions)
+    else:
+        fractions = (0.7, 0.15, 0.15)
+    return seed, fractions
+
+
+# -- presentation (figures and drawings for the Evaluate page; no Streamlit here) -----------
+
+METRIC_LABELS = {
+    "ap50": "AP @ IoU 0.5", "ap30": "AP @ IoU 0.3", "mean_iou": "mean IoU (face images)",
+    "recall50": "recall @ IoU 0.5", "face_accuracy": "face-presence accuracy",
+    "fp_rate_noface": "false-positive rate (no-face images)", "median_ms": "median latency (ms/image)",
+    "n_images": "images", "n_face": "with a face", "n_noface": "without a face", "skipped": "skipped (unreadable)",
+}
+
+
+def comparison_table(results: dict) -> list[dict]:
+    """Rows ``{"metric": label, <detector>: value, ...}`` for detectors side by side (None = n/a)."""
+    rows = []
+    for key, label in METRIC_LABELS.items():
+        row = {"metric": label}
+        for name, res in results.items():
+            v = res.metrics.get(key)
+            row[name] = None if v is None or (isinstance(v, float) and not math.isfinite(v)) else v
+        rows.append(row)
+    return rows
+
+
+def pr_figure(results: dict):
+    """Plotly figure: precision against recall at IoU 0.5, one line per detector (AP in the legend)."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    for name, res in results.items():
+        ap = res.metrics.get("ap50")
+        label = f"{name} (AP {ap:.2f})" if ap is not None and math.isfinite(ap) else name
+        r = np.concatenate([[0.0], res.pr_recall])
+        p = np.concatenate([[1.0], res.pr_precision]) if len(res.pr_precision) else np.array([1.0])
+        text = ["" ] + [f"score >= {s:.2f}" for s in res.pr_scores]
+        fig.add_trace(go.Scatter(x=r, y=p, mode="lines", line_shape="hv", name=label, text=text,
+                                 hovertemplate="recall %{x:.2f}, precision %{y:.2f}<br>%{text}"))
+    fig.update_layout(xaxis_title="recall", yaxis_title="precision", xaxis_range=[0, 1.02], yaxis_range=[0, 1.05],
+                      height=360, margin={"l": 40, "r": 20, "t": 30, "b": 40}, legend={"orientation": "h"})
+    return fig
+
+
+def iou_figure(results: dict, bins: int = 20):
+    """Plotly figure: histogram of IoU over face images (a missed face counts as 0), per detector."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    for name, res in results.items():
+        fig.add_trace(go.Histogram(x=res.ious(), name=name, xbins={"start": 0, "end": 1.0001, "size": 1 / bins},
+                                   opacity=0.6))
+    fig.add_vline(x=0.5, line_dash="dash", line_color="gray", annotation_text="IoU 0.5")
+    fig.update_layout(barmode="overlay", xaxis_title="IoU with the true box", yaxis_title="face images",
+                      xaxis_range=[0, 1], height=360, margin={"l": 40, "r": 20, "t": 30, "b": 40},
+                      legend={"orientation": "h"})
+    return fig
+
+
+TRUE_COLOR = (0, 200, 0)  # RGB green: the label
+MISS_COLOR = (255, 160, 0)  # orange: a prediction below the threshold
+
+
+def render_result(r: ImageResult, threshold: float, max_side: int = 360) -> np.ndarray:
+    """The image of ``r`` (shrunk to ``max_side``) with its true boxes in green and the prediction in
+    red ("face 0.97"), orange when below ``threshold``. RGB uint8. Raises ImageReadError."""
+    import cv2
+
+    from .detect import Detection, draw_detections
+
+    img = read_image(r.path)
+    h, w = img.shape[:2]
+    k = min(1.0, max_side / max(h, w))
+    if k < 1.0:
+        img = cv2.resize(img, (max(1, round(w * k)), max(1, round(h * k))), interpolation=cv2.INTER_AREA)
+    h, w = img.shape[:2]
+    thick = max(1, round(min(h, w) / 240))
+    for x1, y1, x2, y2 in B.to_pixels_int(r.true_boxes, w, h).tolist() if len(r.true_boxes) else []:
+        cv2.rectangle(img, (x1, y1), (x2, y2), TRUE_COLOR, thick)
+    if r.box is not None:
+        color = (255, 0, 0) if r.score >= threshold else MISS_COLOR
+        img = draw_detections(img, [Detection(r.score, r.box)], threshold=0.0, color=color)
+    return img
+
+
+# -- CLI -----------------------------------------------------------------------------------
+
+def _cli(args) -> int:
+    from .detect import load_detector
+    from .workspace import Workspace
+
+    ws = Workspace.from_env()
+    models_root = Path(args.models) if args.models else ws.models_root
+    det = load_detector(args.model, models_root)
+    data = Path(args.data)
+    if not data.exists() and args.data in ws.datasets():
+        data = ws.dataset(args.data).root  # a dataset name, as the pages show it
+    seed, fractions = split_config(getattr(det, "meta", None))
+    if args.seed is not None:
+        seed = args.seed
+    images, skipped = collect_images(data, args.split, seed, fractions)
+    if not images:
+        raise DatasetError(f"{data}: no images to evaluate in the {args.split} split")
+    res = evaluate(det, images, threshold=args.threshold)
+    res.metrics["skipped"] += len(skipped)
+    if args.json:
+        out = res.to_json()
+        out.update(data=str(data), split=args.split)
+        if not args.pr:
+            out.pop("pr_curve")
+        print(json.dumps(out))
+    else:
+        m = res.metrics
+        print(f"{res.detector} on {data} ({args.split}: {m['n_images']} images, {m['n_face']} with a face, "
+              f"{m['n_noface']} without)")
+        for k in METRIC_KEYS:
+            v = m[k]
+            print(f"  {k:15s} {'n/a' if v is None or not math.isfinite(v) else f'{v:.3f}'}")
+        for s in skipped:
+            print(f"  skipped {s}")
+    return 0
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("evaluate", help="measure a detector (a trained model or haar) on a dataset split")
+    p.add_argument("--model", required=True, help="model name in models/, or 'haar'")
+    p.add_argument("--data", required=True, help="dataset folder (images/ + labels/), a dataset name, "
+                   "or a folder of images with labels beside them (use --split all)")
+    p.add_argument("--split", default="test", choices=EVAL_SPLITS,
+                   help="which split (the model's training split seed is used); default test")
+    p.add_argument("--threshold", type=float, default=0.5, help="score at which a prediction means 'face' (0.5)")
+    p.add_argument("--seed", type=int, default=None, help="split seed (default: the model's, else 0)")
+    p.add_argument("--models", default=None, help="models folder (default: models/ or $FACETRACK_MODELS)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--pr", action="store_true", help="with --json: include the PR curve data")
+    p.set_defaults(func=_cli)

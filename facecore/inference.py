@@ -1,0 +1,237 @@
+"""Fast inference for a trained face tracker: TFLite (XNNPACK) first, a ``tf.function`` fallback.
+
+A saved model is a folder ``models/<name>/`` with ``model.keras`` (functional Keras model: input
+float32 (N, S, S, 3) RGB 0..255, preprocessing inside; outputs ``[prob (N, 1), box (N, 4)]``, box
+normalized ``[x1, y1, x2, y2]``), ``model.tflite`` (same inputs and outputs) and ``meta.json``
+(``config.input_size``). Frames go through ``facecore.preprocess.resize_for_model``: the whole
+frame is resized, so the normalized box the model predicts is already the box in the original frame.
+
+``model.predict`` is never used per frame: its per-call overhead (~160 ms on a 2-core machine) is
+far above the model's own cost.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import warnings
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow loads: keep its C++ INFO logs out
+
+import numpy as np  # noqa: E402
+
+from . import boxes as B  # noqa: E402
+from .detect import Detection  # noqa: E402
+from .errors import FaceCoreError  # noqa: E402
+from .preprocess import resize_for_model  # noqa: E402
+
+KERAS_FILE = "model.keras"
+TFLITE_FILE = "model.tflite"
+META_FILE = "meta.json"
+BACKENDS = ("tflite", "tf.function")
+
+
+def default_threads() -> int:
+    """All cores: XNNPACK scales with them and a webcam frame is latency-bound."""
+    return max(1, os.cpu_count() or 1)
+
+
+def _split_outputs(outputs) -> tuple[np.ndarray, np.ndarray]:
+    """Model outputs (any order; TFLite may reorder them) -> ``(prob (N,), box (N, 4))``."""
+    prob = box = None
+    for out in outputs:
+        out = np.asarray(out, np.float32)
+        if out.ndim == 2 and out.shape[1] == 1:
+            prob = out[:, 0]
+        elif out.ndim == 2 and out.shape[1] == 4:
+            box = out
+    if prob is None or box is None:
+        shapes = [tuple(np.shape(o)) for o in outputs]
+        raise FaceCoreError(f"the model's outputs have shapes {shapes}; expected a probability (N, 1) and a box (N, 4)")
+    return prob, box
+
+
+class _TFLiteRunner:
+    """A TFLite interpreter (XNNPACK delegate, on by default for float models), batch 1.
+
+    An interpreter is not thread-safe and the detector is shared by sessions and the webcam
+    thread, so every invoke holds the lock.
+    """
+
+    backend = "tflite"
+
+    def __init__(self, path: Path, input_size: int, num_threads: int):
+        Interpreter = _interpreter_class()
+        self._interp = Interpreter(model_path=str(path), num_threads=num_threads)
+        inp = self._interp.get_input_details()[0]
+        shape = list(inp["shape"])
+        if len(shape) != 4 or shape[1:] != [input_size, input_size, 3]:
+            raise FaceCoreError(f"{path.name} takes input {shape}, but meta.json says {input_size}x{input_size}x3")
+        if shape[0] != 1:
+            self._interp.resize_tensor_input(inp["index"], [1, input_size, input_size, 3])
+        self._interp.allocate_tensors()
+        self._in = inp["index"]
+        self._outs = [d["index"] for d in self._interp.get_output_details()]
+        self._lock = threading.Lock()
+
+    def __call__(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        probs, boxes = [], []
+        for x in batch:
+            with self._lock:
+                self._interp.set_tensor(self._in, x[None])
+                self._interp.invoke()
+                outs = [self._interp.get_tensor(i).copy() for i in self._outs]
+            p, b = _split_outputs(outs)
+            probs.append(p)
+            boxes.append(b)
+        return np.concatenate(probs), np.concatenate(boxes)
+
+
+def _interpreter_class():
+    """``ai_edge_litert``'s Interpreter when installed, else ``tf.lite.Interpreter`` (same API;
+    TF 2.21 still ships it, with a deprecation warning we silence)."""
+    try:
+        from ai_edge_litert.interpreter import Interpreter  # type: ignore
+
+        return Interpreter
+    except ImportError:
+        pass
+    import tensorflow as tf
+
+    def make(**kw):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return tf.lite.Interpreter(**kw)
+
+    return make
+
+
+class _KerasRunner:
+    """The Keras model compiled once with ``tf.function`` (one trace for any batch size)."""
+
+    backend = "tf.function"
+
+    def __init__(self, model, input_size: int):
+        import tensorflow as tf
+
+        self.model = model
+        spec = tf.TensorSpec([None, input_size, input_size, 3], tf.float32)
+        self._fn = tf.function(lambda x: model(x, training=False), input_signature=[spec])
+
+    def __call__(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        outs = self._fn(batch)
+        return _split_outputs([o.numpy() for o in outs])
+
+
+def load_keras_model(path: str | os.PathLike):
+    """Load ``model.keras`` for inference (no optimizer). Raises FaceCoreError with the reason."""
+    import keras
+
+    try:
+        return keras.models.load_model(str(path), compile=False)
+    except Exception as exc:  # noqa: BLE001  keras raises many types for a bad file
+        raise FaceCoreError(f"could not load {path}: {type(exc).__name__}: {exc}") from exc
+
+
+class FaceTrackerDetector:
+    """A trained face tracker behind the ``Detector`` interface: one face (the best box) per frame.
+
+    ``detect(rgb)`` returns ``[Detection(prob, box)]`` when ``prob >= threshold`` (default 0: always
+    one detection, so evaluation sees every score; pages filter with their own threshold), else ``[]``.
+    ``backend`` says which path runs: ``"tflite"`` or ``"tf.function"``; ``fallback_reason`` why
+    TFLite is not used, when it is not. Safe to share between threads.
+    """
+
+    def __init__(self, name: str, input_size: int, runner, meta: dict | None = None, threshold: float = 0.0,
+                 fallback_reason: str = ""):
+        self.name = name
+        self.input_size = int(input_size)
+        self.meta = meta or {}
+        self.threshold = float(threshold)
+        self.fallback_reason = fallback_reason
+        self._run = runner
+
+    @property
+    def backend(self) -> str:
+        return self._run.backend
+
+    @classmethod
+    def load(cls, model_dir: str | os.PathLike, threshold: float = 0.0, num_threads: int | None = None,
+             backend: str = "auto") -> "FaceTrackerDetector":
+        """Load ``model_dir`` (``meta.json`` + ``model.tflite`` and/or ``model.keras``).
+
+        ``backend``: ``"auto"`` (TFLite, else tf.function), ``"tflite"`` or ``"tf.function"`` (forced).
+        Raises FaceCoreError when the folder holds no usable model.
+        """
+        d = Path(model_dir)
+        if backend not in ("auto", *BACKENDS):
+            raise ValueError(f"backend must be auto, tflite or tf.function, not {backend!r}")
+        if not d.is_dir():
+            raise FaceCoreError(f"no model called {d.name!r} (looked in {d.parent})")
+        try:
+            meta = json.loads((d / META_FILE).read_text(encoding="utf-8"))
+            size = int(meta["config"]["input_size"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise FaceCoreError(f"model {d.name!r}: {META_FILE} is missing or has no config.input_size "
+                                f"(is training still running?) ({type(exc).__name__}: {exc})") from exc
+        threads = num_threads or default_threads()
+        reason = ""
+        runner = None
+        if backend in ("auto", "tflite"):
+            if (d / TFLITE_FILE).is_file():
+                try:
+                    runner = _TFLiteRunner(d / TFLITE_FILE, size, threads)
+                except Exception as exc:  # noqa: BLE001  a corrupt file raises ValueError/RuntimeError
+                    reason = f"{TFLITE_FILE} could not be loaded ({type(exc).__name__}: {exc})"
+                    if backend == "tflite":
+                        raise FaceCoreError(f"model {d.name!r}: {reason}") from exc
+            else:
+                reason = f"no {TFLITE_FILE}"
+                if backend == "tflite":
+                    raise FaceCoreError(f"model {d.name!r} has no {TFLITE_FILE}")
+        if runner is None:
+            if not (d / KERAS_FILE).is_file():
+                raise FaceCoreError(f"model {d.name!r} has neither a usable {TFLITE_FILE} nor {KERAS_FILE}"
+                                    + (f" ({reason})" if reason else ""))
+            runner = _KerasRunner(load_keras_model(d / KERAS_FILE), size)
+        det = cls(d.name, size, runner, meta, threshold, reason)
+        det.warm_up()
+        return det
+
+    @classmethod
+    def from_keras(cls, model, name: str = "model", threshold: float = 0.0) -> "FaceTrackerDetector":
+        """Wrap an in-memory Keras model (tf.function path), e.g. right after training."""
+        size = int(model.inputs[0].shape[1])
+        return cls(name, size, _KerasRunner(model, size), {}, threshold)
+
+    def warm_up(self) -> None:
+        """Run once on a blank frame so the first real frame does not pay for tracing/allocation."""
+        self.predict(np.zeros((1, self.input_size, self.input_size, 3), np.float32))
+
+    def predict(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Preprocessed batch float32 (N, S, S, 3) 0..255 -> ``(prob (N,), box (N, 4))`` normalized, raw."""
+        batch = np.ascontiguousarray(batch, np.float32)
+        if batch.ndim != 4 or batch.shape[1:] != (self.input_size, self.input_size, 3):
+            raise ValueError(f"expected (N, {self.input_size}, {self.input_size}, 3), got {batch.shape}")
+        return self._run(batch)
+
+    def _to_detections(self, prob: float, box: np.ndarray) -> list[Detection]:
+        if not np.isfinite(prob) or prob < self.threshold:
+            return []
+        # The box head's two corners are not constrained to come in order; the frame bounds it.
+        return [Detection(float(prob), B.clip(B.order_corners(box))[0])]
+
+    def detect(self, frame: np.ndarray) -> list[Detection]:
+        """RGB uint8 (H, W, 3) -> ``[Detection]`` (empty below ``threshold``); box normalized to the frame."""
+        prob, box = self.predict(resize_for_model(frame, self.input_size)[None])
+        return self._to_detections(prob[0], box[0])
+
+    def detect_batch(self, frames: list[np.ndarray]) -> list[list[Detection]]:
+        """Several RGB frames (any shapes) -> one detection list per frame."""
+        if len(frames) == 0:
+            return []
+        batch = np.stack([resize_for_model(f, self.input_size) for f in frames])
+        prob, box = self.predict(batch)
+        return [self._to_detections(p, b) for p, b in zip(prob, box)]

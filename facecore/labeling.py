@@ -1,0 +1,410 @@
+"""The logic behind the Collect & Label page: adding photos, saving boxes, model proposals, gallery.
+
+Boxes are the facecore convention (float32 normalized ``[x1, y1, x2, y2]``) except where a name
+says pixels: the numeric inputs and the drawing canvas work in pixels and are converted here.
+
+Label states of an image:
+- ``face``: a label file with at least one box;
+- ``no_face``: a label file with no shapes (the user reviewed it and found no face);
+- ``unlabeled``: no label file yet (training treats it as no-face, the page asks for a decision);
+- ``broken``: a label file that cannot be read (``Dataset.validate`` explains why).
+
+Nothing here holds a list of items across calls: every function reads the folder afresh, so two
+browser tabs labeling the same dataset each see the other's saved work, and every write is atomic.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable
+
+import cv2
+import numpy as np
+
+from . import boxes as B
+from .dataset import Dataset, ImportReport, Item
+from .detect import Detection, Detector, draw_detections, draw_overlay
+from .errors import DatasetError, FaceCoreError, ImageReadError, ImportRejected, LabelFormatError
+from .io import encode_jpeg, read_image
+from .labels import ImageLabel, read_label
+
+FACE, NO_FACE, UNLABELED, BROKEN = "face", "no_face", "unlabeled", "broken"
+STATUS_TEXT = {FACE: "face", NO_FACE: "no face", UNLABELED: "unlabeled", BROKEN: "broken label"}
+# Gallery filters: name -> the statuses it shows.
+FILTERS = {
+    "all": (FACE, NO_FACE, UNLABELED, BROKEN),
+    "labeled": (FACE, NO_FACE),
+    "face": (FACE,),
+    "no face": (NO_FACE,),
+    "unlabeled": (UNLABELED,),
+    "broken": (BROKEN,),
+}
+UPLOAD_TYPES = ("jpg", "jpeg", "png", "webp", "zip")
+
+SAVED_COLOR = (0, 200, 0)  # RGB: a saved face box
+PROPOSAL_COLOR = (255, 140, 0)  # RGB: a model's proposal, not saved yet
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One image and its label state; ``label`` is None when unlabeled or broken."""
+
+    item: Item
+    status: str
+    label: ImageLabel | None = None
+    error: str = ""
+
+    @property
+    def stem(self) -> str:
+        return self.item.stem
+
+
+@dataclass(frozen=True)
+class Proposal:
+    """A box a detector proposed for an image; saved only when the user accepts it.
+
+    ``box``: float32 (4,) normalized ``[x1, y1, x2, y2]``; ``score`` in [0, 1].
+    """
+
+    box: np.ndarray
+    score: float
+    detector: str
+
+
+@dataclass
+class AddReport:
+    """What adding uploaded files did: stems added, how many came with a label, files skipped (name, why)."""
+
+    added: list[str] = field(default_factory=list)
+    labeled: int = 0
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+
+@dataclass
+class PrelabelResult:
+    """Outcome of a batch pre-label run: proposals by stem, images with no detection, failures (stem, why),
+    images skipped because they were labeled meanwhile."""
+
+    proposals: dict[str, Proposal] = field(default_factory=dict)
+    no_face: list[str] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # labeled meanwhile: left alone
+    cancelled: bool = False
+
+    @property
+    def done(self) -> int:
+        return len(self.proposals) + len(self.no_face) + len(self.failed) + len(self.skipped)
+
+
+# -- listing ---------------------------------------------------------------------------------
+def entry(item: Item) -> Entry:
+    """The label state of one item, read from disk now."""
+    if item.label is None:
+        return Entry(item, UNLABELED)
+    try:
+        lab = read_label(item.label)
+    except LabelFormatError as exc:
+        return Entry(item, BROKEN, None, str(exc))
+    return Entry(item, FACE if lab.has_face else NO_FACE, lab)
+
+
+def entries(dataset: Dataset) -> list[Entry]:
+    """Every image of ``dataset`` (sorted by name) with its label state, read from disk now."""
+    return [entry(it) for it in dataset.items()]
+
+
+def filter_entries(all_entries: Iterable[Entry], name: str) -> list[Entry]:
+    """The entries whose status the filter ``name`` (a key of ``FILTERS``) shows."""
+    if name not in FILTERS:
+        raise ValueError(f"unknown filter {name!r}; use one of {', '.join(FILTERS)}")
+    keep = FILTERS[name]
+    return [e for e in all_entries if e.status in keep]
+
+
+def progress(all_entries: list[Entry]) -> tuple[int, int]:
+    """``(labeled, total)``: images with a readable label file (face or no face) out of all images."""
+    return sum(e.status in (FACE, NO_FACE) for e in all_entries), len(all_entries)
+
+
+# -- navigation ------------------------------------------------------------------------------
+def resolve_current(stems: list[str], current: str | None, previous_index: int = 0) -> str | None:
+    """The stem to show: ``current`` if it still exists, else the image now at ``previous_index``
+    (another tab may have deleted it), else None for an empty dataset."""
+    if not stems:
+        return None
+    if current in stems:
+        return current
+    return stems[min(max(previous_index, 0), len(stems) - 1)]
+
+
+def step(stems: list[str], current: str, delta: int) -> str:
+    """The stem ``delta`` places after ``current``, wrapping around."""
+    i = stems.index(current) if current in stems else 0
+    return stems[(i + delta) % len(stems)]
+
+
+def next_unlabeled(all_entries: list[Entry], current: str | None) -> str | None:
+    """The first unlabeled image after ``current`` (wrapping around), or None when all are labeled."""
+    stems = [e.stem for e in all_entries]
+    start = stems.index(current) + 1 if current in stems else 0
+    n = len(all_entries)
+    for k in range(n):
+        e = all_entries[(start + k) % n]
+        if e.status == UNLABELED:
+            return e.stem
+    return None
+
+
+# -- saving labels ---------------------------------------------------------------------------
+def label_from_pixels(x1: float, y1: float, x2: float, y2: float, width: int, height: int) -> ImageLabel:
+    """A one-face label from pixel corners (any order), clipped to the image.
+
+    Raises FaceCoreError when the box is smaller than 2 pixels either way after clipping.
+    """
+    px = np.array([[x1, y1, x2, y2]], np.float32)
+    if not np.isfinite(px).all():
+        raise FaceCoreError("the box corners must be numbers")
+    norm = B.clip(B.from_pixels(px, width, height))
+    x1, y1, x2, y2 = B.to_pixels(norm, width, height)[0].tolist()
+    if x2 - x1 < 2 or y2 - y1 < 2:
+        raise FaceCoreError(f"the box ({x1:.0f}, {y1:.0f}) - ({x2:.0f}, {y2:.0f}) is too small or outside the "
+                            f"{width}x{height} image: draw it around the face")
+    return ImageLabel(width, height, norm)
+
+
+def image_size(item: Item) -> tuple[int, int]:
+    """``(width, height)`` of an item's image. Raises ImageReadError."""
+    img = read_image(item.image)
+    return img.shape[1], img.shape[0]
+
+
+def save_pixel_box(dataset: Dataset, stem: str, box_px, size: tuple[int, int] | None = None) -> Item:
+    """Save one face box given in pixels ``[x1, y1, x2, y2]`` for image ``stem`` (atomic write)."""
+    item = dataset.item(stem)
+    w, h = size or image_size(item)
+    return dataset.set_label(stem, label_from_pixels(*[float(v) for v in box_px], w, h))
+
+
+def mark_no_face(dataset: Dataset, stem: str, size: tuple[int, int] | None = None) -> Item:
+    """Record that image ``stem`` holds no face (a label file with no shapes)."""
+    item = dataset.item(stem)
+    w, h = size or image_size(item)
+    return dataset.set_label(stem, ImageLabel(w, h))
+
+
+# -- the drawing canvas ----------------------------------------------------------------------
+def canvas_scale(width: int, height: int, max_width: int = 640, max_height: int = 520) -> float:
+    """Display scale for an image of ``width`` x ``height`` so it fits the canvas area (never enlarged past 2x)."""
+    return min(max_width / width, max_height / height, 2.0)
+
+
+def box_to_canvas_rect(box, width: int, height: int, scale: float) -> dict:
+    """Normalized box (4,) -> canvas rectangle ``{left, top, width, height}`` in display pixels."""
+    x1, y1, x2, y2 = B.to_pixels(box, width, height)[0].tolist()
+    return {"left": x1 * scale, "top": y1 * scale, "width": (x2 - x1) * scale, "height": (y2 - y1) * scale}
+
+
+def display_jpeg(rgb: np.ndarray, width: int, height: int, quality: int = 90) -> bytes:
+    """JPEG bytes of RGB ``rgb`` resized to the canvas size ``width`` x ``height``.
+
+    The canvas gets the decoded pixels, not the file: small to resend on every rerun, and oriented
+    exactly like the pixel coordinates of the label (a browser may apply EXIF rotation differently).
+    """
+    h, w = rgb.shape[:2]
+    interp = cv2.INTER_AREA if width < w else cv2.INTER_LINEAR
+    return encode_jpeg(cv2.resize(rgb, (int(width), int(height)), interpolation=interp), quality)
+
+
+def canvas_rect_to_pixels(rect: dict, scale: float, width: int, height: int) -> list[float]:
+    """Canvas rectangle ``{left, top, width, height}`` (display pixels, as the canvas reports it)
+    -> image pixel box ``[x1, y1, x2, y2]`` clipped to the image, rounded to 0.1 px."""
+    x1, y1 = rect["left"] / scale, rect["top"] / scale
+    x2, y2 = x1 + rect["width"] / scale, y1 + rect["height"] / scale
+    px = np.clip(np.array([min(x1, x2), min(y1, y2), max(x1, x2), max(y1, y2)], np.float64),
+                 0, [width, height, width, height])
+    return [round(float(v), 1) for v in px]
+
+
+# -- adding images ---------------------------------------------------------------------------
+def add_files(dataset: Dataset, files: Iterable[tuple[str, bytes]]) -> AddReport:
+    """Add uploaded files ``(name, bytes)``: images (jpg, png, webp) one by one, ``.zip`` archives with
+    labelme/VOC labels via ``Dataset.import_zip``.
+
+    A corrupt, unsupported or refused file is skipped with the reason and the rest go on; nothing
+    already in the dataset changes.
+    """
+    report = AddReport()
+    for name, data in files:
+        ext = Path(name).suffix.lower().lstrip(".")
+        if ext == "zip":
+            try:
+                sub: ImportReport = dataset.import_zip(data)
+            except ImportRejected as exc:
+                report.skipped.append((name, str(exc)))
+                continue
+            report.added += sub.added
+            report.labeled += sub.labeled
+            report.skipped += [(f"{name}: {n}", why) for n, why in sub.skipped]
+            continue
+        if ext not in UPLOAD_TYPES:
+            report.skipped.append((name, f"unsupported file type .{ext or '?'} (use jpg, png, webp or a .zip)"))
+            continue
+        try:
+            report.added.append(dataset.add_image(data, name).stem)
+        except (ImageReadError, DatasetError) as exc:
+            report.skipped.append((name, str(exc)))
+    return report
+
+
+def snapshot_digest(data: bytes) -> str:
+    """Content hash of a webcam snapshot, to save each one once however often the page reruns."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def add_snapshot(dataset: Dataset, data: bytes, seen: set[str], now: float | None = None) -> Item | None:
+    """Save a webcam snapshot as ``webcam_<date>_<time>.jpg`` unless its bytes are in ``seen``.
+
+    Returns the new item, or None for a snapshot already saved. ``seen`` is updated.
+    """
+    digest = snapshot_digest(data)
+    if digest in seen:
+        return None
+    stamp = time.strftime("%Y%m%d_%H%M%S", time.localtime(now))
+    item = dataset.add_image(data, f"webcam_{stamp}.jpg")
+    seen.add(digest)
+    return item
+
+
+# -- model proposals -------------------------------------------------------------------------
+def _best(dets: list[Detection], name: str) -> Proposal | None:
+    if not dets:
+        return None
+    best = max(dets, key=lambda d: d.score)
+    box = B.clip(best.box)[0]
+    if not B.is_valid(box[None]).all():
+        return None
+    return Proposal(box, float(best.score), name)
+
+
+def propose(detector: Detector, rgb: np.ndarray) -> Proposal | None:
+    """The detector's best face in ``rgb`` (H, W, 3) as a Proposal, or None when it finds none."""
+    return _best(detector.detect(rgb), getattr(detector, "name", "detector"))
+
+
+def _has_label(dataset: Dataset, stem: str) -> bool:
+    return any((dataset.labels_dir / f"{stem}{ext}").exists() for ext in (".json", ".xml"))
+
+
+def prelabel(dataset: Dataset, detector: Detector, stems: Iterable[str] | None = None,
+             on_progress: Callable[[int, int, str, Proposal | None], bool | None] | None = None,
+             min_score: float = 0.0, skip_labeled: bool | None = None, batch_size: int = 8) -> PrelabelResult:
+    """Propose a box for each unlabeled image (or for ``stems``); saves nothing.
+
+    ``on_progress(done, total, stem, proposal)`` is called after each image; returning False cancels
+    (the result then holds what was done so far, ``cancelled=True``). With ``skip_labeled`` (the
+    default when ``stems`` is None) images labeled meanwhile, e.g. in another tab, are skipped.
+    Proposals scoring below ``min_score`` count as no face. Detectors with ``detect_batch`` get
+    ``batch_size`` images at a time.
+    """
+    items = {it.stem: it for it in dataset.items()}  # listed once: per-image lookups would be O(n^2)
+    todo = [s for s, it in items.items() if it.label is None] if stems is None else list(stems)
+    if skip_labeled is None:
+        skip_labeled = stems is None
+    name = getattr(detector, "name", "detector")
+    batch = getattr(detector, "detect_batch", None)
+    chunk = max(1, batch_size) if batch is not None else 1
+    result = PrelabelResult()
+    total, done = len(todo), 0
+    for first in range(0, total, chunk):
+        stems_now, frames, why = todo[first:first + chunk], {}, {}
+        for stem in stems_now:
+            try:
+                if stem not in items:
+                    raise DatasetError(f"{dataset.name}: no image called {stem!r} (deleted?)")
+                if skip_labeled and _has_label(dataset, stem):
+                    result.skipped.append(stem)
+                    continue
+                frames[stem] = read_image(items[stem].image)
+            except FaceCoreError as exc:
+                why[stem] = str(exc)
+        try:
+            found = batch(list(frames.values())) if batch is not None else [detector.detect(f) for f in frames.values()]
+        except FaceCoreError as exc:
+            why.update({s: str(exc) for s in frames})
+            found = []
+        dets = dict(zip(frames, found))
+        for stem in stems_now:
+            prop = None
+            if stem in why:
+                result.failed.append((stem, why[stem]))
+            elif stem in dets:
+                prop = _best(dets[stem], name)
+                if prop is not None and prop.score >= min_score:
+                    result.proposals[stem] = prop
+                else:
+                    prop = None
+                    result.no_face.append(stem)
+            done += 1
+            if on_progress is not None and on_progress(done, total, stem, prop) is False:
+                result.cancelled = done < total
+                return result
+    return result
+
+
+def accept_proposal(dataset: Dataset, stem: str, proposal: Proposal) -> Item:
+    """Save ``proposal`` as the label of ``stem`` (the user accepted it)."""
+    item = dataset.item(stem)
+    w, h = image_size(item)
+    return dataset.set_label(stem, ImageLabel(w, h, proposal.box[None]))
+
+
+def accept_proposals(dataset: Dataset, proposals: dict[str, Proposal]) -> tuple[list[str], list[tuple[str, str]]]:
+    """Bulk accept: save each proposal whose image is still unlabeled.
+
+    Returns ``(saved stems, skipped (stem, why))``; an image labeled or deleted since the proposal
+    was made (another tab) keeps its label.
+    """
+    saved, skipped = [], []
+    for stem, prop in proposals.items():
+        try:
+            item = dataset.item(stem)
+            if item.label is not None:
+                skipped.append((stem, "already labeled; kept the saved label"))
+                continue
+            accept_proposal(dataset, stem, prop)
+            saved.append(stem)
+        except FaceCoreError as exc:
+            skipped.append((stem, str(exc)))
+    return saved, skipped
+
+
+# -- drawing ---------------------------------------------------------------------------------
+def draw_label(rgb: np.ndarray, label: ImageLabel | None, proposal: Proposal | None = None,
+               status: str | None = None) -> np.ndarray:
+    """A copy of ``rgb`` with the saved boxes (green), a proposal (orange, with its score) and,
+    for images without a face box, the status written in the corner."""
+    out = rgb
+    if label is not None and label.has_face:
+        out = draw_detections(out, [Detection(1.0, b) for b in label.boxes], threshold=0.0,
+                              color=SAVED_COLOR, show_score=False)
+    if proposal is not None:
+        out = draw_detections(out, [Detection(proposal.score, proposal.box, "proposal")], threshold=0.0,
+                              color=PROPOSAL_COLOR)
+    if out is rgb:
+        out = rgb.copy()
+    if status in (NO_FACE, UNLABELED, BROKEN):
+        draw_overlay(out, STATUS_TEXT[status])
+    return out
+
+
+def thumbnail(e: Entry, size: int = 192, proposal: Proposal | None = None) -> np.ndarray:
+    """A thumbnail (longest side ``size``) of an entry's image with its boxes drawn. Raises ImageReadError."""
+    rgb = read_image(e.item.image)
+    h, w = rgb.shape[:2]
+    s = size / max(w, h)
+    if s < 1:
+        rgb = cv2.resize(rgb, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
+    return draw_label(rgb, e.label, proposal, e.status)

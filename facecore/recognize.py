@@ -1,0 +1,195 @@
+"""Recognition: face detector -> crop grown by k -> identity classifier -> name and score per face.
+
+``Recognizer`` is itself a ``facecore.detect.Detector``: its ``Detection``s carry the identity's
+name as ``label`` and the classifier's probability as ``score``, so the Video and Webcam pages and
+``draw_detections`` ("me 0.97") use it unchanged. Faces are kept when the wrapped detector's
+score reaches ``face_threshold``; the pages' threshold then applies to the identity score.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+
+from .detect import Detection
+from .errors import FaceCoreError
+from .identity import DEFAULT_K, MODEL_FILE, crop_face
+from .preprocess import resize_for_model
+from .registry import META_FILE
+
+
+class IdentityClassifier:
+    """A trained identity model: ``predict(crops) -> (N, C)`` probabilities over ``classes``.
+
+    Inference goes through one ``tf.function`` traced for any batch size (never ``model.predict``
+    per face), under a lock: one instance may be shared by the webcam thread and page reruns.
+    """
+
+    def __init__(self, model, classes: list[str], input_size: int, k: float = DEFAULT_K, name: str = "identity"):
+        import tensorflow as tf
+
+        self.model, self.classes, self.input_size, self.k, self.name = model, list(classes), int(input_size), float(k), name
+        spec = tf.TensorSpec([None, self.input_size, self.input_size, 3], tf.float32)
+        self._fn = tf.function(lambda x: model(x, training=False), input_signature=[spec])
+        self._lock = threading.Lock()
+
+    @classmethod
+    def load(cls, model_dir: str | Path) -> "IdentityClassifier":
+        """Load ``models/<name>/`` (``model.keras`` + ``meta.json`` of kind "identity"). Raises FaceCoreError."""
+        d = Path(model_dir)
+        try:
+            meta = json.loads((d / META_FILE).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise FaceCoreError(f"{d}: no readable {META_FILE}; train an identity model on the Recognize page first") from exc
+        if meta.get("kind") != "identity":
+            raise FaceCoreError(f"{d.name} is a {meta.get('kind', 'facetracker')} model, not an identity classifier")
+        if not (d / MODEL_FILE).is_file():
+            raise FaceCoreError(f"{d}: {MODEL_FILE} is missing; retrain the identity model")
+        import keras
+
+        try:
+            model = keras.saving.load_model(d / MODEL_FILE, compile=False)
+        except Exception as exc:  # a truncated or foreign file: say which one
+            raise FaceCoreError(f"{d / MODEL_FILE}: cannot load the model ({exc}); retrain it") from exc
+        return cls(model, meta["classes"], meta["input_size"], meta.get("crop_margin", DEFAULT_K), name=d.name)
+
+    def predict(self, crops: list[np.ndarray]) -> np.ndarray:
+        """RGB uint8 crops (any sizes) -> float32 (N, C) class probabilities."""
+        if not crops:
+            return np.zeros((0, len(self.classes)), np.float32)
+        x = np.stack([resize_for_model(c, self.input_size) for c in crops])
+        with self._lock:
+            return self._fn(x).numpy()
+
+    def classify(self, crop: np.ndarray) -> tuple[str, float]:
+        """The name and probability of the most likely identity of one crop."""
+        p = self.predict([crop])[0]
+        i = int(np.argmax(p))
+        return self.classes[i], float(p[i])
+
+    def measure_latency(self, runs: int = 20) -> float:
+        """Median milliseconds to classify one crop (after a warm-up call)."""
+        crop = np.full((self.input_size, self.input_size, 3), 128, np.uint8)
+        self.predict([crop])
+        times = []
+        for _ in range(runs):
+            t = time.perf_counter()
+            self.predict([crop])
+            times.append(time.perf_counter() - t)
+        return round(float(np.median(times)) * 1000, 3)
+
+
+class Recognition(NamedTuple):
+    """One recognized face: ``box`` normalized (4,), ``name``, its probability ``score``,
+    the detector's ``face_score`` and all class ``probs`` (C,)."""
+
+    box: np.ndarray
+    name: str
+    score: float
+    face_score: float
+    probs: np.ndarray
+
+
+class Recognizer:
+    """Detector + identity classifier, as a Detector (several faces per frame).
+
+    ``detect(frame)`` returns ``Detection(score=identity probability, box=face box, label=name)``
+    for every face the detector scores at least ``face_threshold``, best identity score first.
+    Thread-safe: the wrapped detector is called under its own lock (OpenCV's cascade is not
+    thread-safe) and the classifier locks itself.
+    """
+
+    def __init__(self, detector, classifier: IdentityClassifier, k: float | None = None, face_threshold: float = 0.5):
+        self.detector, self.classifier = detector, classifier
+        self.k = classifier.k if k is None else float(k)
+        self.face_threshold = face_threshold
+        self.name = f"{getattr(detector, 'name', 'detector')}+{classifier.name}"
+        self._lock = threading.Lock()
+
+    @property
+    def classes(self) -> list[str]:
+        return self.classifier.classes
+
+    def _faces(self, frame: np.ndarray, face_threshold: float | None = None) -> list[Detection]:
+        thr = self.face_threshold if face_threshold is None else face_threshold
+        with self._lock:
+            dets = self.detector.detect(frame)
+        return [d for d in dets if d.score >= thr]
+
+    def _classify(self, frames: list[np.ndarray], faces: list[list[Detection]]) -> list[list[Recognition]]:
+        crops, where = [], []
+        for fi, (frame, dets) in enumerate(zip(frames, faces)):
+            for d in dets:
+                try:
+                    crops.append(crop_face(frame, d.box, self.k))
+                    where.append((fi, d))
+                except ValueError:
+                    continue  # a degenerate box at the border: nothing to classify
+        probs = self.classifier.predict(crops)
+        out: list[list[Recognition]] = [[] for _ in frames]
+        for (fi, d), p in zip(where, probs):
+            i = int(np.argmax(p))
+            out[fi].append(Recognition(np.asarray(d.box, np.float32), self.classes[i], float(p[i]), float(d.score), p))
+        for rs in out:
+            rs.sort(key=lambda r: -r.score)
+        return out
+
+    def recognize(self, frame: np.ndarray, face_threshold: float | None = None) -> list[Recognition]:
+        """RGB uint8 frame (H, W, 3) -> one Recognition per detected face, best score first.
+        ``face_threshold`` overrides the instance's for this call (a shared instance stays as it is)."""
+        return self._classify([frame], [self._faces(frame, face_threshold)])[0]
+
+    def recognize_batch(self, frames: list[np.ndarray]) -> list[list[Recognition]]:
+        """Several frames; all their faces go through the classifier in one batch."""
+        if hasattr(self.detector, "detect_batch"):
+            with self._lock:
+                batch = self.detector.detect_batch(frames)
+            faces = [[d for d in dets if d.score >= self.face_threshold] for dets in batch]
+        else:
+            faces = [self._faces(f) for f in frames]
+        return self._classify(frames, faces)
+
+    def detect(self, frame: np.ndarray) -> list[Detection]:
+        return [Detection(r.score, r.box, r.name) for r in self.recognize(frame)]
+
+    def detect_batch(self, frames: list[np.ndarray]) -> list[list[Detection]]:
+        return [[Detection(r.score, r.box, r.name) for r in rs] for rs in self.recognize_batch(frames)]
+
+
+def load_recognizer(detector_name: str, identity_name: str, models_root, face_threshold: float = 0.5) -> Recognizer:
+    """``detector_name`` ("haar" or a face-detector model) + identity model ``identity_name`` from ``models_root``."""
+    from .detect import load_detector
+
+    return Recognizer(load_detector(detector_name, models_root),
+                      IdentityClassifier.load(Path(models_root) / identity_name), face_threshold=face_threshold)
+
+
+def identity_model_names(models_root) -> list[str]:
+    """Trained identity models in ``models_root``, newest first."""
+    from .registry import list_models
+
+    return [m.name for m in list_models(models_root, kind="identity")]
+
+
+COLORS = [(0, 170, 0), (220, 0, 0), (0, 90, 220), (230, 140, 0), (150, 0, 170), (0, 160, 160)]
+
+
+def color_for(name: str, classes: list[str]) -> tuple[int, int, int]:
+    """A stable RGB colour per identity (green for the first class, red for the second, ...)."""
+    i = classes.index(name) if name in classes else len(classes)
+    return COLORS[i % len(COLORS)]
+
+
+def draw_recognitions(frame: np.ndarray, recognitions: list[Recognition], classes: list[str]) -> np.ndarray:
+    """A copy of RGB ``frame`` with each face boxed and labelled "name 0.97", one colour per identity."""
+    from .detect import draw_detections
+
+    out = frame
+    for r in recognitions:
+        out = draw_detections(out, [Detection(r.score, r.box, r.name)], threshold=0.0, color=color_for(r.name, classes))
+    return out.copy() if out is frame else out

@@ -1,0 +1,121 @@
+"""WebRTC connection settings (ICE servers) for the Webcam page.
+
+On localhost (or a LAN) browser and server reach each other directly, so no STUN/TURN server is
+needed: the default is an empty server list, which also avoids any lookup of an outside server.
+Behind NAT, e.g. on Streamlit Community Cloud, a TURN server relays the video. Configure it with
+either environment variables or a ``[webrtc]`` table in ``.streamlit/secrets.toml`` / the Cloud
+app's Secrets (same keys, lower case):
+
+- ``FACETRACK_ICE_SERVERS``: a JSON list of RTCIceServer objects,
+  e.g. ``[{"urls": ["turn:turn.example.com:3478"], "username": "u", "credential": "p"}]``; or
+- ``FACETRACK_STUN_URLS`` (comma-separated ``stun:`` URLs) and/or ``FACETRACK_TURN_URLS``
+  (comma-separated ``turn:``/``turns:`` URLs) with ``FACETRACK_TURN_USERNAME`` and
+  ``FACETRACK_TURN_CREDENTIAL``.
+
+Alternatively set the credentials streamlit-webrtc knows how to exchange for TURN servers itself
+(``CLOUDFLARE_TURN_KEY_ID`` + ``CLOUDFLARE_TURN_KEY_API_TOKEN``, ``TWILIO_ACCOUNT_SID`` +
+``TWILIO_AUTH_TOKEN``, or ``HF_TOKEN``); then the server list is left to streamlit-webrtc.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Mapping
+
+from .errors import FaceCoreError
+
+ENV_PREFIX = "FACETRACK_"
+KEYS = ("ice_servers", "stun_urls", "turn_urls", "turn_username", "turn_credential")
+# Credentials streamlit-webrtc turns into ICE servers itself when iceServers is left unset.
+PROVIDER_ENV = (("CLOUDFLARE_TURN_KEY_ID", "CLOUDFLARE_TURN_KEY_API_TOKEN"),
+                ("TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN"), ("HF_TOKEN",))
+
+
+def _split(value: Any) -> list[str]:
+    if value is None:
+        return []
+    items = value if isinstance(value, (list, tuple)) else str(value).split(",")
+    return [str(u).strip() for u in items if str(u).strip()]
+
+
+def _settings(env: Mapping[str, str], secrets: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Secrets win over environment variables, key by key."""
+    out: dict[str, Any] = {}
+    for key in KEYS:
+        value = env.get(ENV_PREFIX + key.upper())
+        if secrets and secrets.get(key) not in (None, ""):
+            value = secrets[key]
+        if value not in (None, ""):
+            out[key] = value
+    return out
+
+
+def ice_servers(env: Mapping[str, str] | None = None, secrets: Mapping[str, Any] | None = None) -> list[dict]:
+    """The configured STUN/TURN servers as RTCIceServer dicts (``urls``, ``username``, ``credential``);
+    ``[]`` when none are configured. Raises FaceCoreError on a malformed setting."""
+    cfg = _settings(os.environ if env is None else env, secrets)
+    if "ice_servers" in cfg:
+        raw = cfg["ice_servers"]
+        try:
+            servers = json.loads(raw) if isinstance(raw, str) else raw
+        except json.JSONDecodeError as exc:
+            raise FaceCoreError(f"FACETRACK_ICE_SERVERS / webrtc.ice_servers is not valid JSON: {exc}") from None
+        if isinstance(servers, Mapping):
+            servers = [servers]
+        if not isinstance(servers, (list, tuple)) or not all(
+                isinstance(s, Mapping) and s.get("urls") for s in servers):
+            raise FaceCoreError("FACETRACK_ICE_SERVERS / webrtc.ice_servers must be a list of objects "
+                                'with "urls" (and "username"/"credential" for TURN)')
+        return [dict(s) for s in servers]
+    servers: list[dict] = []
+    stun = _split(cfg.get("stun_urls"))
+    bad = [u for u in stun if not u.startswith(("stun:", "stuns:"))]
+    if bad:
+        raise FaceCoreError(f"STUN URLs must start with 'stun:' or 'stuns:', got {bad}")
+    if stun:
+        servers.append({"urls": stun})
+    turn = _split(cfg.get("turn_urls"))
+    bad = [u for u in turn if not u.startswith(("turn:", "turns:"))]
+    if bad:
+        raise FaceCoreError(f"TURN URLs must start with 'turn:' or 'turns:', got {bad}")
+    if turn:
+        user, cred = cfg.get("turn_username"), cfg.get("turn_credential")
+        if not user or not cred:
+            raise FaceCoreError("a TURN server needs FACETRACK_TURN_USERNAME and FACETRACK_TURN_CREDENTIAL "
+                                "(or webrtc.turn_username / webrtc.turn_credential in the secrets)")
+        servers.append({"urls": turn, "username": str(user), "credential": str(cred)})
+    return servers
+
+
+def provider_configured(env: Mapping[str, str] | None = None) -> bool:
+    """Whether credentials for a TURN provider streamlit-webrtc supports are set."""
+    env = os.environ if env is None else env
+    return any(all(env.get(k) for k in group) for group in PROVIDER_ENV)
+
+
+def rtc_configuration(env: Mapping[str, str] | None = None, secrets: Mapping[str, Any] | None = None) -> dict:
+    """The ``rtc_configuration`` for ``webrtc_streamer``, used by both browser and server.
+
+    Explicit servers (env or secrets) win; else, with provider credentials set, ``{}`` lets
+    streamlit-webrtc fetch TURN servers; else ``{"iceServers": []}``: direct connections only,
+    which is all localhost needs.
+    """
+    servers = ice_servers(env, secrets)
+    if servers:
+        return {"iceServers": servers}
+    if provider_configured(env):
+        return {}
+    return {"iceServers": []}
+
+
+def describe(config: Mapping[str, Any]) -> str:
+    """One line for the page: how the connection is set up (credentials left out)."""
+    if "iceServers" not in config:
+        return "STUN/TURN servers from the TURN provider configured for streamlit-webrtc."
+    servers = config["iceServers"]
+    if not servers:
+        return "Direct connection only (no STUN/TURN server): works on this computer or the local network."
+    urls = [u for s in servers for u in _split(s.get("urls"))]
+    kinds = sorted({u.split(":", 1)[0].upper() for u in urls})
+    return f"{' + '.join(kinds)} servers: {', '.join(urls)}"

@@ -1,0 +1,854 @@
+"""Training a FaceTracker on a dataset, saving it to ``models/<name>/``, and the one background job.
+
+``train(dataset, TrainConfig, progress, out_dir, cancel)`` does the whole run:
+
+1. split the dataset by source photo (``Dataset.split``); the training set is the train split, plus
+   its offline-augmented copies when ``augmentation="offline"``;
+2. read every image once and resize it with ``facecore.preprocess.resize_for_model`` (the same
+   function inference uses); a sample's box is its largest face (one box per image, as in the tutorials);
+3. train: when the backbone is frozen (pretrained weights) and nothing augments on the fly, the fast
+   path computes each sample's pooled backbone features once and trains only the heads on them;
+   otherwise ``fit`` runs through the whole network (on-the-fly augmentation, training from scratch,
+   fine-tuning). Early stopping and best-epoch restore watch ``val_loss`` (``loss`` without a val
+   split); the learning rate halves on a plateau;
+4. evaluate in eval mode on the train, val and test splits (the train figure catches models that
+   only work in training mode, e.g. BatchNorm statistics gone wrong);
+5. save ``model.keras``, ``model.tflite`` and ``meta.json`` atomically (see ``save_model``).
+
+This module imports TensorFlow only when training starts, so the CLI and pages load quickly.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import shutil
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from dataclasses import asdict, dataclass, field, fields, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from .dataset import Dataset, Item
+from .errors import DatasetError, FaceCoreError, ImageReadError, LabelFormatError
+from .io import atomic_write_text, read_image
+from .labels import read_label
+from .preprocess import resize_for_model
+from .registry import META_FILE
+from .workspace import Workspace, check_name
+
+# Mirrors facecore.model (kept here so that importing this module does not import TensorFlow).
+BACKBONES = ("vgg16", "mobilenetv2", "resnet50", "efficientnetb0", "tinycnn")
+PRETRAINED_BACKBONES = BACKBONES[:4]
+DEFAULT_INPUT_SIZE = {"vgg16": 120, "mobilenetv2": 128, "resnet50": 128, "efficientnetb0": 128, "tinycnn": 96}
+AUGMENTATION_MODES = ("off", "offline", "on_the_fly")
+MODEL_FILE = "model.keras"
+TFLITE_FILE = "model.tflite"
+# The TFLite file must reproduce the Keras outputs to this tolerance, or it is not shipped.
+TFLITE_TOLERANCE = 1e-3
+
+
+class TrainingError(FaceCoreError):
+    """Training could not run or did not produce a usable model (the message says why)."""
+
+
+class TrainingCancelled(TrainingError):
+    """The user stopped the training; nothing was saved."""
+
+
+class TrainingBusy(TrainingError):
+    """Another training is already running in this server."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that defines a training run; saved in ``meta.json`` beside the model.
+
+    ``weights``: ``"imagenet"``, ``None`` (train the whole network from scratch) or a weights file path.
+    ``augmentation``: ``"off"``, ``"offline"`` (train on the dataset's augmented copies too) or
+    ``"on_the_fly"`` (a fresh random augmentation of every sample in every epoch, ``augment`` config).
+    ``fine_tune_epochs`` > 0 adds a second phase that unfreezes the top ``fine_tune_layers`` layers of a
+    pretrained backbone at ``fine_tune_lr``. ``patience`` 0 turns early stopping off.
+    Defaults follow the tutorials (VGG16 at 120 px, batch 8, Adam 1e-4).
+    """
+
+    name: str = "facetracker"
+    backbone: str = "vgg16"
+    input_size: int | None = None
+    weights: str | None = "imagenet"
+    alpha: float = 1.0
+    head_units: int = 2048
+    epochs: int = 40
+    batch_size: int = 8
+    learning_rate: float = 1e-4
+    localization_weight: float = 2.0
+    augmentation: str = "offline"
+    augment: Any = None
+    fine_tune_epochs: int = 0
+    fine_tune_layers: int = 4
+    fine_tune_lr: float = 1e-5
+    patience: int = 8
+    lr_patience: int = 3
+    lr_factor: float = 0.5
+    split: tuple[float, float, float] = (0.7, 0.15, 0.15)
+    seed: int = 0
+    cache_features: bool = True
+    export_tflite: bool = True
+
+    def __post_init__(self):
+        check_name(self.name, "model")
+        if self.backbone not in BACKBONES:
+            raise TrainingError(f"unknown backbone {self.backbone!r}; choose one of {', '.join(BACKBONES)}")
+        if self.augmentation not in AUGMENTATION_MODES:
+            raise TrainingError(f"unknown augmentation mode {self.augmentation!r}; "
+                                f"choose one of {', '.join(AUGMENTATION_MODES)}")
+        if isinstance(self.weights, str) and self.weights.strip().lower() in ("none", ""):
+            object.__setattr__(self, "weights", None)
+        for name, lo in (("epochs", 1), ("batch_size", 1), ("head_units", 1), ("fine_tune_epochs", 0),
+                         ("fine_tune_layers", 0), ("patience", 0), ("lr_patience", 0)):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
+                raise TrainingError(f"{name} must be a whole number >= {lo}, got {v!r}")
+        for name in ("learning_rate", "fine_tune_lr", "localization_weight", "alpha"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+                raise TrainingError(f"{name} must be a positive number, got {v!r}")
+        if not 0 < self.lr_factor < 1:
+            raise TrainingError(f"lr_factor must be between 0 and 1, got {self.lr_factor}")
+        if self.input_size is not None and int(self.input_size) < 32:
+            raise TrainingError(f"input size must be at least 32 px, got {self.input_size}")
+        split = tuple(float(f) for f in self.split)
+        if len(split) != 3 or any(f < 0 for f in split) or split[0] <= 0:
+            raise TrainingError(f"split must be three fractions (train, val, test) with train > 0, got {self.split}")
+        object.__setattr__(self, "split", split)
+
+    @property
+    def size(self) -> int:
+        """The input size in pixels (the backbone's default when ``input_size`` is None)."""
+        return int(self.input_size or DEFAULT_INPUT_SIZE[self.backbone])
+
+    @property
+    def frozen(self) -> bool:
+        """Pretrained weights: the backbone stays frozen (except for the optional fine-tuning phase)."""
+        return self.weights is not None
+
+    @property
+    def uses_feature_cache(self) -> bool:
+        """The fast path: frozen backbone and no on-the-fly augmentation."""
+        return self.frozen and self.cache_features and self.augmentation != "on_the_fly"
+
+    def augment_config(self):
+        """The ``AugmentConfig`` for on-the-fly augmentation (``augment`` may be a dict or None)."""
+        from .augment import AugmentConfig
+
+        if self.augment is None:
+            return AugmentConfig()
+        if isinstance(self.augment, dict):
+            return AugmentConfig.from_dict(self.augment)
+        return self.augment
+
+    def to_dict(self) -> dict:
+        d = {f.name: getattr(self, f.name) for f in fields(self)}
+        d["split"] = list(self.split)
+        d["input_size"] = self.size
+        if self.augment is not None and not isinstance(self.augment, dict):
+            d["augment"] = asdict(self.augment)
+        return d
+
+
+@dataclass
+class Progress:
+    """A progress report: ``stage`` ("loading", "features", "training", "fine-tuning", "evaluating",
+    "saving"), overall ``fraction`` 0..1, and the per-epoch ``history`` so far."""
+
+    stage: str
+    fraction: float
+    message: str = ""
+    epoch: int = 0
+    epochs: int = 0
+    eta_s: float | None = None
+    history: list[dict] = field(default_factory=list)
+
+
+@dataclass
+class Samples:
+    """Decoded, resized samples: ``images`` uint8 (N, S, S, 3); ``has_face`` float32 (N, 1);
+    ``boxes`` float32 (N, 4) (the largest face; zeros for no face); ``all_boxes`` every face per
+    sample (for on-the-fly augmentation, which reads ``paths`` again at full size)."""
+
+    stems: list[str]
+    paths: list[Path]
+    images: np.ndarray
+    has_face: np.ndarray
+    boxes: np.ndarray
+    all_boxes: list[np.ndarray]
+
+    def __len__(self) -> int:
+        return len(self.stems)
+
+    @property
+    def n_face(self) -> int:
+        return int(self.has_face.sum())
+
+
+def primary_box(boxes: np.ndarray) -> np.ndarray:
+    """The largest of ``boxes`` (N, 4) normalized, as (4,); the model predicts one face per image."""
+    b = np.asarray(boxes, np.float32).reshape(-1, 4)
+    areas = np.clip(b[:, 2] - b[:, 0], 0, None) * np.clip(b[:, 3] - b[:, 1], 0, None)
+    return b[int(np.argmax(areas))]
+
+
+def _label_boxes(item: Item) -> np.ndarray:
+    if item.label is None:
+        return np.zeros((0, 4), np.float32)
+    lab = read_label(item.label)
+    return np.asarray(lab.boxes, np.float32).reshape(-1, 4)
+
+
+def load_samples(items, size: int, warnings: list[str] | None = None,
+                 on_item: Callable[[int, int], None] | None = None,
+                 cancel: threading.Event | None = None) -> Samples:
+    """Read and resize ``items``; unreadable images and malformed labels are skipped with a warning."""
+    stems, paths, imgs, cls, boxes, all_boxes = [], [], [], [], [], []
+    items = list(items)
+    for i, it in enumerate(items):
+        if cancel is not None and cancel.is_set():
+            raise TrainingCancelled("training stopped; nothing was saved")
+        try:
+            b = _label_boxes(it)
+            rgb = read_image(it.image)
+        except (ImageReadError, LabelFormatError) as exc:
+            if warnings is not None:
+                warnings.append(f"skipped {it.image.name}: {exc}")
+            continue
+        stems.append(it.stem)
+        paths.append(it.image)
+        imgs.append(resize_for_model(rgb, size).astype(np.uint8))
+        face = len(b) > 0
+        cls.append([1.0 if face else 0.0])
+        boxes.append(primary_box(b) if face else np.zeros(4, np.float32))
+        all_boxes.append(b)
+        if on_item is not None:
+            on_item(i + 1, len(items))
+    n = len(stems)
+    return Samples(stems, paths, np.stack(imgs) if n else np.zeros((0, size, size, 3), np.uint8),
+                   np.asarray(cls, np.float32).reshape(n, 1), np.asarray(boxes, np.float32).reshape(n, 4),
+                   all_boxes)
+
+
+# -- tf.data pipelines -----------------------------------------------------------------------------
+def _labels(s: Samples):
+    return s.has_face, s.boxes
+
+
+def _array_dataset(x, s: Samples, batch: int, shuffle: bool, seed: int):
+    import tensorflow as tf
+
+    ds = tf.data.Dataset.from_tensor_slices((x, _labels(s)))
+    if shuffle:
+        ds = ds.shuffle(len(s), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch)
+    if x.dtype == np.uint8:
+        ds = ds.map(lambda a, y: (tf.cast(a, tf.float32), y))
+    return ds.prefetch(2)
+
+
+def _on_the_fly_dataset(s: Samples, size: int, batch: int, seed: int, aug_config):
+    """A fresh augmentation of every training image in every epoch (albumentations in tf.numpy_function).
+
+    Augmentation works on the full-size photo (crops are fractions of it), then resizes; a crop that
+    loses the face turns the sample into a no-face sample, as in the tutorials.
+    """
+    import tensorflow as tf
+
+    from .augment import augment_sample, build_augmenter
+
+    augmenter = build_augmenter(aug_config)
+    rng = np.random.default_rng(seed)
+    seed_lock = threading.Lock()
+
+    def load(i):
+        i = int(i)
+        with seed_lock:
+            sample_seed = int(rng.integers(0, 2**31 - 1))
+        try:
+            rgb = read_image(s.paths[i])
+        except ImageReadError:  # deleted since loading: fall back to the resized copy, unaugmented
+            return s.images[i].astype(np.float32), s.has_face[i], s.boxes[i]
+        img, b = augment_sample(augmenter, rgb, s.all_boxes[i], seed=sample_seed)
+        x = resize_for_model(img, size)
+        if len(b):
+            return x, np.ones(1, np.float32), primary_box(b)
+        return x, np.zeros(1, np.float32), np.zeros(4, np.float32)
+
+    def tf_load(i):
+        x, c, b = tf.numpy_function(load, [i], [tf.float32, tf.float32, tf.float32])
+        x.set_shape((size, size, 3))
+        c.set_shape((1,))
+        b.set_shape((4,))
+        return x, (c, b)
+
+    ds = tf.data.Dataset.range(len(s)).shuffle(len(s), seed=seed, reshuffle_each_iteration=True)
+    return ds.map(tf_load, num_parallel_calls=2).batch(batch).prefetch(2)
+
+
+# -- callbacks ----------------------------------------------------------------------------------
+def _make_callbacks(keras, phase: str, epoch_offset: int, total_epochs: int, report, cancel,
+                    monitor: str, config: TrainConfig, history: list[dict], state: dict):
+    class Watch(keras.callbacks.Callback):
+        """History, progress, cancel, non-finite loss, and the best epoch's weights (restored at the end)."""
+
+        def __init__(self):
+            super().__init__()
+            self.best = math.inf
+            self.best_weights = None
+            self.t_epoch = time.monotonic()
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.t_epoch = time.monotonic()
+
+        def on_train_batch_end(self, batch, logs=None):
+            loss = (logs or {}).get("loss")
+            if loss is not None and not math.isfinite(float(loss)):
+                state["nonfinite"] = f"{phase} epoch {epoch_offset + state['epoch'] + 1}, batch {batch + 1}"
+                self.model.stop_training = True
+            if cancel is not None and cancel.is_set():
+                state["cancelled"] = True
+                self.model.stop_training = True
+            state["batches_done"] += 1
+            report(phase)
+
+        def on_epoch_end(self, epoch, logs=None):
+            logs = dict(logs or {})
+            state["epoch"] = epoch + 1
+            if state.get("nonfinite") or state.get("cancelled"):
+                return
+            row = {"epoch": epoch_offset + epoch + 1, "phase": phase,
+                   "seconds": round(time.monotonic() - self.t_epoch, 3)}
+            lr = self.model.optimizer.learning_rate
+            row["lr"] = float(lr.numpy() if hasattr(lr, "numpy") else lr)
+            for k, v in logs.items():
+                if k != "learning_rate":
+                    row[k] = float(v)
+            if not all(math.isfinite(row[k]) for k in row if k.endswith("loss")):
+                state["nonfinite"] = f"{phase} epoch {epoch_offset + epoch + 1} (validation)"
+                self.model.stop_training = True
+                return
+            history.append(row)
+            value = row.get(monitor, row.get("loss"))
+            if value < self.best:
+                self.best = value
+                self.best_weights = self.model.net.get_weights()
+                state["best_epoch"] = row["epoch"]
+            report(phase)
+
+        def on_train_end(self, logs=None):
+            if self.best_weights is not None:
+                self.model.net.set_weights(self.best_weights)
+
+    cbs = [Watch()]
+    if config.patience > 0:
+        cbs.append(keras.callbacks.EarlyStopping(monitor=monitor, patience=config.patience))
+    if config.lr_patience > 0:
+        cbs.append(keras.callbacks.ReduceLROnPlateau(monitor=monitor, factor=config.lr_factor,
+                                                     patience=config.lr_patience, min_lr=1e-7))
+    return cbs
+
+
+# -- the training run -------------------------------------------------------------------------
+def _iso_now() -> str:
+    return datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds")
+
+
+def _predict(model, x: np.ndarray, batch: int) -> tuple[np.ndarray, np.ndarray]:
+    if len(x) == 0:
+        return np.zeros((0, 1), np.float32), np.zeros((0, 4), np.float32)
+    prob, box = model.predict(x.astype(np.float32) if x.dtype == np.uint8 else x, batch_size=batch, verbose=0)
+    return np.asarray(prob), np.asarray(box)
+
+
+def train(dataset: Dataset, config: TrainConfig, progress: Callable[[Progress], None] | None = None,
+          out_dir: str | os.PathLike | None = None, cancel: threading.Event | None = None) -> Path:
+    """Train a FaceTracker on ``dataset`` with ``config`` and save it; returns the model folder.
+
+    ``out_dir`` defaults to ``models/<config.name>`` of the workspace. ``progress`` is called with a
+    ``Progress`` after every batch and epoch (from this thread). Setting ``cancel`` stops after the
+    current batch and raises ``TrainingCancelled`` (nothing is saved). Raises ``WeightsUnavailable``
+    (from ``facecore.model``) when pretrained weights cannot be loaded, ``DatasetError`` for data
+    that cannot train a model, and ``TrainingError`` when the loss becomes non-finite.
+    """
+    t_start = time.monotonic()
+    out_dir = Path(out_dir) if out_dir is not None else Workspace.from_env().model_dir(config.name)
+    check_name(out_dir.name, "model")
+    size = config.size
+    warnings: list[str] = []
+    history: list[dict] = []
+    fast = config.uses_feature_cache
+    ft_epochs = config.fine_tune_epochs if config.frozen else 0
+    # Shares of the progress bar per stage.
+    spans = {"loading": (0.0, 0.08), "features": (0.08, 0.2 if fast else 0.08),
+             "training": (0.2 if fast else 0.08, 0.93), "evaluating": (0.93, 0.96), "saving": (0.96, 1.0)}
+    state = {"epoch": 0, "batches_done": 0, "batches_total": 1, "t_train": None}
+
+    def emit(stage: str, frac_in_stage: float, message: str = "", eta: float | None = None, epoch=0, epochs=0):
+        if cancel is not None and cancel.is_set() and stage not in ("training", "fine-tuning"):
+            raise TrainingCancelled("training stopped; nothing was saved")
+        if progress is None:
+            return
+        lo, hi = spans.get(stage if stage != "fine-tuning" else "training")
+        progress(Progress(stage, lo + (hi - lo) * min(max(frac_in_stage, 0.0), 1.0), message, epoch, epochs,
+                          eta, list(history)))
+
+    # 1. data
+    emit("loading", 0.0, "splitting the dataset")
+    split = dataset.split(config.split, config.seed)
+    train_items = dataset.training_items(split) if config.augmentation == "offline" else list(split.train)
+    if config.augmentation == "offline" and len(train_items) == len(split.train):
+        warnings.append("augmentation 'offline' but the dataset has no augmented copies of its train split "
+                        "(make them on the Augment page); trained on the original photos only")
+    n_all = len(train_items) + len(split.val) + len(split.test)
+    done = [0]
+
+    def on_item(i, n):
+        done[0] += 1
+        if done[0] % 8 == 0 or done[0] == n_all:
+            emit("loading", done[0] / max(n_all, 1), f"reading images {done[0]}/{n_all}")
+
+    train_s = load_samples(train_items, size, warnings, on_item, cancel)
+    val_s = load_samples(split.val, size, warnings, on_item, cancel)
+    test_s = load_samples(split.test, size, warnings, on_item, cancel)
+    if len(train_s) < 2:
+        raise DatasetError(f"{dataset.name}: the train split has {len(train_s)} usable image(s); training needs "
+                           f"at least 2 (better: dozens of labeled faces). Add and label photos first.")
+    if train_s.n_face == 0:
+        raise DatasetError(f"{dataset.name}: no image in the train split has a labeled face; label some faces "
+                           f"on the Collect & Label page first")
+    train_orig = train_s if config.augmentation != "offline" else load_samples(split.train, size)
+
+    # 2. model
+    emit("loading", 1.0, f"building {config.backbone} ({'pretrained' if config.frozen else 'from scratch'})")
+    import keras
+
+    from . import model as M
+
+    keras.utils.set_random_seed(config.seed)
+    net = M.build_model(config.backbone, size, config.weights, config.head_units, config.alpha)
+    bs = int(config.batch_size)
+    monitor = "val_loss" if len(val_s) else "loss"
+
+    feats = {}
+    if fast:
+        fm = M.feature_model(net)
+        total = len(train_s) + len(val_s) + len(test_s) + (len(train_orig) if train_orig is not train_s else 0)
+        seen = 0
+        for key, s in (("train", train_s), ("val", val_s), ("test", test_s), ("train_orig", train_orig)):
+            if key == "train_orig" and s is train_s:
+                feats[key] = feats["train"]
+                continue
+            chunks = []
+            for i in range(0, len(s), 64):
+                chunks.append(np.asarray(fm.predict(s.images[i:i + 64].astype(np.float32), verbose=0)))
+                seen += len(chunks[-1])
+                emit("features", seen / max(total, 1), f"computing backbone features {seen}/{total}")
+            feats[key] = (np.concatenate(chunks).astype(np.float32) if chunks
+                          else np.zeros((0, int(fm.outputs[0].shape[-1])), np.float32))
+
+    def report_fn(total_epochs: int):
+        def report(phase: str):
+            if state["t_train"] is None:
+                state["t_train"] = time.monotonic()
+            done_b = state["batches_done"]
+            elapsed = time.monotonic() - state["t_train"]
+            eta = elapsed / done_b * (state["batches_total"] - done_b) if done_b else None
+            ep = len(history)
+            emit(phase, done_b / max(state["batches_total"], 1),
+                 f"{phase}: epoch {min(ep + 1, total_epochs)}/{total_epochs}", eta, ep, total_epochs)
+        return report
+
+    total_epochs = config.epochs + ft_epochs
+    steps = math.ceil(len(train_s) / bs)
+    state["batches_total"] = steps * total_epochs
+
+    # 3. phase 1: heads on cached features, or the whole network on images
+    trainer = M.FaceTracker(M.heads_of(net) if fast else net)
+    trainer.compile(keras.optimizers.Adam(config.learning_rate), M.classification_loss, M.localization_loss,
+                    config.localization_weight)
+    if fast:
+        train_ds = _array_dataset(feats["train"], train_s, bs, True, config.seed)
+        val_ds = _array_dataset(feats["val"], val_s, bs, False, config.seed) if len(val_s) else None
+    else:
+        train_ds = (_on_the_fly_dataset(train_s, size, bs, config.seed, config.augment_config())
+                    if config.augmentation == "on_the_fly" else _array_dataset(train_s.images, train_s, bs, True, config.seed))
+        val_ds = _array_dataset(val_s.images, val_s, bs, False, config.seed) if len(val_s) else None
+    report = report_fn(total_epochs)
+    cbs = _make_callbacks(keras, "training", 0, total_epochs, report, cancel, monitor, config, history, state)
+    trainer.fit(train_ds, validation_data=val_ds, epochs=config.epochs, callbacks=cbs, verbose=0, shuffle=False)
+    _check_stop(state, cancel)
+    phase1_epochs = len(history)
+    stopped_early = phase1_epochs < config.epochs
+
+    # 4. optional phase 2: fine-tune the top of a pretrained backbone through images
+    backbone_changed = not config.frozen
+    if ft_epochs:
+        n_unfrozen = M.unfreeze_top(net, config.fine_tune_layers)
+        if n_unfrozen:
+            backbone_changed = True
+            state["batches_done"] = steps * config.epochs  # skipped epochs of phase 1 count as done
+            tuner = M.FaceTracker(net)
+            tuner.compile(keras.optimizers.Adam(config.fine_tune_lr), M.classification_loss, M.localization_loss,
+                          config.localization_weight)
+            train_ds = (_on_the_fly_dataset(train_s, size, bs, config.seed + 1, config.augment_config())
+                        if config.augmentation == "on_the_fly"
+                        else _array_dataset(train_s.images, train_s, bs, True, config.seed + 1))
+            val_ds = _array_dataset(val_s.images, val_s, bs, False, config.seed) if len(val_s) else None
+            state["epoch"] = 0
+            cbs = _make_callbacks(keras, "fine-tuning", phase1_epochs, total_epochs, report, cancel, monitor,
+                                  config, history, state)
+            tuner.fit(train_ds, validation_data=val_ds, epochs=ft_epochs, callbacks=cbs, verbose=0, shuffle=False)
+            _check_stop(state, cancel)
+        else:
+            warnings.append("fine-tuning skipped: the top layers of the backbone have no weights to train")
+        net.get_layer("backbone").trainable = False
+
+    # 5. evaluate in eval mode
+    emit("evaluating", 0.0, "evaluating on train, val and test")
+    metrics = {}
+    for key, s in (("train", train_orig), ("val", val_s), ("test", test_s)):
+        if len(s) == 0:
+            continue
+        if backbone_changed:
+            prob, box = _predict(net, s.images, bs * 4)
+        else:
+            prob, box = _predict(M.heads_of(net), feats["train_orig" if key == "train" else key], 256)
+        metrics[key] = M.evaluate_predictions(s.has_face, s.boxes, prob, box, config.localization_weight)
+    checks = {}
+    if not backbone_changed:
+        # The saved network must give what the heads gave on cached features.
+        k = min(8, len(train_orig))
+        p_full, b_full = _predict(net, train_orig.images[:k], k)
+        p_h, b_h = _predict(M.heads_of(net), feats["train_orig"][:k], k)
+        checks["full_vs_cached_max_abs_diff"] = float(max(np.abs(p_full - p_h).max(), np.abs(b_full - b_h).max()))
+
+    # 6. save
+    emit("saving", 0.0, "saving the model")
+    meta = {
+        "name": out_dir.name, "kind": "facetracker", "created": _iso_now(),
+        "config": config.to_dict(),
+        "dataset": {"name": dataset.name, "root": str(dataset.root), "fingerprint": dataset.fingerprint(),
+                    "split": split.sizes(), "train_samples": len(train_s), "train_faces": train_s.n_face},
+        "history": history,
+        "metrics": metrics,
+        "input": {"shape": [None, size, size, 3], "dtype": "float32", "range": "RGB 0..255",
+                  "preprocess": "facecore.preprocess.resize_for_model"},
+        "outputs": ["prob (N, 1) sigmoid face probability",
+                    "box (N, 4) sigmoid normalized [x1, y1, x2, y2]"],
+        "training": {"seconds": round(time.monotonic() - t_start, 2), "feature_cache": fast,
+                     "epochs_run": len(history), "best_epoch": state.get("best_epoch"),
+                     "stopped_early": stopped_early, "fine_tuned": bool(ft_epochs and backbone_changed and config.frozen),
+                     "warnings": warnings, "checks": checks},
+    }
+    sample = np.concatenate([train_orig.images[:2], val_s.images[:2]]).astype(np.float32)
+    path = save_model(net, out_dir, meta, export_tflite=config.export_tflite, sample=sample)
+    emit("saving", 1.0, f"saved {path}")
+    return path
+
+
+def _check_stop(state: dict, cancel) -> None:
+    if state.get("cancelled") or (cancel is not None and cancel.is_set()):
+        raise TrainingCancelled("training stopped; nothing was saved")
+    if state.get("nonfinite"):
+        raise TrainingError(f"the loss became non-finite (NaN or infinity) in {state['nonfinite']}; training "
+                            f"stopped and nothing was saved. Lower the learning rate and try again.")
+
+
+def save_model(net, out_dir: str | os.PathLike, meta: dict, export_tflite: bool = True,
+               sample: np.ndarray | None = None) -> Path:
+    """Write ``model.keras``, ``model.tflite`` (if ``export_tflite``) and ``meta.json`` (last) into a
+    temporary folder beside ``out_dir``, then rename it to ``out_dir`` (replacing an older model).
+
+    ``sample`` (N, S, S, 3) float32: the TFLite file is checked against Keras on it and dropped (with
+    a warning in ``meta["training"]["warnings"]``) if any output differs by more than ``TFLITE_TOLERANCE``.
+    """
+    from . import model as M
+
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    meta = copy.deepcopy(meta)
+    warnings = meta.setdefault("training", {}).setdefault("warnings", [])
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    try:
+        net.save(tmp / MODEL_FILE)
+        files = {"keras": MODEL_FILE}
+        if export_tflite:
+            try:
+                M.export_tflite(net, tmp / TFLITE_FILE)
+                diff = None
+                if sample is not None and len(sample):
+                    lite = M.TFLiteNet(tmp / TFLITE_FILE)
+                    ref = net.predict(sample, verbose=0)
+                    got = lite(sample)
+                    diff = float(max(np.abs(np.asarray(r) - g).max() for r, g in zip(ref, got)))
+                if diff is not None and not diff <= TFLITE_TOLERANCE:
+                    (tmp / TFLITE_FILE).unlink()
+                    warnings.append(f"TFLite export differs from Keras by {diff:.2g}; not saved")
+                else:
+                    files["tflite"] = TFLITE_FILE
+                    meta["tflite"] = {"file": TFLITE_FILE, "max_abs_diff": diff,
+                                      "outputs": "prob (N, 1) and box (N, 4): tell them apart by the last "
+                                                 "dimension (the interpreter's output order is not fixed)"}
+            except Exception as exc:  # noqa: BLE001 - the Keras model is still good without it
+                (tmp / TFLITE_FILE).unlink(missing_ok=True)
+                warnings.append(f"TFLite export failed ({type(exc).__name__}: {exc}); model.keras is complete")
+        meta["files"] = files
+        atomic_write_text(tmp / META_FILE, json.dumps(_jsonable(meta), indent=2))
+        for p in tmp.iterdir():  # mkdtemp/mkstemp make them private; models are shared like other files
+            os.chmod(p, 0o644)
+        os.chmod(tmp, 0o755)
+        old = None
+        if out_dir.exists():
+            old = out_dir.with_name(f".{out_dir.name}.old-{uuid.uuid4().hex[:8]}")
+            os.rename(out_dir, old)
+        os.rename(tmp, out_dir)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out_dir
+
+
+def _jsonable(x):
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, (np.integer,)):
+        return int(x)
+    if isinstance(x, (np.floating, float)):
+        return float(x) if math.isfinite(float(x)) else None
+    if isinstance(x, Path):
+        return str(x)
+    return x
+
+
+# -- the background job (one per server) ----------------------------------------------------------
+@dataclass
+class JobState:
+    """What the Train page shows. ``status``: idle | running | done | failed | cancelled.
+    ``error_kind``: "weights" (pretrained weights unavailable: offer training from scratch),
+    "data", "training" or "internal"."""
+
+    status: str = "idle"
+    stage: str = ""
+    message: str = ""
+    fraction: float = 0.0
+    eta_s: float | None = None
+    epoch: int = 0
+    epochs: int = 0
+    history: list[dict] = field(default_factory=list)
+    config: TrainConfig | None = None
+    dataset: str = ""
+    dataset_root: str = ""
+    out_dir: str = ""
+    result: str | None = None
+    meta: dict = field(default_factory=dict)
+    error: str = ""
+    error_kind: str = ""
+    started: float | None = None
+    finished: float | None = None
+
+    @property
+    def running(self) -> bool:
+        return self.status == "running"
+
+    @property
+    def elapsed_s(self) -> float:
+        if self.started is None:
+            return 0.0
+        return (self.finished or time.time()) - self.started
+
+
+class TrainingJob:
+    """The server's one training: runs ``train`` in a background thread so page reruns don't stop it.
+
+    ``start`` raises ``TrainingBusy`` while a training runs; ``stop`` asks it to end after the current
+    batch; ``state()`` is a snapshot safe to read from any thread.
+    """
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._state = JobState()
+        self._thread: threading.Thread | None = None
+        self._cancel = threading.Event()
+
+    def state(self) -> JobState:
+        with self._lock:
+            return copy.deepcopy(self._state)
+
+    def running(self) -> bool:
+        with self._lock:
+            return self._state.status == "running"
+
+    def start(self, dataset: Dataset, config: TrainConfig, out_dir: str | os.PathLike | None = None) -> None:
+        """Start training ``dataset`` with ``config`` into ``out_dir`` (default ``models/<config.name>``)."""
+        out = Path(out_dir) if out_dir is not None else Workspace.from_env().model_dir(config.name)
+        with self._lock:
+            if self._state.status == "running":
+                s = self._state
+                raise TrainingBusy(f"a training is already running on this server (model '{Path(s.out_dir).name}' "
+                                   f"on dataset '{s.dataset}', {s.fraction:.0%} done). Wait for it to finish or "
+                                   f"stop it first.")
+            self._cancel = threading.Event()
+            self._state = JobState(status="running", stage="starting", message="starting", config=config,
+                                   dataset=dataset.name, dataset_root=str(dataset.root), out_dir=str(out),
+                                   epochs=config.epochs + (config.fine_tune_epochs if config.frozen else 0),
+                                   started=time.time())
+            self._thread = threading.Thread(target=self._run, args=(dataset, config, out, self._cancel),
+                                            name="facecore-train", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> bool:
+        """Ask the running training to stop (nothing is saved); False if none runs."""
+        with self._lock:
+            if self._state.status != "running":
+                return False
+            self._cancel.set()
+            self._state.message = "stopping after the current batch..."
+            return True
+
+    def wait(self, timeout: float | None = None) -> JobState:
+        """Wait for the training thread (tests, CLI) and return the final state."""
+        t = self._thread
+        if t is not None:
+            t.join(timeout)
+        return self.state()
+
+    def _progress(self, p: Progress) -> None:
+        with self._lock:
+            s = self._state
+            s.stage, s.fraction, s.eta_s, s.history = p.stage, p.fraction, p.eta_s, p.history
+            if not self._cancel.is_set():
+                s.message = p.message
+            if p.epochs:
+                s.epoch, s.epochs = p.epoch, p.epochs
+
+    def _run(self, dataset: Dataset, config: TrainConfig, out: Path, cancel: threading.Event) -> None:
+        status, error, kind, result, meta = "done", "", "", None, {}
+        try:
+            from .model import WeightsUnavailable
+
+            try:
+                path = train(dataset, config, self._progress, out, cancel)
+            except WeightsUnavailable as exc:
+                status, error, kind = "failed", str(exc), "weights"
+            else:
+                result = str(path)
+                meta = json.loads((path / META_FILE).read_text(encoding="utf-8"))
+        except TrainingCancelled as exc:
+            status, error, kind = "cancelled", str(exc), "cancelled"
+        except DatasetError as exc:
+            status, error, kind = "failed", str(exc), "data"
+        except FaceCoreError as exc:
+            status, error, kind = "failed", str(exc), "training"
+        except Exception as exc:  # noqa: BLE001 - the page must show it, not lose it in a thread
+            status, error, kind = "failed", f"{type(exc).__name__}: {exc}", "internal"
+        with self._lock:
+            s = self._state
+            s.status, s.error, s.error_kind, s.result, s.meta = status, error, kind, result, meta
+            s.finished = time.time()
+            s.eta_s = None
+            if status == "done":
+                s.fraction, s.stage, s.message = 1.0, "done", f"saved {result}"
+                s.history = meta.get("history", s.history)
+            else:
+                s.message = error
+
+
+JOB = TrainingJob()
+
+
+# -- command line -------------------------------------------------------------------------------
+def _fmt_s(s: float | None) -> str:
+    if s is None:
+        return "--"
+    s = int(s)
+    return f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s"
+
+
+def _cli_progress(stream=None):
+    stream = stream or sys.stderr
+    last = [0.0]
+
+    def show(p: Progress):
+        now = time.monotonic()
+        if now - last[0] < 0.2 and p.fraction < 1.0:
+            return
+        last[0] = now
+        width = 30
+        filled = int(round(p.fraction * width))
+        extra = ""
+        if p.history:
+            h = p.history[-1]
+            extra = f" loss {h.get('loss', float('nan')):.4f}"
+            if "val_loss" in h:
+                extra += f" val {h['val_loss']:.4f} iou {h.get('val_mean_iou', float('nan')):.3f}"
+        stream.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {p.fraction:4.0%} {p.message[:40]:<40}"
+                     f"{extra} ETA {_fmt_s(p.eta_s)}   ")
+        stream.flush()
+
+    return show
+
+
+def _cli_train(args) -> int:
+    ds = Dataset.open(args.data)
+    out = Path(args.out) if args.out else Workspace.from_env().model_dir(f"{ds.name}-{args.backbone}")
+    weights = None if args.weights.lower() == "none" else args.weights
+    config = TrainConfig(
+        name=check_name(out.name, "model"), backbone=args.backbone, input_size=args.input_size, weights=weights,
+        alpha=args.alpha, head_units=args.head_units, epochs=args.epochs, batch_size=args.batch_size,
+        learning_rate=args.lr, augmentation=args.augmentation, fine_tune_epochs=args.fine_tune_epochs,
+        patience=args.patience, seed=args.seed, cache_features=not args.no_cache,
+        export_tflite=not args.no_tflite)
+    if config.weights is None:
+        print("weights: none -> the whole network trains from scratch (slower; needs more data and epochs)",
+              file=sys.stderr)
+    path = train(ds, config, _cli_progress(), out)
+    print(file=sys.stderr)
+    meta = json.loads((path / META_FILE).read_text(encoding="utf-8"))
+    for w in meta["training"]["warnings"]:
+        print(f"warning: {w}", file=sys.stderr)
+    print(json.dumps({"model": str(path), "metrics": meta["metrics"],
+                      "epochs_run": meta["training"]["epochs_run"], "seconds": meta["training"]["seconds"]},
+                     indent=2))
+    return 0
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("train", help="train a face detector on a dataset and save it under models/")
+    p.add_argument("--data", required=True, help="dataset folder (with images/ and labels/)")
+    p.add_argument("--out", help="model folder to write (default: models/<dataset>-<backbone>)")
+    p.add_argument("--backbone", default="vgg16", choices=BACKBONES)
+    p.add_argument("--weights", default="imagenet",
+                   help="'imagenet' (downloaded by Keras into ~/.keras/models), 'none' (train from scratch) "
+                        "or a weights .h5 file")
+    p.add_argument("--epochs", type=int, default=TrainConfig.epochs)
+    p.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
+    p.add_argument("--lr", type=float, default=TrainConfig.learning_rate, help="learning rate")
+    p.add_argument("--input-size", type=int, default=None, help="input pixels (default: per backbone)")
+    p.add_argument("--augmentation", default="offline", choices=AUGMENTATION_MODES)
+    p.add_argument("--head-units", type=int, default=TrainConfig.head_units)
+    p.add_argument("--alpha", type=float, default=1.0, help="MobileNetV2 width multiplier")
+    p.add_argument("--fine-tune-epochs", type=int, default=0)
+    p.add_argument("--patience", type=int, default=TrainConfig.patience, help="early stopping patience (0: off)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-cache", action="store_true", help="never train on cached backbone features")
+    p.add_argument("--no-tflite", action="store_true", help="skip the TFLite export")
+    p.set_defaults(func=_cli_train)

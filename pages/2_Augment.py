@@ -1,0 +1,206 @@
+"""Augment: tune the albumentations pipeline, preview it on a photo, write augmented copies of the train split."""
+
+import json
+
+import streamlit as st
+
+from facecore import FaceCoreError
+from facecore.augment import (AugmentConfig, AugmentJob, build_augmenter, delete_augmented, draw_boxes,
+                              preview_samples)
+from pages.common import dataset_picker, show_error
+
+st.title("🎛️ Augment")
+st.write(
+    "Multiply the **training** photos with random crops, flips and colour changes; the face boxes move with "
+    "the image. A crop that cuts the face off makes a *no face* example. Validation and test photos are "
+    "never augmented, so they keep measuring the model on photos it has not seen."
+)
+
+dataset = dataset_picker()
+if dataset is None:
+    st.info("No dataset yet: create one on the Collect & Label page.")
+    st.stop()
+
+DEFAULTS = AugmentConfig()
+CONFIG_KEY = "augment_config"  # the Train page may read this for on-the-fly augmentation
+
+
+@st.cache_resource(show_spinner=False)
+def _jobs() -> dict:
+    """Running and finished offline jobs, one per dataset folder, shared by all sessions."""
+    return {}
+
+
+@st.cache_resource(show_spinner=False, max_entries=8)
+def _augmenter(config_json: str):
+    return build_augmenter(AugmentConfig.from_dict(json.loads(config_json)))
+
+
+def _reset_controls():
+    for k in [k for k in st.session_state if str(k).startswith("aug_")]:
+        del st.session_state[k]
+
+
+def _p(label: str, name: str, where=st, help: str | None = None) -> float:
+    return where.slider(label, 0.0, 1.0, float(getattr(DEFAULTS, name)), 0.05, key=f"aug_{name}", help=help)
+
+
+controls, preview = st.columns([1, 2], gap="large")
+
+with controls:
+    st.subheader("Transforms")
+    st.caption("Each transform fires with its probability per copy; 0 turns it off.")
+    crop_on = st.toggle("Random crop", True, key="aug_crop_on",
+                        help="Keeps a part of the photo at a random position, like the tutorial's 450x450 crop, "
+                             "but as a fraction of each side so any photo size works.")
+    crop_fraction = st.slider("Crop size (fraction of width and height)", 0.3, 1.0, DEFAULTS.crop_fraction, 0.05,
+                              key="aug_crop_fraction", disabled=not crop_on)
+    crop_p = _p("Crop probability", "crop_p") if crop_on else 0.0
+    hflip_p = _p("Horizontal flip", "hflip_p")
+    vflip_p = _p("Vertical flip", "vflip_p")
+    bc_p = _p("Brightness / contrast", "brightness_contrast_p")
+    gamma_p = _p("Gamma", "gamma_p")
+    rgb_p = _p("RGB shift", "rgb_shift_p")
+    with st.expander("More transforms (off by default)"):
+        rotate_p = _p("Rotation", "rotate_p")
+        rotate_limit = st.slider("Rotation up to (degrees)", 1, 45, int(DEFAULTS.rotate_limit), key="aug_rotate_limit")
+        scale_p = _p("Scale", "scale_p")
+        scale_limit = st.slider("Scale by up to (±)", 0.05, 0.5, DEFAULTS.scale_limit, 0.05, key="aug_scale_limit")
+        blur_p = _p("Blur", "blur_p")
+        blur_limit = st.slider("Blur kernel up to (px)", 3, 15, DEFAULTS.blur_limit, 2, key="aug_blur_limit")
+        noise_p = _p("Gaussian noise", "noise_p")
+    min_vis = st.slider("Keep a box if at least this share of it stays in the crop", 0.1, 1.0,
+                        DEFAULTS.min_visibility, 0.05, key="aug_min_visibility",
+                        help="A face cut below this share is dropped and the copy becomes a no-face example.")
+    st.button("Reset to the tutorial's settings", on_click=_reset_controls)
+
+try:
+    config = AugmentConfig(
+        crop_fraction=float(crop_fraction), crop_p=float(crop_p), hflip_p=hflip_p, vflip_p=vflip_p,
+        brightness_contrast_p=bc_p, gamma_p=gamma_p, rgb_shift_p=rgb_p,
+        rotate_p=rotate_p, rotate_limit=float(rotate_limit), scale_p=scale_p, scale_limit=float(scale_limit),
+        blur_p=blur_p, blur_limit=int(blur_limit), noise_p=noise_p, min_visibility=float(min_vis))
+except ValueError as exc:
+    st.error(f"These settings are not valid: {exc}")
+    st.stop()
+st.session_state[CONFIG_KEY] = config
+augmenter = _augmenter(json.dumps(config.to_dict(), sort_keys=True))
+
+try:
+    items = dataset.items()
+    split = dataset.split()
+except FaceCoreError as exc:
+    show_error(exc)
+    st.stop()
+
+with preview:
+    st.subheader("Preview")
+    if not items:
+        st.info("This dataset has no photos yet: add some on the Collect & Label page.")
+    else:
+        train_stems = {it.stem for it in split.train}
+        stems = [it.stem for it in items]
+        default = next((i for i, s in enumerate(stems) if s in train_stems), 0)
+        c1, c2, c3 = st.columns([3, 1, 1], vertical_alignment="bottom")
+        stem = c1.selectbox("Photo", stems, index=default, key="aug_preview_stem",
+                            format_func=lambda s: s + ("" if s in train_stems else "  (val/test: not augmented)"))
+        n_samples = c2.selectbox("Samples", [4, 8, 12], index=1, key="aug_preview_n")
+        if c3.button("🎲 Re-roll", key="aug_reroll", width="stretch"):
+            st.session_state["aug_roll"] = st.session_state.get("aug_roll", 0) + 1
+        item = items[stems.index(stem)]
+        try:
+            from facecore.io import read_image
+            image = read_image(item.image)
+            label = dataset.label_or_noface(item, (image.shape[1], image.shape[0]))
+            samples = preview_samples(augmenter, image, label.boxes, int(n_samples), st.session_state.get("aug_roll", 0))
+        except FaceCoreError as exc:
+            show_error(exc)
+        else:
+            cols = st.columns(4)
+            cols[0].image(draw_boxes(image, label.boxes, (255, 200, 0)),
+                          caption=f"original {image.shape[1]}x{image.shape[0]}", width="stretch")
+            for i, (img, bxs) in enumerate(samples, start=1):
+                what = f"{len(bxs)} face" if len(bxs) else "no face"
+                cols[i % 4].image(draw_boxes(img, bxs), caption=f"{what} · {img.shape[1]}x{img.shape[0]}",
+                                  width="stretch")
+            lost = sum(1 for _, b in samples if not len(b))
+            if label.has_face and lost:
+                st.caption(f"{lost} of {len(samples)} samples lost the face to the crop: they train the "
+                           "'no face' class.")
+
+st.divider()
+st.subheader("Offline augmentation")
+st.write(
+    "Writes augmented copies of every train-split photo to disk (`augmented/` inside the dataset), on all CPU "
+    "cores. Training then uses the originals plus these copies. Rerunning with the same settings resumes and "
+    "keeps the copies already written; changed settings replace them."
+)
+
+jobs = _jobs()
+key = str(dataset.root.resolve())
+job: AugmentJob | None = jobs.get(key)
+busy = job is not None and job.running
+
+counts = dataset.counts()
+train_copies = len(dataset.training_items(split)) - len(split.train)
+cols = st.columns(4)
+cols[0].metric("Photos", counts.images)
+cols[1].metric("Train-split photos", len(split.train))
+cols[2].metric("Augmented copies", counts.augmented)
+cols[3].metric("Training images", len(split.train) + train_copies,
+               help="Train-split photos plus the augmented copies of train-split photos.")
+
+c1, c2 = st.columns(2)
+per_image = c1.number_input("Copies per train photo", 1, 1000, 5, key="aug_per_image",
+                            help="The tutorials use 60 (one small set) or 5.")
+seed = c2.number_input("Seed", 0, 2**31 - 1, 0, key="aug_seed", help="The same seed writes the same copies.")
+st.caption(f"This will give {len(split.train)} x {int(per_image)} = {len(split.train) * int(per_image)} copies.")
+
+b1, b2 = st.columns(2)
+if b1.button("Augment the train split", type="primary", disabled=busy or not split.train, key="aug_run"):
+    jobs[key] = job = AugmentJob(dataset, config, int(per_image), seed=int(seed)).start()
+    busy = True
+if b2.button("Delete augmented copies", disabled=busy or counts.augmented == 0, key="aug_delete"):
+    try:
+        n = delete_augmented(dataset)
+    except (FaceCoreError, OSError) as exc:
+        show_error(exc)
+    else:
+        jobs.pop(key, None)
+        st.session_state["aug_flash"] = f"Deleted {n} augmented copies; the original photos are untouched."
+        st.rerun()
+if msg := st.session_state.pop("aug_flash", None):
+    st.success(msg)
+
+
+@st.fragment(run_every=0.5 if busy else None)
+def job_status():
+    job = _jobs().get(key)
+    if job is None:
+        return
+    if job.running:
+        done, total = job.progress
+        text = "Cancelling..." if job.cancelling else f"Augmenting: {done} / {total} copies"
+        st.progress(done / total if total else 0.0, text=text)
+        st.button("Cancel", on_click=job.cancel, disabled=job.cancelling, key="aug_cancel")
+        return
+    seen = st.session_state.setdefault("aug_seen_jobs", set())
+    if job.started not in seen:
+        # The job ended during a fragment rerun: rerun the page so counts and buttons are current.
+        seen.add(job.started)
+        st.rerun()
+    if job.error:
+        st.error(f"Augmentation failed: {job.error}")
+        return
+    r = job.report
+    line = (f"{r.written} copies written, {r.skipped} kept from before, {r.removed} stale removed, "
+            f"{r.no_face} without a face, in {r.seconds:.1f} s.")
+    if r.cancelled:
+        st.warning(f"Cancelled after {r.done} of {r.total} copies. {line} Run again to finish.")
+    else:
+        st.success(f"Done: {r.done} of {r.total} copies ready. {line}")
+    for stem, why in r.failed:
+        st.error(f"{stem}: {why}")
+
+
+job_status()

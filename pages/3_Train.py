@@ -1,0 +1,245 @@
+"""Train: choose a backbone and settings, train in the background, watch the losses live."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+from plotly.subplots import make_subplots
+
+from facecore import Dataset, FaceCoreError
+from facecore.train import (AUGMENTATION_MODES, BACKBONES, DEFAULT_INPUT_SIZE, JOB, PRETRAINED_BACKBONES,
+                            JobState, TrainConfig)
+from pages.common import dataset_picker, show_error, workspace
+
+st.title("🧠 Train")
+st.write(
+    "Train a face detector: a pretrained image backbone with two small heads, one for *is there a face* and "
+    "one for *where is its box*. Training runs in the background: you can change pages and come back; "
+    "one training runs at a time on this server."
+)
+
+dataset = dataset_picker()
+
+BACKBONE_HELP = {
+    "vgg16": "VGG16: the tutorials' choice (120 px). Large and accurate; slow on a CPU without the feature cache.",
+    "mobilenetv2": "MobileNetV2: small and fast, good for the webcam.",
+    "resnet50": "ResNet50: large; strong features.",
+    "efficientnetb0": "EfficientNetB0: small, strong features.",
+    "tinycnn": "Tiny CNN: a small network with no pretrained weights; trains from scratch quickly on a CPU.",
+}
+WEIGHTS_LABELS = {"imagenet": "ImageNet (pretrained, downloaded once)", "none": "None: train from scratch",
+                  "file": "A weights file (.h5)"}
+AUG_LABELS = {"off": "Off", "offline": "Offline copies (from the Augment page)",
+              "on_the_fly": "On the fly (new random copies every epoch)"}
+METRIC_COLS = {"loss": "loss", "class_loss": "classification loss", "loc_loss": "localization loss",
+               "mean_iou": "mean IoU", "face_accuracy": "face accuracy", "n": "images", "n_face": "with a face"}
+
+
+def _fmt_s(s: float | None) -> str:
+    if s is None:
+        return "--"
+    s = int(round(s))
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else (f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s")
+
+
+def loss_figure(history: list[dict]) -> go.Figure:
+    """Train (solid) and val (dashed) curves per epoch: total, classification and localization loss, mean IoU."""
+    fig = make_subplots(rows=2, cols=2, subplot_titles=("Total loss", "Classification loss",
+                                                         "Localization loss", "Mean IoU (faces)"),
+                        horizontal_spacing=0.08, vertical_spacing=0.16)
+    epochs = [h["epoch"] for h in history]
+    colors = {"loss": "#636efa", "class_loss": "#ef553b", "loc_loss": "#00cc96", "mean_iou": "#ab63fa"}
+    for i, key in enumerate(("loss", "class_loss", "loc_loss", "mean_iou")):
+        row, col = i // 2 + 1, i % 2 + 1
+        for prefix, dash in (("", "solid"), ("val_", "dash")):
+            ys = [h.get(prefix + key) for h in history]
+            if all(y is None for y in ys):
+                continue
+            fig.add_trace(go.Scatter(x=epochs, y=ys, mode="lines+markers", name=f"{'val' if prefix else 'train'}",
+                                     line=dict(color=colors[key], dash=dash), legendgroup=prefix or "train",
+                                     showlegend=(i == 0)), row=row, col=col)
+    ft = [h["epoch"] for h in history if h.get("phase") == "fine-tuning"]
+    if ft:
+        for row in (1, 2):
+            for col in (1, 2):
+                fig.add_vline(x=ft[0] - 0.5, line_dash="dot", line_color="grey", row=row, col=col)
+    fig.update_xaxes(title_text="epoch", row=2)
+    fig.update_layout(height=520, margin=dict(l=10, r=10, t=40, b=10),
+                      legend=dict(orientation="h", yanchor="bottom", y=1.06, x=0))
+    return fig
+
+
+def metrics_table(metrics: dict) -> pd.DataFrame:
+    rows = []
+    for split in ("train", "val", "test"):
+        m = metrics.get(split)
+        if m:
+            rows.append({"split": split, **{label: m.get(k) for k, label in METRIC_COLS.items()}})
+    return pd.DataFrame(rows)
+
+
+def start_training(ds: Dataset, config: TrainConfig) -> None:
+    try:
+        JOB.start(ds, config, workspace().model_dir(config.name))
+    except FaceCoreError as exc:  # TrainingBusy says who is training; others name the bad setting
+        show_error(exc)
+    else:
+        st.rerun()
+
+
+# -- settings ---------------------------------------------------------------------------------------
+state = JOB.state()
+config: TrainConfig | None = None
+weights_choice, weights = "imagenet", "imagenet"
+if dataset is None:
+    st.info("No dataset yet: create one on the Collect & Label page.")
+else:
+    try:
+        counts = dataset.counts()
+        sizes = dataset.split().sizes()
+    except FaceCoreError as exc:
+        show_error(exc)
+        counts = sizes = None
+    if counts is not None:
+        st.caption(f"Dataset **{dataset.name}**: {counts.images} images ({counts.faces} with a face, "
+                   f"{counts.no_face} without) · split train {sizes['train']} / val {sizes['val']} / "
+                   f"test {sizes['test']} by source photo · {counts.augmented} augmented copies")
+        if counts.faces == 0:
+            st.warning("No labeled face yet: label some photos on the Collect & Label page before training.")
+
+    left, mid, right = st.columns(3)
+    backbone = left.selectbox("Backbone", BACKBONES, key="train_backbone", help=" ".join(BACKBONE_HELP.values()))
+    left.caption(BACKBONE_HELP[backbone])
+    pretrained_ok = backbone in PRETRAINED_BACKBONES
+    weight_opts = ["imagenet", "none", "file"] if pretrained_ok else ["none", "file"]
+    weights_choice = mid.radio("Weights", weight_opts, format_func=WEIGHTS_LABELS.get, key=f"train_weights_{backbone}")
+    weights: str | None = "imagenet" if weights_choice == "imagenet" else None
+    if weights_choice == "file":
+        wpath = mid.text_input("Weights file", key="train_weights_path", placeholder="/path/to/backbone_notop.h5",
+                               help="Backbone weights without the classifier top, e.g. a Keras applications "
+                                    "'..._notop.h5' file.")
+        weights = wpath.strip() or None
+        if weights is None:
+            mid.caption("Enter the path of the weights file.")
+    input_size = right.number_input("Input size (px)", 32, 512, DEFAULT_INPUT_SIZE[backbone], 8,
+                                    key=f"train_size_{backbone}",
+                                    help="Photos are resized to a square of this size (the whole frame, as at inference).")
+    name = right.text_input("Model name", f"{dataset.name}-{backbone}", key=f"train_name_{dataset.name}_{backbone}",
+                            help="Saved under models/<name>; a model with the same name is replaced when training ends.")
+
+    left, mid, right = st.columns(3)
+    epochs = left.number_input("Epochs", 1, 1000, 40 if weights is not None else 60, key=f"train_epochs_{weights is None}")
+    batch_size = mid.select_slider("Batch size", [2, 4, 8, 16, 32, 64], 8 if weights is not None else 16,
+                                   key=f"train_batch_{weights is None}")
+    lr = right.select_slider("Learning rate", [1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2],
+                             1e-4 if weights is not None else 1e-3, format_func=lambda v: f"{v:g}",
+                             key=f"train_lr_{weights is None}")
+    n_aug = counts.augmented if counts is not None else 0
+    augmentation = st.radio("Augmentation", AUGMENTATION_MODES, index=1 if n_aug else 0, horizontal=True,
+                            format_func=AUG_LABELS.get, key=f"train_aug_{dataset.name}")
+    aug_config = None
+    if augmentation == "offline" and not n_aug:
+        st.warning("This dataset has no augmented copies yet: make them on the Augment page, or choose another mode.")
+    elif augmentation == "on_the_fly":
+        aug_config = st.session_state.get("augment_config")  # set by the Augment page
+        st.caption("Uses the transforms set on the Augment page in this session"
+                   if aug_config is not None else "Uses the default transforms (tune them on the Augment page).")
+
+    with st.expander("Advanced"):
+        a1, a2, a3 = st.columns(3)
+        head_units = a1.number_input("Head units", 8, 4096, 2048 if pretrained_ok else 256, 8,
+                                     key=f"train_head_{backbone}", help="Width of each head's hidden Dense layer.")
+        loc_weight = a2.number_input("Localization weight", 0.1, 100.0, 2.0, 0.5, key="train_locw",
+                                     help="Total loss = classification + this x localization.")
+        patience = a3.number_input("Early stopping patience (epochs, 0 = off)", 0, 100, 8, key="train_patience")
+        ft_epochs = a1.number_input("Fine-tuning epochs", 0, 500, 0, key="train_ft",
+                                    disabled=weights is None,
+                                    help="A second phase that unfreezes the top of a pretrained backbone at a small "
+                                         "learning rate (slow: every step runs through the backbone).")
+        ft_layers = a2.number_input("Layers to unfreeze", 1, 300, 4, key="train_ft_layers", disabled=weights is None)
+        alpha = (a3.select_slider("MobileNetV2 width", [0.35, 0.5, 0.75, 1.0, 1.3, 1.4], 1.0, key="train_alpha")
+                 if backbone == "mobilenetv2" else 1.0)
+        seed = a3.number_input("Seed", 0, 2**31 - 1, 0, key="train_seed")
+
+    if weights is None:
+        st.warning("**No pretrained weights: the whole network trains from scratch.** That is much slower than "
+                   "training the heads on a frozen pretrained backbone and needs more photos and epochs.")
+    elif augmentation != "on_the_fly":
+        st.caption("Fast path: the backbone is frozen, so its features are computed once per photo and only "
+                   "the heads train on them.")
+    else:
+        st.caption("On-the-fly augmentation runs every image through the backbone in every epoch (slower than "
+                   "offline copies, which use the feature cache).")
+    try:
+        config = TrainConfig(name=name.strip(), backbone=backbone, input_size=int(input_size), weights=weights,
+                             alpha=float(alpha), head_units=int(head_units), epochs=int(epochs),
+                             batch_size=int(batch_size), learning_rate=float(lr),
+                             localization_weight=float(loc_weight), augmentation=augmentation, augment=aug_config,
+                             fine_tune_epochs=int(ft_epochs) if weights is not None else 0,
+                             fine_tune_layers=int(ft_layers), patience=int(patience), seed=int(seed))
+    except FaceCoreError as exc:
+        show_error(exc)
+    if config is not None and (workspace().models_root / config.name / "meta.json").exists():
+        st.caption(f"A model called **{config.name}** exists: it is replaced when this training finishes.")
+
+b1, b2, _ = st.columns([1, 1, 4])
+start = b1.button("Start training", type="primary", key="train_start",
+                  disabled=config is None or state.running or (weights_choice == "file" and not weights))
+stop = b2.button("Stop", key="train_stop", disabled=not state.running,
+                 help="Stops after the current batch; nothing is saved.")
+if start and config is not None and dataset is not None:
+    start_training(dataset, config)
+if stop:
+    JOB.stop()
+    st.rerun()
+
+
+# -- live progress ----------------------------------------------------------------------------------
+def show_job(s: JobState) -> None:
+    if s.status == "idle":
+        st.info("No training has run on this server yet. Choose the settings above and press **Start training**.")
+        return
+    cfg = s.config
+    what = f"**{cfg.name}** · {cfg.backbone} {cfg.size}px · weights {cfg.weights or 'none'} · dataset **{s.dataset}**"
+    st.markdown(what)
+    eta = f" · ETA {_fmt_s(s.eta_s)}" if s.running and s.eta_s is not None else ""
+    st.progress(min(max(s.fraction, 0.0), 1.0),
+                text=f"{s.message} · {s.fraction:.0%} · elapsed {_fmt_s(s.elapsed_s)}{eta}")
+    if s.history:
+        st.plotly_chart(loss_figure(s.history), key="train_chart")
+    elif s.running:
+        st.caption("The chart appears after the first epoch.")
+    if s.status == "done":
+        st.success(f"Done in {_fmt_s(s.elapsed_s)}: the model is saved in `{s.result}` and listed on the home page. "
+                   "Measure it on the Evaluate page.")
+        st.dataframe(metrics_table(s.meta.get("metrics", {})), hide_index=True)
+        tr = s.meta.get("training", {})
+        st.caption(f"{tr.get('epochs_run')} epoch(s), best epoch {tr.get('best_epoch')}"
+                   f"{' (stopped early)' if tr.get('stopped_early') else ''}; "
+                   f"{'feature cache' if tr.get('feature_cache') else 'full network'}; "
+                   f"files: {', '.join(s.meta.get('files', {}).values())}")
+        for w in tr.get("warnings", []):
+            st.warning(w)
+    elif s.status == "cancelled":
+        st.warning("Training stopped: nothing was saved.")
+    elif s.status == "failed":
+        st.error(s.error)
+        if s.error_kind == "weights":
+            st.write("You can train without pretrained weights instead: the whole network then trains from scratch.")
+            if st.button("Continue from scratch (weights: none)", key="train_scratch"):
+                start_training(Dataset(s.dataset_root), replace(s.config, weights=None, fine_tune_epochs=0))
+
+
+@st.fragment(run_every=1.0 if state.running else None)
+def live_panel() -> None:
+    s = JOB.state()
+    show_job(s)
+    if state.running and not s.running:
+        st.rerun()  # the whole page: re-enable Start, stop polling
+
+
+st.subheader("Progress")
+live_panel()

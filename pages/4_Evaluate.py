@@ -1,0 +1,156 @@
+"""Evaluate: measure trained models and the Haar baseline on held-out photos, side by side.
+
+All the work is ``facecore.evaluate``; results stay in the session until the selection changes.
+Any click while an evaluation runs stops it (Streamlit reruns the script); nothing partial is kept.
+"""
+
+import pandas as pd
+import streamlit as st
+
+from facecore import FaceCoreError, ImageReadError
+from facecore.detect import HAAR, detector_names
+from facecore.evaluate import (collect_images, comparison_table, evaluate, iou_figure, pr_figure, render_result,
+                               split_config)
+from facecore.registry import list_models
+from pages.common import dataset_picker, detector, show_error, workspace
+
+RESULTS_KEY = "eval_results"
+
+st.title("📏 Evaluate")
+st.write("Measure your models on photos they did not train on, next to OpenCV's Haar cascade as a baseline: "
+         "box overlap (IoU), recall and average precision, face-presence accuracy, false alarms on photos "
+         "without a face, and speed.")
+dataset = dataset_picker()
+if dataset is None:
+    st.stop()
+
+ws = workspace()
+models = {m.name: m for m in list_models(ws.models_root, kind="facetracker")}
+names = detector_names(ws.models_root)
+if not models:
+    st.info("No trained model yet: train one on the Train page. Meanwhile you can evaluate the Haar baseline.")
+
+left, mid, right = st.columns([3, 1, 1])
+default = [n for n in names if n != HAAR][:2] + [HAAR]
+chosen = left.multiselect("Detectors", names, default=default, key="eval_detectors",
+                          help="'haar' is OpenCV's built-in cascade (no training); the others are your models.")
+split = mid.selectbox("Split", ["test", "val", "train", "all"], key="eval_split",
+                      help="'test' holds photos no model saw in training (the split each model was trained with).")
+threshold = right.slider("Threshold", 0.05, 0.95, 0.5, 0.05, key="eval_threshold",
+                         help="Score from which a prediction means 'a face is here' (recall, accuracy, "
+                              "false positives). AP and mean IoU do not depend on it.")
+
+# All detectors are measured on the same photos: the split of the first trained model chosen.
+trained = [models[n] for n in chosen if n in models]
+seed, fractions = split_config(trained[0].meta if trained else None)
+for m in trained:
+    trained_on = (m.meta.get("dataset") or {}).get("name")
+    if trained_on and trained_on != dataset.name:
+        st.warning(f"`{m.name}` was trained on the dataset `{trained_on}`, not `{dataset.name}`: its "
+                   f"{split} split here is not guaranteed to be photos it never saw.")
+    elif split_config(m.meta) != (seed, fractions):
+        st.warning(f"`{m.name}` was trained with another split than `{trained[0].name}`: some of these "
+                   f"{split} photos may be in its training set.")
+if split in ("train", "all") and trained:
+    st.caption("Trained models saw the train split: their scores there say how well they fit, not how well they generalize.")
+
+try:
+    images, skipped = collect_images(dataset, split, seed, fractions)
+except FaceCoreError as exc:
+    show_error(exc)
+    st.stop()
+n_face = sum(im.has_face for im in images)
+st.caption(f"{len(images)} photos in the {split} split of `{dataset.name}`: {n_face} with a face, "
+           f"{len(images) - n_face} without (unlabelled photos count as no-face).")
+for s in skipped:
+    st.warning(f"Skipped a malformed label: {s}")
+if not images:
+    st.info(f"The {split} split of `{dataset.name}` is empty: add photos, or choose another split.")
+    st.stop()
+
+
+fingerprint = dataset.fingerprint()
+
+
+def selection_key(name: str):
+    """Results are reused while the model, the photos and the settings are unchanged."""
+    meta = ws.models_root / name / "meta.json"
+    version = meta.stat().st_mtime if meta.exists() else 0.0
+    return (name, version, fingerprint, split, seed, tuple(fractions), round(threshold, 3))
+
+
+def fmt(v) -> str:
+    if v is None:
+        return "n/a"
+    return str(v) if isinstance(v, int) else f"{v:.3f}"
+
+
+start = st.button("Evaluate", type="primary", disabled=not chosen, key="eval_start")
+store = st.session_state.setdefault(RESULTS_KEY, {})
+if start:
+    for name in chosen:
+        key = selection_key(name)
+        if key in store:
+            continue
+        try:
+            det = detector(name)
+        except FaceCoreError as exc:
+            show_error(exc)
+            continue
+        bar = st.progress(0.0, text=f"{name}: starting...")
+
+        def progress(done, total, name=name, bar=bar):
+            bar.progress(done / max(total, 1), text=f"{name}: {done}/{total} photos")
+
+        try:
+            store[key] = evaluate(det, images, threshold=threshold, progress=progress)
+        except FaceCoreError as exc:
+            show_error(exc)
+        bar.empty()
+
+results = {n: store[selection_key(n)] for n in chosen if selection_key(n) in store}
+if not results:
+    st.info("Choose detectors and a split, then press **Evaluate**.")
+    st.stop()
+missing = [n for n in chosen if n not in results]
+if missing:
+    st.caption(f"Not evaluated yet with these settings: {', '.join(missing)}. Press **Evaluate**.")
+
+st.subheader("Metrics")
+rows_ = [{k: (v if k == "metric" else fmt(v)) for k, v in row.items()} for row in comparison_table(results)]
+st.dataframe(pd.DataFrame(rows_).set_index("metric"), key="eval_table")
+backends = [f"`{n}`: {getattr(detector(n), 'backend', 'opencv')}" for n in results if n in models]
+st.caption("AP ranks every photo's best prediction by score (a box on a no-face photo is a false positive). "
+           "Latency is per photo, preprocessing included, on this server."
+           + (f" Inference: {', '.join(backends)}." if backends else ""))
+
+c1, c2 = st.columns(2)
+with c1:
+    st.markdown("**Precision-recall at IoU 0.5**")
+    st.plotly_chart(pr_figure(results), key="eval_pr")
+with c2:
+    st.markdown("**IoU on photos with a face**")
+    st.plotly_chart(iou_figure(results), key="eval_iou")
+
+st.subheader("Photos, worst first")
+g1, g2, g3 = st.columns([2, 2, 1])
+shown = g1.selectbox("Detector", list(results), key="eval_grid_detector")
+only_errors = g2.toggle("Only mistakes (missed, misplaced, false positives)", key="eval_only_errors")
+count = g3.number_input("Photos", 4, 200, 12, 4, key="eval_grid_count")
+res = results[shown]
+rows = [r for r in res.worst() if not only_errors or r.outcome in ("missed", "misplaced", "false positive")]
+if not rows:
+    st.success(f"`{shown}` made no mistakes on this split at threshold {threshold:.2f}.")
+st.caption("Green: the label. Red: the prediction (orange when its score is below the threshold).")
+per_row = 4
+rows = rows[:int(count)]
+for i in range(0, len(rows), per_row):
+    cols = st.columns(per_row)
+    for col, r in zip(cols, rows[i:i + per_row]):
+        try:
+            img = render_result(r, threshold)
+        except ImageReadError as exc:
+            col.warning(str(exc))
+            continue
+        iou = f"IoU {r.iou:.2f} · " if len(r.true_boxes) else ""
+        col.image(img, caption=f"{r.stem[:24]} · {r.outcome} · {iou}score {r.score:.2f}", width="stretch")

@@ -1,0 +1,177 @@
+"""Video: run a detector over an uploaded video; play, chart and download the annotated result.
+
+All the work is ``facecore.video.process_video``; this page keeps the upload and the result in a
+per-session temporary folder. Cancel works the Streamlit way: pressing it reruns the script, which
+interrupts processing at its next progress update (the partial output is deleted by facecore).
+"""
+
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import streamlit as st
+
+from facecore import FaceCoreError
+from facecore.video import (VIDEO_EXTS, VideoConfig, format_time, max_upload_mb, probe, process_video,
+                            store_upload, timeline_figure)
+from pages.common import dataset_picker, detector_picker, show_error
+
+DIR_KEY, UPLOAD_KEY, RESULT_KEY, RUNNING_KEY = "video_dir", "video_upload", "video_result", "video_running"
+
+st.title("🎞️ Video")
+st.write("Upload a video, pick a detector, and get it back with every face boxed (or blurred), a chart of the "
+         "face probability over time, and the detections as CSV or JSON.")
+dataset_picker()
+
+
+def session_dir() -> Path:
+    """This session's scratch folder for the uploaded video and the result."""
+    d = st.session_state.get(DIR_KEY)
+    if d is None or not Path(d).is_dir():
+        d = tempfile.mkdtemp(prefix="facetrack-video-")
+        st.session_state[DIR_KEY] = d
+    return Path(d)
+
+
+def forget_upload() -> None:
+    """A new upload (or none): drop the previous video and its result."""
+    st.session_state.pop(UPLOAD_KEY, None)
+    st.session_state.pop(RESULT_KEY, None)
+    d = st.session_state.get(DIR_KEY)
+    if d:
+        shutil.rmtree(d, ignore_errors=True)
+        st.session_state.pop(DIR_KEY, None)
+
+
+limit = max_upload_mb()
+uploaded = st.file_uploader(f"Video ({', '.join(e[1:] for e in VIDEO_EXTS)}; up to {limit} MB)",
+                            type=[e[1:] for e in VIDEO_EXTS], max_upload_size=limit, on_change=forget_upload,
+                            key="video_file")
+if uploaded is None:
+    st.info("Upload a video to start. Short clips are quickest: a minute of 640x480 takes about a minute "
+            "with Haar on a small machine, less with a trained MobileNetV2.")
+    st.stop()
+
+upload = st.session_state.get(UPLOAD_KEY)
+if upload is None or upload["id"] != uploaded.file_id:
+    try:
+        path = store_upload(uploaded.getbuffer(), uploaded.name, session_dir() / "input", limit)
+        info = probe(path)
+    except FaceCoreError as exc:
+        show_error(exc)
+        st.stop()
+    upload = {"id": uploaded.file_id, "name": uploaded.name, "path": path, "info": info}
+    st.session_state[UPLOAD_KEY] = upload
+info = upload["info"]
+
+cols = st.columns(5)
+cols[0].metric("Duration", format_time(info.duration) if info.duration else "unknown")
+cols[1].metric("Frame rate (fps)", f"{info.fps:.4g}")
+cols[2].metric("Resolution", f"{info.width}x{info.height}")
+cols[3].metric("Frames", f"~{info.frames}")
+cols[4].metric("Audio", info.audio or "none")
+st.caption(f"Video codec {info.codec}" + (f", rotated {info.rotation}° for display" if info.rotation else ""))
+
+st.subheader("Settings")
+left, right = st.columns(2)
+with left:
+    det_name, det = detector_picker(key="video_detector")
+    threshold = st.slider("Threshold", 0.0, 1.0, 0.5, 0.05, key="video_threshold",
+                          help="Faces whose probability reaches it are boxed (or blurred).")
+    blur = st.toggle("Blur faces instead of boxing them (anonymize)", key="video_blur")
+with right:
+    mode = st.radio("Run the detector", ["on every frame", "every few seconds (faster)"], key="video_mode",
+                    help="Sampling holds the last boxes until the next sample, as the FaceVision tutorial does.")
+    every = 0.0
+    if mode != "on every frame":
+        every = st.number_input("Interval (seconds)", 0.05, 10.0, 0.3, 0.05, key="video_every")
+    smooth = st.slider("Box smoothing", 0.0, 0.9, 0.0, 0.1, key="video_smooth",
+                       help="Weight of the previous box when a face is seen again: steadier boxes, a little lag.")
+with st.expander("Advanced"):
+    batch = st.number_input("Frames per inference batch", 1, 64, 16, key="video_batch")
+    crf = st.slider("Video quality (x264 CRF, lower is better and bigger)", 16, 32, 23, key="video_crf")
+    allow_truncated = st.checkbox("Process the readable part of a truncated file", key="video_truncated")
+
+config = None
+try:
+    config = VideoConfig(threshold=threshold, every=float(every), smooth=smooth, blur=blur, batch_size=int(batch),
+                         crf=int(crf), allow_truncated=allow_truncated)
+except FaceCoreError as exc:
+    show_error(exc)
+
+start = st.button("Process video", type="primary", disabled=det is None or config is None, key="video_start")
+# A run that processed and was interrupted (Cancel, or any widget touched meanwhile) never cleared this.
+if st.session_state.pop(RUNNING_KEY, False) and not start:
+    st.warning("Processing stopped before the end: no video was written. Press *Process video* to start again.")
+
+if start:
+    st.session_state.pop(RESULT_KEY, None)
+    st.session_state[RUNNING_KEY] = True
+    bar_col, cancel_col = st.columns([5, 1], vertical_alignment="center")
+    bar = bar_col.progress(0.0, text="Starting...")
+    cancel_slot = cancel_col.empty()
+    cancel_slot.button("Cancel", key="video_cancel", help="Stop processing; nothing is written.")
+    last = [0.0]
+
+    def progress(done: int, total: int, elapsed: float) -> None:
+        now = time.perf_counter()
+        if now - last[0] < 0.2 and done < total:
+            return
+        last[0] = now
+        fps = done / elapsed if elapsed > 0 else 0.0
+        eta = (total - done) / fps if fps > 0 else 0.0
+        bar.progress(min(1.0, done / max(total, 1)),
+                     text=f"{done}/{total} frames · {fps:.1f} fps · ETA {format_time(eta)}")
+
+    out_path = session_dir() / "output" / f"{Path(upload['name']).stem}_faces.mp4"
+    try:
+        result = process_video(upload["path"], out_path, det, config, progress=progress)
+    except FaceCoreError as exc:
+        st.session_state.pop(RUNNING_KEY, None)
+        bar.empty()
+        cancel_slot.empty()
+        show_error(exc)
+    else:
+        st.session_state.pop(RUNNING_KEY, None)
+        cancel_slot.empty()
+        bar.progress(1.0, text=f"Done: {result.frames} frames in {result.seconds:.1f} s ({result.fps:.1f} fps)")
+        st.session_state[RESULT_KEY] = result
+
+result = st.session_state.get(RESULT_KEY)
+if result is None:
+    st.stop()
+
+st.subheader("Result")
+for w in result.warnings:
+    st.warning(w)
+faces = sum(1 for r in result.records if r.score >= result.config.threshold)
+cols = st.columns(4)
+cols[0].metric("Frames", result.frames)
+cols[1].metric("Processing speed", f"{result.fps:.1f} fps")
+cols[2].metric("Frames with a face", f"{faces} ({faces / max(result.frames, 1):.0%})")
+cols[3].metric("Audio", "kept" if result.audio_kept else "none")
+cfg = result.config
+st.caption(f"Detector `{result.detector}`, threshold {cfg.threshold:.2f}, "
+           + ("every frame" if cfg.every <= 0 else f"every {cfg.every:g} s") + (", blurred" if cfg.blur else ""))
+st.video(str(result.output))
+
+stem = Path(upload["name"]).stem
+d1, d2, d3 = st.columns(3)
+d1.download_button("Download video (MP4)", data=result.output.read_bytes, file_name=f"{stem}_faces.mp4",
+                   mime="video/mp4", key="video_dl_mp4")
+d2.download_button("Detections (CSV)", data=result.to_csv, file_name=f"{stem}_detections.csv", mime="text/csv",
+                   key="video_dl_csv")
+d3.download_button("Detections (JSON)", data=result.to_json, file_name=f"{stem}_detections.json",
+                   mime="application/json", key="video_dl_json")
+
+st.subheader("Face probability over time")
+st.plotly_chart(timeline_figure(result), key="video_timeline")
+
+if result.gallery:
+    st.subheader("Sampled frames")
+    per_row = 4
+    for i in range(0, len(result.gallery), per_row):
+        row = st.columns(per_row)
+        for col, (t, img) in zip(row, result.gallery[i:i + per_row]):
+            col.image(img, caption=f"{format_time(t)}", width="stretch")

@@ -1,0 +1,177 @@
+"""Webcam: run a detector live on the user's camera over WebRTC.
+
+The video callback runs on a streamlit-webrtc worker thread: it only sees the session's
+``LiveProcessor`` (settings go in through ``configure``, stats come out through its queue).
+"""
+
+import time
+from collections import deque
+
+import plotly.graph_objects as go
+import streamlit as st
+
+from facecore import FaceCoreError, rtc
+from facecore.live import LiveProcessor, LiveSettings
+from pages.common import dataset_picker, detector_picker, show_error
+
+PROC_KEY, HISTORY_KEY = "webcam_processor", "webcam_history"
+STARTED_KEY, ACTIVE_KEY = "webcam_started", "webcam_active"
+REFRESH_S = 1.0
+HISTORY_SECONDS = 15
+NO_FRAMES_AFTER_S = 10
+
+CAMERA_HELP = """
+**No picture?** Check, in this order:
+1. **Permission**: the browser asks to use the camera when you press *Start*. If you refused, click the
+   camera (or lock) icon in the address bar, allow the camera for this site, and press *Start* again.
+2. **Device**: a camera must be connected and not in use by another app (video calls, other tabs).
+   With several cameras, pick one with *Select device*.
+3. **Secure page**: browsers only give the camera to pages on `https://` or `localhost`. Opening the app
+   at `http://<another computer>:8501` blocks it: use HTTPS, or run the app on this computer.
+4. **Network**: away from localhost, the video needs a TURN server (see the README, *Deploy to
+   Streamlit Community Cloud*). Corporate firewalls may block WebRTC altogether.
+"""
+
+TRANSLATIONS = {
+    "media_api_not_available": "The camera is not available here: open the app on https:// or on localhost.",
+    "device_ask_permission": "Allow this page to use your camera (see the browser's prompt).",
+    "device_not_available": "No camera found: connect one, close apps that use it, and press Start again.",
+    "device_access_denied": "Camera access was denied: allow the camera for this site in the browser's "
+                            "address bar, then press Start again.",
+}
+
+st.title("Webcam")
+st.write("Run a detector live on your camera. Threshold, face blurring, smoothing and even the model "
+         "can change while the video plays. Frames arriving while the model is busy are skipped, "
+         "so a slow model lowers the frame rate instead of building up a delay.")
+dataset_picker()
+
+
+def processor() -> LiveProcessor:
+    """This session's frame processor; it outlives reruns so the running stream keeps it."""
+    if PROC_KEY not in st.session_state:
+        st.session_state[PROC_KEY] = LiveProcessor()
+    return st.session_state[PROC_KEY]
+
+
+def on_stream_change() -> None:
+    """Start pressed: a new stream starts with fresh stats (Stop keeps the last ones on show)."""
+    state = st.session_state["webcam"].state
+    active = state.playing or state.signalling
+    if active and not st.session_state.get(ACTIVE_KEY):
+        processor().reset_stream()
+        st.session_state[HISTORY_KEY] = deque(maxlen=HISTORY_SECONDS * 30)
+        st.session_state[STARTED_KEY] = time.time()
+    st.session_state[ACTIVE_KEY] = active
+
+
+def connection_config() -> dict:
+    secrets = None
+    try:
+        section = st.secrets.get("webrtc")
+        secrets = dict(section) if section else None
+    except Exception:  # noqa: BLE001 - no secrets.toml at all is the normal local case
+        secrets = None
+    try:
+        return rtc.rtc_configuration(secrets=secrets)
+    except FaceCoreError as exc:
+        show_error(exc)
+        st.caption("Falling back to direct connections only.")
+        return {"iceServers": []}
+
+
+proc = processor()
+with st.sidebar:
+    st.header("Live settings")
+    name, det = detector_picker(st.sidebar, key="webcam_detector")
+    threshold = st.slider("Threshold", 0.0, 1.0, 0.5, 0.05, key="webcam_threshold",
+                          help="Boxes with a lower face probability are not drawn.")
+    mode = st.radio("Faces", ["Box", "Blur"], horizontal=True, key="webcam_mode",
+                    help="Blur hides each detected face instead of boxing it.")
+    smoothing = st.slider("Box smoothing", 0.0, 0.9, 0.6, 0.1, key="webcam_smoothing",
+                          help="Weight of the previous box in each new one: higher is steadier but lags "
+                               "behind fast moves. 0 shows the raw boxes.")
+    overlay = st.checkbox("FPS and latency on the video", value=True, key="webcam_overlay")
+proc.configure(detector=det, settings=LiveSettings(threshold=threshold, blur=mode == "Blur",
+                                                   smoothing=smoothing, overlay=overlay))
+
+config = connection_config()
+left, right = st.columns([3, 2], gap="medium")
+ctx = None
+with left:
+    try:
+        from streamlit_webrtc import WebRtcMode, webrtc_streamer
+
+        ctx = webrtc_streamer(
+            key="webcam",
+            mode=WebRtcMode.SENDRECV,
+            rtc_configuration=config,
+            media_stream_constraints={"video": {"width": {"ideal": 640}, "height": {"ideal": 480},
+                                                "frameRate": {"ideal": 30}}, "audio": False},
+            video_frame_callback=proc,
+            # Async mode hands over every frame that queued up while the model was busy: process the
+            # newest, drop the stale ones.
+            queued_video_frames_callback=proc.process_queued,
+            async_processing=True,
+            translations=TRANSLATIONS,
+            on_change=on_stream_change,
+        )
+    except Exception as exc:  # noqa: BLE001 - the rest of the page stays usable without the component
+        st.error(f"The webcam component could not start here ({type(exc).__name__}: {exc}). The live video "
+                 "needs the app served by `streamlit run` and opened in a browser.")
+    st.caption(rtc.describe(config))
+    with st.expander("Camera not working?", expanded=False):
+        st.markdown(CAMERA_HELP)
+
+playing = bool(ctx is not None and ctx.state.playing)
+if det is None:
+    st.warning(f"The detector '{name}' could not be loaded (see above): the video will show without boxes.")
+
+
+def probability_chart(history, threshold: float) -> go.Figure:
+    now = history[-1].time
+    recent = [s for s in history if now - s.time <= HISTORY_SECONDS]
+    fig = go.Figure(go.Scatter(x=[s.time - now for s in recent], y=[s.probability for s in recent],
+                               mode="lines", line={"width": 2}, name="face probability"))
+    fig.add_hline(y=threshold, line_dash="dot", line_color="gray", annotation_text="threshold")
+    fig.update_layout(height=220, margin={"l": 10, "r": 10, "t": 10, "b": 10}, showlegend=False,
+                      xaxis={"title": "seconds ago", "range": [-HISTORY_SECONDS, 0]},
+                      yaxis={"title": "face probability", "range": [0, 1.02]})
+    return fig
+
+
+@st.fragment(run_every=REFRESH_S if playing else None)
+def live_stats() -> None:
+    history = st.session_state.setdefault(HISTORY_KEY, deque(maxlen=HISTORY_SECONDS * 30))
+    history.extend(proc.drain_stats())
+    st.subheader("Live stats")
+    if not history:
+        if playing and time.time() - st.session_state.get(STARTED_KEY, time.time()) > NO_FRAMES_AFTER_S:
+            st.warning("Connected, but no video has reached the detector yet. Check the camera permission "
+                       "and device (see *Camera not working?*); away from localhost a TURN server may be needed.")
+        elif playing:
+            st.info("Waiting for the first frames...")
+        else:
+            st.info("Press **Start** under the video and allow the camera. Stats appear here while it plays.")
+        return
+    last = history[-1]
+    face = last.faces > 0
+    st.markdown(f"**{'Face found' if face else 'No face'}**"
+                + (f": {last.label}" if face and last.label not in ("", "face") else "")
+                + f" — detector `{last.detector or 'none'}`")
+    c1, c2 = st.columns(2)
+    c1.metric("Face probability", f"{last.probability:.2f}")
+    c2.metric("Faces shown", last.faces)
+    c1.metric("Processed FPS", f"{last.fps:.1f}")
+    c2.metric("Model latency", f"{last.latency_ms:.0f} ms")
+    st.caption(f"{last.frame} frames processed, {last.dropped} stale frames skipped this stream.")
+    if last.error:
+        st.error(f"The detector failed on the last frame: {last.error}")
+    st.plotly_chart(probability_chart(history, threshold), key="webcam_probability_chart",
+                    config={"displayModeBar": False})
+    if not playing:
+        st.caption("Stream stopped: these are the last stats.")
+
+
+with right:
+    live_stats()

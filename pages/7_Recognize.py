@@ -1,0 +1,305 @@
+"""Recognize: "me / not me". Build identity crops, train and compare classifiers, name faces in photos."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+from plotly.subplots import make_subplots
+
+from facecore import FaceCoreError
+from facecore.detect import detector_names
+from facecore.identity import (BACKBONES, COMPARISON_COLUMNS, DEFAULT_K, IdentityConfig, IdentitySet, compare,
+                               create_identity_set, list_identity_sets, load_comparison, train_identity)
+from facecore.io import decode_image, read_image
+from facecore.recognize import draw_recognitions, identity_model_names
+from pages.common import dataset_picker, detector, recognizer, show_error, workspace
+
+st.title("🙋 Recognize")
+st.write(
+    "Tell **me** from **not me** (or any people): collect face crops per person, train a small classifier "
+    "on top of a pretrained backbone, then name every face the detector finds. The same models can be "
+    "switched on in the Video and Webcam pages (*Recognize faces*)."
+)
+
+active = dataset_picker()
+ws = workspace()
+SET_KEY = "recognize_set"
+WEIGHTS = {"imagenet": "ImageNet (pretrained, downloaded once)", "none": "None: random frozen features (try-out only)"}
+
+
+def _weights(choice: str):
+    return None if choice == "none" else choice
+
+
+# ------------------------------------------------------------------------------------------------
+st.header("1. Identity data")
+st.caption("One folder per identity under `data/identities/<set>/<identity>/`, each holding face crops. "
+           "A crop is the face box grown by *k* times its size on every side (k = 0.5 doubles it).")
+sets = list_identity_sets(ws.data_root)
+with st.expander("New identity set", expanded=not sets):
+    new_name = st.text_input("Name", value="me_not_me" if "me_not_me" not in sets else "", key="recognize_new_set")
+    if st.button("Create identity set", key="recognize_create_set"):
+        try:
+            created = create_identity_set(ws.data_root, new_name)
+            st.session_state[SET_KEY] = created.name
+            st.rerun()
+        except FaceCoreError as exc:
+            show_error(exc)
+if not sets:
+    st.info("No identity set yet: create one above (e.g. `me_not_me`).")
+    st.stop()
+
+names = list(sets)
+if st.session_state.get(SET_KEY) not in sets:
+    st.session_state[SET_KEY] = names[0]
+ids: IdentitySet = sets[st.selectbox("Identity set", names, key=SET_KEY)]
+counts = ids.counts()
+if counts:
+    cols = st.columns(min(len(counts), 6))
+    for i, (ident, n) in enumerate(counts.items()):
+        cols[i % len(cols)].metric(ident, n, help=f"face crops of {ident}")
+    with st.expander("Preview crops"):
+        for ident in counts:
+            paths = ids.images(ident)[:8]
+            if paths:
+                st.caption(ident)
+                st.image([str(p) for p in paths], width=90)
+else:
+    st.info("This set has no identities yet: add crops from a labeled dataset or upload photos below.")
+
+build_col, upload_col = st.columns(2, gap="large")
+with build_col:
+    st.subheader("From a labeled dataset")
+    datasets = ws.datasets()
+    if datasets:
+        ds_names = list(datasets)
+        default_ds = ds_names.index(active.name) if active is not None and active.name in ds_names else 0
+        src = st.selectbox("Dataset", ds_names, index=default_ds, key="recognize_build_ds",
+                           help="Every labeled face of every photo is cropped; photos without a face are skipped.")
+        b_ident = st.text_input("Identity", value="me", key="recognize_build_identity")
+        k = st.slider("Margin k", 0.0, 1.0, DEFAULT_K, 0.05, key="recognize_build_k",
+                      help="How much background around the face: k x its width/height on every side.")
+        if st.button("Crop faces into this identity", key="recognize_build", type="primary"):
+            bar = st.progress(0.0, text="Cropping faces...")
+            try:
+                rep = ids.build_from_dataset(b_ident, datasets[src], k=k,
+                                             progress=lambda d, t: bar.progress(d / t, text=f"Cropping {d}/{t}"))
+                st.session_state["recognize_msg"] = (f"Added {rep.added} crop(s) to '{b_ident.strip()}' "
+                                                     f"({len(rep.skipped)} photo(s) skipped: no face label).")
+                st.rerun()
+            except FaceCoreError as exc:
+                show_error(exc)
+    else:
+        st.info("No dataset: create one on the Collect & Label page.")
+with upload_col:
+    st.subheader("Upload photos")
+    u_ident = st.text_input("Identity", value="not_me", key="recognize_upload_identity")
+    files = st.file_uploader("Photos of this person", type=["jpg", "jpeg", "png", "webp", "bmp"],
+                             accept_multiple_files=True, key="recognize_upload")
+    crop = st.checkbox("Find the face (Haar) and crop it with margin k", value=True, key="recognize_upload_crop",
+                       help="Off: the photos are stored as they are (use this for ready-made face crops).")
+    if st.button("Add photos", key="recognize_add", disabled=not files):
+        added, skipped = 0, []
+        try:
+            det = detector("haar") if crop else None
+            for f in files:
+                rep = ids.add_upload(u_ident, f.getvalue(), f.name, detector=det,
+                                     k=st.session_state.get("recognize_build_k", DEFAULT_K))
+                added += rep.added
+                skipped += rep.skipped
+            st.session_state["recognize_msg"] = f"Added {added} photo(s) to '{u_ident.strip()}'." + (
+                " Skipped: " + "; ".join(f"{n} ({why})" for n, why in skipped) if skipped else "")
+            st.rerun()
+        except FaceCoreError as exc:
+            show_error(exc)
+msg = st.session_state.pop("recognize_msg", None)
+if msg:
+    st.success(msg)
+if counts:
+    with st.expander("Remove an identity"):
+        rm = st.selectbox("Identity", list(counts), key="recognize_rm_identity")
+        sure = st.checkbox(f"Yes, delete all {counts.get(rm, 0)} crops of '{rm}'", key="recognize_rm_sure")
+        if st.button("Remove", key="recognize_rm", disabled=not sure):
+            ids.remove_identity(rm)
+            st.session_state.pop("recognize_rm_sure", None)
+            st.rerun()
+
+ready = sum(1 for n in counts.values() if n >= 2) >= 2
+
+
+# ------------------------------------------------------------------------------------------------
+def history_figure(history: list[dict]) -> go.Figure:
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("Loss", "Accuracy"), horizontal_spacing=0.1)
+    epochs = [h["epoch"] for h in history]
+    for col, key in ((1, "loss"), (2, "accuracy")):
+        for prefix, dash, name in (("", "solid", "train"), ("val_", "dash", "val")):
+            fig.add_trace(go.Scatter(x=epochs, y=[h.get(prefix + key) for h in history], mode="lines+markers",
+                                     line={"dash": dash}, name=f"{name} {key}"), row=1, col=col)
+    fig.update_layout(height=300, margin={"l": 10, "r": 10, "t": 30, "b": 10})
+    fig.update_xaxes(title_text="epoch")
+    return fig
+
+
+def settings(prefix: str, with_backbone: bool = True) -> dict:
+    c1, c2, c3, c4 = st.columns(4)
+    out = {}
+    if with_backbone:
+        out["backbone"] = c1.selectbox("Backbone", BACKBONES, key=f"{prefix}_backbone")
+    out["weights"] = c2.selectbox("Weights", list(WEIGHTS), format_func=WEIGHTS.get, key=f"{prefix}_weights")
+    out["input_size"] = c3.selectbox("Input size", [64, 96, 128, 160, 224], index=2, key=f"{prefix}_size")
+    out["epochs"] = c4.number_input("Max epochs", 1, 200, 30, key=f"{prefix}_epochs",
+                                    help="Early stopping ends sooner when the val loss stops improving.")
+    return out
+
+
+st.header("2. Train a classifier")
+if not ready:
+    st.info("Training needs at least two identities with two or more crops each (dozens are better).")
+else:
+    st.caption("Frozen backbone + global average pooling + a small dense head. The backbone's features of each "
+               "crop are computed once, so training is quick even on a CPU. Early stopping keeps the best epoch.")
+    s = settings("recognize_train")
+    c1, c2 = st.columns(2)
+    augment = c1.number_input("Augmentation: copies per training crop", 0, 50, 5, key="recognize_train_aug",
+                              help="Flips, small shifts and rotations, brightness and colour changes. 0 = off.")
+    model_name = c2.text_input("Model name", value=f"{ids.name}-{s['backbone']}", key="recognize_train_name")
+    if s["weights"] == "none":
+        st.warning("Without ImageNet weights the frozen backbone is random: fine to try the app, poor on real faces.")
+    if st.button("Train", type="primary", key="recognize_train_go"):
+        bar = st.progress(0.0, text="Preparing crops...")
+        chart = st.empty()
+        history: list[dict] = []
+
+        def on_progress(stage, done, total, logs):
+            if stage == "features":
+                bar.progress(done / total * 0.5, text=f"Backbone features {done}/{total}")
+            else:
+                history.append({"epoch": done, **logs})
+                bar.progress(0.5 + 0.5 * done / total,
+                             text=f"Epoch {done}/{total}: val accuracy {logs.get('val_accuracy', 0):.3f}")
+                chart.plotly_chart(history_figure(history), key=f"recognize_live_{done}")
+
+        try:
+            cfg = IdentityConfig(backbone=s["backbone"], input_size=int(s["input_size"]), weights=_weights(s["weights"]),
+                                 augment=int(augment), epochs=int(s["epochs"]),
+                                 k=st.session_state.get("recognize_build_k", DEFAULT_K))
+            res = train_identity(ids, cfg, ws.model_dir(model_name), progress=on_progress)
+            bar.progress(1.0, text="Done")
+            st.session_state["recognize_trained"] = res.meta
+        except FaceCoreError as exc:
+            show_error(exc)
+    meta = st.session_state.get("recognize_trained")
+    if meta:
+        m = meta["metrics"]["val"]
+        st.success(f"Saved model '{meta['name']}' (best epoch {meta['best_epoch']} of {len(meta['history'])}).")
+        c = st.columns(4)
+        c[0].metric("Val accuracy", f"{m['accuracy']:.3f}")
+        c[1].metric("Val loss", f"{m['loss']:.4f}")
+        c[2].metric("Size", f"{meta['size_bytes'] / 1e6:.1f} MB")
+        c[3].metric("Latency / face", f"{meta['latency_ms']:.1f} ms")
+        st.plotly_chart(history_figure(meta["history"]), key="recognize_final_chart")
+
+
+# ------------------------------------------------------------------------------------------------
+def comparison_figure(df: pd.DataFrame) -> go.Figure:
+    fig = make_subplots(rows=1, cols=3, subplot_titles=("Val accuracy", "Val loss", "Latency per face (ms)"),
+                        horizontal_spacing=0.08)
+    for aug, part in df.groupby("augment"):
+        name = "no augmentation" if aug == 0 else f"augmentation x{aug}"
+        for col, key in ((1, "val_accuracy"), (2, "val_loss"), (3, "latency_ms")):
+            fig.add_trace(go.Bar(x=part["backbone"], y=part[key], name=name, legendgroup=name,
+                                 showlegend=col == 1, marker_color="#636efa" if aug == 0 else "#ef553b"),
+                          row=1, col=col)
+    fig.update_layout(height=320, barmode="group", margin={"l": 10, "r": 10, "t": 30, "b": 10})
+    return fig
+
+
+st.header("3. Compare backbones")
+if ready:
+    st.caption("Trains one model per backbone, without and with augmentation, on the same crops and split; "
+               "each is saved as `<prefix>-<backbone>-aug<N>`.")
+    backbones = st.multiselect("Backbones", BACKBONES, default=["mobilenetv2", "efficientnetb0"],
+                               key="recognize_cmp_backbones")
+    s2 = settings("recognize_cmp", with_backbone=False)
+    c1, c2 = st.columns(2)
+    cmp_aug = c1.number_input("Augmented copies for the 'with augmentation' runs", 0, 50, 5, key="recognize_cmp_aug",
+                              help="0: only runs without augmentation.")
+    prefix = c2.text_input("Model name prefix", value=f"{ids.name}-cmp", key="recognize_cmp_prefix")
+    augs = [0, int(cmp_aug)] if cmp_aug else [0]
+    if st.button(f"Run comparison ({len(backbones) * len(augs)} trainings)", key="recognize_cmp_go",
+                 disabled=not backbones):
+        bar = st.progress(0.0, text="Starting...")
+
+        def on_cmp(i, n, name, stage, done, total, logs):
+            frac = (i + (0.5 * done / total if stage == "features" else 0.5 + 0.5 * done / total)) / n
+            bar.progress(min(frac, 1.0), text=f"[{i + 1}/{n}] {name}: {stage} {done}/{total}")
+
+        try:
+            base = IdentityConfig(input_size=int(s2["input_size"]), weights=_weights(s2["weights"]),
+                                  epochs=int(s2["epochs"]), k=st.session_state.get("recognize_build_k", DEFAULT_K))
+            compare(ids, backbones, augs, base, ws.models_root, prefix, progress=on_cmp)
+            bar.progress(1.0, text="Done")
+        except FaceCoreError as exc:
+            show_error(exc)
+doc = load_comparison(ids)
+if doc and doc["rows"]:
+    df = pd.DataFrame(doc["rows"], columns=COMPARISON_COLUMNS)
+    st.caption(f"Last comparison on this set: {doc['created']}, crops {doc.get('counts')}, "
+               f"input {doc['config']['input_size']} px, weights {doc['config']['weights'] or 'none'}.")
+    st.dataframe(df, hide_index=True)
+    st.plotly_chart(comparison_figure(df), key="recognize_cmp_chart")
+elif not ready:
+    st.info("Add crops of at least two identities first.")
+
+
+# ------------------------------------------------------------------------------------------------
+st.header("4. Recognize faces in a photo")
+models = identity_model_names(ws.models_root)
+if not models:
+    st.info("No identity model yet: train one above.")
+    st.stop()
+c1, c2, c3 = st.columns(3)
+ident_model = c1.selectbox("Identity model", models, key="recognize_model")
+det_name = c2.selectbox("Face detector", detector_names(ws.models_root), key="recognize_detector",
+                        help="'haar' finds several faces per photo; trained detectors find one.")
+face_thr = c3.slider("Face threshold", 0.0, 1.0, 0.5, 0.05, key="recognize_face_thr",
+                     help="Faces the detector scores lower are ignored.")
+photos = st.file_uploader("Photos", type=["jpg", "jpeg", "png", "webp", "bmp"], accept_multiple_files=True,
+                          key="recognize_photos")
+sample = None
+if active is not None and not photos:
+    stems = {it.stem: it for it in active.items()}
+    pick = st.selectbox(f"...or a photo of the active dataset '{active.name}'", ["(none)"] + list(stems),
+                        key="recognize_sample")
+    sample = stems.get(pick)
+
+images: list[tuple[str, object]] = []
+for f in photos or []:
+    try:
+        images.append((f.name, decode_image(f.getvalue(), f.name)))
+    except FaceCoreError as exc:
+        show_error(exc)
+if sample is not None:
+    try:
+        images.append((Path(sample.image).name, read_image(sample.image)))
+    except FaceCoreError as exc:
+        show_error(exc)
+if images:
+    try:
+        rec = recognizer(det_name, ident_model)
+    except FaceCoreError as exc:
+        show_error(exc)
+        st.stop()
+    for name, rgb in images:
+        results = rec.recognize(rgb, face_threshold=face_thr)
+        st.image(draw_recognitions(rgb, results, rec.classes), caption=f"{name}: {len(results)} face(s)")
+        if results:
+            st.dataframe(pd.DataFrame([{"face": i + 1, "name": r.name, "score": round(r.score, 3),
+                                        "face score": round(r.face_score, 3),
+                                        **{f"p({c})": round(float(p), 3) for c, p in zip(rec.classes, r.probs)}}
+                                       for i, r in enumerate(results)]), hide_index=True)
+        else:
+            st.warning(f"{name}: no face found above the face threshold.")

@@ -1,0 +1,256 @@
+"""facecore.live (the webcam frame processor) and facecore.rtc (ICE server settings)."""
+
+import asyncio
+import fractions
+import time
+
+import av
+import numpy as np
+import pytest
+
+from facecore import FaceCoreError, rtc
+from facecore.detect import Detection, HaarDetector
+from facecore.live import BoxSmoother, LiveProcessor, LiveSettings
+
+RED = np.array([255, 0, 0], np.uint8)
+
+
+class FakeDetector:
+    """Returns ``dets`` for every frame; optionally slow or failing; records the frames it saw."""
+
+    def __init__(self, dets=(), delay=0.0, fail=False, name="fake"):
+        self.dets, self.delay, self.fail, self.name = list(dets), delay, fail, name
+        self.seen = []
+
+    def detect(self, frame):
+        self.seen.append(frame)
+        if self.delay:
+            time.sleep(self.delay)
+        if self.fail:
+            raise RuntimeError("model exploded")
+        return list(self.dets)
+
+
+def det(score, box, label="face"):
+    return Detection(score, np.asarray(box, np.float32), label)
+
+
+def gray(h=120, w=160, value=128):
+    return np.full((h, w, 3), value, np.uint8)
+
+
+def red_pixels(img):
+    return int(np.all(img == RED, axis=-1).sum())
+
+
+@pytest.mark.parametrize("kwargs", [{"threshold": -0.1}, {"threshold": 1.5}, {"smoothing": 1.0}, {"smoothing": -0.2}])
+def test_settings_reject_out_of_range(kwargs):
+    with pytest.raises(ValueError):
+        LiveSettings(**kwargs)
+
+
+def test_smoother_reduces_jitter_and_keeps_order():
+    rng = np.random.default_rng(0)
+    true = np.array([0.3, 0.3, 0.6, 0.7], np.float32)
+    other = np.array([0.7, 0.1, 0.9, 0.4], np.float32)
+    sm = BoxSmoother(alpha=0.7)
+    raw, smooth = [], []
+    for i in range(60):
+        noisy = true + rng.normal(0, 0.01, 4).astype(np.float32)
+        # the two faces come in either order (best first changes): matching must follow the boxes
+        dets = [det(0.9, noisy), det(0.8, other)] if i % 2 else [det(0.9, other), det(0.95, noisy)]
+        out = sm.update(dets)
+        assert [d.score for d in out] == [d.score for d in dets]
+        k = 0 if i % 2 else 1
+        np.testing.assert_allclose(out[1 - k].box, other, atol=1e-6)
+        raw.append(noisy)
+        smooth.append(out[k].box)
+    raw, smooth = np.array(raw[10:]), np.array(smooth[10:])
+    assert np.abs(smooth - true).mean() < 0.6 * np.abs(raw - true).mean()
+
+
+def test_smoother_jumps_when_face_moves_far_and_forgets_lost_faces():
+    sm = BoxSmoother(alpha=0.8)
+    a, b = [0.1, 0.1, 0.3, 0.3], [0.6, 0.6, 0.9, 0.9]
+    sm.update([det(0.9, a)])
+    np.testing.assert_allclose(sm.update([det(0.9, b)])[0].box, b)  # no overlap: no sliding across
+    assert sm.update([]) == []
+    np.testing.assert_allclose(sm.update([det(0.9, a)])[0].box, a)  # lost, then found: starts fresh
+    assert BoxSmoother(alpha=0.0).update([det(0.5, a)])[0].box.tolist() == pytest.approx(a)
+
+
+def test_process_draws_boxes_and_reports_stats():
+    fake = FakeDetector([det(0.9, [0.25, 0.25, 0.75, 0.75], "alice"), det(0.3, [0.0, 0.0, 0.2, 0.2])])
+    proc = LiveProcessor(fake, LiveSettings(threshold=0.5, smoothing=0.0, overlay=False))
+    frame = gray()
+    out = proc.process(frame)
+    assert out.shape == frame.shape and out.dtype == np.uint8 and (frame == 128).all()  # input untouched
+    assert red_pixels(out) > 100
+    assert red_pixels(out[:20, :30]) == 0  # the 0.3 box is under the threshold
+    (stat,) = proc.drain_stats()
+    assert stat.probability == pytest.approx(0.9) and stat.faces == 1 and stat.label == "alice"
+    assert stat.detector == "fake" and stat.frame == 1 and stat.error == "" and stat.latency_ms >= 0
+    assert proc.drain_stats() == []
+
+
+def test_settings_and_detector_change_while_streaming():
+    box = [0.25, 0.25, 0.75, 0.75]
+    proc = LiveProcessor(FakeDetector([det(0.6, box)]), LiveSettings(threshold=0.5, smoothing=0.0, overlay=False))
+    assert red_pixels(proc.process(gray())) > 0
+    proc.configure(settings=LiveSettings(threshold=0.7, smoothing=0.0, overlay=False))
+    assert red_pixels(proc.process(gray())) == 0
+    # blur: the face region is smoothed, nothing drawn
+    noisy = np.random.default_rng(1).integers(0, 256, (120, 160, 3), dtype=np.uint8)
+    proc.configure(settings=LiveSettings(threshold=0.5, blur=True, smoothing=0.0, overlay=False))
+    out = proc.process(noisy)
+    assert out[40:80, 50:110].std() < 0.5 * noisy[40:80, 50:110].std()
+    np.testing.assert_array_equal(out[:20], noisy[:20])
+    other = FakeDetector([], name="other")
+    proc.configure(detector=other)
+    proc.process(gray())
+    assert len(other.seen) == 1 and proc.drain_stats()[-1].detector == "other"
+    proc.configure(detector=None)
+    out = proc.process(noisy)
+    np.testing.assert_array_equal(out, noisy)
+    assert proc.drain_stats()[-1].probability == 0.0
+
+
+def test_overlay_is_drawn():
+    proc = LiveProcessor(FakeDetector(), LiveSettings(overlay=True))
+    out = proc.process(gray(240, 320))
+    bar = out[:12, :60]
+    assert (bar == 0).mean() > 0.5 and (bar > 200).any()  # black bar, white text
+    assert (out[40:] == 128).all()
+
+
+def test_failing_detector_does_not_end_the_stream():
+    proc = LiveProcessor(FakeDetector(fail=True), LiveSettings(overlay=False))
+    out = proc.process(gray())
+    assert out.shape == (120, 160, 3)
+    (stat,) = proc.drain_stats()
+    assert "model exploded" in stat.error and stat.faces == 0
+
+
+def test_stats_queue_is_bounded_and_keeps_the_newest():
+    proc = LiveProcessor(FakeDetector(), LiveSettings(overlay=False), stats_size=5)
+    for _ in range(20):
+        proc.process(gray(24, 32))
+    assert [s.frame for s in proc.drain_stats()] == [16, 17, 18, 19, 20]
+
+
+def test_haar_detector_gets_a_private_copy():
+    shared = HaarDetector(min_neighbors=3)
+    proc = LiveProcessor(shared)
+    own = proc._detector
+    assert own is not shared and isinstance(own, HaarDetector) and own.min_neighbors == 3
+
+
+def _video_frame(value, pts):
+    f = av.VideoFrame.from_ndarray(gray(48, 64, value), format="rgb24")
+    f.pts, f.time_base = pts, fractions.Fraction(1, 90000)
+    return f
+
+
+def test_queued_callback_processes_only_the_newest_frame():
+    fake = FakeDetector()
+    proc = LiveProcessor(fake, LiveSettings(overlay=False))
+    frames = [_video_frame(v, pts) for v, pts in [(10, 0), (20, 3000), (30, 6000)]]
+    (out,) = asyncio.run(proc.process_queued(frames))
+    assert len(fake.seen) == 1 and fake.seen[0][0, 0, 0] == 30
+    assert out.pts == 6000 and out.to_ndarray(format="rgb24").shape == (48, 64, 3)
+    assert proc.dropped == 2 and proc.drain_stats()[-1].dropped == 2
+    proc.reset_stream()
+    asyncio.run(proc.process_queued(frames[:1]))
+    assert proc.dropped == 0 and proc.frames == 1
+
+
+def test_slow_model_drops_stale_frames_instead_of_lagging():
+    """The real streamlit-webrtc async track, fed at 30 fps, with a model taking 100 ms per frame:
+    each processed frame must be recent (no backlog), and most frames are skipped."""
+    from aiortc import MediaStreamTrack
+    from streamlit_webrtc.models import CallbackAttachableProcessor
+    from streamlit_webrtc.process import AsyncVideoProcessTrack
+
+    created = {}
+
+    class Camera(MediaStreamTrack):
+        kind = "video"
+
+        def __init__(self):
+            super().__init__()
+            self.i = 0
+
+        async def recv(self):
+            await asyncio.sleep(1 / 30)
+            self.i += 1
+            created[self.i % 256] = time.monotonic()
+            return _video_frame(self.i % 256, self.i * 3000)
+
+    lags = []
+
+    class Slow(FakeDetector):
+        def detect(self, frame):
+            lags.append(time.monotonic() - created[int(frame[0, 0, 0])])
+            return super().detect(frame)
+
+    proc = LiveProcessor(Slow(delay=0.1), LiveSettings(overlay=False))
+    track = AsyncVideoProcessTrack(Camera(), CallbackAttachableProcessor(proc, proc.process_queued, None),
+                                   stop_timeout=2)
+
+    async def consume():
+        for _ in range(60):  # 2 s of video
+            await track.recv()
+
+    asyncio.run(consume())
+    track.stop()
+    assert 5 <= len(lags) <= 25, len(lags)
+    # Without dropping, the 60th frame would wait ~4 s; here no frame waits more than about one model call.
+    assert max(lags[3:]) < 0.5, lags
+    assert proc.dropped >= 20
+
+
+# -- rtc ---------------------------------------------------------------------------------------
+
+def test_rtc_defaults_to_direct_connections_without_lookups():
+    cfg = rtc.rtc_configuration(env={})
+    assert cfg == {"iceServers": []}
+    assert "Direct connection" in rtc.describe(cfg)
+
+
+def test_rtc_from_env_stun_and_turn():
+    env = {"FACETRACK_STUN_URLS": "stun:stun.example.org:3478",
+           "FACETRACK_TURN_URLS": "turn:turn.example.org:3478?transport=udp, turns:turn.example.org:5349",
+           "FACETRACK_TURN_USERNAME": "u", "FACETRACK_TURN_CREDENTIAL": "secret"}
+    cfg = rtc.rtc_configuration(env=env)
+    assert cfg == {"iceServers": [
+        {"urls": ["stun:stun.example.org:3478"]},
+        {"urls": ["turn:turn.example.org:3478?transport=udp", "turns:turn.example.org:5349"],
+         "username": "u", "credential": "secret"}]}
+    text = rtc.describe(cfg)
+    assert "STUN + TURN" in text and "secret" not in text
+
+
+def test_rtc_json_list_and_secrets_override_env():
+    env = {"FACETRACK_ICE_SERVERS": '[{"urls": "stun:a.example:3478"}]'}
+    assert rtc.rtc_configuration(env=env) == {"iceServers": [{"urls": "stun:a.example:3478"}]}
+    secrets = {"ice_servers": [{"urls": ["turn:b.example:3478"], "username": "x", "credential": "y"}]}
+    assert rtc.rtc_configuration(env=env, secrets=secrets)["iceServers"][0]["username"] == "x"
+    secrets = {"turn_urls": ["turn:c.example"], "turn_username": "x", "turn_credential": "y"}
+    assert rtc.rtc_configuration(env={}, secrets=secrets)["iceServers"][0]["urls"] == ["turn:c.example"]
+
+
+def test_rtc_leaves_servers_to_streamlit_webrtc_when_a_provider_is_configured():
+    assert rtc.rtc_configuration(env={"HF_TOKEN": "hf_x"}) == {}
+    assert rtc.rtc_configuration(env={"TWILIO_ACCOUNT_SID": "only half"}) == {"iceServers": []}
+
+
+@pytest.mark.parametrize("env, message", [
+    ({"FACETRACK_ICE_SERVERS": "[{"}, "not valid JSON"),
+    ({"FACETRACK_ICE_SERVERS": '[{"username": "u"}]'}, "urls"),
+    ({"FACETRACK_STUN_URLS": "turn:x"}, "stun:"),
+    ({"FACETRACK_TURN_URLS": "stun:x", "FACETRACK_TURN_USERNAME": "u", "FACETRACK_TURN_CREDENTIAL": "p"}, "turn:"),
+    ({"FACETRACK_TURN_URLS": "turn:x"}, "FACETRACK_TURN_USERNAME"),
+])
+def test_rtc_rejects_malformed_settings(env, message):
+    with pytest.raises(FaceCoreError, match=message):
+        rtc.rtc_configuration(env=env)

@@ -1,0 +1,126 @@
+"""AppTest for pages/7_Recognize.py and the recognition toggle of the shared detector picker."""
+
+import numpy as np
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from conftest import ROOT
+from facecore.identity import IdentitySet, comparison_row, save_comparison, TrainResult, IdentityConfig
+from facecore.io import encode_jpeg
+from identity_synth import person_image
+
+PAGE = str(ROOT / "pages" / "7_Recognize.py")
+
+
+def _page():
+    at = AppTest.from_file(PAGE, default_timeout=180)
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def _click(at, key):
+    at.button(key=key).click().run()
+    assert not at.exception, at.exception
+    return at
+
+
+def test_page_without_identity_sets(workspace_env):
+    data, _ = workspace_env
+    at = _page()
+    assert "No identity set yet" in " ".join(i.value for i in at.info)
+    at.text_input(key="recognize_new_set").set_value("../bad")
+    _click(at, "recognize_create_set")
+    assert "not allowed" in at.error[0].value
+    at.text_input(key="recognize_new_set").set_value("me_not_me")
+    _click(at, "recognize_create_set")
+    assert (data / "identities" / "me_not_me").is_dir()
+    assert at.selectbox(key="recognize_set").value == "me_not_me"
+    assert "no identities yet" in " ".join(i.value for i in at.info)
+
+
+@pytest.mark.slow
+def test_build_upload_train_and_recognize(workspace_env):
+    data, models = workspace_env
+    (data / "identities" / "me_not_me").mkdir(parents=True)
+    at = _page()
+    # 1. "me" from the labeled sample dataset
+    at.text_input(key="recognize_build_identity").set_value("me")
+    _click(at, "recognize_build")
+    assert "Added 90 crop(s) to 'me'" in at.success[0].value
+    assert {m.label: m.value for m in at.metric} == {"me": "90"}
+    # ... and "not_me" from uploaded photos used as they are (plus one corrupt file, skipped)
+    rng = np.random.default_rng(0)
+    files = [(f"bob{i}.jpg", encode_jpeg(person_image(rng, "bob")[0]), "image/jpeg") for i in range(8)]
+    at.text_input(key="recognize_upload_identity").set_value("not_me")
+    at.checkbox(key="recognize_upload_crop").uncheck()
+    at.file_uploader(key="recognize_upload").set_value(files + [("broken.jpg", b"nope", "image/jpeg")])
+    at.run()
+    _click(at, "recognize_add")
+    assert "Added 8 photo(s) to 'not_me'" in at.success[0].value and "broken.jpg" in at.success[0].value
+    assert {m.label: m.value for m in at.metric} == {"me": "90", "not_me": "8"}
+
+    # 2. train (random frozen weights: the page warns)
+    at.selectbox(key="recognize_train_weights").set_value("none")
+    at.selectbox(key="recognize_train_size").set_value(64)
+    at.number_input(key="recognize_train_epochs").set_value(3)
+    at.number_input(key="recognize_train_aug").set_value(0)
+    at.text_input(key="recognize_train_name").set_value("mine")
+    at.run()
+    assert any("random" in w.value for w in at.warning)
+    _click(at, "recognize_train_go")
+    assert "Saved model 'mine'" in at.success[0].value
+    assert (models / "mine" / "model.keras").is_file()
+    labels = [m.label for m in at.metric]
+    assert "Val accuracy" in labels and "Latency / face" in labels
+
+    # 3. the comparison table and chart of the set (written here from the real trained model's metadata)
+    import json
+    meta = json.loads((models / "mine" / "meta.json").read_text())
+    ids = IdentitySet(data / "identities" / "me_not_me")
+    save_comparison(ids, [comparison_row(TrainResult(models / "mine", meta))], IdentityConfig(**meta["config"]))
+    at.run()
+    df = at.dataframe[0].value  # the comparison table (section 3) comes first
+    assert list(df["model"]) == ["mine"] and df["params"][0] == meta["params"]
+
+    # 4. recognize a sample photo: Haar finds the face, the classifier names it
+    assert at.selectbox(key="recognize_model").value == "mine"
+    stems = at.selectbox(key="recognize_sample").options
+    at.selectbox(key="recognize_sample").set_value(stems[1]).run()
+    assert not at.exception, at.exception
+    assert len(at.get("imgs")) >= 1
+    table = at.dataframe[-1].value
+    assert len(table) == 1 and table["name"][0] in ("me", "not_me")
+    assert set(table.columns) >= {"name", "score", "face score", "p(me)", "p(not_me)"}
+
+
+PICKER = """
+import streamlit as st
+from pages.common import detector_picker
+name, det = detector_picker()
+st.write(f"{name}|{type(det).__name__}|{getattr(det, 'classes', None)}")
+"""
+
+
+@pytest.mark.slow
+def test_detector_picker_recognition_toggle(workspace_env):
+    data, models = workspace_env
+    at = AppTest.from_string(PICKER, default_timeout=120)
+    at.run()
+    assert not at.exception and len(at.checkbox) == 0  # no identity model: no toggle
+    assert at.markdown[0].value == "haar|HaarDetector|None"
+
+    from facecore.identity import create_identity_set, train_identity
+    ids = create_identity_set(data, "s")
+    rng = np.random.default_rng(1)
+    for who in ("ann", "bob"):
+        for i in range(3):
+            ids.add_crop(who, person_image(rng, who)[0], f"{who}{i}")
+    train_identity(ids, IdentityConfig(input_size=64, weights=None, epochs=1), models / "who")
+    at.run()
+    assert at.checkbox(key="detector_recognize").value is False
+    at.checkbox(key="detector_recognize").check().run()
+    assert not at.exception, at.exception
+    assert at.selectbox(key="detector_identity").value == "who"
+    assert at.markdown[0].value == "haar+who|Recognizer|['ann', 'bob']"
+    assert at.selectbox(key="detector").options == ["haar"]  # identity models are not detectors

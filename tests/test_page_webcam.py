@@ -1,0 +1,89 @@
+"""AppTest for pages/6_Webcam.py. The WebRTC component itself only runs in a browser
+(tests/test_browser_webcam.py); here the page around it must work and feed the processor."""
+
+import json
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from conftest import ROOT, SAMPLE
+from facecore.io import read_image
+
+PAGE = str(ROOT / "pages" / "6_Webcam.py")
+
+
+def _run():
+    at = AppTest.from_file(PAGE, default_timeout=120)
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def _texts(elements):
+    return " ".join(str(e.value) for e in elements)
+
+
+def test_page_renders_without_the_component(workspace_env):
+    at = _run()
+    assert at.title[0].value.endswith("Webcam")
+    assert at.sidebar.selectbox(key="webcam_detector").value == "haar"
+    assert "Press **Start**" in _texts(at.info)
+    assert "Direct connection only" in _texts(at.caption)
+    assert "Camera not working?" in [e.label for e in at.expander]
+    assert "Permission" in _texts(at.markdown)
+
+
+def test_controls_reach_the_processor(workspace_env):
+    at = _run()
+    proc = at.session_state["webcam_processor"]
+    assert proc.detector_name == "haar"
+    at.sidebar.slider(key="webcam_threshold").set_value(0.8)
+    at.sidebar.radio(key="webcam_mode").set_value("Blur")
+    at.sidebar.slider(key="webcam_smoothing").set_value(0.0)
+    at.sidebar.checkbox(key="webcam_overlay").uncheck()
+    at.run()
+    assert not at.exception
+    s = at.session_state["webcam_processor"].settings
+    assert (s.threshold, s.blur, s.smoothing, s.overlay) == (0.8, True, 0.0, False)
+    assert at.session_state["webcam_processor"] is proc  # same object across reruns: the stream keeps it
+
+
+def test_stats_from_the_callback_are_shown(workspace_env):
+    at = _run()
+    proc = at.session_state["webcam_processor"]
+    face = read_image(sorted(SAMPLE.glob("images/*.jpg"))[0])
+    for _ in range(3):  # what the WebRTC thread does for each frame
+        proc.process(face)
+    at.run()
+    assert not at.exception
+    metrics = {m.label: m.value for m in at.metric}
+    assert float(metrics["Face probability"]) > 0.5 and int(metrics["Faces shown"]) >= 1
+    assert "Face found" in _texts(at.markdown)
+    assert "3 frames processed" in _texts(at.caption)
+    assert at.get("plotly_chart"), "the rolling probability chart is missing"
+
+
+def test_bad_turn_setting_is_reported_and_falls_back(workspace_env, monkeypatch):
+    monkeypatch.setenv("FACETRACK_TURN_URLS", "turn:turn.example.org:3478")
+    at = _run()
+    assert "FACETRACK_TURN_USERNAME" in _texts(at.error)
+    assert "Falling back to direct connections" in _texts(at.caption)
+
+
+def test_turn_setting_is_used(workspace_env, monkeypatch):
+    monkeypatch.setenv("FACETRACK_TURN_URLS", "turn:turn.example.org:3478")
+    monkeypatch.setenv("FACETRACK_TURN_USERNAME", "u")
+    monkeypatch.setenv("FACETRACK_TURN_CREDENTIAL", "p")
+    at = _run()
+    assert "TURN servers: turn:turn.example.org:3478" in _texts(at.caption)
+
+
+def test_unloadable_model_is_reported(workspace_env):
+    pytest.importorskip("facecore.inference", reason="trained-model loading (facecore.inference) not present")
+    _, models = workspace_env
+    (models / "broken").mkdir()
+    (models / "broken" / "meta.json").write_text(json.dumps({"name": "broken", "kind": "facetracker"}))
+    at = _run()
+    at.sidebar.selectbox(key="webcam_detector").select("broken").run()
+    assert not at.exception, at.exception
+    assert at.error and "could not be loaded" in _texts(at.warning)
