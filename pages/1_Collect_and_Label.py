@@ -166,7 +166,7 @@ def label_view(ds, entries: list[L.Entry], readonly: bool) -> None:
     proposals = proposals_of(ds)
     prop = proposals.get(cur)
 
-    nav = st.columns([1, 1, 1.4, 3])
+    nav = st.columns([1.3, 1, 1.7, 2.6])
     nav[0].button("Previous", icon=":material/navigate_before:", on_click=_nav, args=(ds, -1), width="stretch", key="lab_prev")
     nav[1].button("Next", icon=":material/navigate_next:", on_click=_nav, args=(ds, 1), width="stretch", key="lab_next")
     nav[2].button("Next unlabeled", icon=":material/skip_next:", on_click=_nav, args=(ds, None), width="stretch", key="lab_next_unl")

@@ -257,10 +257,18 @@ def test_no_dataset_yet_then_bad_and_good_names(tmp_path, monkeypatch):
 @pytest.mark.slow
 def test_prelabel_with_a_trained_model(mine, workspace_env):
     """A model saved in models/ is offered next to haar and its proposals are shown, not saved."""
-    from test_inference import save_model_dir
+    from test_inference import save_model_dir, tiny_model
 
     _, models = workspace_env
-    save_model_dir(models / "tiny", tflite=False)
+    model = tiny_model()
+    # Untrained weights put a degenerate box in the middle; fix the heads' output instead:
+    # box (0.2, 0.25)-(0.6, 0.75) with probability 0.9 whatever the image.
+    layers = {layer.name: layer for layer in model._flatten_layers()}
+    for name, target in (("box", [0.2, 0.25, 0.6, 0.75]), ("prob", [0.9])):
+        kernel, _ = layers[name].get_weights()
+        t = np.array(target, np.float32)
+        layers[name].set_weights([np.zeros_like(kernel), np.log(t / (1 - t))])
+    save_model_dir(models / "tiny", model=model, tflite=False)
     at = view(start("mine"), "Pre-label")
     assert at.selectbox(key="lab_det_batch").options == ["haar", "tiny"]
     at.selectbox(key="lab_det_batch").set_value("tiny")
@@ -270,4 +278,6 @@ def test_prelabel_with_a_trained_model(mine, workspace_env):
     assert not (mine.labels_dir / "img003.json").exists() and not (mine.labels_dir / "img004.json").exists()
     at = view(at, "Label")
     run(button(at, "Next unlabeled").click())
-    assert "Proposal by **tiny**" in texts(at)
+    assert "Proposal by **tiny**, score 0.90" in texts(at)
+    x1, y1 = (n.value for n in at.number_input[:2])
+    assert (x1, y1) == pytest.approx((0.2 * 160, 0.25 * 120), abs=0.2)  # proposal loaded for adjusting
