@@ -74,12 +74,23 @@ def save_mobilenet(models_root: Path, input_size: int | None) -> str:
     return "mnv2"
 
 
+def report(label: str, frames: int, seconds: float, cpu: float, rows: list, extra: str = "") -> None:
+    """One line: wall-clock fps, and CPU time per frame (all threads together). On a shared machine
+    wall-clock fps depends on the other load; 1000 / (CPU ms per frame) is what one idle core would
+    reach running the stages one after another (the pipeline overlaps them, so more with two)."""
+    ms = 1000 * cpu / max(frames, 1)
+    one_core = 1000 / ms if ms > 0 else float("inf")
+    rows.append((label, frames, seconds, frames / seconds, extra, ms))
+    print(f"  {label:<46} {frames:5d} frames {seconds:7.2f} s {frames / seconds:7.1f} fps   "
+          f"CPU {ms:6.1f} ms/frame (one idle core: {one_core:6.1f} fps)  {extra}", flush=True)
+
+
 def run_pipeline(label: str, clip: Path, out: Path, detector, config: VideoConfig, rows: list) -> None:
+    cpu0 = time.process_time()
     result = process_video(clip, out, detector, config)
-    extra = f"backend {getattr(detector, 'backend', '-')}" if hasattr(detector, "backend") else ""
-    rows.append((label, result.frames, result.seconds, result.fps, extra))
-    print(f"  {label:<44} {result.frames:5d} frames {result.seconds:7.2f} s {result.fps:8.1f} fps  {extra}",
-          flush=True)
+    cpu = time.process_time() - cpu0
+    extra = f"backend {detector.backend}" if hasattr(detector, "backend") else ""
+    report(label, result.frames, result.seconds, cpu, rows, extra)
 
 
 def tutorial_way(clip: Path, out: Path, net, size: int, n: int) -> tuple[int, float]:
@@ -139,10 +150,12 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-video-") as tmp:
         tmp = Path(tmp)
         clip = make_clip(tmp / "clip.mp4", args.frames)
+        load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
         print(f"clip: 640x480, 30 fps, {args.frames} frames, H.264 + AAC, {clip.stat().st_size / 2**20:.1f} MB; "
-              f"{os.cpu_count()} CPU cores")
+              f"{os.cpu_count()} CPU cores, load average {load:.1f} (wall-clock fps drop when the machine is shared)")
+        cpu0 = time.process_time()
         n, s = stage_decode(clip)
-        print(f"  {'stage: decode to RGB only':<44} {n:5d} frames {s:7.2f} s {n / s:8.1f} fps")
+        report("stage: decode to RGB only", n, s, time.process_time() - cpu0, [])
         run_pipeline("pipeline, no detector (decode+draw+encode)", clip, tmp / "o0.mp4", NoFaces(), VideoConfig(), rows)
 
         name = save_mobilenet(tmp / "models", args.input_size)
@@ -166,17 +179,19 @@ def main(argv=None) -> int:
             from facecore.inference import load_keras_model
 
             net = load_keras_model(tmp / "models" / name / "model.keras")
+            cpu0 = time.process_time()
             n, s = tutorial_way(clip, tmp / "tutorial.mp4", net, size, args.tutorial_frames)
-            rows.append(("tutorial: model.predict per frame, mp4v", n, s, n / s, ""))
-            print(f"  {'tutorial: model.predict per frame, mp4v':<44} {n:5d} frames {s:7.2f} s {n / s:8.1f} fps",
-                  flush=True)
+            report("tutorial: model.predict per frame, mp4v", n, s, time.process_time() - cpu0, rows)
 
     best = next((r for r in rows if r[0].startswith("mobilenetv2") and r[0].endswith("every frame")), None)
     tut = next((r for r in rows if r[0].startswith("tutorial")), None)
     if best:
-        verdict = "meets" if best[3] >= 50 else "MISSES"
-        print(f"\nmobilenetv2 every frame: {best[3]:.1f} fps end to end ({verdict} the 50 fps target)"
-              + (f", {best[3] / tut[3]:.0f}x the tutorial's loop" if tut else ""))
+        one_core = 1000 / best[5]
+        print(f"\nmobilenetv2 every frame: {best[3]:.1f} fps end to end here "
+              f"({'meets' if best[3] >= 50 else 'below'} the 50 fps target at this load); its CPU cost, "
+              f"{best[5]:.1f} ms/frame, allows {one_core:.0f} fps on one idle core "
+              f"({'meets' if one_core >= 50 else 'MISSES'} the target)"
+              + (f"; {best[3] / tut[3]:.0f}x the tutorial's loop" if tut else ""))
     return 0
 
 

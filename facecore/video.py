@@ -16,7 +16,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
 import os
 import queue
 import tempfile
@@ -112,6 +111,7 @@ class VideoConfig:
     blur: blur faces instead of boxing them.
     batch_size: frames per inference call (``detect_batch``) when the detector has one.
     crf, preset: libx264 quality (lower crf = better, bigger) and speed.
+    encoder_threads: libx264 threads (0: its default, about 1.5 per core).
     gallery_size: annotated frames kept, evenly spaced, for a preview gallery.
     allow_truncated: keep the readable start of a truncated or damaged file (with a warning)
         instead of refusing it.
@@ -126,6 +126,7 @@ class VideoConfig:
     preset: str = "superfast"
     gallery_size: int = 12
     allow_truncated: bool = False
+    encoder_threads: int = 0
 
     def __post_init__(self):
         if not 0.0 <= self.threshold <= 1.0:
@@ -446,7 +447,7 @@ def _run(src: Path, tmp: Path, info: VideoInfo, detector, config: VideoConfig, p
         vout.width, vout.height, vout.pix_fmt = out_w, out_h, "yuv420p"
         vout.time_base = tb
         vout.codec_context.time_base = tb
-        vout.options = {"crf": str(config.crf), "preset": config.preset}
+        vout.options = {"crf": str(config.crf), "preset": config.preset, "threads": str(config.encoder_threads)}
         ain, aout, copy_audio = None, None, False
         if inp.streams.audio:
             a = inp.streams.audio[0]

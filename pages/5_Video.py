@@ -25,11 +25,23 @@ st.write("Upload a video, pick a detector, and get it back with every face boxed
 dataset_picker()
 
 
+SCRATCH = Path(tempfile.gettempdir()) / "facetrack-video"
+SCRATCH_MAX_AGE_S = 24 * 3600
+
+
 def session_dir() -> Path:
-    """This session's scratch folder for the uploaded video and the result."""
+    """This session's scratch folder for the uploaded video and the result. Folders of sessions
+    idle for a day are removed when a new one is made (sessions end without telling the page)."""
     d = st.session_state.get(DIR_KEY)
     if d is None or not Path(d).is_dir():
-        d = tempfile.mkdtemp(prefix="facetrack-video-")
+        SCRATCH.mkdir(parents=True, exist_ok=True)
+        for old in SCRATCH.iterdir():
+            try:
+                if time.time() - old.stat().st_mtime > SCRATCH_MAX_AGE_S:
+                    shutil.rmtree(old, ignore_errors=True)
+            except OSError:
+                pass
+        d = tempfile.mkdtemp(prefix="session-", dir=SCRATCH)
         st.session_state[DIR_KEY] = d
     return Path(d)
 

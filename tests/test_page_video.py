@@ -78,3 +78,102 @@ def test_upload_over_the_limit_is_refused(workspace_env, monkeypatch, clip_bytes
     monkeypatch.setenv("FACETRACK_MAX_VIDEO_MB", "1")
     at = _upload(_page(), "big.mp4", clip_bytes + b"\x00" * 2**20)
     assert "over the 1 MB limit" in at.error[0].value
+
+
+# ---------------------------------------------------------------- real browser
+
+CHROMIUM = "/usr/bin/chromium"
+
+
+@pytest.fixture
+def app_url(workspace_env, tmp_path):
+    """``streamlit run`` on a free port with the temporary data/models folders."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = open(tmp_path / "streamlit.log", "wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "streamlit_app.py", "--server.port", str(port),
+         "--server.address", "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false",
+         "--server.fileWatcherType", "none"],
+        cwd=ROOT, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        end = time.time() + 60
+        while True:
+            assert proc.poll() is None, (tmp_path / "streamlit.log").read_text(errors="replace")
+            try:
+                with urllib.request.urlopen(url + "/_stcore/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                assert time.time() < end, "streamlit did not start within 60 s"
+                time.sleep(0.3)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+@pytest.mark.browser
+def test_browser_cancel_then_process_and_play(app_url, tmp_path):
+    """Cancel interrupts a run (Streamlit reruns the script); the finished H.264 plays in Chromium with
+    the boxes drawn in it."""
+    import os
+
+    if not os.path.exists(CHROMIUM):
+        pytest.skip("needs Debian's chromium at /usr/bin/chromium (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    long_clip = make_video(tmp_path / "long.mp4", n=400, size=(320, 240), fps=20)
+    short_clip = make_video(tmp_path / "short.mp4", n=16, size=(320, 240), fps=8, audio="aac")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"])
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 1600})
+            page.goto(app_url + "/Video", wait_until="domcontentloaded")
+            page.get_by_text("Upload a video to start").wait_for(timeout=60_000)
+
+            page.set_input_files("input[type=file]", str(long_clip))
+            page.get_by_text("Resolution").wait_for(timeout=60_000)
+            page.get_by_role("button", name="Process video").click()
+            page.get_by_text("frames ·").first.wait_for(timeout=60_000)  # the progress bar's text
+            page.get_by_role("button", name="Cancel").click()
+            page.get_by_text("Processing stopped before the end").wait_for(timeout=60_000)
+            assert page.locator("video").count() == 0
+
+            page.set_input_files("input[type=file]", str(short_clip))
+            page.get_by_text("~16").wait_for(timeout=60_000)
+            page.get_by_role("button", name="Process video").click()
+            page.locator("video").wait_for(timeout=120_000)
+            state = page.locator("video").evaluate("""async v => {
+                for (let i = 0; i < 100 && v.readyState < 2; i++) await new Promise(r => setTimeout(r, 100));
+                v.currentTime = 1.0;
+                await new Promise(r => { v.onseeked = r; setTimeout(r, 3000); });
+                const c = document.createElement('canvas');
+                c.width = v.videoWidth; c.height = v.videoHeight;
+                const g = c.getContext('2d'); g.drawImage(v, 0, 0);
+                const d = g.getImageData(0, 0, c.width, c.height).data; let red = 0;
+                for (let i = 0; i < d.length; i += 4) if (d[i] > 170 && d[i + 1] < 70 && d[i + 2] < 70) red++;
+                return {ready: v.readyState, w: v.videoWidth, h: v.videoHeight, duration: v.duration,
+                        error: v.error && v.error.code, red};
+            }""")
+            assert state["error"] is None and state["ready"] >= 2, state
+            assert (state["w"], state["h"]) == (320, 240) and abs(state["duration"] - 2.0) < 0.2, state
+            assert state["red"] > 200, state  # a face box and its label bar (the photo alone has < 40 such pixels)
+            assert page.get_by_role("button", name="Download video (MP4)").is_visible()
+            page.screenshot(path=str(tmp_path / "video_result.png"), full_page=True)
+        finally:
+            browser.close()
