@@ -693,10 +693,11 @@ def _cli_compare(args) -> int:
     ids = IdentitySet.open(args.data)
     backbones = [b.strip() for b in args.backbones.split(",") if b.strip()]
     augs = [0, args.augment] if args.augment > 0 else [0]
-    printer = _progress_printer()
+    printer, shown = _progress_printer(), set()
 
     def show(i, n, name, stage, done, total, logs):
-        if stage == "epoch" and done == 1:
+        if i not in shown:
+            shown.add(i)
             print(f"[{i + 1}/{n}] {name}")
         printer(stage, done, total, logs)
 

@@ -144,10 +144,11 @@ def history_figure(history: list[dict]) -> go.Figure:
 
 
 def settings(prefix: str, with_backbone: bool = True) -> dict:
-    c1, c2, c3, c4 = st.columns(4)
+    cols = st.columns(4 if with_backbone else 3)
     out = {}
     if with_backbone:
-        out["backbone"] = c1.selectbox("Backbone", BACKBONES, key=f"{prefix}_backbone")
+        out["backbone"] = cols[0].selectbox("Backbone", BACKBONES, key=f"{prefix}_backbone")
+    c2, c3, c4 = cols[-3:]
     out["weights"] = c2.selectbox("Weights", list(WEIGHTS), format_func=WEIGHTS.get, key=f"{prefix}_weights")
     out["input_size"] = c3.selectbox("Input size", [64, 96, 128, 160, 224], index=2, key=f"{prefix}_size")
     out["epochs"] = c4.number_input("Max epochs", 1, 200, 30, key=f"{prefix}_epochs",
@@ -160,7 +161,8 @@ if not ready:
     st.info("Training needs at least two identities with two or more crops each (dozens are better).")
 else:
     st.caption("Frozen backbone + global average pooling + a small dense head. The backbone's features of each "
-               "crop are computed once, so training is quick even on a CPU. Early stopping keeps the best epoch.")
+               "crop are computed once, so training is quick even on a CPU. Early stopping keeps the best epoch. "
+               "Stay on this page while it runs: touching a widget (or Stop, top right) cancels it and saves nothing.")
     s = settings("recognize_train")
     c1, c2 = st.columns(2)
     augment = c1.number_input("Augmentation: copies per training crop", 0, 50, 5, key="recognize_train_aug",

@@ -7,7 +7,7 @@ import pytest
 
 from facecore import boxes as B
 from facecore.errors import DatasetError, FaceCoreError
-from facecore.identity import (IdentityConfig, IdentitySet, build_backbone, create_identity_set, crop_box,
+from facecore.identity import (IdentityConfig, build_backbone, create_identity_set, crop_box,
                                crop_face, list_identity_sets, load_comparison, stratified_split, train_identity)
 from facecore.io import encode_jpeg, read_image
 from facecore.registry import list_models

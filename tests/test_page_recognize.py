@@ -88,7 +88,8 @@ def test_build_upload_train_and_recognize(workspace_env):
     stems = at.selectbox(key="recognize_sample").options
     at.selectbox(key="recognize_sample").set_value(stems[1]).run()
     assert not at.exception, at.exception
-    assert len(at.get("imgs")) >= 1
+    captions = [c for im in at.image for c in im.captions]
+    assert any(c.startswith(f"{stems[1]}.jpg: 1 face(s)") for c in captions), captions
     table = at.dataframe[-1].value
     assert len(table) == 1 and table["name"][0] in ("me", "not_me")
     assert set(table.columns) >= {"name", "score", "face score", "p(me)", "p(not_me)"}
@@ -124,3 +125,11 @@ def test_detector_picker_recognition_toggle(workspace_env):
     assert at.selectbox(key="detector_identity").value == "who"
     assert at.markdown[0].value == "haar+who|Recognizer|['ann', 'bob']"
     assert at.selectbox(key="detector").options == ["haar"]  # identity models are not detectors
+
+    # the Webcam page gets the toggle through the shared picker, with no code of its own
+    web = AppTest.from_file(str(ROOT / "pages" / "6_Webcam.py"), default_timeout=120)
+    web.run()
+    assert not web.exception, web.exception
+    web.checkbox(key="webcam_detector_recognize").check().run()
+    assert not web.exception, web.exception
+    assert web.selectbox(key="webcam_detector_identity").value == "who"

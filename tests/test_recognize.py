@@ -126,3 +126,24 @@ def test_load_errors_are_clear(trained, tmp_path):
     (tmp_path / "broken" / "model.keras").write_bytes(b"truncated")
     with pytest.raises(FaceCoreError, match="cannot load the model"):
         IdentityClassifier.load(tmp_path / "broken")
+
+
+def test_video_pipeline_names_faces(trained, tmp_path):
+    """The Video page's pipeline runs the recognizer unchanged: every frame's faces carry names."""
+    import av
+
+    from facecore.video import VideoConfig, process_video
+
+    models, res = trained
+    frame, ann, bob = two_people_frame()
+    src = tmp_path / "two.mp4"
+    with av.open(str(src), "w") as out:
+        v = out.add_stream("libx264", rate=6)
+        v.width, v.height, v.pix_fmt = frame.shape[1], frame.shape[0], "yuv420p"
+        for _ in range(6):
+            out.mux(v.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        out.mux(v.encode(None))
+    rec = Recognizer(KnownBoxes([Detection(0.9, ann), Detection(0.9, bob)]), IdentityClassifier.load(res.path))
+    result = process_video(src, tmp_path / "out.mp4", rec, VideoConfig(batch_size=4))
+    assert len(result.records) == 6
+    assert all(sorted(d.label for d in r.detections) == ["ann", "bob"] for r in result.records)

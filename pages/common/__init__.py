@@ -94,7 +94,6 @@ def detector_picker(where=st, key: str = "detector"):
     identity's name and scored with its probability (name then reads ``"<detector>+<identity>"``).
     """
     from facecore.detect import detector_names
-
     from facecore.recognize import identity_model_names
 
     models_root = workspace().models_root
@@ -135,7 +134,8 @@ def recognizer(detector_name: str, identity_name: str):
     """The cached recognizer naming the faces ``detector_name`` finds with identity model ``identity_name``."""
     root = workspace().models_root
     return cached_recognizer(detector_name, identity_name, str(root),
-                             _mtime(root / detector_name / "meta.json"), _mtime(root / identity_name / "meta.json"))
+                             _mtime(root / detector_name.split("@")[0] / "meta.json"),
+                             _mtime(root / identity_name / "meta.json"))
 
 
 def show_error(exc: BaseException) -> None:
