@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import fractions
-import json
 import os
 import sys
 import tempfile
@@ -43,11 +42,13 @@ import av  # noqa: E402
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
+from facecore import rtc  # noqa: E402
 from facecore.detect import HaarDetector  # noqa: E402
 from facecore.io import read_image  # noqa: E402
 from facecore.live import LiveProcessor, LiveSettings  # noqa: E402
 
 TIME_BASE = fractions.Fraction(1, 90000)
+rtc.preload_srtp()  # aiortc after TensorFlow would crash otherwise
 
 
 def sample_frames(width: int, height: int, n: int = 30) -> list[np.ndarray]:
@@ -160,6 +161,19 @@ def rss_mb(pid: int) -> tuple[float, float]:
     return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
 
 
+def settled_rss_mb(pid: int, quiet_s: float = 3.0, timeout_s: float = 120.0) -> float:
+    """RSS once it has moved less than 5 MiB for ``quiet_s`` (e.g. a model finished loading)."""
+    end, last, since = time.time() + timeout_s, rss_mb(pid)[0], time.time()
+    while time.time() < end:
+        time.sleep(0.5)
+        now = rss_mb(pid)[0]
+        if abs(now - last) > 5:
+            last, since = now, time.time()
+        elif time.time() - since >= quiet_s:
+            break
+    return rss_mb(pid)[0]
+
+
 def serve_memory(backbone: str, seconds: float, input_size: int | None) -> None:
     """RSS of a `streamlit run` server: idle, with the Webcam page open, then streaming with a model."""
     import shutil
@@ -201,9 +215,7 @@ def serve_memory(backbone: str, seconds: float, input_size: int | None) -> None:
                 if backbone != "haar":
                     page.locator('[data-testid="stSelectbox"]', has_text="Detector").click()
                     page.get_by_role("option", name=backbone).click()
-                    page.get_by_text("Live stats").wait_for(timeout=120_000)
-                    time.sleep(3)
-                    print(f"{backbone + ' loaded:':<28} {rss_mb(server.pid)[0]:7.0f} MiB")
+                    print(f"{backbone + ' loaded:':<28} {settled_rss_mb(server.pid):7.0f} MiB")
                 component = page.frame_locator('iframe[title*="webrtc"]')
                 component.get_by_role("button", name="Start").click()
                 page.get_by_text("frames processed").first.wait_for(timeout=120_000)

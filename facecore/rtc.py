@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from typing import Any, Mapping
 
 from .errors import FaceCoreError
@@ -119,3 +120,27 @@ def describe(config: Mapping[str, Any]) -> str:
     urls = [u for s in servers for u in _split(s.get("urls"))]
     kinds = sorted({u.split(":", 1)[0].upper() for u in urls})
     return f"{' + '.join(kinds)} servers: {', '.join(urls)}"
+
+
+def preload_srtp() -> None:
+    """Import pylibsrtp (aiortc's SRTP library) so that it uses its own OpenSSL. Call it before
+    importing aiortc or streamlit_webrtc; it does nothing once pylibsrtp is imported.
+
+    pylibsrtp links OpenSSL statically but leaves its symbols open to interposition, and TensorFlow's
+    ``libtensorflow_framework`` (BoringSSL inside) is loaded globally: once TensorFlow is imported,
+    pylibsrtp's ``srtp_init`` calls BoringSSL's ``HMAC_Init_ex`` and the whole server segfaults.
+    ``RTLD_DEEPBIND`` makes pylibsrtp resolve its own symbols first, in either import order.
+    """
+    if "pylibsrtp" in sys.modules:
+        return
+    flags = sys.getdlopenflags() if hasattr(sys, "getdlopenflags") else None
+    deepbind = getattr(os, "RTLD_DEEPBIND", 0)  # glibc only; other platforms do not interpose this way
+    if flags is not None and deepbind:
+        sys.setdlopenflags(flags | deepbind)
+    try:
+        import pylibsrtp  # noqa: F401
+    except ImportError:  # no WebRTC stack installed: nothing to protect
+        pass
+    finally:
+        if flags is not None:
+            sys.setdlopenflags(flags)

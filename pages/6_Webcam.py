@@ -100,6 +100,7 @@ left, right = st.columns([3, 2], gap="medium")
 ctx = None
 with left:
     try:
+        rtc.preload_srtp()  # before aiortc: TensorFlow may already be loaded by another page
         from streamlit_webrtc import WebRtcMode, webrtc_streamer
 
         ctx = webrtc_streamer(
@@ -156,11 +157,12 @@ def live_stats() -> None:
         return
     last = history[-1]
     face = last.faces > 0
+    named = last.label not in ("", "face")  # a recognizer scores the name, not the face
     st.markdown(f"**{'Face found' if face else 'No face'}**"
-                + (f": {last.label}" if face and last.label not in ("", "face") else "")
+                + (f": {last.label}" if face and named else "")
                 + f" — detector `{last.detector or 'none'}`")
     c1, c2 = st.columns(2)
-    c1.metric("Face probability", f"{last.probability:.2f}")
+    c1.metric("Name probability" if named else "Face probability", f"{last.probability:.2f}")
     c2.metric("Faces shown", last.faces)
     c1.metric("Processed FPS", f"{last.fps:.1f}")
     c2.metric("Model latency", f"{last.latency_ms:.0f} ms")

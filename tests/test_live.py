@@ -2,15 +2,22 @@
 
 import asyncio
 import fractions
+import os
+import subprocess
+import sys
 import time
 
 import av
 import numpy as np
 import pytest
 
+from conftest import ROOT
 from facecore import FaceCoreError, rtc
+
 from facecore.detect import Detection, HaarDetector
 from facecore.live import BoxSmoother, LiveProcessor, LiveSettings
+
+rtc.preload_srtp()  # other test modules may have imported TensorFlow already
 
 RED = np.array([255, 0, 0], np.uint8)
 
@@ -242,6 +249,23 @@ def test_rtc_json_list_and_secrets_override_env():
 def test_rtc_leaves_servers_to_streamlit_webrtc_when_a_provider_is_configured():
     assert rtc.rtc_configuration(env={"HF_TOKEN": "hf_x"}) == {}
     assert rtc.rtc_configuration(env={"TWILIO_ACCOUNT_SID": "only half"}) == {"iceServers": []}
+
+
+def test_webrtc_stack_works_after_tensorflow():
+    """aiortc's SRTP crashed the process when imported after TensorFlow (clashing OpenSSL symbols)."""
+    code = ("import tensorflow\n"
+            "from facecore.rtc import preload_srtp\n"
+            "preload_srtp()\n"
+            "import streamlit_webrtc\n"
+            "from pylibsrtp import Policy, Session\n"
+            "key = bytes(range(30))\n"
+            "tx = Session(policy=Policy(key=key, ssrc_type=Policy.SSRC_ANY_OUTBOUND))\n"
+            "rx = Session(policy=Policy(key=key, ssrc_type=Policy.SSRC_ANY_INBOUND))\n"
+            "rtp = bytes.fromhex('8008000100000001deadbeef') + bytes(50)\n"
+            "assert rx.unprotect(tx.protect(rtp)) == rtp\n")
+    res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert res.returncode == 0, f"exit {res.returncode}: {res.stderr[-2000:]}"
 
 
 @pytest.mark.parametrize("env, message", [

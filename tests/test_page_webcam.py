@@ -87,3 +87,27 @@ def test_unloadable_model_is_reported(workspace_env):
     at.sidebar.selectbox(key="webcam_detector").select("broken").run()
     assert not at.exception, at.exception
     assert at.error and "could not be loaded" in _texts(at.warning)
+
+
+@pytest.mark.slow
+def test_trained_model_can_be_picked_while_streaming(workspace_env):
+    """Switching to a trained model hands it to the running processor (the next frame uses it)."""
+    from facecore.model import build_model
+    from facecore.train import save_model
+
+    _, models = workspace_env
+    net = build_model("mobilenetv2", input_size=32, weights=None, head_units=8)
+    save_model(net, models / "tiny", {"name": "tiny", "kind": "facetracker", "created": "2026-11-24T20:00:00",
+                                      "config": {"backbone": "mobilenetv2", "input_size": 32}},
+               export_tflite=False)
+    at = _run()
+    proc = at.session_state["webcam_processor"]
+    face = read_image(sorted(SAMPLE.glob("images/*.jpg"))[0])
+    proc.process(face)
+    at.sidebar.selectbox(key="webcam_detector").select("tiny").run()
+    assert not at.exception, at.exception
+    assert at.session_state["webcam_processor"] is proc and proc.detector_name == "tiny"
+    assert at.session_state["webcam_history"][-1].detector == "haar"  # the page took the earlier stats
+    proc.process(face)
+    (stat,) = proc.drain_stats()
+    assert stat.detector == "tiny" and 0.0 <= stat.probability <= 1.0 and not stat.error
