@@ -4,6 +4,7 @@ For each backbone (random weights: timing does not depend on them) it compares
   predict     - ``model.predict`` on every frame (the tutorials' way),
   tf.function - the Keras model compiled once (``FaceTrackerDetector`` fallback path),
   tflite      - the fast path: TFLite interpreter with XNNPACK on all cores (``FaceTrackerDetector``),
+  tflite int8 - the model's int8 copy (``facecore.inference.quantize``; ``NAME@int8`` in the app),
 and the OpenCV Haar cascade. Prints median and 90th-percentile milliseconds per frame.
 
     python benchmarks/latency.py                        # vgg16 and mobilenetv2 at their default sizes
@@ -59,8 +60,9 @@ def timeit(step, frames, runs: int, warmup: int) -> np.ndarray:
     return out * 1000
 
 
-def bench_backbone(backbone: str, size: int | None, frames, runs: int, threads: int | None, tmp: Path) -> list[dict]:
-    from facecore.inference import FaceTrackerDetector
+def bench_backbone(backbone: str, size: int | None, frames, runs: int, threads: int | None, tmp: Path,
+                   quantized: bool = True) -> list[dict]:
+    from facecore.inference import FaceTrackerDetector, quantize
     from facecore.model import build_model, resolve_input_size
     from facecore.train import save_model
 
@@ -88,6 +90,12 @@ def bench_backbone(backbone: str, size: int | None, frames, runs: int, threads: 
     x = resize_for_model(frames[0], size)[None]
     rows.append(dict(backbone=backbone, size=size, path="tflite (model only)",
                      ms=timeit(lambda _: det.predict(x), frames, runs, 10)))
+    if quantized:
+        sample = np.stack([resize_for_model(f, size) for f in frames])
+        info = quantize(folder, sample)
+        q = FaceTrackerDetector.load(folder, backend="tflite-int8", num_threads=threads)
+        rows.append(dict(backbone=backbone, size=size, path="tflite int8", ms=timeit(detector_step(q), frames, runs, 10),
+                         note=f"max output diff {info['max_abs_diff']:.1e}"))
     return rows
 
 
@@ -97,6 +105,7 @@ def main(argv=None) -> int:
     ap.add_argument("--size", type=int, default=None, help="input size (default: each backbone's default)")
     ap.add_argument("--frames", type=int, default=100, help="timed frames per path (predict runs a tenth)")
     ap.add_argument("--threads", type=int, default=None, help="TFLite threads (default: all cores)")
+    ap.add_argument("--no-int8", action="store_true", help="skip the int8 copy (quantize) rows")
     ap.add_argument("--json", action="store_true", help="also print the rows as JSON")
     args = ap.parse_args(argv)
 
@@ -107,7 +116,7 @@ def main(argv=None) -> int:
                      ms=timeit(lambda f: draw_detections(f, haar.detect(f)), frames, args.frames, 5)))
     with tempfile.TemporaryDirectory(prefix="facetrack-bench-") as tmp:
         for b in args.backbones:
-            rows.extend(bench_backbone(b, args.size, frames, args.frames, args.threads, Path(tmp)))
+            rows.extend(bench_backbone(b, args.size, frames, args.frames, args.threads, Path(tmp), not args.no_int8))
 
     import tensorflow as tf
 
@@ -117,7 +126,8 @@ def main(argv=None) -> int:
     for r in rows:
         med, p90 = float(np.median(r["ms"])), float(np.percentile(r["ms"], 90))
         r.update(median_ms=round(med, 2), p90_ms=round(p90, 2), runs=len(r.pop("ms")))
-        print(f"{r['backbone']:<14}{r['size']:>6}  {r['path']:<20}{med:>10.2f}{p90:>9.2f}{1000 / med:>8.1f}")
+        print(f"{r['backbone']:<14}{r['size']:>6}  {r['path']:<20}{med:>10.2f}{p90:>9.2f}{1000 / med:>8.1f}"
+              f"  {r.get('note', '')}")
     if args.json:
         print(json.dumps(rows))
     return 0

@@ -108,10 +108,16 @@ def load_detector(name: str, models_root) -> Detector:
 
 
 def detector_names(models_root) -> list[str]:
-    """``"haar"`` followed by the trained face-detector models, newest first."""
+    """``"haar"`` followed by the trained face-detector models, newest first; a model with an int8
+    copy (``facecore.inference.quantize``) is followed by ``"<name>@int8"``."""
     from .registry import list_models
 
-    return [HAAR] + [m.name for m in list_models(models_root, kind="facetracker")]
+    names = [HAAR]
+    for m in list_models(models_root, kind="facetracker"):
+        names.append(m.name)
+        if (m.path / "model_int8.tflite").is_file():
+            names.append(m.name + "@int8")
+    return names
 
 
 def above(detections: list[Detection], threshold: float) -> list[Detection]:

@@ -58,7 +58,8 @@ class ImageResult:
     """One image's outcome: the best prediction (``box`` None when there was none), its IoU with the
     best-matching true box (0 for no-face images), latency in ms, and ``error`` in [0, 1] (for sorting,
     worst first: 1 - IoU for a face found at ``threshold``, 1 for a missed face, the score for a
-    false positive on a no-face image)."""
+    false positive on a no-face image, half the score for a correct no-face image).
+    ``outcome``: found, misplaced (IoU < 0.5), missed, false positive or correct no-face."""
 
     stem: str
     path: str
@@ -249,6 +250,8 @@ def evaluate(detector, images: list[EvalImage], threshold: float = 0.5,
             rgb = read_image(im.path)
         except ImageReadError:
             skipped += 1
+            if progress is not None:
+                progress(i + 1, total)
             continue
         t0 = time.perf_counter()
         dets = detector.detect(rgb)
@@ -317,6 +320,9 @@ def comparison_table(results: dict) -> list[dict]:
     return rows
 
 
+_LEGEND = {"orientation": "h", "yanchor": "bottom", "y": 1.02, "x": 0}  # above the plot, clear of axis titles
+
+
 def pr_figure(results: dict):
     """Plotly figure: precision against recall at IoU 0.5, one line per detector (AP in the legend)."""
     import plotly.graph_objects as go
@@ -327,11 +333,11 @@ def pr_figure(results: dict):
         label = f"{name} (AP {ap:.2f})" if ap is not None and math.isfinite(ap) else name
         r = np.concatenate([[0.0], res.pr_recall])
         p = np.concatenate([[1.0], res.pr_precision]) if len(res.pr_precision) else np.array([1.0])
-        text = ["" ] + [f"score >= {s:.2f}" for s in res.pr_scores]
+        text = [""] + [f"score >= {s:.2f}" for s in res.pr_scores]
         fig.add_trace(go.Scatter(x=r, y=p, mode="lines", line_shape="hv", name=label, text=text,
                                  hovertemplate="recall %{x:.2f}, precision %{y:.2f}<br>%{text}"))
     fig.update_layout(xaxis_title="recall", yaxis_title="precision", xaxis_range=[0, 1.02], yaxis_range=[0, 1.05],
-                      height=360, margin={"l": 40, "r": 20, "t": 30, "b": 40}, legend={"orientation": "h"})
+                      height=360, margin={"l": 40, "r": 20, "t": 40, "b": 40}, legend=_LEGEND)
     return fig
 
 
@@ -345,8 +351,8 @@ def iou_figure(results: dict, bins: int = 20):
                                    opacity=0.6))
     fig.add_vline(x=0.5, line_dash="dash", line_color="gray", annotation_text="IoU 0.5")
     fig.update_layout(barmode="overlay", xaxis_title="IoU with the true box", yaxis_title="face images",
-                      xaxis_range=[0, 1], height=360, margin={"l": 40, "r": 20, "t": 30, "b": 40},
-                      legend={"orientation": "h"})
+                      xaxis_range=[0, 1], height=360, margin={"l": 40, "r": 20, "t": 40, "b": 40},
+                      legend=_LEGEND)
     return fig
 
 
@@ -367,7 +373,7 @@ def render_result(r: ImageResult, threshold: float, max_side: int = 360) -> np.n
     if k < 1.0:
         img = cv2.resize(img, (max(1, round(w * k)), max(1, round(h * k))), interpolation=cv2.INTER_AREA)
     h, w = img.shape[:2]
-    thick = max(1, round(min(h, w) / 240))
+    thick = max(2, round(min(h, w) / 160))
     for x1, y1, x2, y2 in B.to_pixels_int(r.true_boxes, w, h).tolist() if len(r.true_boxes) else []:
         cv2.rectangle(img, (x1, y1), (x2, y2), TRUE_COLOR, thick)
     if r.box is not None:
@@ -414,9 +420,29 @@ def _cli(args) -> int:
     return 0
 
 
+def _quantize_cli(args) -> int:
+    from .inference import quantize
+    from .preprocess import resize_for_model
+    from .workspace import Workspace
+
+    models_root = Path(args.models) if args.models else Workspace.from_env().models_root
+    folder = models_root / args.model
+    sample = None
+    if args.data:
+        import json as _json
+
+        size = int(_json.loads((folder / "meta.json").read_text())["config"]["input_size"])
+        images, _ = collect_images(args.data, "all")
+        sample = np.stack([resize_for_model(read_image(im.path), size) for im in images[:8]]) if images else None
+    info = quantize(folder, sample)
+    print(f"wrote {info['file']} ({info['mb']} MB); largest output difference from the float model "
+          f"{info['max_abs_diff']:.2g}. Use it as '{args.model}@int8'.")
+    return 0
+
+
 def add_parser(sub) -> None:
     p = sub.add_parser("evaluate", help="measure a detector (a trained model or haar) on a dataset split")
-    p.add_argument("--model", required=True, help="model name in models/, or 'haar'")
+    p.add_argument("--model", required=True, help="model name in models/ (NAME@int8 for its int8 copy), or 'haar'")
     p.add_argument("--data", required=True, help="dataset folder (images/ + labels/), a dataset name, "
                    "or a folder of images with labels beside them (use --split all)")
     p.add_argument("--split", default="test", choices=EVAL_SPLITS,
@@ -427,3 +453,8 @@ def add_parser(sub) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--pr", action="store_true", help="with --json: include the PR curve data")
     p.set_defaults(func=_cli)
+    p = sub.add_parser("quantize", help="write an int8 copy of a model (smaller, faster on CPU): NAME@int8")
+    p.add_argument("--model", required=True, help="model name in models/")
+    p.add_argument("--data", default=None, help="dataset whose photos check the copy against the model")
+    p.add_argument("--models", default=None, help="models folder (default: models/ or $FACETRACK_MODELS)")
+    p.set_defaults(func=_quantize_cli)

@@ -73,14 +73,21 @@ _CACHE: dict = {}
 _CACHE_LOCK = threading.Lock()
 
 
+def model_version(name: str, models_root: str | Path) -> tuple:
+    """Changes when model ``name`` (``"haar"``, ``NAME`` or ``NAME@int8``) is retrained or re-quantized:
+    the mtimes of its ``meta.json`` and ``model_int8.tflite``. Cache keys use it."""
+    folder = Path(models_root) / name.split("@")[0]
+    return tuple(p.stat().st_mtime_ns if p.is_file() else 0
+                 for p in (folder / META_FILE, folder / "model_int8.tflite"))
+
+
 def load(name: str, models_root: str | Path):
     """The detector ``name`` (``"haar"`` or a trained model), loaded once per process and reused
     until the model's ``meta.json`` changes (retrained). For scripts and the CLI; Streamlit pages
     use ``pages.common.detector``, which caches per server the same way. Raises FaceCoreError."""
     from .detect import load_detector
 
-    meta = Path(models_root) / name / META_FILE
-    version = meta.stat().st_mtime_ns if meta.is_file() else 0
+    version = model_version(name, models_root)
     key = (name, str(Path(models_root).resolve()))
     with _CACHE_LOCK:
         hit = _CACHE.get(key)

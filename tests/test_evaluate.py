@@ -141,6 +141,17 @@ def test_evaluate_can_stop_early(tiny_dataset):
     assert res.metrics["n_images"] == 3
 
 
+def test_unreadable_image_is_skipped_not_fatal(tiny_dataset):
+    from facecore.detect import HaarDetector
+
+    bad = tiny_dataset.images_dir / "zzz_broken.jpg"
+    bad.write_bytes(b"\xff\xd8 not really a jpeg")
+    images, _ = collect_images(tiny_dataset, "all")
+    seen = []
+    res = evaluate(HaarDetector(), images, progress=lambda d, t: seen.append(d))
+    assert res.metrics["skipped"] == 1 and res.metrics["n_images"] == 16 and seen[-1] == 17
+
+
 def test_collect_images_splits_flat_folders_and_errors(tiny_dataset, tmp_path):
     sizes = {s: len(collect_images(tiny_dataset, s)[0]) for s in ("train", "val", "test", "all")}
     assert sizes["train"] + sizes["val"] + sizes["test"] == sizes["all"] == 16 and sizes["test"] > 0

@@ -201,6 +201,28 @@ def test_registry_loads_by_name_and_caches(tmp_path, model_dir):
         registry.model_info("other", tmp_path)
 
 
+def test_int8_copy_is_close_and_listed(tmp_path, model_dir):
+    import shutil
+
+    from facecore.detect import detector_names, load_detector
+    from facecore.inference import FaceTrackerDetector, quantize
+
+    shutil.copytree(model_dir, tmp_path / "tiny")
+    with pytest.raises(FaceCoreError, match="no int8 copy yet"):
+        load_detector("tiny@int8", tmp_path)
+    info = quantize(tmp_path / "tiny")
+    assert info["max_abs_diff"] < 0.05 and (tmp_path / "tiny" / "model_int8.tflite").is_file()
+    assert detector_names(tmp_path) == ["haar", "tiny", "tiny@int8"]
+    q = load_detector("tiny@int8", tmp_path)
+    f = FaceTrackerDetector.load(tmp_path / "tiny")
+    assert q.name == "tiny@int8" and q.backend == "tflite-int8" and f.backend == "tflite"
+    frame = np.random.default_rng(5).integers(0, 255, (120, 160, 3), np.uint8)
+    [a], [b] = q.detect(frame), f.detect(frame)
+    assert abs(a.score - b.score) < 0.05 and np.abs(a.box - b.box).max() < 0.05
+    with pytest.raises(FaceCoreError, match="no model.keras"):
+        quantize(tmp_path)
+
+
 def test_haar_finds_real_faces_and_maps_boxes():
     """The shipped sample photos are real webcam faces: the cascade finds most of them, and its
     boxes overlap the labels (whatever the frame is resized to internally)."""

@@ -46,6 +46,11 @@ def test_evaluate_haar_and_model_side_by_side(workspace_env):
     _run(at)
     captions = _captions(at)
     assert captions and all(("missed" in c) or ("misplaced" in c) for c in captions)
+    # An int8 copy, made from the page, is offered beside the model.
+    at.button(key="eval_quantize").click()
+    _run(at)
+    assert any("tiny@int8` is ready" in s.value for s in at.success)
+    assert at.multiselect(key="eval_detectors").options == ["haar", "tiny", "tiny@int8"]
     # Changing the threshold invalidates the results until Evaluate is pressed again.
     at.slider(key="eval_threshold").set_value(0.9)
     _run(at)

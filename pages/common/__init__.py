@@ -66,10 +66,10 @@ def set_active_dataset(name: str) -> None:
 
 
 @st.cache_resource(show_spinner="Loading the detector...")
-def cached_detector(name: str, models_root: str, version: float = 0.0):
+def cached_detector(name: str, models_root: str, version: tuple = ()):
     """The one place detectors are loaded, cached per server by (name, models folder, version).
 
-    ``version`` is the model's meta.json mtime, so a retrained model is loaded afresh. Pages call
+    ``version`` is ``facecore.registry.model_version``, so a retrained or re-quantized model is loaded afresh. Pages call
     ``detector(name)``. A detector may be shared by sessions and threads: see its own locking.
     """
     from facecore.detect import load_detector
@@ -79,10 +79,10 @@ def cached_detector(name: str, models_root: str, version: float = 0.0):
 
 def detector(name: str):
     """The cached detector ``name`` (``"haar"`` or a model in models/); reloaded if the model was retrained."""
+    from facecore.registry import model_version
+
     ws = workspace()
-    meta = ws.models_root / name / "meta.json"
-    version = meta.stat().st_mtime if meta.exists() else 0.0
-    return cached_detector(name, str(ws.models_root), version)
+    return cached_detector(name, str(ws.models_root), model_version(name, ws.models_root))
 
 
 def detector_picker(where=st, key: str = "detector"):
