@@ -116,15 +116,11 @@ def detector_picker(where=st, key: str = "detector"):
         return name, None
 
 
-def _mtime(path: Path) -> float:
-    return path.stat().st_mtime if path.exists() else 0.0
-
-
 @st.cache_resource(show_spinner="Loading the recognizer...")
 def cached_recognizer(detector_name: str, identity_name: str, models_root: str,
-                      detector_version: float = 0.0, identity_version: float = 0.0):
+                      detector_version: tuple = (), identity_version: tuple = ()):
     """Detector + identity classifier (``facecore.recognize.Recognizer``), cached per server like
-    ``cached_detector``; the versions are the meta.json mtimes. Thread-safe (it locks itself)."""
+    ``cached_detector`` (versions from ``facecore.registry.model_version``). Thread-safe (it locks itself)."""
     from facecore.recognize import load_recognizer
 
     return load_recognizer(detector_name, identity_name, models_root)
@@ -132,10 +128,11 @@ def cached_recognizer(detector_name: str, identity_name: str, models_root: str,
 
 def recognizer(detector_name: str, identity_name: str):
     """The cached recognizer naming the faces ``detector_name`` finds with identity model ``identity_name``."""
+    from facecore.registry import model_version
+
     root = workspace().models_root
     return cached_recognizer(detector_name, identity_name, str(root),
-                             _mtime(root / detector_name.split("@")[0] / "meta.json"),
-                             _mtime(root / identity_name / "meta.json"))
+                             model_version(detector_name, root), model_version(identity_name, root))
 
 
 def show_error(exc: BaseException) -> None:
