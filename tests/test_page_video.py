@@ -161,7 +161,8 @@ def test_browser_cancel_then_process_and_play(app_url, tmp_path):
             state = page.locator("video").evaluate("""async v => {
                 for (let i = 0; i < 100 && v.readyState < 2; i++) await new Promise(r => setTimeout(r, 100));
                 v.currentTime = 1.0;
-                await new Promise(r => { v.onseeked = r; setTimeout(r, 3000); });
+                // a loaded machine can take seconds to seek and decode the frame
+                for (let i = 0; i < 300 && (v.seeking || v.readyState < 2); i++) await new Promise(r => setTimeout(r, 100));
                 const c = document.createElement('canvas');
                 c.width = v.videoWidth; c.height = v.videoHeight;
                 const g = c.getContext('2d'); g.drawImage(v, 0, 0);
