@@ -491,3 +491,51 @@ class TFLiteNet:
         self._interp.set_tensor(self._input["index"], x)
         self._interp.invoke()
         return [self._interp.get_tensor(self._prob).copy(), self._interp.get_tensor(self._box).copy()]
+
+
+def recalibrate_batchnorm(net: keras.Model, images: np.ndarray, batch_size: int = 32) -> int:
+    """Set every trainable BatchNormalization layer's moving statistics to the average batch statistics
+    of ``images`` (N, S, S, 3) 0..255 under the current weights; returns the number of layers.
+
+    A network trained from scratch on a few hundred photos ends training with moving statistics that
+    trail its weights (an average over past, different weights), so it does worse in eval mode than in
+    training mode. One forward pass in training mode, with each layer's momentum set so that the moving
+    value becomes the running mean over the batches, fixes that. No weights other than the statistics change.
+    """
+    bns = [layer for layer in _all_layers(net)
+           if isinstance(layer, keras.layers.BatchNormalization) and layer.trainable]
+    if not bns or len(images) == 0:
+        return 0
+    saved = [layer.momentum for layer in bns]
+    try:
+        for k, start in enumerate(range(0, len(images), batch_size)):
+            for layer in bns:
+                # moving = moving * m + batch * (1 - m) with m = k / (k + 1) is the mean of the k + 1 batches
+                layer.momentum = k / (k + 1)
+            net(np.asarray(images[start:start + batch_size], np.float32), training=True)
+    finally:
+        for layer, m in zip(bns, saved):
+            layer.momentum = m
+    return len(bns)
+
+
+def init_heads_to_prior(net: keras.Model, mean_box: np.ndarray, face_fraction: float, scale: float = 0.01) -> None:
+    """Start the heads at the training data's prior: the box output at ``mean_box`` (4,) normalized and
+    the face probability at ``face_fraction``, with the output layers' kernels scaled by ``scale``.
+
+    The sigmoid outputs otherwise start far from the targets on large backbone features, and the
+    localization loss can drive a coordinate into saturation in the first steps, where its gradient
+    vanishes for good (seen as a y1 stuck at 0 on a from-scratch run).
+    """
+    heads = heads_of(net) if any(layer.name == "heads" for layer in net.layers) else net
+    eps = 1e-3
+
+    def logit(p):
+        p = np.clip(np.asarray(p, np.float64), eps, 1 - eps)
+        return np.log(p / (1 - p)).astype(np.float32)
+
+    for name, target in (("box", np.asarray(mean_box, np.float32).reshape(4)),
+                         ("prob", np.array([face_fraction], np.float32))):
+        layer = heads.get_layer(name)
+        kernel, _ = layer.get_weights()
+        layer.set_weights([kernel * np.float32(scale), logit(target)])

@@ -43,6 +43,8 @@ def list_models(models_root: str | Path, kind: str | None = None) -> list[ModelI
     if not root.is_dir():
         return out
     for p in root.iterdir():
+        if p.name.startswith("."):  # a save in progress (temp folders are dot-named)
+            continue
         meta_path = p / META_FILE
         if not meta_path.is_file():
             continue

@@ -12,7 +12,9 @@
    fine-tuning). Early stopping and best-epoch restore watch ``val_loss`` (``loss`` without a val
    split); the learning rate halves on a plateau;
 4. evaluate in eval mode on the train, val and test splits (the train figure catches models that
-   only work in training mode, e.g. BatchNorm statistics gone wrong);
+   only work in training mode). A network trained from scratch gets its BatchNorm statistics
+   recomputed for its current weights after every epoch, before validation: without that, its
+   moving statistics trail the weights and it does much worse in eval mode than in training;
 5. save ``model.keras``, ``model.tflite`` and ``meta.json`` atomically (see ``save_model``).
 
 This module imports TensorFlow only when training starts, so the CLI and pages load quickly.
@@ -30,7 +32,7 @@ import tempfile
 import threading
 import time
 import uuid
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
@@ -302,14 +304,22 @@ def _on_the_fly_dataset(s: Samples, size: int, batch: int, seed: int, aug_config
 
 # -- callbacks ----------------------------------------------------------------------------------
 def _make_callbacks(keras, phase: str, epoch_offset: int, total_epochs: int, report, cancel,
-                    monitor: str, config: TrainConfig, history: list[dict], state: dict):
+                    monitor: str, config: TrainConfig, history: list[dict], state: dict,
+                    best: float = math.inf, best_weights=None, recalibrate: tuple | None = None):
     class Watch(keras.callbacks.Callback):
-        """History, progress, cancel, non-finite loss, and the best epoch's weights (restored at the end)."""
+        """History, progress, cancel, non-finite loss, and the best epoch's weights (restored at the end).
+
+        ``best`` / ``best_weights`` carry the previous phase's best: fine-tuning that never beats it
+        leaves the phase-1 weights in place. ``recalibrate`` = (images, steps per epoch): after the
+        last batch of every epoch, before validation, BatchNorm statistics are recomputed for the
+        current weights (``facecore.model.recalibrate_batchnorm``), so that val figures, the best
+        epoch and the saved model are those of the network in eval mode.
+        """
 
         def __init__(self):
             super().__init__()
-            self.best = math.inf
-            self.best_weights = None
+            self.best = best
+            self.best_weights = best_weights
             self.t_epoch = time.monotonic()
 
         def on_epoch_begin(self, epoch, logs=None):
@@ -324,6 +334,10 @@ def _make_callbacks(keras, phase: str, epoch_offset: int, total_epochs: int, rep
                 state["cancelled"] = True
                 self.model.stop_training = True
             state["batches_done"] += 1
+            if recalibrate is not None and batch + 1 == recalibrate[1] and not self.model.stop_training:
+                from .model import recalibrate_batchnorm
+
+                recalibrate_batchnorm(self.model.net, recalibrate[0], max(int(config.batch_size), 32))
             report(phase)
 
         def on_epoch_end(self, epoch, logs=None):
@@ -348,6 +362,7 @@ def _make_callbacks(keras, phase: str, epoch_offset: int, total_epochs: int, rep
                 self.best = value
                 self.best_weights = self.model.net.get_weights()
                 state["best_epoch"] = row["epoch"]
+                state["best"] = value
             report(phase)
 
         def on_train_end(self, logs=None):
@@ -443,6 +458,8 @@ def train(dataset: Dataset, config: TrainConfig, progress: Callable[[Progress], 
     net = M.build_model(config.backbone, size, config.weights, config.head_units, config.alpha)
     bs = int(config.batch_size)
     monitor = "val_loss" if len(val_s) else "loss"
+    faces = train_s.has_face[:, 0] > 0.5
+    M.init_heads_to_prior(net, train_s.boxes[faces].mean(axis=0), float(faces.mean()))
 
     feats = {}
     if fast:
@@ -479,8 +496,10 @@ def train(dataset: Dataset, config: TrainConfig, progress: Callable[[Progress], 
 
     # 3. phase 1: heads on cached features, or the whole network on images
     trainer = M.FaceTracker(M.heads_of(net) if fast else net)
+    # XLA halves the CPU time of a heads-only step (mostly Adam's update of the two wide Dense layers);
+    # it is off for the full network, where compiling the backbone's gradient would take minutes on a CPU.
     trainer.compile(keras.optimizers.Adam(config.learning_rate), M.classification_loss, M.localization_loss,
-                    config.localization_weight)
+                    config.localization_weight, jit_compile=bool(fast))
     if fast:
         train_ds = _array_dataset(feats["train"], train_s, bs, True, config.seed)
         val_ds = _array_dataset(feats["val"], val_s, bs, False, config.seed) if len(val_s) else None
@@ -489,7 +508,9 @@ def train(dataset: Dataset, config: TrainConfig, progress: Callable[[Progress], 
                     if config.augmentation == "on_the_fly" else _array_dataset(train_s.images, train_s, bs, True, config.seed))
         val_ds = _array_dataset(val_s.images, val_s, bs, False, config.seed) if len(val_s) else None
     report = report_fn(total_epochs)
-    cbs = _make_callbacks(keras, "training", 0, total_epochs, report, cancel, monitor, config, history, state)
+    recal = None if config.frozen else (train_s.images, steps)
+    cbs = _make_callbacks(keras, "training", 0, total_epochs, report, cancel, monitor, config, history, state,
+                          recalibrate=recal)
     trainer.fit(train_ds, validation_data=val_ds, epochs=config.epochs, callbacks=cbs, verbose=0, shuffle=False)
     _check_stop(state, cancel)
     phase1_epochs = len(history)
@@ -511,7 +532,7 @@ def train(dataset: Dataset, config: TrainConfig, progress: Callable[[Progress], 
             val_ds = _array_dataset(val_s.images, val_s, bs, False, config.seed) if len(val_s) else None
             state["epoch"] = 0
             cbs = _make_callbacks(keras, "fine-tuning", phase1_epochs, total_epochs, report, cancel, monitor,
-                                  config, history, state)
+                                  config, history, state, state.get("best", math.inf), net.get_weights())
             tuner.fit(train_ds, validation_data=val_ds, epochs=ft_epochs, callbacks=cbs, verbose=0, shuffle=False)
             _check_stop(state, cancel)
         else:
@@ -529,6 +550,14 @@ def train(dataset: Dataset, config: TrainConfig, progress: Callable[[Progress], 
         else:
             prob, box = _predict(M.heads_of(net), feats["train_orig" if key == "train" else key], 256)
         metrics[key] = M.evaluate_predictions(s.has_face, s.boxes, prob, box, config.localization_weight)
+    best_row = next((h for h in history if h["epoch"] == state.get("best_epoch")), None)
+    if best_row and metrics.get("train", {}).get("mean_iou") is not None and best_row.get("mean_iou") is not None:
+        # Training-mode figures use batch statistics; eval mode uses BatchNorm's moving statistics.
+        gap = best_row["mean_iou"] - metrics["train"]["mean_iou"]
+        if gap > 0.1:
+            warnings.append(f"in eval mode the model reaches a mean IoU of {metrics['train']['mean_iou']:.2f} on "
+                            f"its own training photos, {gap:.2f} below what training reported: its BatchNorm "
+                            f"statistics do not match its weights. Train longer, or use pretrained weights.")
     checks = {}
     if not backbone_changed:
         # The saved network must give what the heads gave on cached features.
@@ -618,6 +647,7 @@ def save_model(net, out_dir: str | os.PathLike, meta: dict, export_tflite: bool 
             os.rename(out_dir, old)
         os.rename(tmp, out_dir)
         if old is not None:
+            (old / META_FILE).unlink(missing_ok=True)  # off the model list at once
             shutil.rmtree(old, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -185,6 +185,9 @@ else:
     if config is not None and (workspace().models_root / config.name / "meta.json").exists():
         st.caption(f"A model called **{config.name}** exists: it is replaced when this training finishes.")
 
+if state.running:
+    st.info(f"A training is running on this server (model **{state.config.name}** on dataset **{state.dataset}**, "
+            f"{state.fraction:.0%} done). One training runs at a time: wait for it to finish or press Stop.")
 b1, b2, _ = st.columns([1, 1, 4])
 start = b1.button("Start training", type="primary", key="train_start",
                   disabled=config is None or state.running or (weights_choice == "file" and not weights))
@@ -215,7 +218,7 @@ def show_job(s: JobState) -> None:
     if s.status == "done":
         st.success(f"Done in {_fmt_s(s.elapsed_s)}: the model is saved in `{s.result}` and listed on the home page. "
                    "Measure it on the Evaluate page.")
-        st.dataframe(metrics_table(s.meta.get("metrics", {})), hide_index=True)
+        st.table(metrics_table(s.meta.get("metrics", {})).set_index("split").style.format(precision=3, na_rep="--"))
         tr = s.meta.get("training", {})
         st.caption(f"{tr.get('epochs_run')} epoch(s), best epoch {tr.get('best_epoch')}"
                    f"{' (stopped early)' if tr.get('stopped_early') else ''}; "

@@ -10,7 +10,6 @@ import pytest
 keras = pytest.importorskip("keras")
 import tensorflow as tf  # noqa: E402
 
-from conftest import ROOT  # noqa: E402
 from facecore import model as M  # noqa: E402
 from facecore import train as T  # noqa: E402
 
@@ -212,3 +211,19 @@ def test_saved_model_loads_without_facecore_and_tflite_matches(tmp_path):
     p1, b1 = lite(x[0])  # a single image, batch resized back to 1
     np.testing.assert_allclose(b1, ref[1][:1], atol=1e-3)
     assert M.input_size_of(M.load_net(tmp_path / "model.keras")) == 48
+
+
+def test_recalibrate_batchnorm_sets_average_batch_statistics():
+    inp = keras.Input((2, 2, 3))
+    bn = keras.layers.BatchNormalization(momentum=0.99)
+    net = keras.Model(inp, bn(inp))
+    net(np.zeros((1, 2, 2, 3), np.float32))
+    x = np.concatenate([np.full((4, 2, 2, 3), 10.0), np.full((4, 2, 2, 3), 30.0),
+                        np.full((2, 2, 2, 3), 50.0)]).astype(np.float32)
+    assert M.recalibrate_batchnorm(net, x, batch_size=4) == 1
+    # three batches with means 10, 30 and 50 (variance 0 each): the moving mean is their mean
+    np.testing.assert_allclose(bn.moving_mean.numpy(), [30.0] * 3, rtol=1e-5)
+    np.testing.assert_allclose(bn.moving_variance.numpy(), [0.0] * 3, atol=1e-4)
+    assert bn.momentum == 0.99
+    bn.trainable = False  # frozen (pretrained) layers keep their statistics
+    assert M.recalibrate_batchnorm(net, x) == 0

@@ -1,0 +1,108 @@
+"""The Train page under AppTest: settings, a real 2-epoch training in the background, the result."""
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from conftest import ROOT
+from facecore import list_models
+from facecore.train import JOB
+from synth import make_dataset
+
+PAGE = str(ROOT / "pages" / "3_Train.py")
+
+
+def _page():
+    at = AppTest.from_file(PAGE, default_timeout=120)
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def _texts(elements):
+    return " ".join(str(e.value) for e in elements)
+
+
+@pytest.fixture
+def tiny_ws(workspace_env):
+    data, models = workspace_env
+    make_dataset(data / "workspace" / "tiny", n_face=12, n_noface=4, size=(96, 72))
+    JOB.wait(120)  # a job left over by another test must not make Start busy
+    return data, models
+
+
+def _choose_tiny(at):
+    at.sidebar.selectbox[0].select("tiny").run()
+    at.selectbox(key="train_backbone").select("tinycnn").run()
+    at.number_input(key="train_size_tinycnn").set_value(48).run()
+    at.number_input(key="train_epochs_True").set_value(2).run()
+    at.number_input(key="train_head_tinycnn").set_value(16).run()
+    assert not at.exception, at.exception
+
+
+def test_page_defaults_and_from_scratch_notice(tiny_ws):
+    at = _page()
+    assert at.selectbox(key="train_backbone").value == "vgg16"
+    assert at.radio(key="train_weights_vgg16").value == "imagenet"
+    assert "Fast path" in _texts(at.caption)
+    at.radio(key="train_weights_vgg16").set_value("none").run()
+    assert "whole network trains from scratch" in _texts(at.warning)
+    assert at.button(key="train_stop").disabled
+    at.selectbox(key="train_backbone").select("tinycnn").run()
+    assert at.radio(key="train_weights_tinycnn").options == ["None: train from scratch", "A weights file (.h5)"]
+
+
+def test_page_trains_a_model_and_shows_it(tiny_ws):
+    _, models = tiny_ws
+    at = _page()
+    _choose_tiny(at)
+    at.button(key="train_start").click().run()
+    assert not at.exception, at.exception
+    assert JOB.running() or JOB.state().status == "done"
+    # While it runs, a second Start is not possible (the button is off), Stop is on.
+    if JOB.running():
+        assert at.button(key="train_start").disabled and not at.button(key="train_stop").disabled
+    s = JOB.wait(300)
+    assert s.status == "done", s.error
+    at.run()
+    assert not at.exception, at.exception
+    assert "tiny-tinycnn" in _texts(at.success)
+    table = at.table[0].value
+    assert list(table.index) == ["train", "val", "test"] and "mean IoU" in table
+    assert [m.name for m in list_models(models)] == ["tiny-tinycnn"]
+    assert not at.button(key="train_start").disabled
+
+
+def test_page_offers_training_from_scratch_when_weights_are_unavailable(tiny_ws, monkeypatch, tmp_path):
+    from facecore import model as M
+
+    monkeypatch.setattr(M, "keras_cache_dir", lambda: tmp_path)
+
+    def offline(backbone, size, weights, alpha):
+        if weights == "imagenet":
+            raise Exception("URL fetch failure: [Errno -2] Name or service not known")
+        return M.tiny_cnn(size)  # keep the fallback run quick
+
+    monkeypatch.setattr(M, "_application", offline)
+    at = _page()
+    at.sidebar.selectbox[0].select("tiny").run()
+    at.selectbox(key="train_backbone").select("mobilenetv2").run()
+    at.number_input(key="train_size_mobilenetv2").set_value(48).run()
+    at.button(key="train_start").click().run()
+    s = JOB.wait(120)
+    assert s.status == "failed" and s.error_kind == "weights"
+    at.run()
+    assert "could not download the ImageNet weights" in _texts(at.error)
+    at.button(key="train_scratch").click().run()
+    assert not at.exception, at.exception
+    assert JOB.state().config.weights is None
+    assert JOB.stop()
+    assert JOB.wait(120).status in ("cancelled", "done")
+
+
+def test_page_without_dataset(tmp_path, monkeypatch):
+    monkeypatch.setenv("FACETRACK_DATA", str(tmp_path / "none"))
+    monkeypatch.setenv("FACETRACK_MODELS", str(tmp_path / "models"))
+    JOB.wait(120)
+    at = _page()
+    assert "No dataset yet" in _texts(at.info)
+    assert at.button(key="train_start").disabled
