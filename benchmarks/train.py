@@ -88,7 +88,7 @@ def bench(backbone: str, n: int, epochs: int, batch: int, total_epochs: int) -> 
 
     # as facecore.train does: heads on cached features with XLA; the full network without
     cached = M.FaceTracker(M.heads_of(net))
-    cached.compile(keras.optimizers.Adam(1e-4), localization_weight=2.0, jit_compile=True)
+    cached.compile(keras.optimizers.Adam(1e-4), localization_weight=2.0, jit_compile=True, steps_per_execution=16)
     t_cached, c_cached = timed_epochs(cached, feats, cls, box, batch, epochs)
 
     plain = M.FaceTracker(net)
