@@ -23,6 +23,7 @@ import hashlib
 import json
 import os
 import random
+import sys
 import threading
 import time
 import warnings
@@ -39,10 +40,10 @@ import numpy as np  # noqa: E402
 from albumentations.augmentations.crops.transforms import BaseCrop  # noqa: E402
 
 from . import boxes as B  # noqa: E402
-from .dataset import AUG_SEP, Dataset, source_of  # noqa: E402
+from .dataset import AUG_SEP, Dataset  # noqa: E402
 from .errors import DatasetError, FaceCoreError  # noqa: E402
-from .io import encode_jpeg, read_image  # noqa: E402
-from .labels import ImageLabel, labelme_document, voc_document  # noqa: E402
+from .io import atomic_write_text, encode_jpeg, read_image  # noqa: E402
+from .labels import ImageLabel, labelme_document, read_label, voc_document  # noqa: E402
 
 LABEL_FIELD = "class_labels"
 MANIFEST = "augment.json"
@@ -164,7 +165,11 @@ def build_augmenter(config: AugmentConfig = AugmentConfig()) -> A.Compose:
         aug = A.Compose(
             steps,
             bbox_params=A.BboxParams(format="albumentations", label_fields=[LABEL_FIELD],
-                                     min_visibility=c.min_visibility, clip=True),
+                                     min_visibility=c.min_visibility, clip=True,
+                                     # Crop and flips never need boxes re-checked between steps (flips keep
+                                     # every box inside and its area), so filtering once at the end gives
+                                     # the same boxes at half the cost; rotation and scale do need it.
+                                     check_each_transform=c.rotate_p > 0 or c.scale_p > 0),
         )
     # albumentations transforms keep per-call state; one lock per pipeline keeps a shared one safe.
     aug._facecore_lock = threading.Lock()
@@ -245,7 +250,7 @@ class AugmentReport:
 
 
 def _write_fast(path: Path, data: bytes) -> None:
-    # Temp file + rename: readers and resumes never see half a copy. No fsync: copies are derived data,
+    # Temp file + rename: readers and resumes never see half an image. No fsync: copies are derived data,
     # regenerated exactly from their seed, and an fsync per file would cost more than augmenting it.
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
@@ -281,32 +286,27 @@ def _pool_context():
     """forkserver where there is one (Linux, macOS), else spawn.
 
     Not fork: the app process runs threads (Streamlit, TensorFlow) that a fork would copy mid-lock.
-    The fork server is one clean process that imports this module once; workers fork from it, so a
-    pool starts in milliseconds instead of re-importing albumentations and OpenCV per worker.
+    The fork server is one clean process that imports this module (and the program's main script,
+    which every worker would otherwise re-run: ``streamlit``, ``pytest``) once; workers fork from it,
+    so a pool starts in milliseconds instead of re-importing albumentations and OpenCV per worker.
     """
     import multiprocessing as mp
     if "forkserver" in mp.get_all_start_methods():
         ctx = mp.get_context("forkserver")
-        ctx.set_forkserver_preload([__name__])
+        ctx.set_forkserver_preload(["__main__", __name__])
         return ctx
     return mp.get_context("spawn")
 
 
-def _augment_source(task: tuple) -> tuple[str, int, int, int, str | None]:
-    """Write the missing copies of one photo. Returns (stem, written, skipped, no_face, error)."""
+def _augment_source(task: tuple) -> tuple[str, int, int, str | None]:
+    """Write copies ``todo`` of one photo. Returns (stem, written, no_face, error or None)."""
     stem, image_path, label_path, out_images, out_labels, label_ext, seed, todo = task
     augmenter, cancel = _WORKER["augmenter"], _WORKER.get("cancel")
     out_images, out_labels = Path(out_images), Path(out_labels)
-    written = skipped = no_face = 0
+    written = no_face = 0
     try:
         image = read_image(image_path)
-        h, w = image.shape[:2]
-        if label_path is not None:
-            from .labels import read_label
-            lab = read_label(label_path, (w, h))
-            boxes = lab.boxes
-        else:
-            boxes = B.EMPTY
+        boxes = read_label(label_path, (image.shape[1], image.shape[0])).boxes if label_path else B.EMPTY
         for k in todo:
             if cancel is not None and cancel.is_set():
                 break
@@ -315,19 +315,22 @@ def _augment_source(task: tuple) -> tuple[str, int, int, int, str | None]:
             label = ImageLabel(img.shape[1], img.shape[0], ob)
             doc = (voc_document(label, f"{cs}.jpg") if label_ext == ".xml"
                    else json.dumps(labelme_document(label, f"{cs}.jpg"), indent=2))
-            # Label first, image last: the image appearing is what makes the copy exist for Dataset.items().
-            _write_fast(out_labels / f"{cs}{label_ext}", doc.encode("utf-8"))
+            # Label first, image last: the image appearing (an atomic rename) is what makes the copy exist
+            # for Dataset.items() and for a resume. A label cut short by a kill has no image yet, so it is
+            # ignored and rewritten; writing it in place saves a rename, which is costly on a busy disk.
+            (out_labels / f"{cs}{label_ext}").write_text(doc, encoding="utf-8")
             _write_fast(out_images / f"{cs}.jpg", encode_jpeg(img))
             written += 1
             no_face += not label.has_face
-        return stem, written, skipped, no_face, None
-    except (FaceCoreError, OSError, ValueError, cv2.error) as exc:
-        return stem, written, skipped, no_face, str(exc)
+        return stem, written, no_face, None
+    except FaceCoreError as exc:
+        return stem, written, no_face, str(exc)
+    except Exception as exc:  # noqa: BLE001 - one bad photo must not end the whole run
+        return stem, written, no_face, f"{type(exc).__name__}: {exc}"
 
 
 def _remove_copy(out: Dataset, stem: str) -> None:
-    for p in (out.images_dir / f"{stem}.jpg",):
-        p.unlink(missing_ok=True)
+    (out.images_dir / f"{stem}.jpg").unlink(missing_ok=True)
     for ext in (".json", ".xml"):
         (out.labels_dir / f"{stem}{ext}").unlink(missing_ok=True)
 
@@ -398,10 +401,18 @@ def augment_dataset(
         if (stem, int(k) if k.isdigit() else -1) not in keep:
             _remove_copy(out, it.stem)
             report.removed += 1
+    # Leftovers of a killed run: temp files, and labels whose image was never written (redone below).
+    for folder in (out.images_dir, out.labels_dir):
+        for p in folder.iterdir():
+            if p.name.startswith(".") and p.name.endswith(".tmp"):
+                p.unlink(missing_ok=True)
+    images = {p.stem for p in out.images_dir.iterdir()}
+    for p in out.labels_dir.iterdir():
+        if p.suffix.lower() in (".json", ".xml") and AUG_SEP in p.stem and p.stem not in images:
+            p.unlink(missing_ok=True)
     new_manifest = {"config": config.to_dict(), "seed": seed, "label_ext": label_ext,
                     "split_seed": split_seed, "fractions": list(fractions), "per_image": per_image,
                     "source_dataset": dataset.name, "sources": sigs}
-    from .io import atomic_write_text
     atomic_write_text(out.root / MANIFEST, json.dumps(new_manifest, indent=1))
 
     tasks = []
@@ -417,11 +428,13 @@ def augment_dataset(
             tasks.append((it.stem, str(it.image), str(it.label) if it.label else None, str(out.images_dir),
                           str(out.labels_dir), label_ext, seed, tuple(todo)))
     workers = max(1, min(workers or os.cpu_count() or 1, len(tasks) or 1))
+    main_file = getattr(sys.modules.get("__main__"), "__file__", None)
+    if main_file and not os.path.isfile(main_file):
+        workers = 1  # e.g. a script piped to stdin: pool workers could not re-import it and would die
 
     def record(res):
-        stem, w, s, nf, err = res
+        stem, w, nf, err = res
         report.written += w
-        report.skipped += s
         report.no_face += nf
         if err:
             report.failed.append((stem, err))
@@ -444,15 +457,21 @@ def augment_dataset(
         with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init,
                                  initargs=(config.to_dict(), stop)) as pool:
             pending = {pool.submit(_augment_source, t) for t in tasks}
-            while pending:
-                done, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
-                for f in done:
-                    record(f.result())
-                if cancel is not None and cancel.is_set() and not stop.is_set():
-                    stop.set()
-                    for f in pending:
-                        f.cancel()
-            # cancelled futures never ran: nothing to record for them
+            try:
+                while pending:
+                    done, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
+                    for f in done:
+                        if not f.cancelled():  # cancelled ones never ran: nothing to record
+                            record(f.result())
+                    if cancel is not None and cancel.is_set() and not stop.is_set():
+                        stop.set()
+                        for f in pending:
+                            f.cancel()
+            except BaseException:
+                # Ctrl-C or an error: leaving the with-block would otherwise wait for every queued photo.
+                stop.set()
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise
     report.cancelled = bool(cancel is not None and cancel.is_set() and report.done < report.total)
     report.seconds = time.perf_counter() - t0
     return report
@@ -533,7 +552,7 @@ def _cli(args) -> int:
         rep = augment_dataset(ds, AugmentConfig(), args.per_image, seed=args.seed, split_seed=args.split_seed,
                               workers=args.workers, progress=progress, cancel=cancel)
     except KeyboardInterrupt:
-        cancel.set()
+        print()
         raise
     print()
     print(f"{rep.written} written, {rep.skipped} already there, {rep.removed} stale removed, "

@@ -7,7 +7,7 @@ import pytest
 
 from facecore import Dataset, ImageLabel
 from facecore.augment import (AugmentConfig, AugmentJob, augment_dataset, augment_sample, build_augmenter,
-                              copy_stem, delete_augmented, draw_boxes, preview_samples)
+                              delete_augmented, draw_boxes, preview_samples)
 from facecore.dataset import source_of
 from facecore.labels import read_label, write_voc
 
@@ -265,3 +265,37 @@ def test_cli_writes_copies(tiny_dataset, capsys):
     assert f"{n}/{n} copies" in out and f"{n} written" in out
     assert len(tiny_dataset.augmented.items()) == n
     assert main(["augment", "--data", str(tiny_dataset.root / "nope"), "--per-image", "2"]) == 2
+
+
+def test_pool_cancel_stops_workers_and_leaves_only_whole_copies(tiny_dataset):
+    cancel = threading.Event()
+
+    def progress(done, total):
+        if done > 0:
+            cancel.set()
+
+    rep = augment_dataset(tiny_dataset, AugmentConfig(), per_image=40, workers=2, progress=progress, cancel=cancel)
+    assert rep.cancelled and 0 < rep.written < rep.total and not rep.failed
+    items = tiny_dataset.augmented.items()
+    assert len(items) == rep.written and all(it.label is not None for it in items)
+    leftovers = [p for p in tiny_dataset.augmented.images_dir.iterdir() if p.name.endswith(".tmp")]
+    assert leftovers == []
+
+
+@pytest.mark.parametrize("cfg", [AugmentConfig(), AugmentConfig(crop_fraction=0.4, min_visibility=0.8)])
+def test_checking_boxes_once_gives_the_same_result_as_after_every_step(cfg):
+    import albumentations as A
+    fast = build_augmenter(cfg)
+    assert not fast.processors["bboxes"].params.check_each_transform
+    careful = A.Compose(fast.transforms, bbox_params=A.BboxParams(
+        format="albumentations", label_fields=["class_labels"], min_visibility=cfg.min_visibility, clip=True,
+        check_each_transform=True))
+    img = coord_image(160, 120)
+    for seed in range(150):
+        for box in ([[0.3, 0.3, 0.6, 0.7]], [[0.0, 0.0, 0.2, 0.25]], [[0.7, 0.6, 1.0, 1.0]]):
+            box = np.array(box, np.float32)
+            i1, b1 = augment_sample(fast, img, box, seed)
+            i2, b2 = augment_sample(careful, img, box, seed)
+            assert np.array_equal(i1, i2) and b1.shape == b2.shape
+            np.testing.assert_allclose(b1, b2, atol=1e-6)
+    assert build_augmenter(AugmentConfig(rotate_p=0.5)).processors["bboxes"].params.check_each_transform

@@ -1,9 +1,20 @@
+import os
+import shutil
+import socket
+import subprocess
+import sys
 import time
+import urllib.request
+from pathlib import Path
 
+import pytest
 from streamlit.testing.v1 import AppTest
 
-from conftest import ROOT
+from conftest import ROOT, SAMPLE
+from facecore import Dataset
 from synth import make_dataset
+
+CHROMIUM = Path("/usr/bin/chromium")
 
 PAGE = str(ROOT / "pages" / "2_Augment.py")
 
@@ -88,3 +99,87 @@ def test_page_with_empty_dataset(workspace_env):
     _run(at)
     assert "no photos yet" in " ".join(i.value for i in at.info)
     assert _button(at, "Augment the train split").disabled
+
+
+# -- a real browser: the progress bar polls a background job and Cancel stops it ---------------
+
+@pytest.fixture
+def served_sample(tmp_path):
+    """``streamlit run streamlit_app.py`` on a free port, with a copy of the sample set as the only dataset."""
+    if not CHROMIUM.exists():
+        pytest.skip("/usr/bin/chromium is missing (install Debian's chromium package)")
+    pytest.importorskip("playwright.sync_api")
+    data, models = tmp_path / "data", tmp_path / "models"
+    shutil.copytree(SAMPLE, data / "sample", ignore=shutil.ignore_patterns("augmented"))
+    models.mkdir()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = dict(os.environ, FACETRACK_DATA=str(data), FACETRACK_MODELS=str(models))
+    log = open(tmp_path / "streamlit.log", "wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "streamlit_app.py", "--server.port", str(port),
+         "--server.headless", "true", "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+    def healthy():
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2) as r:
+                return r.status == 200
+        except OSError:
+            return proc.poll() is not None
+
+    try:
+        _wait(healthy, 60, "the streamlit server")
+        assert proc.poll() is None, (tmp_path / "streamlit.log").read_text()
+        yield f"http://127.0.0.1:{port}", Dataset(data / "sample")
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+def _wait(check, timeout, what):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if check():
+            return
+        time.sleep(0.25)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+@pytest.mark.browser
+def test_browser_progress_cancel_and_delete(served_sample):
+    from playwright.sync_api import sync_playwright
+
+    url, ds = served_sample
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=[
+            "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"])
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(f"{url}/Augment", timeout=120_000)
+            page.get_by_text("Offline augmentation").wait_for(timeout=120_000)
+            page.get_by_text("original 640x480").wait_for(timeout=60_000)  # the preview grid
+            copies = page.get_by_role("spinbutton", name="Copies per train photo")
+            copies.fill("300")
+            copies.press("Enter")
+            page.get_by_text("63 x 300 = 18900 copies").wait_for(timeout=30_000)
+            page.get_by_role("button", name="Augment the train split").click()
+            page.get_by_text("Augmenting:").wait_for(timeout=60_000)  # the polled progress bar
+            _wait(lambda: len(ds.augmented.items()) > 0, 60, "the first copies on disk")
+            page.get_by_role("button", name="Cancel").click()
+            page.get_by_text("Cancelled after").wait_for(timeout=60_000)
+            on_disk = ds.augmented.items()
+            assert 0 < len(on_disk) < 18900
+            assert all(it.label is not None for it in on_disk)  # no half-written copy
+            text = page.get_by_text("Cancelled after").inner_text()
+            assert f"Cancelled after {len(on_disk)} of 18900 copies" in text
+            page.get_by_role("button", name="Delete augmented copies").click()
+            page.get_by_text("Deleted").wait_for(timeout=30_000)
+            assert ds.augmented.items() == []
+        finally:
+            browser.close()
