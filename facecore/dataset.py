@@ -25,7 +25,7 @@ import numpy as np
 
 from . import boxes as B
 from .errors import DatasetError, ImageReadError, ImportRejected, LabelFormatError
-from .io import IMAGE_EXTS, atomic_write_bytes, decode_image, encode_jpeg, read_image
+from .io import IMAGE_EXTS, atomic_write_bytes, decode_image, encode_jpeg, publish, read_image, replace_dir
 from .labels import LABEL_EXTS, ImageLabel, labelme_document, parse_labelme, parse_voc, read_label, write_label
 
 AUG_SEP = "__aug"
@@ -252,6 +252,7 @@ class Dataset:
                 fh.write(data)
                 fh.flush()
                 os.fsync(fh.fileno())
+            publish(tmp)
             for n in range(100_000):
                 stem = base if n == 0 else f"{base}_{n}"
                 if any((self.images_dir / f"{stem}{e}").exists() for e in IMAGE_EXTS):
@@ -531,15 +532,13 @@ def copy_dataset(src: Dataset, dest_root: str | os.PathLike) -> Dataset:
     dest_root = Path(dest_root)
     if dest_root.exists():
         raise DatasetError(f"{dest_root}: already exists; choose another name")
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest_root.name}.", dir=dest_root.parent))
-    try:
+
+    def write(tmp: Path) -> None:
         shutil.copytree(src.images_dir, tmp / "images")
         if src.labels_dir.is_dir():
             shutil.copytree(src.labels_dir, tmp / "labels")
         else:
             (tmp / "labels").mkdir()
-        os.replace(tmp, dest_root)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+
+    replace_dir(dest_root, write)
     return Dataset(dest_root)

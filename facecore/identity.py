@@ -22,7 +22,6 @@ import json
 import os
 import re
 import shutil
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
@@ -33,7 +32,7 @@ import numpy as np
 
 from . import boxes as B
 from .errors import DatasetError, FaceCoreError, ImageReadError
-from .io import IMAGE_EXTS, atomic_write_bytes, atomic_write_text, decode_image, encode_jpeg, read_image
+from .io import IMAGE_EXTS, atomic_write_bytes, atomic_write_text, decode_image, encode_jpeg, read_image, replace_dir
 from .preprocess import resize_for_model
 from .registry import META_FILE
 
@@ -458,27 +457,6 @@ def dir_size(path: str | os.PathLike) -> int:
     return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
 
 
-def save_model_dir(out_dir: str | os.PathLike, write: Callable[[Path], None]) -> Path:
-    """Atomically (re)place model folder ``out_dir``: ``write(tmp_dir)`` fills a temporary sibling
-    folder which is then renamed into place, so a reader never sees half a model."""
-    out = Path(out_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    try:
-        write(tmp)
-        if out.exists():
-            old = out.parent / f".{out.name}.old-{os.getpid()}-{time.time_ns()}"
-            os.replace(out, old)
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out
-
-
 @dataclass
 class TrainResult:
     """A trained identity model: where it is saved and its ``meta.json`` content."""
@@ -576,7 +554,7 @@ def train_identity(identity_set: IdentitySet, config: IdentityConfig, out_dir: s
         meta["size_bytes"] = dir_size(tmp)
         atomic_write_text(tmp / META_FILE, json.dumps(meta, indent=2))
 
-    path = save_model_dir(out_dir, write)
+    path = replace_dir(out_dir, write)
     return TrainResult(path, meta)
 
 

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
+import uuid
 from pathlib import Path
+from typing import Callable
 
 import cv2
 import numpy as np
@@ -12,6 +15,47 @@ import numpy as np
 from .errors import ImageReadError
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
+
+
+def _read_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# Read once at import: os.umask can only be read by setting it, which is not thread-safe later on.
+_UMASK = _read_umask()
+
+
+def publish(path: str | os.PathLike) -> None:
+    """Give a file or folder made by mkstemp/mkdtemp (private, 0600/0700) the usual permissions."""
+    os.chmod(path, (0o777 if os.path.isdir(path) else 0o666) & ~_UMASK)
+
+
+def replace_dir(out_dir: str | os.PathLike, write: Callable[[Path], None]) -> Path:
+    """Atomically create or replace folder ``out_dir``: ``write(tmp)`` fills a temporary sibling folder,
+    which is then renamed into place, so a reader never sees half of it (e.g. a model being saved).
+
+    The temporary and replaced folders are dot-named, so listings that skip dot-names ignore them.
+    """
+    out = Path(out_dir)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        write(tmp)
+        for p in [*tmp.rglob("*"), tmp]:
+            publish(p)
+        old = None
+        if out.exists():
+            old = out.with_name(f".{out.name}.old-{uuid.uuid4().hex[:8]}")
+            os.replace(out, old)
+        os.replace(tmp, out)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
@@ -28,6 +72,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
+        publish(tmp)
         os.replace(tmp, path)
     except BaseException:
         try:

@@ -26,12 +26,9 @@ import copy
 import json
 import math
 import os
-import shutil
 import sys
-import tempfile
 import threading
 import time
-import uuid
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
@@ -41,7 +38,7 @@ import numpy as np
 
 from .dataset import Dataset, Item
 from .errors import DatasetError, FaceCoreError, ImageReadError, LabelFormatError
-from .io import atomic_write_text, read_image
+from .io import atomic_write_text, read_image, replace_dir
 from .labels import read_label
 from .preprocess import resize_for_model
 from .registry import META_FILE
@@ -613,11 +610,10 @@ def save_model(net, out_dir: str | os.PathLike, meta: dict, export_tflite: bool 
     from . import model as M
 
     out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
     meta = copy.deepcopy(meta)
     warnings = meta.setdefault("training", {}).setdefault("warnings", [])
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
-    try:
+
+    def write(tmp: Path) -> None:
         net.save(tmp / MODEL_FILE)
         files = {"keras": MODEL_FILE}
         if export_tflite:
@@ -642,20 +638,8 @@ def save_model(net, out_dir: str | os.PathLike, meta: dict, export_tflite: bool 
                 warnings.append(f"TFLite export failed ({type(exc).__name__}: {exc}); model.keras is complete")
         meta["files"] = files
         atomic_write_text(tmp / META_FILE, json.dumps(_jsonable(meta), indent=2))
-        for p in tmp.iterdir():  # mkdtemp/mkstemp make them private; models are shared like other files
-            os.chmod(p, 0o644)
-        os.chmod(tmp, 0o755)
-        old = None
-        if out_dir.exists():
-            old = out_dir.with_name(f".{out_dir.name}.old-{uuid.uuid4().hex[:8]}")
-            os.rename(out_dir, old)
-        os.rename(tmp, out_dir)
-        if old is not None:
-            (old / META_FILE).unlink(missing_ok=True)  # off the model list at once
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+
+    replace_dir(out_dir, write)
     return out_dir
 
 

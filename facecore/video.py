@@ -32,6 +32,7 @@ import numpy as np
 from . import boxes as B
 from .detect import Detection, draw_detections
 from .errors import FaceCoreError
+from .io import publish
 
 VIDEO_EXTS = (".mp4", ".mov", ".avi", ".webm", ".mkv")
 DEFAULT_MAX_MB = 200
@@ -411,6 +412,7 @@ def process_video(src: str | os.PathLike, dst: str | os.PathLike, detector, conf
     tmp = Path(tmp_name)
     try:
         result = _run(src, tmp, info, detector, config, progress)
+        publish(tmp)
         os.replace(tmp, dst)
     except av.FFmpegError as exc:
         raise VideoError(f"{src.name}: processing failed ({_reason(exc)}); the file may be corrupt or in an "

@@ -5,27 +5,14 @@ Debian's Chromium through playwright (never a downloaded browser).
 """
 
 import json
-import os
 import shutil
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
-from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, SAMPLE
+from conftest import BROWSER_ARGS, CHROMIUM, SAMPLE, chromium_or_skip, serve_app
 
-CHROMIUM = Path("/usr/bin/chromium")
 pytestmark = pytest.mark.browser
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_until(check, timeout: float, step: float = 0.25, what: str = "condition"):
@@ -41,9 +28,7 @@ def wait_until(check, timeout: float, step: float = 0.25, what: str = "condition
 @pytest.fixture
 def server(tmp_path):
     """Streamlit serving the app with one user dataset of three real, unlabeled photos."""
-    if not CHROMIUM.exists():
-        pytest.skip("/usr/bin/chromium is missing (install Debian's chromium package)")
-    pytest.importorskip("playwright.sync_api")
+    chromium_or_skip()
     data, models = tmp_path / "data", tmp_path / "models"
     images = data / "workspace" / "mine" / "images"
     images.mkdir(parents=True)
@@ -51,32 +36,8 @@ def server(tmp_path):
     models.mkdir()
     for p in sorted((SAMPLE / "images").iterdir())[:3]:
         shutil.copy(p, images / p.name)
-    port = free_port()
-    env = dict(os.environ, FACETRACK_DATA=str(data), FACETRACK_MODELS=str(models))
-    log = open(tmp_path / "streamlit.log", "wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "streamlit_app.py", "--server.port", str(port),
-         "--server.headless", "true", "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-
-    def healthy():
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2) as r:
-                return r.status == 200
-        except OSError:
-            return proc.poll() is not None  # stop waiting if it died; asserted below
-
-    try:
-        wait_until(healthy, 60, 0.5, "the streamlit server")
-        assert proc.poll() is None, (tmp_path / "streamlit.log").read_text()
-        yield f"http://127.0.0.1:{port}", images.parent
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+    with serve_app(data, models, tmp_path) as url:
+        yield url, images.parent
 
 
 def idle(page, timeout_ms=60_000):
@@ -91,8 +52,7 @@ def test_drag_a_box_with_the_mouse_and_save(server, tmp_path):
     url, root = server
     first = sorted((root / "images").iterdir())[0]
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=[
-            "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"])
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=BROWSER_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 1200})
             page.set_default_timeout(60_000)

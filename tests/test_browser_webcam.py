@@ -8,20 +8,15 @@ the stream and the server.
 
 import os
 import shutil
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
-from conftest import ROOT, SAMPLE
+from conftest import BROWSER_ARGS, CHROMIUM, SAMPLE, chromium_or_skip, serve_app
 
-CHROMIUM = Path("/usr/bin/chromium")
 pytestmark = [pytest.mark.browser,
               pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium "
                                                                 "(apt-get install chromium)")]
@@ -58,64 +53,21 @@ def face_clip(path: Path, n_images: int = 6, repeat: int = 5) -> tuple[Path, lis
     return write_y4m(path, [f for f in chosen for _ in range(repeat)]), chosen
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 60) -> None:
-    end = time.time() + timeout
-    while time.time() < end:
-        if proc.poll() is not None:
-            raise RuntimeError(f"streamlit exited with code {proc.returncode}")
-        try:
-            with urllib.request.urlopen(url + "/_stcore/health", timeout=2) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.3)
-    raise TimeoutError(f"streamlit did not answer at {url} within {timeout:.0f} s")
-
-
 @pytest.fixture
 def app_server(tmp_path):
     data, models = tmp_path / "data", tmp_path / "models"
     (data / "workspace").mkdir(parents=True)
     shutil.copytree(SAMPLE, data / "sample")
     models.mkdir()
-    port = free_port()
-    env = {**os.environ, "FACETRACK_DATA": str(data), "FACETRACK_MODELS": str(models),
-           "TF_CPP_MIN_LOG_LEVEL": "2"}
-    for k in [k for k in env if k.startswith("FACETRACK_") and ("TURN" in k or "STUN" in k or "ICE" in k)]:
-        env.pop(k)
-    log = open(tmp_path / "streamlit.log", "wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "streamlit_app.py", "--server.port", str(port),
-         "--server.address", "127.0.0.1", "--server.headless", "true",
-         "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_healthy(url, proc)
+    with serve_app(data, models, tmp_path, drop_ice_servers=True) as url:
         yield url, tmp_path / "streamlit.log"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
 
 
 def test_webcam_detects_a_face_in_a_real_browser(app_server, tmp_path):
-    playwright = pytest.importorskip("playwright.sync_api")
+    playwright = chromium_or_skip()
     url, log_path = app_server
     clip, face_frames = face_clip(tmp_path / "faces.y4m")
-    args = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-            "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+    args = [*BROWSER_ARGS, "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
             f"--use-file-for-fake-video-capture={clip}"]
     shots = Path(os.environ.get("FACETRACK_TEST_SHOTS", tmp_path))
 

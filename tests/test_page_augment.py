@@ -1,20 +1,12 @@
-import os
 import shutil
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
-from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from conftest import ROOT, SAMPLE
+from conftest import BROWSER_ARGS, CHROMIUM, ROOT, SAMPLE, chromium_or_skip, serve_app
 from facecore import Dataset
 from synth import make_dataset
-
-CHROMIUM = Path("/usr/bin/chromium")
 
 PAGE = str(ROOT / "pages" / "2_Augment.py")
 
@@ -106,40 +98,12 @@ def test_page_with_empty_dataset(workspace_env):
 @pytest.fixture
 def served_sample(tmp_path):
     """``streamlit run streamlit_app.py`` on a free port, with a copy of the sample set as the only dataset."""
-    if not CHROMIUM.exists():
-        pytest.skip("/usr/bin/chromium is missing (install Debian's chromium package)")
-    pytest.importorskip("playwright.sync_api")
+    chromium_or_skip()
     data, models = tmp_path / "data", tmp_path / "models"
     shutil.copytree(SAMPLE, data / "sample", ignore=shutil.ignore_patterns("augmented"))
     models.mkdir()
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = dict(os.environ, FACETRACK_DATA=str(data), FACETRACK_MODELS=str(models))
-    log = open(tmp_path / "streamlit.log", "wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "streamlit_app.py", "--server.port", str(port),
-         "--server.headless", "true", "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-
-    def healthy():
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2) as r:
-                return r.status == 200
-        except OSError:
-            return proc.poll() is not None
-
-    try:
-        _wait(healthy, 60, "the streamlit server")
-        assert proc.poll() is None, (tmp_path / "streamlit.log").read_text()
-        yield f"http://127.0.0.1:{port}", Dataset(data / "sample")
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+    with serve_app(data, models, tmp_path) as url:
+        yield url, Dataset(data / "sample")
 
 
 def _wait(check, timeout, what):
@@ -157,8 +121,7 @@ def test_browser_progress_cancel_and_delete(served_sample):
 
     url, ds = served_sample
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=[
-            "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"])
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=BROWSER_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             page.goto(f"{url}/Augment", timeout=120_000)

@@ -4,7 +4,7 @@ import av
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from conftest import ROOT
+from conftest import BROWSER_ARGS, CHROMIUM, ROOT, chromium_or_skip, serve_app
 from test_video import make_video
 
 PAGE = str(ROOT / "pages" / "5_Video.py")
@@ -82,65 +82,25 @@ def test_upload_over_the_limit_is_refused(workspace_env, monkeypatch, clip_bytes
 
 # ---------------------------------------------------------------- real browser
 
-CHROMIUM = "/usr/bin/chromium"
-
-
 @pytest.fixture
 def app_url(workspace_env, tmp_path):
     """``streamlit run`` on a free port with the temporary data/models folders."""
-    import os
-    import socket
-    import subprocess
-    import sys
-    import time
-    import urllib.request
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    log = open(tmp_path / "streamlit.log", "wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "streamlit_app.py", "--server.port", str(port),
-         "--server.address", "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false",
-         "--server.fileWatcherType", "none"],
-        cwd=ROOT, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        end = time.time() + 60
-        while True:
-            assert proc.poll() is None, (tmp_path / "streamlit.log").read_text(errors="replace")
-            try:
-                with urllib.request.urlopen(url + "/_stcore/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                assert time.time() < end, "streamlit did not start within 60 s"
-                time.sleep(0.3)
+    data, models = workspace_env
+    with serve_app(data, models, tmp_path) as url:
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
 
 
 @pytest.mark.browser
 def test_browser_cancel_then_process_and_play(app_url, tmp_path):
     """Cancel interrupts a run (Streamlit reruns the script); the finished H.264 plays in Chromium with
     the boxes drawn in it."""
-    import os
-
-    if not os.path.exists(CHROMIUM):
-        pytest.skip("needs Debian's chromium at /usr/bin/chromium (apt-get install chromium)")
+    chromium_or_skip()
     from playwright.sync_api import sync_playwright
 
     long_clip = make_video(tmp_path / "long.mp4", n=400, size=(320, 240), fps=20)
     short_clip = make_video(tmp_path / "short.mp4", n=16, size=(320, 240), fps=8, audio="aac")
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"])
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=BROWSER_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 1600})
             page.goto(app_url + "/Video", wait_until="domcontentloaded")
