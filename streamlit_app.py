@@ -1,4 +1,4 @@
-"""FaceTrack Studio: the app's entry point (navigation) and its home page."""
+"""FaceTrack Studio: home page."""
 
 import pandas as pd
 import streamlit as st
@@ -6,63 +6,53 @@ import streamlit as st
 from facecore import FaceCoreError, list_models
 from pages.common import dataset_picker, existing_pages, show_error, workspace
 
-
-def home() -> None:
-    """Home: what the app does, the workflow, the active dataset's counts and the trained models."""
-    st.title("FaceTrack Studio")
-    st.write(
-        "Build your own face detector in the browser: collect and label photos, augment them, and train a "
-        "TensorFlow model with live loss charts. Then evaluate it and run it on videos and on your webcam."
-    )
-
-    dataset = dataset_picker()
-
-    st.subheader("Workflow")
-    for i, (path, title, icon, what) in enumerate(existing_pages(), start=1):
-        left, right = st.columns([1, 3])
-        with left:
-            st.page_link(path, label=f"{i}. {title}", icon=icon)
-        right.write(what)
-
-    st.subheader("Active dataset")
-    if dataset is None:
-        st.info("No dataset yet. Start on Collect & Label, or use the sample set shipped in data/sample.")
-    else:
-        try:
-            counts = dataset.counts()
-            sizes = dataset.split().sizes()
-        except FaceCoreError as exc:
-            show_error(exc)
-        else:
-            st.caption(f"`{dataset.root}`")
-            cols = st.columns(4)
-            cols[0].metric("Images", counts.images)
-            cols[1].metric("With a face", counts.faces)
-            cols[2].metric("No face", counts.no_face, help="Images marked 'no face' plus unlabeled images.")
-            cols[3].metric("Augmented copies", counts.augmented)
-            cols = st.columns(3)
-            for col, name in zip(cols, ("train", "val", "test")):
-                col.metric(f"{name} split", sizes[name])
-            if counts.unlabeled:
-                st.caption(f"{counts.unlabeled} image(s) have no label file yet: training treats them as no-face.")
-
-    st.subheader("Models")
-    models = list_models(workspace().models_root)
-    if not models:
-        st.info("No trained model yet: train one on the Train page.")
-    else:
-        rows = []
-        for m in models:
-            h = m.headline()
-            rows.append({"model": m.name, "kind": m.kind, "backbone": m.meta.get("config", {}).get("backbone", ""),
-                         "dataset": m.meta.get("dataset", {}).get("name", ""), "mean IoU": h.get("mean_iou"),
-                         "face accuracy": h.get("face_accuracy"), "created": m.meta.get("created", "")})
-        st.dataframe(pd.DataFrame(rows), hide_index=True)
-
-
 st.set_page_config(page_title="FaceTrack Studio", page_icon="🙂", layout="wide")
-navigation = st.navigation(
-    [st.Page(home, title="Home", icon="🏠", url_path="home", default=True)]
-    + [st.Page(path, title=title, icon=icon) for path, title, icon, _ in existing_pages()]
+st.title("FaceTrack Studio")
+st.write(
+    "Build your own face detector in the browser: collect and label photos, augment them, and train a "
+    "TensorFlow model with live loss charts. Then evaluate it and run it on videos and on your webcam."
 )
-navigation.run()
+
+dataset = dataset_picker()
+
+st.subheader("Workflow")
+for i, (path, title, icon, what) in enumerate(existing_pages(), start=1):
+    left, right = st.columns([1, 3])
+    with left:
+        st.page_link(path, label=f"{i}. {title}", icon=icon)
+    right.write(what)
+
+st.subheader("Active dataset")
+if dataset is None:
+    st.info("No dataset yet. Start on Collect & Label, or use the sample set shipped in data/sample.")
+else:
+    try:
+        counts = dataset.counts()
+        sizes = dataset.split().sizes()
+    except FaceCoreError as exc:
+        show_error(exc)
+    else:
+        st.caption(f"`{dataset.root}`")
+        cols = st.columns(4)
+        cols[0].metric("Images", counts.images)
+        cols[1].metric("With a face", counts.faces)
+        cols[2].metric("No face", counts.no_face, help="Images marked 'no face' plus unlabeled images.")
+        cols[3].metric("Augmented copies", counts.augmented)
+        cols = st.columns(3)
+        for col, name in zip(cols, ("train", "val", "test")):
+            col.metric(f"{name} split", sizes[name])
+        if counts.unlabeled:
+            st.caption(f"{counts.unlabeled} image(s) have no label file yet: training treats them as no-face.")
+
+st.subheader("Models")
+models = list_models(workspace().models_root)
+if not models:
+    st.info("No trained model yet: train one on the Train page.")
+else:
+    rows = []
+    for m in models:
+        h = m.headline()
+        rows.append({"model": m.name, "kind": m.kind, "backbone": m.meta.get("config", {}).get("backbone", ""),
+                     "dataset": m.meta.get("dataset", {}).get("name", ""), "mean IoU": h.get("mean_iou"),
+                     "face accuracy": h.get("face_accuracy"), "created": m.meta.get("created", "")})
+    st.dataframe(pd.DataFrame(rows), hide_index=True)
