@@ -109,7 +109,9 @@ class ImportReport:
 
 
 def _safe_stem(name: str) -> str:
-    return (re.sub(r"[^A-Za-z0-9._-]+", "_", Path(name).stem).strip("._") or "image")[:100]
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(name).stem).strip("._") or "image"
+    # "__aug<k>" marks offline-augmented copies; an original must not look like one
+    return stem.replace(AUG_SEP, "_aug")[:100]
 
 
 class Dataset:
@@ -262,6 +264,9 @@ class Dataset:
                     os.link(tmp, final)  # fails if another writer took the name first
                 except FileExistsError:
                     continue
+                if any((self.images_dir / f"{stem}{e}").exists() for e in IMAGE_EXTS if e != ext):
+                    final.unlink()  # another writer took the stem with another extension meanwhile
+                    continue
                 break
             else:
                 raise DatasetError(f"{self.name}: no free file name for {filename}")
@@ -382,9 +387,15 @@ class Dataset:
         with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
             for it in self.items():
                 zf.write(it.image, f"{self.name}/images/{it.image.name}", compress_type=zipfile.ZIP_STORED)
-                if it.label is not None:
+                if it.label is None:
+                    continue
+                try:
                     doc = labelme_document(read_label(it.label), it.image.name)
-                    zf.writestr(f"{self.name}/labels/{it.stem}.json", json.dumps(doc, indent=2))
+                except LabelFormatError:
+                    # a broken label must not block the export: ship it as it is (validate() names it)
+                    zf.write(it.label, f"{self.name}/labels/{it.label.name}")
+                    continue
+                zf.writestr(f"{self.name}/labels/{it.stem}.json", json.dumps(doc, indent=2))
         data = buf.getvalue()
         if dest is None:
             return data

@@ -205,7 +205,10 @@ class IdentitySet:
             box = largest_box(detector.detect(rgb))
             if box is None:
                 return BuildReport(0, [(filename, "no face found")])
-            rgb = crop_face(rgb, box, k)
+            try:
+                rgb = crop_face(rgb, box, k)
+            except ValueError as exc:  # a face box too small to crop
+                return BuildReport(0, [(filename, str(exc))])
         self.add_crop(identity, rgb, stem)
         return BuildReport(1, [])
 

@@ -36,6 +36,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from . import boxes as B
 from .dataset import Dataset, Item
 from .errors import DatasetError, FaceCoreError, ImageReadError, LabelFormatError
 from .io import atomic_write_text, read_image, replace_dir
@@ -208,8 +209,9 @@ def primary_box(boxes: np.ndarray) -> np.ndarray:
 def _label_boxes(item: Item) -> np.ndarray:
     if item.label is None:
         return np.zeros((0, 4), np.float32)
-    lab = read_label(item.label)
-    return np.asarray(lab.boxes, np.float32).reshape(-1, 4)
+    # a box drawn past the edge is clipped: the sigmoid box head cannot reach targets outside 0..1
+    boxes = B.clip(read_label(item.label).boxes)
+    return boxes[B.is_valid(boxes)]
 
 
 def load_samples(items, size: int, warnings: list[str] | None = None,

@@ -72,8 +72,8 @@ def test_split_by_source_no_leak_and_deterministic(tiny_dataset):
     ds = tiny_dataset
     aug = Dataset.create(ds.augmented.root)
     for it in ds.items():
-        for k in range(3):
-            aug.add_image(it.image.read_bytes(), f"{it.stem}__aug{k:03d}.jpg")
+        for k in range(3):  # written directly, as facecore.augment does
+            (aug.images_dir / f"{it.stem}__aug{k:03d}.jpg").write_bytes(it.image.read_bytes())
     s1, s2 = ds.split(seed=3), ds.split(seed=3)
     assert s1 == s2
     sources = {name: {it.source for it in s1[name]} for name in ("train", "val", "test")}
@@ -219,3 +219,19 @@ def test_shared_datasets_reversed_corners_are_ordered():
             lab = read_labelme(p)
             assert (lab.boxes[:, :2] <= lab.boxes[:, 2:]).all()
     assert reversed_count == 16
+
+
+def test_export_ships_a_broken_label_as_is_and_the_rest(tiny_dataset):
+    items = tiny_dataset.items()
+    items[0].label.write_text("{broken")
+    data = tiny_dataset.export_labelme_zip()
+    with zipfile.ZipFile(io.BytesIO(data)) as zf:
+        names = zf.namelist()
+        assert zf.read(f"tiny/labels/{items[0].label.name}") == b"{broken"
+    assert sum(n.endswith(".json") for n in names) == 12
+
+
+def test_an_upload_named_like_an_augmented_copy_stays_an_original(tmp_path):
+    ds = Dataset.create(tmp_path / "d")
+    it = ds.add_image(_jpeg(), "x__aug001.jpg")
+    assert it.stem == "x_aug001" and it.source == it.stem
