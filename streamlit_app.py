@@ -3,8 +3,8 @@
 import pandas as pd
 import streamlit as st
 
-from facecore import FaceCoreError, list_models
-from pages.common import dataset_picker, existing_pages, show_error, workspace
+from facecore import list_models
+from pages.common import dataset_picker, dataset_summary, existing_pages, workspace
 
 st.set_page_config(page_title="FaceTrack Studio", page_icon="🙂", layout="wide")
 st.title("FaceTrack Studio")
@@ -25,24 +25,19 @@ for i, (path, title, icon, what) in enumerate(existing_pages(), start=1):
 st.subheader("Active dataset")
 if dataset is None:
     st.info("No dataset yet. Start on Collect & Label, or use the sample set shipped in data/sample.")
-else:
-    try:
-        counts = dataset.counts()
-        sizes = dataset.split().sizes()
-    except FaceCoreError as exc:
-        show_error(exc)
-    else:
-        st.caption(f"`{dataset.root}`")
-        cols = st.columns(4)
-        cols[0].metric("Images", counts.images)
-        cols[1].metric("With a face", counts.faces)
-        cols[2].metric("No face", counts.no_face, help="Images marked 'no face' plus unlabeled images.")
-        cols[3].metric("Augmented copies", counts.augmented)
-        cols = st.columns(3)
-        for col, name in zip(cols, ("train", "val", "test")):
-            col.metric(f"{name} split", sizes[name])
-        if counts.unlabeled:
-            st.caption(f"{counts.unlabeled} image(s) have no label file yet: training treats them as no-face.")
+elif (summary := dataset_summary(dataset)) is not None:
+    counts, sizes = summary
+    st.caption(f"`{dataset.root}`")
+    cols = st.columns(4)
+    cols[0].metric("Images", counts.images)
+    cols[1].metric("With a face", counts.faces)
+    cols[2].metric("No face", counts.no_face, help="Images marked 'no face' plus unlabeled images.")
+    cols[3].metric("Augmented copies", counts.augmented)
+    cols = st.columns(3)
+    for col, name in zip(cols, ("train", "val", "test")):
+        col.metric(f"{name} split", sizes[name])
+    if counts.unlabeled:
+        st.caption(f"{counts.unlabeled} image(s) have no label file yet: training treats them as no-face.")
 
 st.subheader("Models")
 models = list_models(workspace().models_root)

@@ -12,7 +12,7 @@ from plotly.subplots import make_subplots
 from facecore import Dataset, FaceCoreError
 from facecore.train import (AUGMENTATION_MODES, BACKBONES, DEFAULT_INPUT_SIZE, JOB, PRETRAINED_BACKBONES,
                             JobState, TrainConfig)
-from pages.common import dataset_picker, show_error, workspace
+from pages.common import dataset_picker, dataset_summary, show_error, workspace
 
 st.title("🧠 Train")
 st.write(
@@ -97,12 +97,8 @@ weights_choice, weights = "imagenet", "imagenet"
 if dataset is None:
     st.info("No dataset yet: create one on the Collect & Label page.")
 else:
-    try:
-        counts = dataset.counts()
-        sizes = dataset.split().sizes()
-    except FaceCoreError as exc:
-        show_error(exc)
-        counts = sizes = None
+    summary = dataset_summary(dataset)
+    counts, sizes = summary if summary is not None else (None, None)
     if counts is not None:
         st.caption(f"Dataset **{dataset.name}**: {counts.images} images ({counts.faces} with a face, "
                    f"{counts.no_face} without) · split train {sizes['train']} / val {sizes['val']} / "

@@ -95,3 +95,18 @@ def workspace_env(tmp_path, monkeypatch):
     monkeypatch.setenv("FACETRACK_DATA", str(data))
     monkeypatch.setenv("FACETRACK_MODELS", str(models))
     return data, models
+
+
+def run_page(path: str, timeout: int = 120):
+    """Run a page (path relative to the project root) under AppTest and check it raised nothing."""
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(ROOT / path), default_timeout=timeout)
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def texts(elements) -> str:
+    """All values of AppTest elements (info, caption, markdown, ...) joined into one string."""
+    return " ".join(str(e.value) for e in elements)

@@ -4,19 +4,14 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from conftest import ROOT
+from conftest import run_page, ROOT
 from facecore.identity import IdentitySet, comparison_row, save_comparison, TrainResult, IdentityConfig
 from facecore.io import encode_jpeg
 from identity_synth import person_image
 
-PAGE = str(ROOT / "pages" / "7_Recognize.py")
-
 
 def _page():
-    at = AppTest.from_file(PAGE, default_timeout=180)
-    at.run()
-    assert not at.exception, at.exception
-    return at
+    return run_page("pages/7_Recognize.py", 180)
 
 
 def _click(at, key):

@@ -1,25 +1,15 @@
 """The Train page under AppTest: settings, a real 2-epoch training in the background, the result."""
 
 import pytest
-from streamlit.testing.v1 import AppTest
 
-from conftest import ROOT
+from conftest import run_page, texts as _texts
 from facecore import list_models
 from facecore.train import JOB
 from synth import make_dataset
 
-PAGE = str(ROOT / "pages" / "3_Train.py")
-
 
 def _page():
-    at = AppTest.from_file(PAGE, default_timeout=120)
-    at.run()
-    assert not at.exception, at.exception
-    return at
-
-
-def _texts(elements):
-    return " ".join(str(e.value) for e in elements)
+    return run_page("pages/3_Train.py")
 
 
 @pytest.fixture

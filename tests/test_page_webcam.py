@@ -4,23 +4,13 @@
 import json
 
 import pytest
-from streamlit.testing.v1 import AppTest
 
-from conftest import ROOT, SAMPLE
+from conftest import run_page, texts as _texts, SAMPLE
 from facecore.io import read_image
-
-PAGE = str(ROOT / "pages" / "6_Webcam.py")
 
 
 def _run():
-    at = AppTest.from_file(PAGE, default_timeout=120)
-    at.run()
-    assert not at.exception, at.exception
-    return at
-
-
-def _texts(elements):
-    return " ".join(str(e.value) for e in elements)
+    return run_page("pages/6_Webcam.py")
 
 
 def test_page_renders_without_the_component(workspace_env):

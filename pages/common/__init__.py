@@ -59,6 +59,15 @@ def dataset_picker(where=st.sidebar) -> Dataset | None:
     return datasets[st.session_state[ACTIVE_KEY]]
 
 
+def dataset_summary(dataset: Dataset):
+    """``(counts, split sizes)`` of ``dataset``, or None after showing the error (e.g. a broken folder)."""
+    try:
+        return dataset.counts(), dataset.split().sizes()
+    except FaceCoreError as exc:
+        show_error(exc)
+        return None
+
+
 def set_active_dataset(name: str) -> None:
     """Make ``name`` the active dataset (e.g. right after creating it)."""
     st.session_state[ACTIVE_KEY] = name
