@@ -63,19 +63,11 @@ def skipped_text(skipped: list[tuple[str, str]]) -> str:
 
 # -- datasets ----------------------------------------------------------------------------------
 def dataset_section(ds) -> None:
-    ws = workspace()
     with st.expander("New dataset", expanded=ds is None):
         with st.form("lab_new_dataset", clear_on_submit=True, border=False):
             name = st.text_input("Name", placeholder="my-faces", help="Letters, digits, '_', '.', '-'.")
             if st.form_submit_button("Create dataset"):
-                try:
-                    ws.create_dataset(name)
-                except FaceCoreError as exc:
-                    show_error(exc)
-                else:
-                    set_active_dataset(name.strip())
-                    flash("success", f"Created dataset **{name.strip()}**. Add photos below.")
-                    st.rerun()
+                create_and_activate(name, None, "Created dataset **{name}**. Add photos below.")
 
 
 def copy_sample_box(ds) -> None:
@@ -88,14 +80,19 @@ def copy_sample_box(ds) -> None:
         default, n = f"sample-copy-{n}", n + 1
     name = st.text_input("Name of the copy", value=default, key="lab_copy_name")
     if st.button("Copy to my workspace to edit", type="primary", key="lab_copy"):
-        try:
-            ws.create_dataset(name, copy_from=ds)
-        except FaceCoreError as exc:
-            show_error(exc)
-        else:
-            set_active_dataset(name.strip())
-            flash("success", f"Copied the sample to **{name.strip()}**: it is now the active dataset.")
-            st.rerun()
+        create_and_activate(name, ds, "Copied the sample to **{name}**: it is now the active dataset.")
+
+
+def create_and_activate(name: str, copy_from, message: str) -> None:
+    """Create a user dataset (a copy of ``copy_from`` if given), make it active and say so."""
+    try:
+        workspace().create_dataset(name, copy_from=copy_from)
+    except FaceCoreError as exc:
+        show_error(exc)
+        return
+    set_active_dataset(name.strip())
+    flash("success", message.format(name=name.strip()))
+    st.rerun()
 
 
 # -- label view --------------------------------------------------------------------------------
