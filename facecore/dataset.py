@@ -25,8 +25,10 @@ import numpy as np
 
 from . import boxes as B
 from .errors import DatasetError, ImageReadError, ImportRejected, LabelFormatError
-from .io import IMAGE_EXTS, atomic_write_bytes, decode_image, encode_jpeg, publish, read_image, replace_dir
-from .labels import LABEL_EXTS, ImageLabel, labelme_document, parse_labelme, parse_voc, read_label, write_label
+from .io import (IMAGE_EXTS, atomic_write_bytes, decode_image, encode_jpeg, image_header, publish, read_image,
+                 recover_dir, recover_swaps, replace_dir, storage_errors)
+from .labels import (LABEL_EXTS, ImageLabel, labelme_document, orient_label, parse_label_bytes, read_label,
+                     write_label)
 
 AUG_SEP = "__aug"
 _AUG_RE = re.compile(r"__aug\d+$")
@@ -37,6 +39,9 @@ MAX_ZIP_TOTAL_BYTES = 2 * 1024**3
 MAX_ZIP_ENTRIES = 50_000
 MAX_ENTRY_BYTES = 64 * 1024**2
 MAX_COMPRESSION_RATIO = 200
+# zipfile reads these; others (Deflate64, PPMd, ...) and encrypted entries are skipped with a message
+_ZIP_METHODS = {zipfile.ZIP_STORED: "stored", zipfile.ZIP_DEFLATED: "deflate", zipfile.ZIP_BZIP2: "bzip2",
+                zipfile.ZIP_LZMA: "lzma"}
 
 
 def source_of(stem: str) -> str:
@@ -89,6 +94,8 @@ class Split:
     train: tuple[Item, ...]
     val: tuple[Item, ...]
     test: tuple[Item, ...]
+    # (image file name, why) of images left out of every split: their label is broken
+    skipped: tuple[tuple[str, str], ...] = ()
 
     def __getitem__(self, name: str) -> tuple[Item, ...]:
         if name not in SPLITS:
@@ -106,6 +113,8 @@ class ImportReport:
     added: list[str] = field(default_factory=list)
     labeled: int = 0
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    # things imported but changed or worth a look: (file, what happened)
+    notes: list[tuple[str, str]] = field(default_factory=list)
 
 
 def _safe_stem(name: str) -> str:
@@ -119,12 +128,15 @@ class Dataset:
 
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root)
+        self._next_free: dict[str, int] = {}  # base stem -> first suffix worth trying (linear imports)
 
     # -- construction -------------------------------------------------------------------
     @classmethod
     def open(cls, root: str | os.PathLike) -> "Dataset":
         """Open an existing dataset; raises DatasetError if ``root/images`` does not exist."""
         ds = cls(root)
+        if not ds.root.exists():
+            recover_dir(ds.root)  # a copy killed half way through its final rename
         if not ds.images_dir.is_dir():
             raise DatasetError(f"{ds.root}: not a dataset (no images/ folder). Create it on the Collect & Label page.")
         return ds
@@ -133,8 +145,12 @@ class Dataset:
     def create(cls, root: str | os.PathLike) -> "Dataset":
         """Create (or reopen) a dataset folder with empty ``images/`` and ``labels/``."""
         ds = cls(root)
-        ds.images_dir.mkdir(parents=True, exist_ok=True)
-        ds.labels_dir.mkdir(parents=True, exist_ok=True)
+        for d in (ds.root, ds.images_dir, ds.labels_dir):
+            if d.exists() and not d.is_dir():
+                raise DatasetError(f"{d}: is a file, not a folder; choose another dataset folder")
+        with storage_errors(f"create the dataset folder {ds.root}"):
+            ds.images_dir.mkdir(parents=True, exist_ok=True)
+            ds.labels_dir.mkdir(parents=True, exist_ok=True)
         return ds
 
     @property
@@ -173,9 +189,12 @@ class Dataset:
         return out
 
     def items(self) -> list[Item]:
-        """All images sorted by name, each with its label file or None."""
+        """All images sorted by name, each with its label file or None. Stale leftovers of killed
+        writes (dot-named ``.upload``/``.tmp`` files) are removed on the way."""
         if not self.images_dir.is_dir():
             return []
+        for d in (self.images_dir, self.labels_dir):
+            recover_swaps(d)
         labels = self._label_files()
         return [
             Item(p.stem, p, labels.get(p.stem))
@@ -220,25 +239,34 @@ class Dataset:
         item = self.item(stem)
         ext = ".xml" if (item.label is not None and item.label.suffix.lower() == ".xml") else (
             "." + self.label_format() if item.label is None else ".json")
-        path = self.labels_dir / f"{stem}{ext}"
-        write_label(path, label, item.image.name)
-        if item.label is not None and item.label != path:
-            item.label.unlink(missing_ok=True)
-        return Item(stem, item.image, path)
+        return self._write_label(item, label, ext)
+
+    def _write_label(self, item: Item, label: ImageLabel, ext: str) -> Item:
+        path = self.labels_dir / f"{item.stem}{ext}"
+        with storage_errors(f"save the label of {item.image.name}"):
+            write_label(path, label, item.image.name)
+            if item.label is not None and item.label != path:
+                item.label.unlink(missing_ok=True)
+        return Item(item.stem, item.image, path)
 
     def clear_label(self, stem: str) -> None:
         """Remove the label file of ``stem`` (back to unlabeled)."""
         item = self.item(stem)
         if item.label is not None:
-            item.label.unlink(missing_ok=True)
+            with storage_errors(f"remove the label of {item.image.name}"):
+                item.label.unlink(missing_ok=True)
 
     # -- adding and removing images -----------------------------------------------------
-    def add_image(self, data: bytes, filename: str, label: ImageLabel | None = None) -> Item:
+    def add_image(self, data: bytes, filename: str, label: ImageLabel | None = None,
+                  label_ext: str | None = None) -> Item:
         """Add encoded image bytes under a unique name derived from ``filename``.
 
-        The bytes are decoded first (ImageReadError names ``filename`` if they are not an image);
-        the file appears atomically, and two writers never take the same name.
-        ``label`` boxes are normalized, so they stay right even if the label was made at another size.
+        The bytes are decoded first (ImageReadError names ``filename`` if they are not an image, or
+        declare more pixels than ``facecore.io.MAX_IMAGE_PIXELS``); the file appears atomically, and two
+        writers never take the same name. ``label`` boxes are normalized, so they stay right even if the
+        label was made at another size (``import_*`` reports that). ``label_ext`` (".json"/".xml"): the
+        label format, when the caller knows it (saves a listing per image on big imports).
+        An ``OSError`` (read-only folder, full disk) becomes a ``StorageError``.
         """
         img = decode_image(data, filename)
         ext = Path(filename).suffix.lower()
@@ -246,16 +274,27 @@ class Dataset:
             ext = ".jpg" if data[:2] == b"\xff\xd8" else ".png"
             if ext == ".png" and data[:8] != b"\x89PNG\r\n\x1a\n":
                 data, ext = encode_jpeg(img), ".jpg"
-        self.images_dir.mkdir(parents=True, exist_ok=True)
-        base = _safe_stem(filename)
-        fd, tmp = tempfile.mkstemp(prefix=".upload.", dir=self.images_dir)
+        with storage_errors(f"add {filename[:120]} to {self.name}"):
+            self.images_dir.mkdir(parents=True, exist_ok=True)
+            stem, final = self._store_unique(data, _safe_stem(filename), ext, filename)
+        item = Item(stem, final, None)
+        if label is not None:
+            ext = label_ext or "." + self.label_format()
+            item = self._write_label(item, ImageLabel(img.shape[1], img.shape[0], label.boxes), ext)
+        return item
+
+    def _store_unique(self, data: bytes, base: str, ext: str, filename: str) -> tuple[str, Path]:
+        """Write ``data`` as ``images/<base>[_n]<ext>`` under the first free stem. The search starts where
+        the last one for ``base`` ended, so importing thousands of ``x.png`` stays linear."""
+        fd, tmp = tempfile.mkstemp(prefix=f".upload.{os.getpid()}-", dir=self.images_dir)
         try:
             with os.fdopen(fd, "wb") as fh:
                 fh.write(data)
                 fh.flush()
                 os.fsync(fh.fileno())
             publish(tmp)
-            for n in range(100_000):
+            start = self._next_free.get(base, 0)
+            for n in range(start, start + 100_000):
                 stem = base if n == 0 else f"{base}_{n}"
                 if any((self.images_dir / f"{stem}{e}").exists() for e in IMAGE_EXTS):
                     continue
@@ -267,22 +306,19 @@ class Dataset:
                 if any((self.images_dir / f"{stem}{e}").exists() for e in IMAGE_EXTS if e != ext):
                     final.unlink()  # another writer took the stem with another extension meanwhile
                     continue
-                break
-            else:
-                raise DatasetError(f"{self.name}: no free file name for {filename}")
+                self._next_free[base] = n + 1
+                return stem, final
+            raise DatasetError(f"{self.name}: no free file name for {filename}")
         finally:
             os.unlink(tmp)
-        item = Item(stem, final, None)
-        if label is not None:
-            item = self.set_label(stem, ImageLabel(img.shape[1], img.shape[0], label.boxes))
-        return item
 
     def delete(self, stem: str) -> None:
         """Delete image ``stem`` and its label file."""
         item = self.item(stem)
-        if item.label is not None:
-            item.label.unlink(missing_ok=True)
-        item.image.unlink(missing_ok=True)
+        with storage_errors(f"delete {item.image.name}"):
+            if item.label is not None:
+                item.label.unlink(missing_ok=True)
+            item.image.unlink(missing_ok=True)
 
     # -- summaries ----------------------------------------------------------------------
     def counts(self) -> Counts:
@@ -358,17 +394,20 @@ class Dataset:
         Offline-augmented copies are not in it: see ``training_items``.
         """
         strata: dict[bool, list[Item]] = {True: [], False: []}
+        skipped = []
         for it in self.items():
             try:
                 face = it.label is not None and read_label(it.label).has_face
-            except LabelFormatError:
-                continue  # validate() reports it; a broken label must not reach training
+            except LabelFormatError as exc:
+                # a broken label must not reach training; the caller says so (training warnings)
+                skipped.append((it.image.name, str(exc)))
+                continue
             strata[face].append(it)
         parts = {s: [] for s in SPLITS}
         for group in strata.values():
             for name, chosen in split_items(group, fractions, seed).items():
                 parts[name].extend(chosen)
-        return Split(*(tuple(sorted(parts[s], key=lambda i: i.stem)) for s in SPLITS))
+        return Split(*(tuple(sorted(parts[s], key=lambda i: i.stem)) for s in SPLITS), skipped=tuple(skipped))
 
     def training_items(self, split: Split) -> list[Item]:
         """Training items: the train split plus augmented copies of train-split sources only."""
@@ -470,7 +509,7 @@ class Dataset:
                 data = read(images[name])
                 img = decode_image(data, name)
             except (ImageReadError, OSError, zipfile.BadZipFile) as exc:
-                report.skipped.append((name, str(exc)))
+                report.skipped.append((name, str(exc).removeprefix(f"{name}: ")))  # the report names it already
                 continue
             label = None
             lab_name = _closest(name, labels.get(PurePosixPath(name).stem, []))
@@ -479,7 +518,8 @@ class Dataset:
                 try:
                     label = _parse_label_bytes(read(files[lab_name]), lab_name, (img.shape[1], img.shape[0]))
                 except LabelFormatError as exc:
-                    report.skipped.append((lab_name, f"{exc} (image imported without its label)"))
+                    report.skipped.append((lab_name, f"{str(exc).removeprefix(f'{lab_name}: ')} "
+                                                      "(image imported without its label)"))
             item = self.add_image(data, PurePosixPath(name).name, label=label)
             report.added.append(item.stem)
             report.labeled += label is not None

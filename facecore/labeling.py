@@ -64,14 +64,33 @@ class Entry:
 
 @dataclass(frozen=True)
 class Proposal:
-    """A box a detector proposed for an image; saved only when the user accepts it.
+    """The faces a detector proposed for an image; saved only when the user accepts them.
 
-    ``box``: float32 (4,) normalized ``[x1, y1, x2, y2]``; ``score`` in [0, 1].
+    ``boxes``: float32 (N, 4) normalized ``[x1, y1, x2, y2]``, best first; ``scores``: one per box in
+    [0, 1]. A single box (4,) with one score is accepted too.
     """
 
-    box: np.ndarray
-    score: float
+    boxes: np.ndarray
+    scores: tuple[float, ...]
     detector: str
+
+    def __post_init__(self):
+        boxes = np.asarray(self.boxes, np.float32).reshape(-1, 4)
+        scores = tuple(float(s) for s in np.atleast_1d(np.asarray(self.scores, np.float64)).ravel())
+        if len(boxes) == 0 or len(scores) != len(boxes):
+            raise ValueError(f"a proposal needs one score per box, got {len(boxes)} box(es) and {len(scores)} score(s)")
+        object.__setattr__(self, "boxes", boxes)
+        object.__setattr__(self, "scores", scores)
+
+    @property
+    def score(self) -> float:
+        """The best box's score."""
+        return max(self.scores)
+
+    @property
+    def box(self) -> np.ndarray:
+        """The best box, float32 (4,)."""
+        return self.boxes[int(np.argmax(self.scores))]
 
 
 @dataclass
@@ -164,14 +183,32 @@ def label_from_pixels(x1: float, y1: float, x2: float, y2: float, width: int, he
 
     Raises FaceCoreError when the box is smaller than 2 pixels either way after clipping.
     """
-    px = np.array([[x1, y1, x2, y2]], np.float32)
-    if not np.isfinite(px).all():
-        raise FaceCoreError("the box corners must be numbers")
+    return label_from_pixel_boxes([[x1, y1, x2, y2]], width, height)
+
+
+def label_from_pixel_boxes(boxes_px, width: int, height: int) -> ImageLabel:
+    """A label with one face per pixel box ``[x1, y1, x2, y2]`` (corners in any order), clipped to the image.
+
+    Raises FaceCoreError naming the box (1-based, as the page numbers them) that is not numbers or is
+    smaller than 2 pixels either way after clipping; an empty list is refused too (use ``mark_no_face``).
+    """
+    try:
+        px = np.asarray(boxes_px, np.float32).reshape(-1, 4)
+    except (TypeError, ValueError):
+        raise FaceCoreError(f"the boxes must be [x1, y1, x2, y2] numbers, got {boxes_px!r}") from None
+    if len(px) == 0:
+        raise FaceCoreError("no box to save: draw a box around each face, or mark the photo 'No face'")
+    many = len(px) > 1
+    for i, row in enumerate(px):
+        name = f"box {i + 1}" if many else "the box"
+        if not np.isfinite(row).all():
+            raise FaceCoreError(f"{name}: the corners must be numbers")
     norm = B.clip(B.from_pixels(px, width, height))
-    x1, y1, x2, y2 = B.to_pixels(norm, width, height)[0].tolist()
-    if x2 - x1 < 2 or y2 - y1 < 2:
-        raise FaceCoreError(f"the box ({x1:.0f}, {y1:.0f}) - ({x2:.0f}, {y2:.0f}) is too small or outside the "
-                            f"{width}x{height} image: draw it around the face")
+    for i, (x1, y1, x2, y2) in enumerate(B.to_pixels(norm, width, height).tolist()):
+        if x2 - x1 < 2 or y2 - y1 < 2:
+            name = f"box {i + 1}" if many else "the box"
+            raise FaceCoreError(f"{name} ({x1:.0f}, {y1:.0f}) - ({x2:.0f}, {y2:.0f}) is too small or outside the "
+                                f"{width}x{height} image: draw it around the face")
     return ImageLabel(width, height, norm)
 
 
@@ -183,9 +220,15 @@ def image_size(item: Item) -> tuple[int, int]:
 
 def save_pixel_box(dataset: Dataset, stem: str, box_px, size: tuple[int, int] | None = None) -> Item:
     """Save one face box given in pixels ``[x1, y1, x2, y2]`` for image ``stem`` (atomic write)."""
+    return save_pixel_boxes(dataset, stem, [box_px], size)
+
+
+def save_pixel_boxes(dataset: Dataset, stem: str, boxes_px, size: tuple[int, int] | None = None) -> Item:
+    """Save every face box given in pixels (a list of ``[x1, y1, x2, y2]``) as the label of ``stem``
+    (one atomic write; nothing is written when a box is refused)."""
     item = dataset.item(stem)
     w, h = size or image_size(item)
-    return dataset.set_label(stem, label_from_pixels(*[float(v) for v in box_px], w, h))
+    return dataset.set_label(stem, label_from_pixel_boxes(boxes_px, w, h))
 
 
 def mark_no_face(dataset: Dataset, stem: str, size: tuple[int, int] | None = None) -> Item:
@@ -228,6 +271,39 @@ def canvas_rect_to_pixels(rect: dict, scale: float, width: int, height: int) -> 
     return [round(float(v), 1) for v in px]
 
 
+def match_boxes(old_px, new_px, tol: float = 1.0) -> list[int | None]:
+    """For each pixel box in ``new_px``, the index of the box in ``old_px`` it still equals (every corner
+    within ``tol`` pixels; each old box matched once), or None for a box drawn, moved or resized since.
+
+    The canvas reports all its boxes after every change, in its own order: this tells which ones the user
+    touched, so untouched boxes keep their colour (saved, proposal) and the touched one gets selected.
+    """
+    old = np.asarray(old_px, np.float64).reshape(-1, 4)
+    used: set[int] = set()
+    out: list[int | None] = []
+    for box in np.asarray(new_px, np.float64).reshape(-1, 4):
+        hit = None
+        for i, o in enumerate(old):
+            if i not in used and np.abs(o - box).max() <= tol:
+                hit = i
+                break
+        if hit is not None:
+            used.add(hit)
+        out.append(hit)
+    return out
+
+
+def new_boxes(existing, proposed, min_iou: float = 0.5) -> list[int]:
+    """Indices of the ``proposed`` boxes that overlap none of the ``existing`` ones by ``min_iou`` or more
+    (same units for both): a proposal for a face already boxed adds nothing."""
+    prop = np.asarray(proposed, np.float32).reshape(-1, 4)
+    have = np.asarray(existing, np.float32).reshape(-1, 4)
+    if not len(have):
+        return list(range(len(prop)))
+    overlap = B.iou_matrix(prop, have)
+    return [i for i in range(len(prop)) if overlap[i].max() < min_iou]
+
+
 # -- adding images ---------------------------------------------------------------------------
 def add_files(dataset: Dataset, files: Iterable[tuple[str, bytes]]) -> AddReport:
     """Add uploaded files ``(name, bytes)``: images (jpg, png, webp) one by one, ``.zip`` archives with
@@ -243,11 +319,11 @@ def add_files(dataset: Dataset, files: Iterable[tuple[str, bytes]]) -> AddReport
             try:
                 sub: ImportReport = dataset.import_zip(data)
             except ImportRejected as exc:
-                report.skipped.append((name, str(exc)))
+                report.skipped.append((name, reason(exc, name)))
                 continue
             report.added += sub.added
             report.labeled += sub.labeled
-            report.skipped += [(f"{name}: {n}", why) for n, why in sub.skipped]
+            report.skipped += [(f"{name}: {n}", reason(why, n)) for n, why in sub.skipped]
             continue
         if ext not in UPLOAD_TYPES:
             report.skipped.append((name, f"unsupported file type .{ext or '?'} (use jpg, png, webp or a .zip)"))
@@ -255,8 +331,19 @@ def add_files(dataset: Dataset, files: Iterable[tuple[str, bytes]]) -> AddReport
         try:
             report.added.append(dataset.add_image(data, name).stem)
         except (ImageReadError, DatasetError) as exc:
-            report.skipped.append((name, str(exc)))
+            report.skipped.append((name, reason(exc, name)))
     return report
+
+
+def reason(error, name: str) -> str:
+    """The message of ``error`` (an exception or text) for a report that already shows ``name`` next to it:
+    facecore's messages start with the file they are about (``"broken.jpg: not a readable image"``), and
+    the name must not appear twice (``"broken.jpg: broken.jpg: ..."``)."""
+    text = str(error)
+    for prefix in (f"{name}: ", f"{Path(name).name}: "):
+        if text.startswith(prefix):
+            return text[len(prefix):]
+    return text
 
 
 def snapshot_digest(data: bytes) -> str:
@@ -279,19 +366,37 @@ def add_snapshot(dataset: Dataset, data: bytes, seen: set[str], now: float | Non
 
 
 # -- model proposals -------------------------------------------------------------------------
-def _best(dets: list[Detection], name: str) -> Proposal | None:
-    if not dets:
+def _proposal(dets: list[Detection], name: str, min_score: float = 0.0) -> Proposal | None:
+    """Every detection scoring at least ``min_score`` whose box stays valid inside the image, best first."""
+    keep = []
+    for d in dets:
+        if float(d.score) < min_score:
+            continue
+        box = B.clip(d.box)[0]
+        if B.is_valid(box[None]).all():
+            keep.append((float(d.score), box))
+    if not keep:
         return None
-    best = max(dets, key=lambda d: d.score)
-    box = B.clip(best.box)[0]
-    if not B.is_valid(box[None]).all():
-        return None
-    return Proposal(box, float(best.score), name)
+    keep.sort(key=lambda t: -t[0])
+    return Proposal(np.stack([b for _, b in keep]), tuple(s for s, _ in keep), name)
 
 
-def propose(detector: Detector, rgb: np.ndarray) -> Proposal | None:
-    """The detector's best face in ``rgb`` (H, W, 3) as a Proposal, or None when it finds none."""
-    return _best(detector.detect(rgb), getattr(detector, "name", "detector"))
+def propose(detector: Detector, rgb: np.ndarray, min_score: float = 0.0) -> Proposal | None:
+    """Every face the detector finds in ``rgb`` (H, W, 3) scoring at least ``min_score``, as one Proposal
+    (best first), or None when it finds none."""
+    return _proposal(detector.detect(rgb), getattr(detector, "name", "detector"), min_score)
+
+
+PREFERRED_DETECTORS = ("blazeface",)  # built-in multi-face detectors, best first: the proposals' default
+
+
+def default_detector(names: list[str]) -> int:
+    """Index in ``names`` (``facecore.detect.detector_names``) of the detector proposals start with:
+    a built-in multi-face detector when there is one, else the first."""
+    for preferred in PREFERRED_DETECTORS:
+        if preferred in names:
+            return names.index(preferred)
+    return 0
 
 
 def _has_label(dataset: Dataset, stem: str) -> bool:
@@ -301,12 +406,13 @@ def _has_label(dataset: Dataset, stem: str) -> bool:
 def prelabel(dataset: Dataset, detector: Detector, stems: Iterable[str] | None = None,
              on_progress: Callable[[int, int, str, Proposal | None], bool | None] | None = None,
              min_score: float = 0.0, skip_labeled: bool | None = None, batch_size: int = 8) -> PrelabelResult:
-    """Propose a box for each unlabeled image (or for ``stems``); saves nothing.
+    """Propose boxes for each unlabeled image (or for ``stems``); saves nothing.
 
     ``on_progress(done, total, stem, proposal)`` is called after each image; returning False cancels
     (the result then holds what was done so far, ``cancelled=True``). With ``skip_labeled`` (the
     default when ``stems`` is None) images labeled meanwhile, e.g. in another tab, are skipped.
-    Proposals scoring below ``min_score`` count as no face. Detectors with ``detect_batch`` get
+    Each proposal holds every face found scoring at least ``min_score``; an image with none counts as
+    no face. Detectors with ``detect_batch`` get
     ``batch_size`` images at a time.
     """
     items = {it.stem: it for it in dataset.items()}  # listed once: per-image lookups would be O(n^2)
@@ -341,11 +447,10 @@ def prelabel(dataset: Dataset, detector: Detector, stems: Iterable[str] | None =
             if stem in why:
                 result.failed.append((stem, why[stem]))
             elif stem in dets:
-                prop = _best(dets[stem], name)
-                if prop is not None and prop.score >= min_score:
+                prop = _proposal(dets[stem], name, min_score)
+                if prop is not None:
                     result.proposals[stem] = prop
                 else:
-                    prop = None
                     result.no_face.append(stem)
             done += 1
             if on_progress is not None and on_progress(done, total, stem, prop) is False:
@@ -355,10 +460,10 @@ def prelabel(dataset: Dataset, detector: Detector, stems: Iterable[str] | None =
 
 
 def accept_proposal(dataset: Dataset, stem: str, proposal: Proposal) -> Item:
-    """Save ``proposal`` as the label of ``stem`` (the user accepted it)."""
+    """Save every box of ``proposal`` as the label of ``stem`` (the user accepted it)."""
     item = dataset.item(stem)
     w, h = image_size(item)
-    return dataset.set_label(stem, ImageLabel(w, h, proposal.box[None]))
+    return dataset.set_label(stem, ImageLabel(w, h, proposal.boxes))
 
 
 def accept_proposals(dataset: Dataset, proposals: dict[str, Proposal]) -> tuple[list[str], list[tuple[str, str]]]:
@@ -384,15 +489,15 @@ def accept_proposals(dataset: Dataset, proposals: dict[str, Proposal]) -> tuple[
 # -- drawing ---------------------------------------------------------------------------------
 def draw_label(rgb: np.ndarray, label: ImageLabel | None, proposal: Proposal | None = None,
                status: str | None = None) -> np.ndarray:
-    """A copy of ``rgb`` with the saved boxes (green), a proposal (orange, with its score) and,
+    """A copy of ``rgb`` with the saved boxes (green), a proposal's boxes (orange, with their scores) and,
     for images without a face box, the status written in the corner."""
     out = rgb
     if label is not None and label.has_face:
         out = draw_detections(out, [Detection(1.0, b) for b in label.boxes], threshold=0.0,
                               color=SAVED_COLOR, show_score=False)
     if proposal is not None:
-        out = draw_detections(out, [Detection(proposal.score, proposal.box, "proposal")], threshold=0.0,
-                              color=PROPOSAL_COLOR)
+        out = draw_detections(out, [Detection(s, b, "proposal") for s, b in zip(proposal.scores, proposal.boxes)],
+                              threshold=0.0, color=PROPOSAL_COLOR)
     if out is rgb:
         out = rgb.copy()
     if status in (NO_FACE, UNLABELED, BROKEN):

@@ -144,6 +144,42 @@ def test_save_pixel_box_and_no_face_write_labelme(tiny_dataset):
     assert L.entry(ds.item("img000")).status == L.NO_FACE
 
 
+def test_save_several_boxes_and_refuse_a_bad_one(tiny_dataset):
+    ds = tiny_dataset
+    L.save_pixel_boxes(ds, "img012", [[10, 10, 50, 60], [150, 110, 90, 40]], (160, 120))  # any corner order
+    doc = json.loads((ds.labels_dir / "img012.json").read_text())
+    assert [s["points"] for s in doc["shapes"]] == [[[10, 10], [50, 60]], [[90, 40], [150, 110]]]
+    with pytest.raises(FaceCoreError, match="box 2"):
+        L.save_pixel_boxes(ds, "img013", [[10, 10, 50, 60], [10, 10, 11, 50]], (160, 120))
+    with pytest.raises(FaceCoreError, match="No face"):
+        L.save_pixel_boxes(ds, "img013", [], (160, 120))
+    assert not (ds.labels_dir / "img013.json").exists()  # nothing written when a box is refused
+
+
+def test_match_boxes_tells_touched_boxes_apart():
+    old = [[10, 10, 50, 50], [60, 60, 100, 100], [0, 0, 5, 5]]
+    # canvas order changed, box 0 moved, box 2 deleted, one new box
+    new = [[60.4, 59.8, 100, 100.3], [20, 10, 60, 50], [1, 2, 30, 40]]
+    assert L.match_boxes(old, new) == [1, None, None]
+    assert L.match_boxes(old, old) == [0, 1, 2]
+    assert L.match_boxes([[1, 1, 9, 9]], [[1, 1, 9, 9], [1, 1, 9, 9]]) == [0, None]  # each old box once
+    assert L.match_boxes([], []) == []
+
+
+def test_new_boxes_skips_faces_already_boxed():
+    saved = [[0.1, 0.1, 0.4, 0.5]]
+    proposed = [[0.12, 0.1, 0.41, 0.52], [0.6, 0.5, 0.9, 0.9]]
+    assert L.new_boxes(saved, proposed) == [1]
+    assert L.new_boxes([], proposed) == [0, 1]
+
+
+def test_reason_names_the_file_once():
+    from facecore.errors import ImageReadError
+    assert L.reason(ImageReadError("broken.jpg: not a readable image"), "broken.jpg") == "not a readable image"
+    assert L.reason("x/broken.jpg: bad", "broken.jpg") == "x/broken.jpg: bad"
+    assert L.reason("a/b.jpg: bad", "a/b.jpg") == "bad"
+
+
 def test_two_writers_never_leave_a_half_written_label(tiny_dataset):
     """Two tabs saving the same image: every read sees one whole label or the other."""
     ds = tiny_dataset
@@ -188,6 +224,8 @@ def test_add_files_images_zip_and_bad_files(tmp_path, tiny_dataset):
     assert report.labeled == 1
     skipped = dict(report.skipped)
     assert "broken.jpg" in skipped and "not a readable image" in skipped["broken.jpg"]
+    assert all(not why.startswith(name.split(": ")[-1]) for name, why in report.skipped), report.skipped  # named once
+    assert skipped["set.zip: set/images/z2.jpg"].startswith("not a readable image")
     assert "notes.txt" in skipped and "unsupported" in skipped["notes.txt"]
     assert "bad.zip" in skipped and "set.zip: set/images/z2.jpg" in skipped
     assert sorted(p.name for p in ds.images_dir.iterdir()) == ["a.jpg", "a_1.jpg", "b.png", "z1.jpg"]
@@ -210,13 +248,33 @@ def test_add_snapshot_saves_each_photo_once(tiny_dataset):
 
 
 # -- proposals ---------------------------------------------------------------------------------
-def test_propose_takes_best_and_handles_none():
+def test_propose_keeps_every_face_best_first_and_handles_none():
     rgb = np.zeros((120, 160, 3), np.uint8)
     p = L.propose(FixedDetector(), rgb)
-    assert p.detector == "fixed" and p.score == pytest.approx(0.9)
+    assert p.detector == "fixed" and p.score == pytest.approx(0.9) and p.scores == pytest.approx((0.9, 0.3))
+    np.testing.assert_allclose(p.boxes, [[0.25, 0.2, 0.75, 0.8], [0, 0, 0.1, 0.1]])  # both faces, best first
     np.testing.assert_allclose(p.box, [0.25, 0.2, 0.75, 0.8])
+    only = L.propose(FixedDetector(), rgb, min_score=0.5)
+    assert only.boxes.shape == (1, 4) and only.scores == pytest.approx((0.9,))
     assert L.propose(FixedDetector(box=None), rgb) is None
-    assert L.propose(FixedDetector(box=(0.5, 0.5, 0.5, 0.9)), rgb) is None  # degenerate
+    degenerate = L.propose(FixedDetector(box=(0.5, 0.5, 0.5, 0.9)), rgb)
+    assert degenerate.boxes.shape == (1, 4) and degenerate.score == pytest.approx(0.3)  # the flat box is dropped
+    assert L.propose(FixedDetector(box=(0.5, 0.5, 0.5, 0.9)), rgb, min_score=0.5) is None
+
+
+def test_proposal_shapes():
+    one = L.Proposal(np.array([0.1, 0.1, 0.5, 0.5], np.float32), 0.8, "x")
+    assert one.boxes.shape == (1, 4) and one.scores == (0.8,)
+    two = L.Proposal([[0.1, 0.1, 0.5, 0.5], [0.5, 0.5, 0.9, 0.9]], [0.4, 0.7], "x")
+    assert two.score == pytest.approx(0.7)
+    np.testing.assert_allclose(two.box, [0.5, 0.5, 0.9, 0.9])
+    with pytest.raises(ValueError):
+        L.Proposal([[0.1, 0.1, 0.5, 0.5]], [0.4, 0.7], "x")
+
+
+def test_default_detector_prefers_blazeface():
+    assert L.default_detector(["haar", "mine", "blazeface"]) == 2
+    assert L.default_detector(["haar", "mine"]) == 0
 
 
 def test_haar_proposes_the_face_of_a_real_photo():
@@ -282,7 +340,8 @@ def test_accept_proposals_keeps_labels_saved_meanwhile(tiny_dataset):
     assert saved == ["img012", "img014"]
     assert [s for s, _ in skipped] == ["img013", "img015"]
     np.testing.assert_allclose(read_label(ds.labels_dir / "img013.json").pixel_boxes()[0], [1, 2, 30, 40])
-    np.testing.assert_allclose(read_label(ds.labels_dir / "img012.json").pixel_boxes()[0], [40, 24, 120, 96], atol=1e-3)
+    both = read_label(ds.labels_dir / "img012.json").pixel_boxes()  # every proposed face is saved
+    np.testing.assert_allclose(both, [[40, 24, 120, 96], [0, 0, 16, 12]], atol=1e-3)
     item = L.accept_proposal(ds, "img013", props["img013"])  # one explicit accept overwrites
     np.testing.assert_allclose(read_label(item.label).boxes[0], [0.25, 0.2, 0.75, 0.8], atol=1e-6)
 
@@ -296,10 +355,10 @@ def test_thumbnail_draws_saved_boxes_and_proposals(tiny_dataset):
     assert th.shape == (60, 80, 3)
     green = (th[:, :, 1] > 180) & (th[:, :, 0] < 60) & (th[:, :, 2] < 60)
     assert green[10, 10:70].sum() > 40  # the top edge of the box, scaled by 1/2
-    prop = L.Proposal(np.array([0.1, 0.1, 0.5, 0.5], np.float32), 0.8, "fixed")
+    prop = L.Proposal([[0.1, 0.1, 0.4, 0.45], [0.6, 0.5, 0.9, 0.95]], [0.8, 0.6], "fixed")
     th = L.thumbnail(L.entry(ds.item("img014")), size=160, proposal=prop)
     orange = (th[:, :, 0] > 230) & (np.abs(th[:, :, 1].astype(int) - 140) < 30) & (th[:, :, 2] < 40)
-    assert orange.sum() > 100
+    assert orange[:, :80].sum() > 60 and orange[:, 80:].sum() > 60  # both proposed faces are drawn
     raw = read_image(ds.item("img014").image)
     assert not np.array_equal(L.draw_label(raw, None, None, L.UNLABELED), raw)  # "unlabeled" is written on it
     lab = ImageLabel(160, 120)

@@ -137,3 +137,15 @@ def test_sample_labels_all_parse():
     for p in labels:
         lab = read_labelme(p)
         assert lab.has_face and (lab.boxes[:, :2] < lab.boxes[:, 2:]).all()
+
+
+def test_several_faces_survive_labelme_and_voc_round_trips(tmp_path):
+    """Every box is kept, in order, through labelme -> VOC -> labelme (issue 17: not only the first)."""
+    lab = ImageLabel(640, 480, [[0.1, 0.2, 0.3, 0.4], [0.5, 0.5, 0.9, 0.8], [0.05, 0.6, 0.2, 0.95]])
+    j = read_labelme(write_labelme(tmp_path / "a.json", lab, "a.jpg"))
+    assert len(json.loads((tmp_path / "a.json").read_text())["shapes"]) == 3
+    v = read_voc(write_voc(tmp_path / "a.xml", j, "a.jpg"))
+    back = read_label(write_labelme(tmp_path / "b.json", v, "a.jpg"))
+    for got in (j, v, back):
+        assert got.boxes.shape == (3, 4)
+        np.testing.assert_allclose(got.boxes, lab.boxes, atol=1 / 480)  # VOC rounds corners to whole pixels
