@@ -32,12 +32,16 @@ def chromium_or_skip():
 
 
 @contextlib.contextmanager
-def serve_app(data_root, models_root, tmp_path, timeout: float = 60, drop_ice_servers: bool = False):
+def serve_app(data_root, models_root, tmp_path, timeout: float = 60, drop_ice_servers: bool = False,
+              python: str | None = None, cwd=None, file_watcher: str | None = "none", with_process: bool = False):
     """``streamlit run streamlit_app.py`` on a free loopback port against ``data_root``/``models_root``.
 
     Yields the base URL once /_stcore/health answers; the server's output goes to
     ``tmp_path / "streamlit.log"``. With ``drop_ice_servers`` any FACETRACK_* STUN/TURN/ICE settings
-    are left out of the server's environment (WebRTC over loopback needs none).
+    are left out of the server's environment (WebRTC over loopback needs none). ``python`` / ``cwd``: the
+    interpreter and project folder to serve from (default: this one, the repository); ``file_watcher``
+    sets ``server.fileWatcherType`` (None: whatever ``.streamlit/config.toml`` says); ``with_process``
+    yields ``(url, Popen)`` instead of the URL.
     """
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -50,10 +54,10 @@ def serve_app(data_root, models_root, tmp_path, timeout: float = 60, drop_ice_se
     log_path = tmp_path / "streamlit.log"
     log = open(log_path, "wb")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "streamlit_app.py", "--server.port", str(port),
+        [python or sys.executable, "-m", "streamlit", "run", "streamlit_app.py", "--server.port", str(port),
          "--server.address", "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false",
-         "--server.fileWatcherType", "none"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+         *(["--server.fileWatcherType", file_watcher] if file_watcher else [])],
+        cwd=cwd or ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
         end = time.monotonic() + timeout
@@ -67,7 +71,7 @@ def serve_app(data_root, models_root, tmp_path, timeout: float = 60, drop_ice_se
                 pass
             assert time.monotonic() < end, f"streamlit did not answer at {url} within {timeout:.0f} s"
             time.sleep(0.3)
-        yield url
+        yield (url, proc) if with_process else url
     finally:
         proc.terminate()
         try:
