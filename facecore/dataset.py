@@ -24,7 +24,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from . import boxes as B
-from .errors import DatasetError, ImageReadError, ImportRejected, LabelFormatError
+from .errors import DatasetError, ImageReadError, ImportRejected, LabelFormatError, StorageError
 from .io import (IMAGE_EXTS, atomic_write_bytes, decode_image, encode_jpeg, image_header, publish, read_image,
                  recover_dir, recover_swaps, replace_dir, storage_errors)
 from .labels import (LABEL_EXTS, ImageLabel, labelme_document, orient_label, parse_label_bytes, read_label,
@@ -422,6 +422,8 @@ class Dataset:
         VOC labels are converted to labelme. Unlabeled images go without a JSON (no-face by convention).
         Returns the bytes when ``dest`` is None, else writes ``dest`` atomically and returns it.
         """
+        if dest is not None and not isinstance(dest, io.BytesIO):
+            self._check_export_dest(Path(dest))
         buf = io.BytesIO()
         with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
             for it in self.items():
@@ -442,6 +444,16 @@ class Dataset:
             dest.write(data)
             return dest
         return atomic_write_bytes(dest, data)
+
+    def _check_export_dest(self, dest: Path) -> None:
+        if dest.is_dir():
+            raise DatasetError(f"{dest}: is a folder; give the .zip file to write, e.g. {dest / (self.name + '.zip')}")
+        parent = dest.parent.resolve()
+        for inside in (self.images_dir, self.labels_dir, self.augmented.root):
+            inside = inside.resolve()
+            if parent == inside or inside in parent.parents:
+                raise DatasetError(f"{dest}: inside the dataset's {inside.name}/ folder, where it would be taken "
+                                   "for data; write the .zip somewhere else")
 
     # -- import -------------------------------------------------------------------------
     def import_zip(self, source, max_total_bytes: int = MAX_ZIP_TOTAL_BYTES) -> ImportReport:
@@ -475,13 +487,21 @@ class Dataset:
                     raise ImportRejected(f"{info.filename}: compression ratio {info.file_size / info.compress_size:.0f}:1 looks like a zip bomb; nothing was imported")
             if total > max_total_bytes:
                 raise ImportRejected(f"the archive unpacks to {total / 1e9:.1f} GB; the limit is {max_total_bytes / 1e9:.1f} GB")
-            files = {}
+            files, unreadable = {}, []
             for info in infos:
                 name = info.filename.replace("\\", "/")
                 if "__MACOSX" in name or PurePosixPath(name).name.startswith("."):
                     continue
-                files[name] = info
-            return self._import_entries(files, lambda info: zf.read(info))
+                if info.flag_bits & 0x1:
+                    unreadable.append((name, "encrypted (password-protected) entry; zip it again without a password"))
+                elif info.compress_type not in _ZIP_METHODS:
+                    unreadable.append((name, f"compressed with method {info.compress_type} (e.g. Deflate64), which "
+                                             "cannot be read here; zip it again with ordinary Deflate compression"))
+                else:
+                    files[name] = info
+            report = self._import_entries(files, lambda info: zf.read(info))
+            report.skipped[:0] = unreadable
+            return report
 
     def import_folder(self, folder: str | os.PathLike) -> ImportReport:
         """Import images and labelme/VOC labels found anywhere under ``folder`` (same rules as a zip)."""
@@ -489,8 +509,15 @@ class Dataset:
         if not folder.is_dir():
             raise ImportRejected(f"{folder}: not a folder")
         files = {p.relative_to(folder).as_posix(): p for p in sorted(folder.rglob("*"))
-                 if p.is_file() and not p.name.startswith(".")}
-        return self._import_entries(files, lambda p: p.read_bytes())
+                 if p.is_file() and not p.is_symlink() and not p.name.startswith(".")}
+
+        def read(p: Path) -> bytes:
+            if p.stat().st_size > MAX_ENTRY_BYTES:
+                raise ImageReadError(f"{p.name}: {p.stat().st_size / 1e6:.0f} MB, over the "
+                                     f"{MAX_ENTRY_BYTES // 1024**2} MB limit per file")
+            return p.read_bytes()
+
+        return self._import_entries(files, read)
 
     def _import_entries(self, files: dict, read) -> ImportReport:
         report = ImportReport()
@@ -504,23 +531,33 @@ class Dataset:
             if ext not in IMAGE_EXTS and ext not in LABEL_EXTS:
                 report.skipped.append((n, "not an image (jpg, png, webp, bmp) or a label (.json, .xml)"))
         used_labels: set[str] = set()
+        label_ext = "." + self.label_format()
         for name in sorted(images):
             try:
                 data = read(images[name])
-                img = decode_image(data, name)
-            except (ImageReadError, OSError, zipfile.BadZipFile) as exc:
-                report.skipped.append((name, str(exc).removeprefix(f"{name}: ")))  # the report names it already
+                head = image_header(data, name)  # refuses bombs before anything is decoded
+            except (ImageReadError, *_ENTRY_ERRORS) as exc:
+                report.skipped.append((name, _entry_error(name, exc)))  # the report names it already
                 continue
             label = None
             lab_name = _closest(name, labels.get(PurePosixPath(name).stem, []))
             if lab_name is not None:
                 used_labels.add(lab_name)
                 try:
-                    label = _parse_label_bytes(read(files[lab_name]), lab_name, (img.shape[1], img.shape[0]))
+                    notes: list[str] = []
+                    label = parse_label_bytes(read(files[lab_name]), lab_name, (head.width, head.height), notes)
+                    label, note = orient_label(label, head)
+                    report.notes.extend((lab_name, n.removeprefix(f"{lab_name}: ")) for n in notes + [note] if n)
                 except LabelFormatError as exc:
                     report.skipped.append((lab_name, f"{str(exc).removeprefix(f'{lab_name}: ')} "
                                                       "(image imported without its label)"))
-            item = self.add_image(data, PurePosixPath(name).name, label=label)
+                except _ENTRY_ERRORS as exc:
+                    report.skipped.append((lab_name, f"{_entry_error(lab_name, exc)} (image imported without its label)"))
+            try:
+                item = self.add_image(data, PurePosixPath(name).name, label=label, label_ext=label_ext)
+            except ImageReadError as exc:
+                report.skipped.append((name, str(exc).removeprefix(f"{name}: ")))
+                continue
             report.added.append(item.stem)
             report.labeled += label is not None
         for stem, names in labels.items():
@@ -547,14 +584,20 @@ def _closest(image_name: str, candidates: list[str]) -> str | None:
     return max(candidates, key=shared)
 
 
-def _parse_label_bytes(data: bytes, name: str, image_size: tuple[int, int]) -> ImageLabel:
-    if name.lower().endswith(".xml"):
-        return parse_voc(data, name)
-    try:
-        doc = json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise LabelFormatError(f"{name}: invalid JSON ({exc})") from None
-    return parse_labelme(doc, name, image_size)
+# What reading one archive entry or file may raise besides ImageReadError: a corrupt or truncated
+# entry (zlib/bz2/lzma errors, EOF, CRC), an unsupported method or encryption, a vanished file.
+_ENTRY_ERRORS = (OSError, zipfile.BadZipFile, EOFError, RuntimeError, NotImplementedError, ValueError)
+
+
+def _entry_error(name: str, exc: BaseException) -> str:
+    """Why entry ``name`` was skipped, without repeating its name (the report pairs them)."""
+    if isinstance(exc, RuntimeError) and "encrypted" in str(exc):
+        return "encrypted (password-protected) entry; zip it again without a password"
+    if isinstance(exc, NotImplementedError):
+        return "compression method not supported; zip it again with ordinary Deflate compression"
+    if isinstance(exc, (ImageReadError, StorageError)):
+        return str(exc).removeprefix(f"{name}: ")
+    return f"could not be read ({type(exc).__name__}: {str(exc)[:160]})"
 
 
 def split_items(items: list[Item], fractions=(0.7, 0.15, 0.15), seed: int = 0) -> dict[str, list[Item]]:

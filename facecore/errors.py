@@ -23,3 +23,17 @@ class DatasetError(FaceCoreError):
 
 class ImportRejected(DatasetError):
     """An upload or archive was refused (unsafe paths, too large, wrong type)."""
+
+
+class StorageError(FaceCoreError, OSError):
+    """A file could not be written or read for a reason outside facecore: read-only folder, full
+    disk, name too long, no permission. Also an ``OSError``, so older ``except OSError`` still holds."""
+
+
+class ModelFileError(FaceCoreError):
+    """A saved model (folder, ``meta.json``, ``.tflite`` or ``.keras`` file) is unusable, or a model
+    name points outside the models folder."""
+
+
+class BusyError(FaceCoreError):
+    """Another process holds the lock for this job (e.g. an augmentation of the same dataset)."""

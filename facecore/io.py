@@ -1,20 +1,37 @@
-"""Atomic file writes and image decoding shared by facecore."""
+"""Atomic file writes, folder swaps, storage-error messages and guarded image decoding shared by facecore."""
 
 from __future__ import annotations
 
+import errno
+import io as _io
 import os
+import re
 import shutil
 import tempfile
+import time
 import uuid
+import warnings
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import cv2
 import numpy as np
+from PIL import Image, UnidentifiedImageError
 
-from .errors import ImageReadError
+from .errors import FaceCoreError, ImageReadError, StorageError
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
+
+# Decoding limits (README "Limits"): the size is read from the header before any pixel is decoded,
+# so a 300 KB PNG declaring 50000x50000 costs nothing. 50 MP covers every phone camera's default mode.
+MAX_IMAGE_PIXELS = 50_000_000
+MAX_IMAGE_SIDE = 20_000
+MAX_IMAGE_FILE_BYTES = 64 * 1024**2
+
+# Our own limit is lower than Pillow's bomb check, whose warning would only be noise.
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 
 def _read_umask() -> int:
@@ -32,29 +49,189 @@ def publish(path: str | os.PathLike) -> None:
     os.chmod(path, (0o777 if os.path.isdir(path) else 0o666) & ~_UMASK)
 
 
+# -- storage errors ------------------------------------------------------------------------------
+_ERRNO_TEXT = {
+    errno.EROFS: ("the folder is read-only", "make it writable or choose another folder"),
+    errno.EACCES: ("permission denied", "make the folder writable or choose another folder"),
+    errno.EPERM: ("permission denied", "make the folder writable or choose another folder"),
+    errno.ENOSPC: ("the disk is full", "free some space and try again"),
+    errno.EDQUOT: ("the disk quota is used up", "free some space and try again"),
+    errno.ENAMETOOLONG: ("the file name is too long", "rename the file to something shorter"),
+    errno.ENOTDIR: ("a part of the path is a file, not a folder", "choose another path"),
+    errno.EISDIR: ("the path is a folder, not a file", "choose a file name"),
+    errno.ENOENT: ("the file or folder does not exist", "check the path"),
+    errno.EEXIST: ("something with that name already exists", "choose another name"),
+}
+
+
+def storage_message(exc: OSError, what: str) -> str:
+    """A sentence for people from an ``OSError`` met while trying to ``what`` (e.g. "save the label")."""
+    reason, advice = _ERRNO_TEXT.get(exc.errno, (exc.strerror or str(exc) or type(exc).__name__, "try again"))
+    where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+    return f"could not {what}: {reason}{where}; {advice}"
+
+
+@contextmanager
+def storage_errors(what: str):
+    """Turn an ``OSError`` inside the block into a ``StorageError`` saying what failed and why."""
+    try:
+        yield
+    except FaceCoreError:
+        raise
+    except OSError as exc:
+        raise StorageError(storage_message(exc, what)) from exc
+
+
+# -- folder swaps and their leftovers ------------------------------------------------------------
+# A save writes ``.<name>.tmp-<pid>-<hex>``, renames it ``.<name>.new-<tag>`` once complete, moves the
+# current folder aside to ``.<name>.old-<tag>`` and renames the new one into place. A process killed
+# between those renames leaves no ``<name>``; ``recover_dir`` finishes (from ``.new``) or undoes
+# (from ``.old``) the swap. Names without a pid come from older versions (``.old-<hex>``, mkdtemp ``.tmp-``).
+_SWAP_RE = re.compile(r"^\.(?P<name>.+?)\.(?P<kind>tmp|new|old)-(?P<tag>[^/]+)$")
+_PID_TAG_RE = re.compile(r"^(?P<pid>\d+)-[0-9a-f]{8}$")
+_FILE_LEFTOVER_RE = re.compile(r"^\.(?:upload\..*|.+\.tmp|.+\.part\.mp4|.+\.check)$")
+_NAME_ROOM = 80  # hidden names stay below the 255-byte limit of most file systems
+STALE_AFTER_S = 3600  # a leftover without a pid (older versions, mkstemp files) is stale after this
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True  # another thread of this process may be saving right now
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # exists, owned by someone else
+    return True
+
+
+def _age_s(p: Path) -> float:
+    try:
+        return time.time() - p.lstat().st_mtime
+    except OSError:
+        return 0.0
+
+
+def _stale(p: Path, pid: int | None) -> bool:
+    """A leftover nobody is writing any more: its process is gone, or (no pid) it is old."""
+    if pid is not None:
+        return not _pid_alive(pid) or _age_s(p) > 24 * 3600
+    return _age_s(p) > STALE_AFTER_S
+
+
+def _complete(p: Path) -> bool:
+    """Whether a leftover folder of an older version (no ``.new`` stage) holds a finished save."""
+    return (p / "meta.json").is_file() or ((p / "images").is_dir() and (p / "labels").is_dir())
+
+
+def _remove(p: Path) -> None:
+    if p.is_dir() and not p.is_symlink():
+        shutil.rmtree(p, ignore_errors=True)
+    else:
+        try:
+            p.unlink()
+        except OSError:
+            pass
+
+
+def recover_swaps(parent: str | os.PathLike) -> list[str]:
+    """Repair every folder swap under ``parent`` that a killed save left half done, and delete stale
+    ``.tmp``/``.new``/``.old`` folders and ``.upload``/``.tmp``/``.part`` files. Returns the names
+    restored or finished. Never raises: a read-only folder is left as it is."""
+    parent = Path(parent)
+    groups: dict[str, list[tuple[str, Path, int | None]]] = {}
+    try:
+        entries = list(parent.iterdir())
+    except OSError:
+        return []
+    for p in entries:
+        m = _SWAP_RE.match(p.name)
+        if m and p.is_dir():
+            t = _PID_TAG_RE.match(m["tag"])
+            groups.setdefault(m["name"], []).append((m["kind"], p, int(t["pid"]) if t else None))
+        elif _FILE_LEFTOVER_RE.match(p.name) and p.is_file() and _stale(p, _pid_in(p.name)):
+            _remove(p)
+    fixed = []
+    for short, found in groups.items():
+        if _recover_group(parent, short, found):
+            fixed.append(short)
+    return fixed
+
+
+def _pid_in(name: str) -> int | None:
+    m = re.search(r"\.(\d+)-", name)
+    return int(m.group(1)) if m else None
+
+
+def _recover_group(parent: Path, short: str, found) -> bool:
+    # the target's full name: the one folder whose clipped name matches, else the clipped name itself
+    out = next((p for p in parent.iterdir() if not p.name.startswith(".") and p.name[:_NAME_ROOM] == short),
+               parent / short)
+    restored = False
+    try:
+        if not out.exists():
+            done = [(k, p) for k, p, pid in found
+                    if (pid is None or not _pid_alive(pid)) and (k == "new" or (k == "tmp" and pid is None and _complete(p)))]
+            olds = [(k, p) for k, p, pid in found if k == "old" and (pid is None or not _pid_alive(pid))]
+            pick = max(done or olds, key=lambda kp: kp[1].stat().st_mtime_ns, default=None)
+            if pick is not None and (done or olds):
+                os.replace(pick[1], out)
+                restored = True
+                found = [f for f in found if f[1] != pick[1]]
+        for kind, p, pid in found:
+            if p.exists() and (_stale(p, pid) or (kind == "old" and out.exists() and pid is None)):
+                _remove(p)
+    except OSError:
+        pass
+    return restored
+
+
+def recover_dir(out_dir: str | os.PathLike) -> bool:
+    """``recover_swaps`` for the parent of ``out_dir``; True when ``out_dir`` was restored or finished."""
+    out = Path(out_dir)
+    return out.name[:_NAME_ROOM] in recover_swaps(out.parent)
+
+
 def replace_dir(out_dir: str | os.PathLike, write: Callable[[Path], None]) -> Path:
     """Atomically create or replace folder ``out_dir``: ``write(tmp)`` fills a temporary sibling folder,
     which is then renamed into place, so a reader never sees half of it (e.g. a model being saved).
 
-    The temporary and replaced folders are dot-named, so listings that skip dot-names ignore them.
+    The temporary and replaced folders are dot-named, so listings that skip dot-names ignore them;
+    a save killed half way is finished or undone by ``recover_dir`` (called on listing and loading).
+    An ``OSError`` (read-only folder, full disk) becomes a ``StorageError``.
     """
     out = Path(out_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
-        write(tmp)
-        for p in [*tmp.rglob("*"), tmp]:
-            publish(p)
+    with storage_errors(f"save {out}"):
+        out.parent.mkdir(parents=True, exist_ok=True)
+        recover_dir(out)
+        tag = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        short = out.name[:_NAME_ROOM]
+        tmp: Path | None = out.with_name(f".{short}.tmp-{tag}")
+        tmp.mkdir()
         old = None
-        if out.exists():
-            old = out.with_name(f".{out.name}.old-{uuid.uuid4().hex[:8]}")
-            os.replace(out, old)
-        os.replace(tmp, out)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        try:
+            write(tmp)
+            for p in [*tmp.rglob("*"), tmp]:
+                publish(p)
+            new = out.with_name(f".{short}.new-{tag}")
+            os.replace(tmp, new)  # complete from here on: a recovery may finish the swap with it
+            tmp = new
+            if out.exists():
+                old = out.with_name(f".{short}.old-{tag}")
+                os.replace(out, old)
+            os.replace(new, out)
+            tmp = None
+        except BaseException:
+            if old is not None and not out.exists():
+                os.replace(old, out)  # put the previous folder back
+                old = None
+            if tmp is not None:
+                shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        finally:
+            if old is not None and tmp is None:
+                shutil.rmtree(old, ignore_errors=True)
     return out
 
 
@@ -62,24 +239,29 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     """Write ``data`` to ``path`` so readers see the old file or the new one, never half of one.
 
     The bytes go to a temporary file in the same folder, are flushed to disk, then renamed
-    over ``path`` (``os.replace`` is atomic on POSIX and Windows).
+    over ``path`` (``os.replace`` is atomic on POSIX and Windows). An ``OSError`` (read-only
+    folder, full disk, name too long) becomes a ``StorageError`` naming ``path``.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        publish(tmp)
-        os.replace(tmp, path)
-    except BaseException:
+    with storage_errors(f"write {path}"):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.is_dir():
+            raise StorageError(f"could not write {path}: it is a folder; choose a file name")
+        # a short temporary name: ".<long name>.<random>.tmp" would pass the 255-byte limit first
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name[:_NAME_ROOM]}.{os.getpid()}-", suffix=".tmp", dir=path.parent)
         try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            publish(tmp)
+            os.replace(tmp, path)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
+            raise
     return path
 
 
@@ -88,26 +270,109 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def decode_image(data: bytes, name: str = "image") -> np.ndarray:
-    """Decode encoded image bytes (jpg/png/webp/bmp) to an RGB uint8 array of shape (H, W, 3).
+@dataclass(frozen=True)
+class ImageHeader:
+    """What an image file's header declares, read without decoding a pixel.
 
-    Raises ImageReadError naming ``name`` when the bytes are not a readable image.
+    ``width``/``height``: as shown (after the EXIF orientation, as ``decode_image`` returns it);
+    ``raw_width``/``raw_height``: as stored; ``orientation``: the EXIF tag (1 = none, 5..8 swap the sides).
     """
+
+    width: int
+    height: int
+    raw_width: int
+    raw_height: int
+    orientation: int = 1
+
+
+def image_header(data: bytes, name: str = "image") -> ImageHeader:
+    """Read the declared size of encoded image bytes and refuse it, before any decoding, when it is
+    past ``MAX_IMAGE_PIXELS`` or ``MAX_IMAGE_SIDE`` (decompression bombs). Raises ImageReadError."""
+    if len(data) > MAX_IMAGE_FILE_BYTES:
+        raise ImageReadError(f"{name}: {len(data) / 1e6:.0f} MB is over the {MAX_IMAGE_FILE_BYTES // 1024**2} MB "
+                             "limit per image file")
+    try:
+        with Image.open(_io.BytesIO(data)) as im:
+            w, h = im.size
+            try:
+                orientation = int(im.getexif().get(0x0112, 1) or 1)
+            except Exception:  # noqa: BLE001  a broken EXIF block only loses the orientation
+                orientation = 1
+    except Image.DecompressionBombError:
+        raise ImageReadError(f"{name}: declares far more than the {MAX_IMAGE_PIXELS / 1e6:.0f} megapixel limit "
+                             "(a decompression bomb?); use a smaller image") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError) as exc:
+        raise ImageReadError(f"{name}: not a readable image (corrupt file or unsupported format; "
+                             f"use jpg, png or webp)") from exc
+    if w <= 0 or h <= 0:
+        raise ImageReadError(f"{name}: declares an empty image ({w}x{h})")
+    if w * h > MAX_IMAGE_PIXELS or max(w, h) > MAX_IMAGE_SIDE:
+        raise ImageReadError(f"{name}: {w}x{h} pixels is over the limit of {MAX_IMAGE_PIXELS / 1e6:.0f} megapixels "
+                             f"and {MAX_IMAGE_SIDE} pixels per side; resize it and try again")
+    if orientation not in range(1, 9):
+        orientation = 1
+    sw, sh = (h, w) if orientation >= 5 else (w, h)
+    return ImageHeader(sw, sh, w, h, orientation)
+
+
+def decode_image(data: bytes, name: str = "image") -> np.ndarray:
+    """Decode encoded image bytes (jpg/png/webp/bmp) to an RGB uint8 array of shape (H, W, 3),
+    turned by its EXIF orientation. The size the header declares is checked first (``image_header``).
+
+    Raises ImageReadError naming ``name`` when the bytes are not a readable image or are too large.
+    """
+    head = image_header(data, name)
     arr = np.frombuffer(data, dtype=np.uint8)
-    img = cv2.imdecode(arr, cv2.IMREAD_COLOR) if arr.size else None
+    try:
+        # orientation applied below from the header, the same way for every format
+        img = cv2.imdecode(arr, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION) if arr.size else None
+    except cv2.error as exc:
+        raise ImageReadError(f"{name}: could not be decoded ({str(exc).strip().splitlines()[-1][:200]})") from None
     if img is None or img.size == 0:
         raise ImageReadError(f"{name}: not a readable image (corrupt file or unsupported format; use jpg, png or webp)")
-    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    return np.ascontiguousarray(apply_orientation(cv2.cvtColor(img, cv2.COLOR_BGR2RGB), head.orientation))
+
+
+def apply_orientation(img: np.ndarray, orientation: int) -> np.ndarray:
+    """Turn stored pixels the way EXIF ``orientation`` (1..8) says they are meant to be shown."""
+    if orientation == 2:
+        return img[:, ::-1]
+    if orientation == 3:
+        return img[::-1, ::-1]
+    if orientation == 4:
+        return img[::-1]
+    if orientation == 5:
+        return img.transpose(1, 0, 2)
+    if orientation == 6:
+        return img.transpose(1, 0, 2)[:, ::-1]
+    if orientation == 7:
+        return img.transpose(1, 0, 2)[::-1, ::-1]
+    if orientation == 8:
+        return img.transpose(1, 0, 2)[::-1]
+    return img
+
+
+def read_image_bytes(path: str | os.PathLike) -> bytes:
+    """The bytes of an image file, refusing files over ``MAX_IMAGE_FILE_BYTES`` before reading them."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        if size > MAX_IMAGE_FILE_BYTES:
+            raise ImageReadError(f"{path}: {size / 1e6:.0f} MB is over the {MAX_IMAGE_FILE_BYTES // 1024**2} MB "
+                                 "limit per image file")
+        return path.read_bytes()
+    except OSError as exc:
+        raise ImageReadError(f"{path}: cannot read the file ({exc.strerror or exc})") from exc
 
 
 def read_image(path: str | os.PathLike) -> np.ndarray:
-    """Read an image file as RGB uint8, shape (H, W, 3). Raises ImageReadError."""
-    path = Path(path)
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise ImageReadError(f"{path}: cannot read the file ({exc.strerror or exc})") from exc
-    return decode_image(data, str(path))
+    """Read an image file as RGB uint8, shape (H, W, 3), within the pixel limits. Raises ImageReadError."""
+    return decode_image(read_image_bytes(path), str(path))
+
+
+def read_image_header(path: str | os.PathLike) -> ImageHeader:
+    """``image_header`` of an image file (reads the file, decodes nothing). Raises ImageReadError."""
+    return image_header(read_image_bytes(path), str(path))
 
 
 def encode_jpeg(rgb: np.ndarray, quality: int = 95) -> bytes:
@@ -119,6 +384,6 @@ def encode_jpeg(rgb: np.ndarray, quality: int = 95) -> bytes:
 
 
 def image_size(path: str | os.PathLike) -> tuple[int, int]:
-    """(width, height) of an image file, decoding it. Raises ImageReadError."""
-    img = read_image(path)
-    return img.shape[1], img.shape[0]
+    """(width, height) of an image file as shown (EXIF orientation applied), from its header. Raises ImageReadError."""
+    h = read_image_header(path)
+    return h.width, h.height

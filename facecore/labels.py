@@ -47,25 +47,60 @@ def image_name(image_path: str) -> str:
     return PureWindowsPath(image_path).name if "\\" in image_path else Path(image_path).name
 
 
+# Bounds for what a label may declare: sizes beyond the image limit, or coordinates this far out,
+# are typos or attacks (1e39 would become float32 infinity).
+MAX_LABEL_BYTES = 64 * 1024**2
+MAX_COORD = 1e6
+MAX_SIDE = 20_000  # = facecore.io.MAX_IMAGE_SIDE
+FACE_SHAPES = ("rectangle", "polygon", "circle")
+
+
 def _fail(path, what: str):
     raise LabelFormatError(f"{path}: {what}")
 
 
-def _num(path, value, what: str) -> float:
+def _num(path, value, what: str, text_ok: bool = False) -> float:
+    # JSON true/false are ints to Python: refuse them, and text where JSON must hold a number
+    if isinstance(value, bool) or (isinstance(value, str) and not text_ok):
+        _fail(path, f"{what} is not a number ({value!r})")
     try:
         out = float(value)
-    except (TypeError, ValueError):
-        _fail(path, f"{what} is not a number ({value!r})")
+    except (TypeError, ValueError, OverflowError):
+        _fail(path, f"{what} is not a number ({str(value)[:40]!r})")
     if not np.isfinite(out):
         _fail(path, f"{what} is not finite ({value!r})")
+    if abs(out) > MAX_COORD:
+        _fail(path, f"{what} is {out:g}, far outside any image (limit {MAX_COORD:g})")
     return out
 
 
-def parse_labelme(data, path="labelme JSON", image_size: tuple[int, int] | None = None) -> ImageLabel:
+def _size(path, w, h, text_ok: bool = False) -> tuple[int, int]:
+    w, h = int(_num(path, w, "image width", text_ok)), int(_num(path, h, "image height", text_ok))
+    if w <= 0 or h <= 0:
+        _fail(path, f"image size must be positive, got {w}x{h}")
+    if max(w, h) > MAX_SIDE:
+        _fail(path, f"image size {w}x{h} is over the limit of {MAX_SIDE} pixels per side")
+    return w, h
+
+
+def _shape_box(path, i: int, kind: str, pts) -> list[float]:
+    if not isinstance(pts, list) or len(pts) < 2 or not all(isinstance(p, (list, tuple)) and len(p) == 2 for p in pts):
+        _fail(path, f"shape {i} ({kind}) needs at least two [x, y] points, got {str(pts)[:80]}")
+    arr = np.array([[_num(path, v, f"shape {i} point") for v in p] for p in pts], np.float64)
+    if kind == "circle":  # labelme: the centre and one point on the circle
+        r = float(np.hypot(*(arr[1] - arr[0])))
+        return [arr[0, 0] - r, arr[0, 1] - r, arr[0, 0] + r, arr[0, 1] + r]
+    return [arr[:, 0].min(), arr[:, 1].min(), arr[:, 0].max(), arr[:, 1].max()]
+
+
+def parse_labelme(data, path="labelme JSON", image_size: tuple[int, int] | None = None,
+                  notes: list[str] | None = None) -> ImageLabel:
     """Parse a decoded labelme document (dict). ``image_size`` (w, h) is used when the file lacks it.
 
-    Rectangles (two corners, any order) and polygons (their bounding box) are faces;
-    other shapes (points, lines) are ignored.
+    Rectangles (two corners, any order), polygons (their bounding box) and circles (their bounding
+    square) are faces. Other shapes (points, lines) cannot be a face box: a file holding only those is
+    refused (it is not a reviewed no-face label); beside face shapes they are skipped with a line in
+    ``notes``. A missing ``shapes`` list is refused too.
     """
     if not isinstance(data, dict):
         _fail(path, "not a labelme file (the top level must be a JSON object)")
@@ -74,39 +109,103 @@ def parse_labelme(data, path="labelme JSON", image_size: tuple[int, int] | None 
         if image_size is None:
             _fail(path, "imageWidth/imageHeight missing and the image size is unknown")
         w, h = image_size
-    w, h = int(_num(path, w, "imageWidth")), int(_num(path, h, "imageHeight"))
-    if w <= 0 or h <= 0:
-        _fail(path, f"image size must be positive, got {w}x{h}")
-    shapes = data.get("shapes", [])
+    w, h = _size(path, w, h)
+    if "shapes" not in data:
+        _fail(path, "no 'shapes' list (a labelme file lists its boxes there; an empty list marks a photo "
+                    "without a face)")
+    shapes = data["shapes"]
     if not isinstance(shapes, list):
         _fail(path, "'shapes' must be a list")
-    px = []
+    px, other = [], {}
     for i, shape in enumerate(shapes):
         if not isinstance(shape, dict):
             _fail(path, f"shape {i} is not an object")
         kind = shape.get("shape_type") or "rectangle"
-        if kind not in ("rectangle", "polygon"):
+        if kind not in FACE_SHAPES:
+            other[str(kind)[:20]] = other.get(str(kind)[:20], 0) + 1
             continue
-        pts = shape.get("points")
-        if not isinstance(pts, list) or len(pts) < 2 or not all(isinstance(p, (list, tuple)) and len(p) == 2 for p in pts):
-            _fail(path, f"shape {i} ({kind}) needs at least two [x, y] points, got {pts!r}")
-        arr = np.array([[_num(path, v, f"shape {i} point") for v in p] for p in pts], np.float32)
-        px.append([arr[:, 0].min(), arr[:, 1].min(), arr[:, 0].max(), arr[:, 1].max()])
-    boxes = B.from_pixels(px, w, h) if px else B.EMPTY.copy()
+        px.append(_shape_box(path, i, kind, shape.get("points")))
+    if other:
+        what = ", ".join(f"{n} {k}" for k, n in other.items())
+        if not px:
+            _fail(path, f"holds only {what} shape(s), which cannot mark a face: draw a rectangle around each "
+                        f"face (an empty 'shapes' list marks a photo without a face)")
+        if notes is not None:
+            notes.append(f"{path}: ignored {what} shape(s); only rectangles, polygons and circles are faces")
+    boxes = B.from_pixels(np.asarray(px, np.float32), w, h) if px else B.EMPTY.copy()
     return ImageLabel(w, h, boxes)
 
 
-def read_labelme(path, image_size: tuple[int, int] | None = None) -> ImageLabel:
-    """Read a labelme JSON file (``imageData`` embedded or null). Raises LabelFormatError."""
+def _read_label_bytes(path) -> bytes:
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        _fail(path, f"cannot read the file ({exc})")
+        p = Path(path)
+        if p.stat().st_size > MAX_LABEL_BYTES:
+            _fail(path, f"{p.stat().st_size / 1e6:.0f} MB is over the {MAX_LABEL_BYTES // 1024**2} MB limit per label file")
+        return p.read_bytes()
+    except OSError as exc:
+        _fail(path, f"cannot read the file ({exc.strerror or exc})")
+
+
+def loads_labelme(data: bytes | str, path="labelme JSON"):
+    """Decode labelme JSON bytes (UTF-8, with or without a BOM). Raises LabelFormatError, never
+    RecursionError: one hostile label must cost only that label."""
+    if isinstance(data, (bytes, bytearray)):
+        try:
+            data = bytes(data).decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            _fail(path, f"not UTF-8 text ({exc.reason} at byte {exc.start})")
+    else:
+        data = data.lstrip("\ufeff")
     try:
-        data = json.loads(text)
+        return json.loads(data)
     except json.JSONDecodeError as exc:
         _fail(path, f"invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}")
-    return parse_labelme(data, path, image_size)
+    except RecursionError:
+        _fail(path, "nested too deeply to be a labelme file")
+
+
+def read_labelme(path, image_size: tuple[int, int] | None = None, notes: list[str] | None = None) -> ImageLabel:
+    """Read a labelme JSON file (``imageData`` embedded or null). Raises LabelFormatError."""
+    return parse_labelme(loads_labelme(_read_label_bytes(path), path), path, image_size, notes)
+
+
+def parse_label_bytes(data: bytes, name: str, image_size: tuple[int, int] | None = None,
+                      notes: list[str] | None = None) -> ImageLabel:
+    """Parse label file contents by ``name``'s extension (.json labelme, .xml VOC). Raises LabelFormatError."""
+    if len(data) > MAX_LABEL_BYTES:
+        _fail(name, f"{len(data) / 1e6:.0f} MB is over the {MAX_LABEL_BYTES // 1024**2} MB limit per label file")
+    ext = Path(str(name)).suffix.lower()
+    if ext == ".xml":
+        return parse_voc(data, name)
+    if ext == ".json":
+        return parse_labelme(loads_labelme(data, name), name, image_size, notes)
+    _fail(name, f"unsupported label type {ext!r} (use labelme .json or Pascal VOC .xml)")
+
+
+def orient_label(label: ImageLabel, header) -> tuple[ImageLabel, str | None]:
+    """Fit a label to its photo as shown (``facecore.io.ImageHeader``): a label drawn on the stored
+    pixels of an EXIF-rotated photo (its size is the stored one, sides swapped) gets its boxes turned
+    the same way. Returns the label and a note for people when it was turned, rescaled or is ambiguous."""
+    shown, raw, o = (header.width, header.height), (header.raw_width, header.raw_height), header.orientation
+    size = (label.width, label.height)
+    if size == shown and (o == 1 or shown != raw):
+        return ImageLabel(*shown, label.boxes), None
+    if o != 1 and size == raw and shown != raw:
+        b = label.boxes.astype(np.float64)
+        x1, y1, x2, y2 = b[:, 0], b[:, 1], b[:, 2], b[:, 3]
+        # (x, y) stored -> (x', y') shown, for the EXIF orientations that swap the sides
+        f = {5: lambda x, y: (y, x), 6: lambda x, y: (1 - y, x),
+             7: lambda x, y: (1 - y, 1 - x), 8: lambda x, y: (y, 1 - x)}[o]
+        ax, ay = f(x1, y1)
+        bx, by = f(x2, y2)
+        boxes = np.stack([ax, ay, bx, by], axis=1).astype(np.float32) if len(b) else B.EMPTY.copy()
+        return ImageLabel(*shown, boxes), (f"label drawn on the stored {raw[0]}x{raw[1]} pixels of a photo that "
+                                           f"EXIF turns to {shown[0]}x{shown[1]}: its boxes were turned with it")
+    if size == shown:
+        return ImageLabel(*shown, label.boxes), (f"the photo has EXIF orientation {o}; the label is taken as "
+                                                 f"drawn on the photo as shown, upright")
+    return ImageLabel(*shown, label.boxes), (f"label made for a {size[0]}x{size[1]} image, the photo is "
+                                             f"{shown[0]}x{shown[1]}: its boxes were rescaled; check them")
 
 
 def labelme_document(label: ImageLabel, image_filename: str, label_name: str = "face") -> dict:
@@ -130,11 +229,7 @@ def write_labelme(path, label: ImageLabel, image_filename: str) -> Path:
 
 def read_voc(path) -> ImageLabel:
     """Read a labelImg / Pascal VOC XML file; every ``<object>`` is a face. Raises LabelFormatError."""
-    try:
-        data = Path(path).read_bytes()
-    except OSError as exc:
-        _fail(path, f"cannot read the file ({exc})")
-    return parse_voc(data, path)
+    return parse_voc(_read_label_bytes(path), path)
 
 
 def parse_voc(data: bytes | str, path="VOC XML") -> ImageLabel:
@@ -143,15 +238,14 @@ def parse_voc(data: bytes | str, path="VOC XML") -> ImageLabel:
         root = ET.fromstring(data)
     except ET.ParseError as exc:
         _fail(path, f"invalid XML ({exc})")
+    except (RecursionError, ValueError) as exc:
+        _fail(path, f"not a Pascal VOC file ({type(exc).__name__})")
     if root.tag != "annotation":
         _fail(path, f"not a Pascal VOC file (root element is <{root.tag}>, expected <annotation>)")
     size = root.find("size")
     if size is None or size.findtext("width") is None or size.findtext("height") is None:
         _fail(path, "<size> with <width> and <height> is missing")
-    w = int(_num(path, size.findtext("width"), "width"))
-    h = int(_num(path, size.findtext("height"), "height"))
-    if w <= 0 or h <= 0:
-        _fail(path, f"image size must be positive, got {w}x{h}")
+    w, h = _size(path, size.findtext("width"), size.findtext("height"), text_ok=True)
     px = []
     for i, obj in enumerate(root.findall("object")):
         bb = obj.find("bndbox")
@@ -161,9 +255,9 @@ def parse_voc(data: bytes | str, path="VOC XML") -> ImageLabel:
         for tag in ("xmin", "ymin", "xmax", "ymax"):
             if bb.findtext(tag) is None:
                 _fail(path, f"object {i} <bndbox> lacks <{tag}>")
-            vals.append(_num(path, bb.findtext(tag), tag))
+            vals.append(_num(path, bb.findtext(tag), tag, text_ok=True))
         px.append(vals)
-    return ImageLabel(w, h, B.from_pixels(px, w, h) if px else B.EMPTY.copy())
+    return ImageLabel(w, h, B.from_pixels(np.asarray(px, np.float32), w, h) if px else B.EMPTY.copy())
 
 
 def voc_document(label: ImageLabel, image_filename: str, label_name: str = "face") -> str:
@@ -189,14 +283,13 @@ def write_voc(path, label: ImageLabel, image_filename: str) -> Path:
     return atomic_write_text(path, voc_document(label, image_filename))
 
 
-def read_label(path, image_size: tuple[int, int] | None = None) -> ImageLabel:
-    """Read a ``.json`` (labelme) or ``.xml`` (VOC) label file. Raises LabelFormatError."""
+def read_label(path, image_size: tuple[int, int] | None = None, notes: list[str] | None = None) -> ImageLabel:
+    """Read a ``.json`` (labelme) or ``.xml`` (VOC) label file. Raises LabelFormatError (never a
+    RecursionError or OSError: a broken label costs only that label)."""
     ext = Path(path).suffix.lower()
-    if ext == ".json":
-        return read_labelme(path, image_size)
-    if ext == ".xml":
-        return read_voc(path)
-    _fail(path, f"unsupported label type {ext!r} (use labelme .json or Pascal VOC .xml)")
+    if ext not in LABEL_EXTS:
+        _fail(path, f"unsupported label type {ext!r} (use labelme .json or Pascal VOC .xml)")
+    return parse_label_bytes(_read_label_bytes(path), path, image_size, notes)
 
 
 def write_label(path, label: ImageLabel, image_filename: str) -> Path:
