@@ -64,7 +64,7 @@ def test_sample_is_read_only_and_copy_switches_to_it(workspace_env):
     data, _ = workspace_env
     at = start()
     assert at.sidebar.selectbox[0].value == "sample"
-    assert "read-only" in texts(at) and not [b for b in at.button if b.label in ("Save box", "No face")]
+    assert "read-only" in texts(at) and not [b for b in at.button if b.label in ("Save boxes", "No face")]
     assert at.progress[0].proto.text == "90 of 90 labeled"
     at.text_input(key="lab_copy_name").set_value("edit-me")
     at = run(button(at, "Copy to my workspace to edit").click())
@@ -72,7 +72,7 @@ def test_sample_is_read_only_and_copy_switches_to_it(workspace_env):
     assert "Copied the sample" in texts(at)
     copy = Dataset.open(data / "workspace" / "edit-me")
     assert len(copy.items()) == 90 and len(list(copy.labels_dir.iterdir())) == 90
-    assert button(at, "Save box")  # editable now
+    assert button(at, "Save boxes")  # editable now
     assert len(list((data / "sample" / "labels").iterdir())) == 90  # the sample is untouched
 
 
@@ -126,7 +126,7 @@ def test_numeric_box_saves_label_then_no_face(mine):
     for label, v in zip(("x1 (px)", "y1 (px)", "x2 (px)", "y2 (px)"), (70, 80, 12.5, 20)):  # any corner order
         [n for n in at.number_input if n.label == label][0].set_value(v)
     run(at)
-    run(button(at, "Save box").click())
+    run(button(at, "Save boxes").click())
     lab = read_label(mine.labels_dir / "img003.json")
     np.testing.assert_allclose(lab.pixel_boxes()[0], [12.5, 20, 70, 80])
     assert json.loads((mine.labels_dir / "img003.json").read_text())["shapes"][0]["points"] == [[12.5, 20.0], [70.0, 80.0]]
@@ -136,19 +136,19 @@ def test_numeric_box_saves_label_then_no_face(mine):
     assert json.loads((mine.labels_dir / "img004.json").read_text())["shapes"] == []
     assert at.progress[0].proto.text == "5 of 5 labeled"
     run(button(at, "Previous").click())
-    run(button(at, "Save box").click())  # the saved box is loaded into the inputs: saving again keeps it
+    run(button(at, "Save boxes").click())  # the saved box is loaded into the inputs: saving again keeps it
     np.testing.assert_allclose(read_label(mine.labels_dir / "img003.json").pixel_boxes()[0], [12.5, 20, 70, 80])
 
 
 def test_bad_box_is_refused_and_nothing_written(mine):
     at = start("mine")
     run(button(at, "Next unlabeled").click())
-    run(button(at, "Save box").click())
+    run(button(at, "Save boxes").click())
     assert "Draw a box" in " ".join(e.value for e in at.error)
     for label, v in zip(("x1 (px)", "y1 (px)", "x2 (px)", "y2 (px)"), (10, 10, 11, 50)):
         [n for n in at.number_input if n.label == label][0].set_value(v)
     run(at)
-    run(button(at, "Save box").click())
+    run(button(at, "Save boxes").click())
     assert "too small" in " ".join(e.value for e in at.error)
     assert not (mine.labels_dir / "img003.json").exists()
 
@@ -166,7 +166,7 @@ def real(workspace_env):
 def test_propose_accept_and_bulk_prelabel(real):
     stems = [it.stem for it in real.items()]
     at = start("real")
-    run(button(at, "Propose box").click())
+    run(button(at, "Propose boxes").click())
     assert "Proposal by **haar**" in texts(at)
     assert not list(real.labels_dir.iterdir())  # a proposal is not a label
     x1 = [n for n in at.number_input if n.label == "x1 (px)"][0].value
@@ -177,7 +177,7 @@ def test_propose_accept_and_bulk_prelabel(real):
 
     at = view(at, "Pre-label")
     run(button(at, "Pre-label all unlabeled (2)").click())
-    assert "haar proposed 2 box(es)" in texts(at)
+    assert "haar proposed" in texts(at) and "box(es) in 2 image(s)" in texts(at)
     assert len(list(real.labels_dir.iterdir())) == 1  # still only the accepted one
     at = view(at, "Gallery")
     run(at.button_group(key="lab_filter").set_value("unlabeled"))
@@ -225,7 +225,7 @@ def test_export_round_trip(mine, monkeypatch, tmp_path):
     run(button(at, "Next unlabeled").click())
     run(button(at, "No face").click())  # img003 no face; img004 stays unlabeled
     at = view(at, "Export")
-    assert at.get("download_button")[0].proto.label.startswith("Download mine.zip")
+    assert at.get("download_button")[0].proto.label.startswith("Download mine_labelme.zip")
     data = captured["mine_labelme.zip"]
     names = zipfile.ZipFile(io.BytesIO(data)).namelist()
     assert "mine/labels/img004.json" not in names and "mine/images/img004.jpg" in names
@@ -274,7 +274,7 @@ def test_prelabel_with_a_trained_model(mine, workspace_env):
     at.selectbox(key="lab_det_batch").set_value("tiny")
     at.slider(key="lab_min_score").set_value(0.0)
     at = run(button(at, "Pre-label all unlabeled (2)").click())
-    assert "tiny proposed 2 box(es)" in texts(at)
+    assert "tiny proposed 2 box(es) in 2 image(s)" in texts(at)
     assert not (mine.labels_dir / "img003.json").exists() and not (mine.labels_dir / "img004.json").exists()
     at = view(at, "Label")
     run(button(at, "Next unlabeled").click())
