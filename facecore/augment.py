@@ -41,8 +41,8 @@ from albumentations.augmentations.crops.transforms import BaseCrop  # noqa: E402
 
 from . import boxes as B  # noqa: E402
 from .dataset import AUG_SEP, Dataset  # noqa: E402
-from .errors import DatasetError, FaceCoreError  # noqa: E402
-from .io import atomic_write_text, encode_jpeg, read_image  # noqa: E402
+from .errors import BusyError, DatasetError, FaceCoreError  # noqa: E402
+from .io import atomic_write_text, encode_jpeg, read_image, storage_errors  # noqa: E402
 from .labels import ImageLabel, labelme_document, read_label, voc_document  # noqa: E402
 
 LABEL_FIELD = "class_labels"
@@ -273,11 +273,70 @@ def _source_signature(item) -> str:
 
 
 _WORKER: dict[str, Any] = {}
+LOCK_FILE = ".augment.lock"
 
 
-def _worker_init(config_dict: dict, cancel_event, pool: bool = True) -> None:
+class _DatasetLock:
+    """An exclusive, non-blocking lock on one dataset's augmented copies, across processes and threads
+    (``flock`` on a file of its own open: the kernel drops it when the holder dies, even by SIGKILL).
+    Two runs with different settings would otherwise write copies under each other's manifest."""
+
+    def __init__(self, folder: Path):
+        self.path = folder / LOCK_FILE
+        self._fh = None
+
+    def __enter__(self):
+        try:
+            import fcntl
+        except ImportError:  # Windows: no cross-process lock; the page still runs one job per dataset
+            return self
+        with storage_errors(f"lock {self.path.parent}"):
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fh = open(self.path, "a+b")
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            fh.close()
+            raise BusyError(f"{self.path.parent.parent.name}: another augmentation of this dataset is running "
+                            "(on the Augment page or the command line); wait for it to finish or stop it") from None
+        self._fh = fh
+        return self
+
+    def __exit__(self, *exc):
+        if self._fh is not None:
+            self._fh.close()  # closing releases the lock
+            self._fh = None
+
+
+def _die_with(parent_pid: int) -> None:
+    """Make this worker end when the process that started the run ends, even if it is SIGKILLed:
+    the kernel's parent-death signal (Linux) and, everywhere, a thread watching that process."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
+    except Exception:  # noqa: BLE001  not Linux: the watcher below still does it
+        pass
+
+    def watch():
+        while True:
+            time.sleep(0.5)
+            try:
+                os.kill(parent_pid, 0)
+            except ProcessLookupError:
+                os._exit(1)
+            except OSError:
+                pass
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+def _worker_init(config_dict: dict, cancel_event, pool: bool = True, parent_pid: int | None = None) -> None:
     if pool:
         cv2.setNumThreads(1)  # one process per core already; more threads only fight over the cores
+    if parent_pid is not None:
+        _die_with(parent_pid)
     _WORKER["augmenter"] = build_augmenter(AugmentConfig.from_dict(config_dict))
     _WORKER["cancel"] = cancel_event
 
@@ -345,6 +404,13 @@ def _read_manifest(out: Dataset) -> dict:
 def delete_augmented(dataset: Dataset) -> int:
     """Delete every offline-augmented copy of ``dataset`` (the originals are untouched). Returns how many."""
     out = dataset.augmented
+    if not out.root.is_dir():
+        return 0
+    with _DatasetLock(out.root):
+        return _delete_augmented(out)
+
+
+def _delete_augmented(out: Dataset) -> int:
     n = 0
     for it in out.items():
         _remove_copy(out, it.stem)
@@ -387,6 +453,13 @@ def augment_dataset(
     if not train:
         raise DatasetError(f"{dataset.name}: the train split is empty; add labeled photos first")
     out = Dataset.create(dataset.augmented.root)
+    with _DatasetLock(out.root):
+        return _augment_locked(dataset, out, train, report, config, per_image, seed, split_seed, fractions,
+                               workers, progress, cancel, t0)
+
+
+def _augment_locked(dataset, out, train, report, config, per_image, seed, split_seed, fractions, workers,
+                    progress, cancel, t0) -> AugmentReport:
     label_ext = "." + dataset.label_format()
 
     # Decide which existing copies are still valid for this request; the rest go.
@@ -455,7 +528,7 @@ def augment_dataset(
         ctx = _pool_context()
         stop = ctx.Event()
         with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init,
-                                 initargs=(config.to_dict(), stop)) as pool:
+                                 initargs=(config.to_dict(), stop, True, os.getpid())) as pool:
             pending = {pool.submit(_augment_source, t) for t in tasks}
             try:
                 while pending:

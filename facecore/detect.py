@@ -100,11 +100,10 @@ def load_detector(name: str, models_root) -> Detector:
     """``"haar"`` or the name of a trained model folder in ``models_root``. Raises FaceCoreError."""
     if name == HAAR:
         return HaarDetector()
-    from pathlib import Path
-
     from .inference import FaceTrackerDetector
+    from .io import model_path
 
-    return FaceTrackerDetector.load(Path(models_root) / name)
+    return FaceTrackerDetector.load(model_path(models_root, name))  # refuses paths outside models_root
 
 
 def detector_names(models_root) -> list[str]:

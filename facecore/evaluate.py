@@ -33,7 +33,8 @@ import numpy as np
 from . import boxes as B
 from .dataset import SPLITS, Dataset
 from .errors import DatasetError, FaceCoreError, ImageReadError, LabelFormatError
-from .io import IMAGE_EXTS, read_image
+from .cliargs import probability
+from .io import IMAGE_EXTS, model_path, read_image
 from .labels import LABEL_EXTS, read_label
 
 EVAL_SPLITS = (*SPLITS, "all")
@@ -426,12 +427,12 @@ def _quantize_cli(args) -> int:
     from .workspace import Workspace
 
     models_root = Path(args.models) if args.models else Workspace.from_env().models_root
-    folder = models_root / args.model
+    folder = model_path(models_root, args.model)  # a name, never a path outside the models folder
     sample = None
     if args.data:
-        import json as _json
+        from .inference import load_keras_model
 
-        size = int(_json.loads((folder / "meta.json").read_text())["config"]["input_size"])
+        size = int(load_keras_model(folder / "model.keras").inputs[0].shape[1])  # the network's own, not meta.json's
         images, _ = collect_images(args.data, "all")
         sample = np.stack([resize_for_model(read_image(im.path), size) for im in images[:8]]) if images else None
     info = quantize(folder, sample)
@@ -447,7 +448,7 @@ def add_parser(sub) -> None:
                    "or a folder of images with labels beside them (use --split all)")
     p.add_argument("--split", default="test", choices=EVAL_SPLITS,
                    help="which split (the model's training split seed is used); default test")
-    p.add_argument("--threshold", type=float, default=0.5, help="score at which a prediction means 'face' (0.5)")
+    p.add_argument("--threshold", type=probability, default=0.5, help="score at which a prediction means 'face' (0.5)")
     p.add_argument("--seed", type=int, default=None, help="split seed (default: the model's, else 0)")
     p.add_argument("--models", default=None, help="models folder (default: models/ or $FACETRACK_MODELS)")
     p.add_argument("--json", action="store_true", help="print one JSON object")

@@ -24,7 +24,7 @@ import numpy as np  # noqa: E402
 
 from . import boxes as B  # noqa: E402
 from .detect import Detection  # noqa: E402
-from .errors import FaceCoreError  # noqa: E402
+from .errors import FaceCoreError, ModelFileError  # noqa: E402
 from .preprocess import resize_for_model  # noqa: E402
 
 KERAS_FILE = "model.keras"
@@ -55,21 +55,118 @@ def _split_outputs(outputs) -> tuple[np.ndarray, np.ndarray]:
     return prob, box
 
 
+# A model's input side in pixels must lie in this range, whatever meta.json claims (README "Limits").
+MIN_INPUT_SIZE, MAX_INPUT_SIZE = 16, 1024
+MAX_TFLITE_BYTES = 1024**3
+_PROBED: dict[tuple, str] = {}  # (path, size, mtime_ns) -> "" when the file loads, else why not
+_PROBE_LOCK = threading.Lock()
+# Loads the file in a child process: a corrupt flatbuffer can crash the interpreter (SIGSEGV),
+# which must take down the child, not the Streamlit server or the CLI.
+_PROBE = """
+import sys
+import numpy as np
+try:
+    from ai_edge_litert.interpreter import Interpreter
+except ImportError:
+    import tensorflow as tf
+    Interpreter = tf.lite.Interpreter
+it = Interpreter(model_path=sys.argv[1], num_threads=1)
+inp = it.get_input_details()[0]
+shape = [int(v) for v in inp["shape"]]
+if len(shape) != 4 or shape[1] != shape[2] or shape[3] != 3 or not %d <= shape[1] <= %d:
+    sys.exit("input shape %%s is not (N, S, S, 3) with S in %d..%d" %% (shape,))
+if shape[0] != 1:
+    it.resize_tensor_input(inp["index"], [1] + shape[1:])
+it.allocate_tensors()
+it.set_tensor(inp["index"], np.zeros([1] + shape[1:], inp["dtype"]))
+it.invoke()
+""" % (MIN_INPUT_SIZE, MAX_INPUT_SIZE, MIN_INPUT_SIZE, MAX_INPUT_SIZE)
+
+
+def check_tflite_file(path: str | os.PathLike, probe: bool = True) -> None:
+    """Make sure a ``.tflite`` file is safe to hand to an interpreter: a TFLite flatbuffer (identifier
+    ``TFL3`` at bytes 4..8, root offset inside the file), of a sane size, which loads and runs once in a
+    child process (``probe``; once per file version, cached). Raises ModelFileError saying what is wrong."""
+    import subprocess
+    import sys
+
+    path = Path(path)
+    try:
+        st = path.stat()
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+    except OSError as exc:
+        raise ModelFileError(f"{path}: cannot read the model file ({exc.strerror or exc})") from exc
+    if st.st_size < 64 or len(head) < 8 or head[4:8] != b"TFL3":
+        raise ModelFileError(f"{path}: not a TFLite model file (corrupt or truncated; export the model again)")
+    if st.st_size > MAX_TFLITE_BYTES:
+        raise ModelFileError(f"{path}: {st.st_size / 1e9:.1f} GB is over the {MAX_TFLITE_BYTES / 1e9:.0f} GB limit")
+    if int.from_bytes(head[:4], "little") >= st.st_size:
+        raise ModelFileError(f"{path}: truncated TFLite file (its root table lies past the end); export it again")
+    if not probe:
+        return
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    with _PROBE_LOCK:
+        why = _PROBED.get(key)
+        if why is None:
+            try:
+                r = subprocess.run([sys.executable, "-c", _PROBE, str(path)], capture_output=True, text=True,
+                                   timeout=120, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+                if r.returncode == 0:
+                    why = ""
+                elif r.returncode < 0:
+                    why = f"the TFLite interpreter crashed on it (signal {-r.returncode})"
+                else:
+                    lines = [ln for ln in (r.stderr or "").strip().splitlines() if ln.strip()]
+                    why = (lines[-1] if lines else f"exit status {r.returncode}")[:300]
+            except subprocess.TimeoutExpired:
+                why = "loading it took over 120 s"
+            except OSError as exc:
+                why = f"could not start the check ({exc})"
+            _PROBED[key] = why
+    if why:
+        raise ModelFileError(f"{path}: unusable TFLite model ({why}); export or quantize the model again")
+
+
+def _meta_input_size(meta: dict) -> int | None:
+    """``config.input_size`` from meta.json when it is a sane whole number, else None (the model
+    file's own input shape decides; meta.json is only a hint)."""
+    try:
+        v = meta["config"]["input_size"]
+    except (KeyError, TypeError):
+        return None
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not float(v).is_integer():
+        return None
+    v = int(v)
+    return v if MIN_INPUT_SIZE <= v <= MAX_INPUT_SIZE else None
+
+
+def _check_input_size(size, where: str) -> int:
+    if size is None or not MIN_INPUT_SIZE <= int(size) <= MAX_INPUT_SIZE:
+        raise ModelFileError(f"{where}: input size {size} is outside {MIN_INPUT_SIZE}..{MAX_INPUT_SIZE} pixels")
+    return int(size)
+
+
 class _TFLiteRunner:
     """A TFLite interpreter (XNNPACK delegate, on by default), batch 1.
 
     An interpreter is not thread-safe and the detector is shared by sessions and the webcam
-    thread, so every invoke holds the lock.
+    thread, so every invoke holds the lock. The input size is the file's own (``input_size``);
+    ``expect`` (e.g. from meta.json) is only checked against it.
     """
 
-    def __init__(self, path: Path, input_size: int, num_threads: int, backend: str = "tflite"):
+    def __init__(self, path: Path, expect: int | None, num_threads: int, backend: str = "tflite"):
         self.backend = backend
+        check_tflite_file(path)
         Interpreter = _interpreter_class()
         self._interp = Interpreter(model_path=str(path), num_threads=num_threads)
         inp = self._interp.get_input_details()[0]
-        shape = list(inp["shape"])
-        if len(shape) != 4 or shape[1:] != [input_size, input_size, 3]:
-            raise FaceCoreError(f"{path.name} takes input {shape}, but meta.json says {input_size}x{input_size}x3")
+        shape = [int(v) for v in inp["shape"]]
+        if len(shape) != 4 or shape[1] != shape[2] or shape[3] != 3:
+            raise ModelFileError(f"{path.name} takes input {shape}; expected (N, S, S, 3)")
+        input_size = self.input_size = _check_input_size(shape[1], path.name)
+        if expect is not None and expect != input_size:
+            raise ModelFileError(f"{path.name} takes {input_size}x{input_size}x3, but meta.json says {expect}x{expect}x3")
         if shape[0] != 1:
             self._interp.resize_tensor_input(inp["index"], [1, input_size, input_size, 3])
         self._interp.allocate_tensors()
@@ -114,9 +211,12 @@ class _KerasRunner:
 
     backend = "tf.function"
 
-    def __init__(self, model, input_size: int):
+    def __init__(self, model, input_size: int | None):
         import tensorflow as tf
 
+        own = model.inputs[0].shape[1] if getattr(model, "inputs", None) else None
+        # the network's own input size wins over any meta.json value (a lying 100000 would allocate 112 GiB)
+        input_size = self.input_size = _check_input_size(own if own is not None else input_size, "model.keras")
         self.model = model
         spec = tf.TensorSpec([None, input_size, input_size, 3], tf.float32)
         self._fn = tf.function(lambda x: model(x, training=False), input_signature=[spec])
@@ -128,12 +228,20 @@ class _KerasRunner:
 
 def load_keras_model(path: str | os.PathLike):
     """Load ``model.keras`` for inference (no optimizer). Raises FaceCoreError with the reason."""
+    import zipfile
+
     import keras
 
+    path = Path(path)
+    if not path.is_file():
+        raise ModelFileError(f"{path}: file not found")
+    if not zipfile.is_zipfile(path):
+        raise ModelFileError(f"could not load {path}: corrupt or truncated (not a .keras archive); train or save the model again")
     try:
         return keras.models.load_model(str(path), compile=False)
     except Exception as exc:  # noqa: BLE001  keras raises many types for a bad file
-        raise FaceCoreError(f"could not load {path}: {type(exc).__name__}: {exc}") from exc
+        raise ModelFileError(f"could not load {path}, the file is damaged or not a model of this app "
+                             f"({type(exc).__name__}: {str(exc)[:300]})") from exc
 
 
 class FaceTrackerDetector:
@@ -173,23 +281,29 @@ class FaceTrackerDetector:
         if backend not in ("auto", *BACKENDS):
             raise ValueError(f"backend must be auto, {', '.join(BACKENDS)}, not {backend!r}")
         if not d.is_dir():
+            from .io import recover_dir
+
+            recover_dir(d)  # a save killed between its two renames
+        if not d.is_dir():
             raise FaceCoreError(f"no model called {d.name!r} (looked in {d.parent})")
         try:
             meta = json.loads((d / META_FILE).read_text(encoding="utf-8"))
-            size = int(meta["config"]["input_size"])
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+            if not isinstance(meta, dict) or not isinstance(meta.get("config"), dict):
+                raise ValueError("no config object")
+        except (OSError, ValueError, RecursionError) as exc:
             raise FaceCoreError(f"model {d.name!r}: {META_FILE} is missing or has no config.input_size "
                                 f"(is training still running?) ({type(exc).__name__}: {exc})") from exc
+        size = _meta_input_size(meta)
         threads = num_threads or default_threads()
         if backend == "tflite-int8":
             if not (d / INT8_FILE).is_file():
                 raise FaceCoreError(f"model {d.name!r} has no int8 copy yet: make one on the Evaluate page "
                                     f"or with `python -m facecore quantize --model {d.name}`")
             try:
-                runner = _TFLiteRunner(d / INT8_FILE, size, threads, "tflite-int8")
+                runner = _TFLiteRunner(d / INT8_FILE, None, threads, "tflite-int8")
             except Exception as exc:  # noqa: BLE001
                 raise FaceCoreError(f"model {d.name!r}: {INT8_FILE} could not be loaded ({exc})") from exc
-            det = cls(d.name + INT8_SUFFIX, size, runner, meta, threshold)
+            det = cls(d.name + INT8_SUFFIX, runner.input_size, runner, meta, threshold)
             det.warm_up()
             return det
         reason = ""
@@ -197,7 +311,7 @@ class FaceTrackerDetector:
         if backend in ("auto", "tflite"):
             if (d / TFLITE_FILE).is_file():
                 try:
-                    runner = _TFLiteRunner(d / TFLITE_FILE, size, threads)
+                    runner = _TFLiteRunner(d / TFLITE_FILE, None, threads)  # the file's own input shape decides
                 except Exception as exc:  # noqa: BLE001  a corrupt file raises ValueError/RuntimeError
                     reason = f"{TFLITE_FILE} could not be loaded ({type(exc).__name__}: {exc})"
                     if backend == "tflite":
@@ -211,7 +325,7 @@ class FaceTrackerDetector:
                 raise FaceCoreError(f"model {d.name!r} has neither a usable {TFLITE_FILE} nor {KERAS_FILE}"
                                     + (f" ({reason})" if reason else ""))
             runner = _KerasRunner(load_keras_model(d / KERAS_FILE), size)
-        det = cls(d.name, size, runner, meta, threshold, reason)
+        det = cls(d.name, runner.input_size, runner, meta, threshold, reason)
         det.warm_up()
         return det
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import io as _io
+import json
 import os
 import re
 import shutil
@@ -387,3 +388,64 @@ def image_size(path: str | os.PathLike) -> tuple[int, int]:
     """(width, height) of an image file as shown (EXIF orientation applied), from its header. Raises ImageReadError."""
     h = read_image_header(path)
     return h.width, h.height
+
+
+# -- model folders --------------------------------------------------------------------------------
+MODEL_KINDS = ("facetracker", "identity")
+
+
+def model_path(models_root: str | os.PathLike, name: str) -> Path:
+    """The folder of model ``name`` (``NAME`` or ``NAME@int8``, the suffix kept) inside ``models_root``.
+    Refuses (ModelFileError) names that are paths: absolute, with a separator or ``..``, or resolving
+    outside the models folder (a symlink), so no load or write can reach another folder."""
+    from .errors import ModelFileError
+
+    raw = str(name or "")
+    base = raw[: -len("@int8")] if raw.endswith("@int8") else raw
+    if (not base or base in (".", "..") or "/" in raw or "\\" in raw or "\x00" in raw or os.path.isabs(raw)
+            or base.startswith(".") or len(raw) > 200):
+        raise ModelFileError(f"model name {raw[:80]!r} is not allowed: give the name of a folder in "
+                             f"{models_root} (letters, digits, '_', '.', '-'), not a path")
+    root = Path(models_root)
+    folder = root / base
+    try:
+        inside = folder.resolve().parent == root.resolve()
+    except (OSError, RuntimeError):
+        inside = False
+    if not inside:
+        raise ModelFileError(f"model {raw!r} resolves outside the models folder {root}; refused")
+    return root / raw
+
+
+def check_model_dir(out_dir: str | os.PathLike, kind: str = "facetracker") -> Path:
+    """Make sure saving a ``kind`` model to ``out_dir`` can only replace an older model of that kind:
+    a missing or empty folder is fine; a file, a folder that is not a saved model (no ``meta.json``, or
+    holding sub-folders such as a dataset's ``images/``) or a model of another kind is refused with
+    ModelFileError, and left untouched."""
+    from .errors import ModelFileError
+
+    out = Path(out_dir)
+    if out.is_symlink() or (out.exists() and not out.is_dir()):
+        raise ModelFileError(f"{out}: is a file or link, not a model folder; choose another place for the model")
+    if not out.exists():
+        return out
+    try:
+        entries = list(out.iterdir())
+    except OSError as exc:
+        raise StorageError(storage_message(exc, f"look into {out}")) from exc
+    if not entries:
+        return out
+    meta = None
+    try:
+        meta = json.loads((out / "meta.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        pass
+    folders = [p.name for p in entries if p.is_dir()]
+    if not isinstance(meta, dict) or folders:
+        what = f"it holds {', '.join(sorted(folders)[:3])}/" if folders and isinstance(meta, dict) else "no meta.json"
+        raise ModelFileError(f"{out}: exists and is not a saved model ({what}); nothing was replaced. "
+                             "Choose a new folder for the model, or move this one away yourself")
+    have = meta.get("kind", "facetracker")
+    if have != kind:
+        raise ModelFileError(f"{out}: holds a {have} model; a {kind} model will not replace it. Choose another name")
+    return out

@@ -164,9 +164,10 @@ class Recognizer:
 def load_recognizer(detector_name: str, identity_name: str, models_root, face_threshold: float = 0.5) -> Recognizer:
     """``detector_name`` ("haar" or a face-detector model) + identity model ``identity_name`` from ``models_root``."""
     from .detect import load_detector
+    from .io import model_path
 
     return Recognizer(load_detector(detector_name, models_root),
-                      IdentityClassifier.load(Path(models_root) / identity_name), face_threshold=face_threshold)
+                      IdentityClassifier.load(model_path(models_root, identity_name)), face_threshold=face_threshold)
 
 
 def identity_model_names(models_root) -> list[str]:

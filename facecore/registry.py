@@ -38,10 +38,13 @@ def list_models(models_root: str | Path, kind: str | None = None) -> list[ModelI
 
     A folder whose ``meta.json`` is missing or broken (e.g. a training still running) is skipped.
     """
+    from .io import recover_swaps
+
     root = Path(models_root)
     out = []
     if not root.is_dir():
         return out
+    recover_swaps(root)  # finish or undo a save killed half way; drop stale temp folders
     for p in root.iterdir():
         if p.name.startswith("."):  # a save in progress (temp folders are dot-named)
             continue

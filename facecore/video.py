@@ -31,12 +31,20 @@ import numpy as np
 
 from . import boxes as B
 from .detect import Detection, draw_detections
-from .errors import FaceCoreError
-from .io import publish
+from .cliargs import int_range, positive_float, probability
+from .errors import FaceCoreError, StorageError
+from .io import publish, storage_errors, storage_message
 
 VIDEO_EXTS = (".mp4", ".mov", ".avi", ".webm", ".mkv")
 DEFAULT_MAX_MB = 200
 MAX_MB_ENV = "FACETRACK_MAX_VIDEO_MB"
+# Smallest and largest frames accepted (README "Limits"): libx264 needs even sides of at least 2 px,
+# and a frame past 8K would hold gigabytes in the pipeline buffers.
+MIN_VIDEO_SIDE = 16
+MAX_VIDEO_PIXELS = 8192 * 4320
+# Demuxers that open a still image: a photo renamed .mp4 is not a video.
+_IMAGE_FORMATS = {"image2", "gif", "apng", "webp", "ico", "tiff", "mpjpeg"}
+
 # Frames waiting in each pipeline stage are capped by bytes, not count, so 4K input stays bounded too.
 _BUFFER_BYTES = 64 * 2**20
 
@@ -132,7 +140,7 @@ class VideoConfig:
     def __post_init__(self):
         if not 0.0 <= self.threshold <= 1.0:
             raise FaceCoreError(f"threshold must be between 0 and 1, not {self.threshold}")
-        if self.every < 0:
+        if not (0 <= self.every < float("inf")):  # NaN fails every comparison
             raise FaceCoreError(f"the sampling interval must be 0 (every frame) or positive, not {self.every}")
         if not 0.0 <= self.smooth <= 0.95:
             raise FaceCoreError(f"smoothing must be between 0 and 0.95, not {self.smooth}")
@@ -258,6 +266,9 @@ def _reason(exc: BaseException) -> str:
 
 
 def _video_stream(container, name: str):
+    fmt = (getattr(container.format, "name", "") or "").split(",")
+    if any(f in _IMAGE_FORMATS or f.endswith("_pipe") for f in fmt):
+        raise VideoError(f"{name} is a still image ({fmt[0]}), not a video; use mp4, mov, avi, webm or mkv")
     if not len(container.streams):
         raise VideoError(f"{name} has no video frames (the file holds no tracks)")
     if not container.streams.video:
@@ -310,6 +321,12 @@ def probe(path: str | os.PathLike) -> VideoInfo:
         w, h = first.width, first.height
         if rotation in (90, 270):
             w, h = h, w
+        if min(w, h) < MIN_VIDEO_SIDE:
+            raise VideoError(f"{path.name}: frames of {w}x{h} pixels are too small to find a face in "
+                             f"(at least {MIN_VIDEO_SIDE}x{MIN_VIDEO_SIDE})")
+        if w * h > MAX_VIDEO_PIXELS:
+            raise VideoError(f"{path.name}: frames of {w}x{h} pixels are over the 8K limit; scale it down first "
+                             "(e.g. ffmpeg -i in.mp4 -vf scale=-2:2160 out.mp4)")
         frames = int(stream.frames or 0) or max(1, round(duration * fps))
         audio = None
         if container.streams.audio:
@@ -406,21 +423,44 @@ def process_video(src: str | os.PathLike, dst: str | os.PathLike, detector, conf
 
     src, dst = Path(src), Path(dst)
     info = probe(src)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{dst.stem}.", suffix=".part.mp4", dir=dst.parent)
-    os.close(fd)
+    check_output(dst, src)
+    with storage_errors(f"write the video {dst}"):
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{dst.stem[:80]}.{os.getpid()}-", suffix=".part.mp4", dir=dst.parent)
+        os.close(fd)
     tmp = Path(tmp_name)
     try:
         result = _run(src, tmp, info, detector, config, progress)
-        publish(tmp)
-        os.replace(tmp, dst)
+        with storage_errors(f"write the video {dst}"):
+            publish(tmp)
+            os.replace(tmp, dst)
     except av.FFmpegError as exc:
+        if exc.errno in _STORAGE_ERRNOS:  # the output side failed, not the input file
+            raise StorageError(storage_message(exc, f"write the video {dst}")) from exc
         raise VideoError(f"{src.name}: processing failed ({_reason(exc)}); the file may be corrupt or in an "
                          f"unsupported format; convert it to H.264 MP4 and retry") from exc
     finally:
         tmp.unlink(missing_ok=True)
     result.output = dst
     return result
+
+
+_STORAGE_ERRNOS = {28, 30, 13, 1, 122, 36}  # ENOSPC, EROFS, EACCES, EPERM, EDQUOT, ENAMETOOLONG
+
+
+def check_output(dst: str | os.PathLike, src: str | os.PathLike | None = None) -> Path:
+    """Refuse an output path that is a folder, lies under a file, or is the input itself. Raises VideoError."""
+    dst = Path(dst)
+    if dst.is_dir():
+        raise VideoError(f"{dst}: is a folder; give the .mp4 file to write, e.g. {dst / 'out.mp4'}")
+    for parent in dst.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise VideoError(f"{dst}: {parent} is a file, not a folder; choose another output path")
+            break
+    if src is not None and Path(src).exists() and dst.exists() and dst.resolve() == Path(src).resolve():
+        raise VideoError(f"{dst}: is the input video; write the result to another file")
+    return dst
 
 
 def _run(src: Path, tmp: Path, info: VideoInfo, detector, config: VideoConfig, progress) -> VideoResult:
@@ -651,6 +691,10 @@ def _cli(args) -> int:
     from .workspace import Workspace
 
     models_root = args.models or Workspace.from_env().models_root
+    check_output(args.output, args.input)
+    for extra in (args.json, args.csv):
+        if extra:
+            check_output(extra)
     detector = load_detector(args.model, models_root)
     config = VideoConfig(threshold=args.threshold, every=args.every, smooth=args.smooth, blur=args.blur,
                          batch_size=args.batch, allow_truncated=args.allow_truncated)
@@ -684,18 +728,23 @@ def _cli(args) -> int:
     return 0
 
 
+def _seconds(text: str) -> float:
+    """``--every``: 0 (every frame) or a positive number of seconds."""
+    return 0.0 if text.strip() in ("0", "0.0") else positive_float(text)
+
+
 def add_parser(sub) -> None:
     p = sub.add_parser("video", help="detect faces in a video; write an annotated (or blurred) H.264 MP4")
     p.add_argument("input", help="video file (mp4, mov, avi, webm, mkv)")
     p.add_argument("output", help="the .mp4 to write")
     p.add_argument("--model", required=True, help="'haar' or the name of a trained model in models/")
     p.add_argument("--models", help="models folder (default: $FACETRACK_MODELS or ./models)")
-    p.add_argument("--every", type=float, default=0.0,
+    p.add_argument("--every", type=_seconds, default=0.0,
                    help="seconds between detections, boxes held in between (default 0: every frame)")
-    p.add_argument("--threshold", type=float, default=0.5, help="minimum face probability drawn (default 0.5)")
-    p.add_argument("--smooth", type=float, default=0.0, help="0..0.95 box smoothing between samples")
+    p.add_argument("--threshold", type=probability, default=0.5, help="minimum face probability drawn (default 0.5)")
+    p.add_argument("--smooth", type=probability, default=0.0, help="0..0.95 box smoothing between samples")
     p.add_argument("--blur", action="store_true", help="blur faces instead of drawing boxes")
-    p.add_argument("--batch", type=int, default=16, help="frames per inference batch")
+    p.add_argument("--batch", type=int_range(1, 256), default=16, help="frames per inference batch")
     p.add_argument("--allow-truncated", action="store_true",
                    help="process the readable start of a truncated file instead of refusing it")
     p.add_argument("--json", metavar="DETECTIONS", help="also write per-frame detections as JSON")
