@@ -2,12 +2,24 @@
 
 The WebRTC callback runs on a worker thread of streamlit-webrtc, not on the Streamlit script
 thread. So the page never calls into the model itself: it hands the processor a detector and
-``LiveSettings`` (``configure``, lock-protected, takes effect on the next frame) and reads
-``LiveStat`` records back from a bounded queue (``drain_stats``). Nothing here touches Streamlit.
+``LiveSettings`` (``configure``, lock-protected; the very next frame runs the model with them) and
+reads ``LiveStat`` records back from a bounded queue (``drain_stats``). Nothing here touches Streamlit.
+
+Frame rate, one definition: **delivered fps** is the number of new annotated frames handed back for
+the browser per second, over the last ``WINDOW_S`` seconds (``RateMeter``). streamlit-webrtc repeats
+the last annotated frame while the next one is being made; a repeat is not a new frame and is not
+counted. **Model latency** is the mean time of the detector calls in the same window. Both are
+computed here, once per frame, into the ``LiveStat`` that the overlay (``overlay_text``) and the
+page show, so the two always read the same.
 
 Lag: streamlit-webrtc's async mode hands the callback every frame that arrived while the previous
-one was being processed; ``process_queued`` runs the model on the newest one only and counts the
-rest as dropped, so a slow model lowers the frame rate but never builds up a backlog.
+one was being processed; ``process_queued`` works on the newest one only and counts the rest as
+skipped, so a slow model lowers the frame rate but never builds up a backlog.
+
+Load: when the stream skips more than half of the camera's frames, ``LoadGovernor`` moves to a
+lighter path (``LEVELS``): the model runs on every 2nd (then 3rd) frame and the frames in between are
+delivered with the last boxes held; then the model also gets a smaller copy of the frame. It tries
+the full path again later, waiting longer after each failed try.
 """
 
 from __future__ import annotations
@@ -16,16 +28,19 @@ import logging
 import queue
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
+import cv2
 import numpy as np
 
 from . import boxes as B
-from .detect import Detection, Detector, HaarDetector, Timer, draw_detections, draw_overlay
+from .detect import Detection, Detector, HaarDetector, draw_detections, draw_overlay
 
 log = logging.getLogger(__name__)
 UNSET = object()
+WINDOW_S = 3.0  # frame rate and latency are measured over this many seconds
 
 
 @dataclass(frozen=True)
@@ -34,7 +49,7 @@ class LiveSettings:
 
     ``threshold``: minimum score for a box to be drawn (or blurred). ``blur``: blur faces instead of
     boxing them. ``smoothing`` in [0, 1): weight of the previous box in the moving average of each
-    face's box (0 = raw boxes). ``overlay``: draw the "fps | latency" line on the video.
+    face's box (0 = raw boxes). ``overlay``: draw the "fps | latency | detector" line on the video.
     """
 
     threshold: float = 0.5
@@ -49,14 +64,34 @@ class LiveSettings:
             raise ValueError(f"smoothing must be in [0, 1), got {self.smoothing}")
 
 
+class Level(NamedTuple):
+    """One step of the lighter path: the model runs on every ``stride``-th frame, on a copy at most
+    ``width`` pixels wide (None: the frame as it comes)."""
+
+    stride: int
+    width: int | None
+    text: str
+
+
+LEVELS = (
+    Level(1, None, ""),
+    Level(2, None, "model on every 2nd frame, boxes held in between"),
+    Level(2, 240, "model on every 2nd frame at 240 px wide, boxes held in between"),
+    Level(3, 240, "model on every 3rd frame at 240 px wide, boxes held in between"),
+)
+
+
 @dataclass(frozen=True)
 class LiveStat:
-    """One processed frame, as reported to the page.
+    """One delivered frame, as reported to the page.
 
-    ``probability``: the best detection's score (0 when none); ``faces``: detections at or above the
-    threshold; ``label``: the best detection's label ("face", or a name from a recognizer);
-    ``fps`` / ``latency_ms``: moving averages of processed frames per second and model time;
-    ``dropped``: stale frames skipped so far this stream; ``error``: a detector failure, else "".
+    ``probability``: the best detection's score (0 when none); ``faces``: boxes shown; ``label``: the
+    best detection's label ("face", or a name from a recognizer); ``fps``: delivered frames per second
+    and ``latency_ms``: mean model time, both over the last ``WINDOW_S`` s; ``detect_fps``: model
+    calls per second; ``camera_fps``: frames arriving from the browser per second; ``dropped``: stale
+    frames skipped so far this stream; ``detector``: the detector that found the boxes on this frame;
+    ``held``: the boxes come from an earlier frame (lighter path); ``light``: the lighter path in use
+    ("" when every frame runs the model); ``error``: a detector failure, else "".
     """
 
     time: float
@@ -69,6 +104,77 @@ class LiveStat:
     dropped: int
     detector: str
     error: str = ""
+    detect_fps: float = 0.0
+    camera_fps: float = 0.0
+    held: bool = False
+    light: str = ""
+
+
+def overlay_text(stat: LiveStat) -> str:
+    """The status line drawn on the video; the page shows the same string beside it."""
+    text = f"{stat.fps:.1f} fps | {stat.latency_ms:.0f} ms | {stat.detector or 'no detector'}"
+    return text + (" | light" if stat.light else "")
+
+
+class RateMeter:
+    """Events per second over the last ``window_s`` seconds: ``(count - first) / span`` of the events
+    inside the window, so a steady stream reads its true rate from the second event on."""
+
+    def __init__(self, window_s: float = WINDOW_S):
+        self.window_s = window_s
+        self._events: deque[tuple[float, float]] = deque()  # (time, weight)
+
+    def tick(self, now: float, weight: float = 1.0) -> None:
+        self._events.append((now, weight))
+        self._prune(now)
+
+    def _prune(self, now: float) -> None:
+        while self._events and self._events[0][0] < now - self.window_s:
+            self._events.popleft()
+
+    def rate(self, now: float) -> float:
+        self._prune(now)
+        if len(self._events) < 2:
+            return 0.0
+        span = self._events[-1][0] - self._events[0][0]
+        return sum(w for _, w in list(self._events)[1:]) / span if span > 0 else 0.0
+
+    def mean(self, now: float) -> float:
+        """Mean weight of the events in the window (e.g. latencies), 0 when none."""
+        self._prune(now)
+        return sum(w for _, w in self._events) / len(self._events) if self._events else 0.0
+
+
+class LoadGovernor:
+    """Chooses the ``LEVELS`` step from how many camera frames the stream keeps up with.
+
+    More than half the camera's frames skipped over a full window: one step lighter. All of them kept
+    (90 %+) at a lighter step: after ``probe_s`` seconds try one step heavier; a try that has to be
+    undone within ``2 * WINDOW_S`` doubles the wait (up to ``max_probe_s``), so a machine that cannot
+    take the full path is not made to stutter every few seconds.
+    """
+
+    def __init__(self, probe_s: float = 10.0, max_probe_s: float = 80.0, levels: int = len(LEVELS)):
+        self.level, self.top = 0, levels - 1
+        self.base_probe_s, self.max_probe_s = probe_s, max_probe_s
+        self.probe_s = probe_s
+        self._changed_at: float | None = None
+        self._probed_at: float | None = None
+
+    def update(self, now: float, delivered_fps: float, camera_fps: float) -> int:
+        if self._changed_at is None:
+            self._changed_at = now
+        since = now - self._changed_at
+        if camera_fps <= 0 or since < WINDOW_S:
+            return self.level  # the window still holds frames of the previous step
+        kept = delivered_fps / camera_fps
+        if kept < 0.5 and self.level < self.top:
+            if self._probed_at is not None and now - self._probed_at < 2 * WINDOW_S:
+                self.probe_s = min(2 * self.probe_s, self.max_probe_s)
+            self.level, self._changed_at, self._probed_at = self.level + 1, now, None
+        elif kept >= 0.9 and self.level > 0 and since >= self.probe_s:
+            self.level, self._changed_at, self._probed_at = self.level - 1, now, now
+        return self.level
 
 
 class BoxSmoother:
@@ -117,8 +223,27 @@ def _own_instance(detector: Detector | None) -> Detector | None:
     """OpenCV cascades are not safe to share between threads: the callback gets its own copy."""
     if isinstance(detector, HaarDetector):
         return HaarDetector(detector.scale_factor, detector.min_neighbors, detector.min_size,
-                            min(detector.max_width, LIVE_HAAR_MAX_WIDTH))
+                            min(detector.max_width, LIVE_HAAR_MAX_WIDTH), detector.stretch, detector.shift)
     return detector
+
+
+def _shrink(rgb: np.ndarray, width: int | None) -> np.ndarray:
+    """``rgb`` at most ``width`` pixels wide (boxes are normalized, so they need no mapping back)."""
+    h, w = rgb.shape[:2]
+    if not width or w <= width:
+        return rgb
+    return cv2.resize(rgb, (width, max(1, round(h * width / w))), interpolation=cv2.INTER_AREA)
+
+
+def _warm_up(detector: Detector | None) -> None:
+    """One call on a blank frame, on the page's thread: a model's first call can take seconds (lazy
+    set-up), which the stream would otherwise spend frozen (streamlit-webrtc gives up after 10 s)."""
+    if detector is None:
+        return
+    try:
+        detector.detect(np.zeros((120, 160, 3), np.uint8))
+    except Exception:  # noqa: BLE001 - a failing model is reported on the frames it fails on
+        log.debug("warm-up of %s failed", getattr(detector, "name", detector), exc_info=True)
 
 
 class LiveProcessor:
@@ -128,32 +253,54 @@ class LiveProcessor:
     streamlit-webrtc ``video_frame_callback``; ``process_queued(frames)`` a
     ``queued_video_frames_callback`` that drops stale frames. Stats go to a queue of at most
     ``stats_size`` records; when the page does not read them the oldest are discarded.
+    ``adaptive=False`` keeps the full path (every frame runs the model) whatever the load.
     """
 
     def __init__(self, detector: Detector | None = None, settings: LiveSettings = LiveSettings(),
-                 stats_size: int = 300):
-        self._lock = threading.Lock()  # guards _detector/_settings/_pending_reset
+                 stats_size: int = 300, adaptive: bool = True):
+        self._lock = threading.Lock()  # guards _detector/_settings/_dirty/_pending_reset
         self._run_lock = threading.Lock()  # one frame at a time; guards the per-stream state below
         self._detector = _own_instance(detector)
         self._source: Detector | None = detector
         self._settings = settings
-        self._pending_reset = 0  # 1: new detector (restart smoothing and timing); 2: new stream (and counters)
+        self._dirty = True  # something changed: the next frame runs the model
+        self._pending_reset = 0  # 1: new detector (smoothing, latency, load step); 2: new stream (and counters)
+        self.adaptive = adaptive
         self.stats: queue.Queue[LiveStat] = queue.Queue(maxsize=stats_size)
-        self._timer = Timer()
-        self._smoother = BoxSmoother(settings.smoothing)
         self.frames = 0
         self.dropped = 0
+        self.started_at = self.last_frame_at = 0.0  # time.time() of the stream's start / last frame
+        self._new_stream_state()
+        self._new_detector_state()
+
+    def _new_stream_state(self) -> None:
+        self._delivered, self._arrived = RateMeter(), RateMeter()
+
+    def _new_detector_state(self) -> None:
+        self._smoother = BoxSmoother(self._settings.smoothing)
+        self._latency, self._detections = RateMeter(), RateMeter()
+        self._governor = LoadGovernor()
+        self._held: list[Detection] = []
+        self._held_best: Detection | None = None
+        self._since_model = 0
 
     # -- called from the page's thread ---------------------------------------------------------
     def configure(self, detector: Detector | None | object = UNSET, settings: LiveSettings | None = None) -> None:
-        """Switch detector and/or settings; the next frame uses them. A new detector restarts smoothing;
-        ``detector=None`` passes frames through unchanged but for the overlay."""
+        """Switch detector and/or settings; the very next frame runs the model with them. A new
+        detector restarts smoothing and the latency figure; ``detector=None`` passes frames through
+        unchanged but for the overlay."""
+        own = UNSET
+        if detector is not UNSET and detector is not self._source:
+            own = _own_instance(detector)
+            _warm_up(own)
         with self._lock:
-            if detector is not UNSET and detector is not self._source:
-                self._source, self._detector = detector, _own_instance(detector)
+            if own is not UNSET:
+                self._source, self._detector = detector, own
                 self._pending_reset = max(self._pending_reset, 1)
-            if settings is not None:
+                self._dirty = True
+            if settings is not None and settings != self._settings:
                 self._settings = settings
+                self._dirty = True
 
     @property
     def settings(self) -> LiveSettings:
@@ -176,50 +323,68 @@ class LiveProcessor:
         return out
 
     def reset_stream(self) -> None:
-        """Forget timing, smoothing and counters (a new stream starts)."""
+        """Forget timing, smoothing, load step and counters (a new stream starts)."""
         with self._lock:
             self._pending_reset = 2
+            self._dirty = True
+            self.started_at, self.last_frame_at = time.time(), 0.0
 
     # -- called from the WebRTC worker thread --------------------------------------------------
-    def process(self, rgb: np.ndarray) -> np.ndarray:
-        """Detect faces in RGB uint8 ``rgb`` (H, W, 3) and return an annotated copy.
+    def process(self, rgb: np.ndarray, arrived: int = 1) -> np.ndarray:
+        """Detect faces in RGB uint8 ``rgb`` (H, W, 3) and return an annotated copy. ``arrived``: camera
+        frames this one stands for (itself and the stale ones skipped before it).
 
-        A detector that raises does not end the stream: the frame is returned with the error written
+        On the lighter path some frames reuse the previous boxes instead of running the model. A
+        detector that raises does not end the stream: the frame is returned with the error written
         on it, and the error goes out in the stats.
         """
         with self._run_lock:
-            detector, settings = self._begin_frame()
-            self._smoother.alpha = settings.smoothing
-            error = ""
-            t0 = time.perf_counter()
-            try:
-                dets = detector.detect(rgb) if detector is not None else []
-            except Exception as exc:  # noqa: BLE001 - the stream must survive a failing model
-                log.exception("detector %s failed on a live frame", getattr(detector, "name", detector))
-                error, dets = f"{type(exc).__name__}: {exc}", []
-            latency = time.perf_counter() - t0
-            self._timer.update(latency)
+            detector, settings, dirty = self._begin_frame()
+            now = time.perf_counter()
+            self._arrived.tick(now, arrived)
+            self.dropped += arrived - 1
+            level = LEVELS[self._governor.level if self.adaptive else 0]
+            error, name = "", getattr(detector, "name", "")
+            if dirty or self._since_model + 1 >= level.stride:
+                self._smoother.alpha = settings.smoothing
+                t0 = time.perf_counter()
+                try:
+                    dets = detector.detect(_shrink(rgb, level.width)) if detector is not None else []
+                except Exception as exc:  # noqa: BLE001 - the stream must survive a failing model
+                    log.exception("detector %s failed on a live frame", name or detector)
+                    error, dets = f"{type(exc).__name__}: {exc}", []
+                self._latency.tick(now, (time.perf_counter() - t0) * 1000)
+                self._detections.tick(now)
+                self._held = self._smoother.update([d for d in dets if d.score >= settings.threshold])
+                self._held_best, self._since_model, held = (dets[0] if dets else None), 0, False
+            else:
+                self._since_model, held = self._since_model + 1, True
+            out = draw_detections(rgb, self._held, threshold=settings.threshold, blur=settings.blur)
+            done = time.perf_counter()
+            self._delivered.tick(done)
             self.frames += 1
-            shown = [d for d in dets if d.score >= settings.threshold]
-            smoothed = self._smoother.update(shown)
-            out = draw_detections(rgb, smoothed, threshold=settings.threshold, blur=settings.blur)
+            self.last_frame_at = time.time()
+            fps, camera_fps = self._delivered.rate(done), self._arrived.rate(done)
+            best = self._held_best
+            stat = LiveStat(
+                time=self.last_frame_at, frame=self.frames, probability=float(best.score) if best else 0.0,
+                faces=sum(d.score >= settings.threshold for d in self._held), label=best.label if best else "",
+                fps=fps, latency_ms=self._latency.mean(done), dropped=self.dropped, detector=name, error=error,
+                detect_fps=self._detections.rate(done), camera_fps=camera_fps, held=held, light=level.text)
             if settings.overlay:
-                draw_overlay(out, f"{self._timer.text()} | {getattr(detector, 'name', 'no detector')}")
+                draw_overlay(out, overlay_text(stat))
             if error:
                 draw_overlay(out[out.shape[0] // 2:], error[:80])
-            best = dets[0] if dets else None
-            self._push(LiveStat(
-                time=time.time(), frame=self.frames, probability=float(best.score) if best else 0.0,
-                faces=len(shown), label=best.label if best else "", fps=self._timer.fps,
-                latency_ms=self._timer.latency_ms, dropped=self.dropped,
-                detector=getattr(detector, "name", ""), error=error))
+            if self.adaptive:
+                self._governor.update(done, fps, camera_fps)
+            self._push(stat)
             return out
 
-    def __call__(self, frame):
+    def __call__(self, frame, arrived: int = 1):
         """streamlit-webrtc ``video_frame_callback``: ``av.VideoFrame`` in, annotated ``av.VideoFrame`` out."""
         import av
 
-        out = self.process(frame.to_ndarray(format="rgb24"))
+        out = self.process(frame.to_ndarray(format="rgb24"), arrived)
         new = av.VideoFrame.from_ndarray(out, format="rgb24")
         new.pts, new.time_base = frame.pts, frame.time_base
         return new
@@ -227,22 +392,20 @@ class LiveProcessor:
     async def process_queued(self, frames: list) -> list:
         """streamlit-webrtc ``queued_video_frames_callback``: every frame that arrived since the last
         call; only the newest is processed, the older ones are stale and dropped (counted)."""
-        with self._run_lock:
-            self._begin_frame()
-            self.dropped += len(frames) - 1
-        return [self(frames[-1])]
+        return [self(frames[-1], len(frames))]
 
-    def _begin_frame(self) -> tuple[Detector | None, LiveSettings]:
-        """Current detector and settings; applies a pending reset. Call holding ``_run_lock``."""
+    def _begin_frame(self) -> tuple[Detector | None, LiveSettings, bool]:
+        """Current detector and settings, and whether they changed; applies a pending reset. Call
+        holding ``_run_lock``."""
         with self._lock:
-            detector, settings, reset = self._detector, self._settings, self._pending_reset
-            self._pending_reset = 0
-        if reset:
-            self._timer = Timer()
-            self._smoother.reset()
+            detector, settings, dirty, reset = self._detector, self._settings, self._dirty, self._pending_reset
+            self._dirty, self._pending_reset = False, 0
         if reset == 2:
             self.frames = self.dropped = 0
-        return detector, settings
+            self._new_stream_state()
+        if reset:
+            self._new_detector_state()
+        return detector, settings, dirty
 
     def _push(self, stat: LiveStat) -> None:
         while True:
@@ -254,4 +417,3 @@ class LiveProcessor:
                     self.stats.get_nowait()
                 except queue.Empty:
                     pass
-

@@ -122,6 +122,55 @@ def describe(config: Mapping[str, Any]) -> str:
     return f"{' + '.join(kinds)} servers: {', '.join(urls)}"
 
 
+def _has_turn(config: Mapping[str, Any]) -> bool:
+    servers = config.get("iceServers")
+    if servers is None:  # left to streamlit-webrtc's TURN provider
+        return True
+    return any(u.startswith(("turn:", "turns:")) for s in servers for u in _split(s.get("urls")))
+
+
+def explain_drop(config: Mapping[str, Any], *, local: bool, frames: int, stall_s: float = 0.0,
+                 fps: float = 0.0, camera_fps: float = 0.0, latency_ms: float = 0.0) -> tuple[str, str]:
+    """Why a stream that nobody stopped ended, in words a user can act on: ``(kind, message)`` with
+    ``kind`` one of ``"connect"`` (no video ever arrived), ``"overloaded"`` (the server fell behind:
+    frames stalled or most camera frames were skipped), ``"network"`` (video flowed, then the link went).
+
+    ``config``: the ``rtc_configuration`` in use; ``local``: the page was opened on the server's own
+    computer; ``frames``: frames processed before the drop; ``stall_s``: seconds without a processed
+    frame before the drop; ``fps`` / ``camera_fps`` / ``latency_ms``: the last figures of the stream.
+    """
+    if frames == 0:
+        if _has_turn(config):
+            return "connect", ("No video got through the TURN server: check its URL and credentials "
+                               "(FACETRACK_TURN_URLS, FACETRACK_TURN_USERNAME, FACETRACK_TURN_CREDENTIAL) and "
+                               "that this network lets the browser reach it (UDP 3478 or TLS 5349).")
+        if not local:
+            return "connect", ("The browser could not reach the server directly. Opened from another computer, "
+                               "the video needs a TURN server: set FACETRACK_TURN_URLS, FACETRACK_TURN_USERNAME "
+                               "and FACETRACK_TURN_CREDENTIAL (README, Deploy), or open the app on the computer "
+                               "it runs on.")
+        return "connect", ("The browser and the server could not connect, even on this computer: a VPN or a "
+                           "firewall blocking UDP is the usual cause; turn the VPN off and try again.")
+    behind = camera_fps > 0 and fps < 0.3 * camera_fps
+    if stall_s >= 2.0 or behind or latency_ms > 500:
+        figures = (f"{fps:.1f} of {camera_fps:.0f} camera frames per second processed, "
+                   f"{latency_ms:.0f} ms per model call" if camera_fps > 0 else f"no frame for {stall_s:.0f} s")
+        return "overloaded", (f"The server is overloaded ({figures}) and the connection timed out. Close other "
+                              "heavy programs on the server, or pick a lighter detector (e.g. haar).")
+    return "network", ("The network connection dropped while the video was flowing. Check the Wi-Fi or VPN; "
+                       "away from localhost a TURN server keeps the video going through strict firewalls.")
+
+
+def is_local_host(host: str | None) -> bool:
+    """Whether a ``Host`` header names the server's own computer (where no STUN/TURN is needed)."""
+    if not host:
+        return True
+    from urllib.parse import urlsplit
+
+    name = urlsplit("//" + host).hostname or ""
+    return name in ("localhost", "::1") or name.startswith("127.")
+
+
 def preload_srtp() -> None:
     """Import pylibsrtp (aiortc's SRTP library) so that it uses its own OpenSSL. Call it before
     importing aiortc or streamlit_webrtc; it does nothing once pylibsrtp is imported.

@@ -11,14 +11,17 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from facecore import FaceCoreError, rtc
-from facecore.live import LiveProcessor, LiveSettings
+from facecore.live import WINDOW_S, LiveProcessor, LiveSettings, overlay_text
 from pages.common import dataset_picker, detector_picker, show_error
 
 PROC_KEY, HISTORY_KEY = "webcam_processor", "webcam_history"
 STARTED_KEY, ACTIVE_KEY = "webcam_started", "webcam_active"
+WANT_KEY, DROPS_KEY = "webcam_want", "webcam_drops"  # the user wants video on; unplanned stops (time, message)
 REFRESH_S = 1.0
 HISTORY_SECONDS = 15
 NO_FRAMES_AFTER_S = 10
+STALL_S = 3  # no new frame for this long while playing: say so
+AUTO_RECONNECTS, DROP_WINDOW_S = 3, 120  # reconnect by itself this often per window, then ask for a click
 
 CAMERA_HELP = """
 **No picture?** Check, in this order:
@@ -42,8 +45,9 @@ TRANSLATIONS = {
 
 st.title("Webcam")
 st.write("Run a detector live on your camera. Threshold, face blurring, smoothing and even the model "
-         "can change while the video plays. Frames arriving while the model is busy are skipped, "
-         "so a slow model lowers the frame rate instead of building up a delay.")
+         "can change while the video plays; the next frame uses them. Frames arriving while the model is "
+         "busy are skipped, so a slow model lowers the frame rate instead of building up a delay, and on a "
+         "busy server the model runs on every other frame (boxes held in between) to keep the video moving.")
 dataset_picker()
 
 
@@ -55,17 +59,42 @@ def processor() -> LiveProcessor:
 
 
 def on_stream_change() -> None:
-    """Start pressed: a new stream starts with fresh stats (Stop keeps the last ones on show)."""
+    """The component started or stopped. A start begins fresh stats; a stop the user did not ask for
+    (Stop sets WANT_KEY off first) is a dropped connection: record why. The component reconnects by
+    itself while WANT_KEY is on; after AUTO_RECONNECTS drops in DROP_WINDOW_S it waits for a click."""
     state = st.session_state["webcam"].state
     active = state.playing or state.signalling
-    if active and not st.session_state.get(ACTIVE_KEY):
-        processor().reset_stream()
+    was_active = st.session_state.get(ACTIVE_KEY, False)
+    proc = processor()
+    if active and not was_active:
+        proc.reset_stream()
         st.session_state[HISTORY_KEY] = deque(maxlen=HISTORY_SECONDS * 30)
         st.session_state[STARTED_KEY] = time.time()
+    elif was_active and not active and st.session_state.get(WANT_KEY):
+        now = time.time()
+        history = st.session_state.get(HISTORY_KEY) or []
+        last = history[-1] if history else None
+        frames = max(proc.frames, last.frame if last else 0)
+        _, message = rtc.explain_drop(
+            connection_config(quiet=True), local=rtc.is_local_host(st.context.headers.get("Host")), frames=frames,
+            stall_s=now - proc.last_frame_at if proc.last_frame_at else 0.0,
+            fps=last.fps if last else 0.0, camera_fps=last.camera_fps if last else 0.0,
+            latency_ms=last.latency_ms if last else 0.0)
+        drops = [d for d in st.session_state.get(DROPS_KEY, []) if now - d[0] < DROP_WINDOW_S]
+        drops.append((now, message))
+        st.session_state[DROPS_KEY] = drops
+        if len(drops) > AUTO_RECONNECTS:
+            st.session_state[WANT_KEY] = False
     st.session_state[ACTIVE_KEY] = active
 
 
-def connection_config() -> dict:
+def set_wanted(on: bool) -> None:
+    st.session_state[WANT_KEY] = on
+    if on:
+        st.session_state[DROPS_KEY] = []
+
+
+def connection_config(quiet: bool = False) -> dict:
     secrets = None
     try:
         section = st.secrets.get("webrtc")
@@ -75,8 +104,9 @@ def connection_config() -> dict:
     try:
         return rtc.rtc_configuration(secrets=secrets)
     except FaceCoreError as exc:
-        show_error(exc)
-        st.caption("Falling back to direct connections only.")
+        if not quiet:
+            show_error(exc)
+            st.caption("Falling back to direct connections only.")
         return {"iceServers": []}
 
 
@@ -98,7 +128,19 @@ proc.configure(detector=det, settings=LiveSettings(threshold=threshold, blur=mod
 config = connection_config()
 left, right = st.columns([3, 2], gap="medium")
 ctx = None
+want = bool(st.session_state.setdefault(WANT_KEY, False))
+drops = st.session_state.get(DROPS_KEY, [])
 with left:
+    if want:
+        st.button("Stop", key="webcam_stop", on_click=set_wanted, args=(False,))
+    else:
+        st.button("Reconnect" if drops else "Start", key="webcam_start", type="primary",
+                  on_click=set_wanted, args=(True,), help="Starts the camera; allow it when the browser asks.")
+    if drops and want:
+        st.warning(f"The connection dropped: {drops[-1][1]} Reconnecting by itself "
+                   f"({len(drops)} of {AUTO_RECONNECTS} tries in {DROP_WINDOW_S // 60} minutes).")
+    elif drops:
+        st.error(f"The connection dropped {len(drops)} times: {drops[-1][1]} Press **Reconnect** to try again.")
     try:
         rtc.preload_srtp()  # before aiortc: TensorFlow may already be loaded by another page
         from streamlit_webrtc import WebRtcMode, webrtc_streamer
@@ -116,6 +158,9 @@ with left:
             async_processing=True,
             translations=TRANSLATIONS,
             on_change=on_stream_change,
+            # The page's Start/Stop drive the component: a connection that drops while this is on is
+            # restarted by the component itself (see on_stream_change).
+            desired_playing_state=want,
         )
     except Exception as exc:  # noqa: BLE001 - the rest of the page stays usable without the component
         st.error(f"The webcam component could not start here ({type(exc).__name__}: {exc}). The live video "
@@ -141,7 +186,7 @@ def probability_chart(history, threshold: float) -> go.Figure:
     return fig
 
 
-@st.fragment(run_every=REFRESH_S if playing else None)
+@st.fragment(run_every=REFRESH_S if playing or want else None)
 def live_stats() -> None:
     history = st.session_state.setdefault(HISTORY_KEY, deque(maxlen=HISTORY_SECONDS * 30))
     history.extend(proc.drain_stats())
@@ -150,10 +195,10 @@ def live_stats() -> None:
         if playing and time.time() - st.session_state.get(STARTED_KEY, time.time()) > NO_FRAMES_AFTER_S:
             st.warning("Connected, but no video has reached the detector yet. Check the camera permission "
                        "and device (see *Camera not working?*); away from localhost a TURN server may be needed.")
-        elif playing:
+        elif playing or want:
             st.info("Waiting for the first frames...")
         else:
-            st.info("Press **Start** under the video and allow the camera. Stats appear here while it plays.")
+            st.info("Press **Start** above the video and allow the camera. Stats appear here while it plays.")
         return
     last = history[-1]
     face = last.faces > 0
@@ -164,14 +209,24 @@ def live_stats() -> None:
     c1, c2 = st.columns(2)
     c1.metric("Name probability" if named else "Face probability", f"{last.probability:.2f}")
     c2.metric("Faces shown", last.faces)
-    c1.metric("Processed FPS", f"{last.fps:.1f}")
-    c2.metric("Model latency", f"{last.latency_ms:.0f} ms")
-    st.caption(f"{last.frame} frames processed, {last.dropped} stale frames skipped this stream.")
+    c1.metric("Delivered FPS", f"{last.fps:.1f}",
+              help=f"New annotated frames sent back to your browser per second, over the last {WINDOW_S:.0f} s.")
+    c2.metric("Model latency", f"{last.latency_ms:.0f} ms",
+              help=f"Mean time of one model call over the last {WINDOW_S:.0f} s.")
+    st.caption(f"On the video: `{overlay_text(last)}`")
+    st.caption(f"{last.frame} frames delivered this stream; the model ran {last.detect_fps:.1f} times a second; "
+               f"the camera sends {last.camera_fps:.1f} fps, {last.dropped} stale frames skipped.")
+    if last.light:
+        st.info(f"Lighter path: {last.light}, because the server could not keep up with the camera. "
+                "It tries the full path again when the load drops.")
+    if playing and time.time() - last.time > STALL_S:
+        st.warning(f"No new frame for {time.time() - last.time:.0f} s: the server is busy or the connection "
+                   "is stalling.")
     if last.error:
         st.error(f"The detector failed on the last frame: {last.error}")
     st.plotly_chart(probability_chart(history, threshold), key="webcam_probability_chart",
                     config={"displayModeBar": False})
-    if not playing:
+    if not playing and not want:
         st.caption("Stream stopped: these are the last stats.")
 
 

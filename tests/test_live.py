@@ -15,7 +15,9 @@ from conftest import ROOT
 from facecore import FaceCoreError, rtc
 
 from facecore.detect import Detection, HaarDetector
-from facecore.live import BoxSmoother, LiveProcessor, LiveSettings
+from facecore import live
+from facecore.live import (LEVELS, WINDOW_S, BoxSmoother, LiveProcessor, LiveSettings, LoadGovernor, RateMeter,
+                           overlay_text)
 
 rtc.preload_srtp()  # other test modules may have imported TensorFlow already
 
@@ -114,8 +116,9 @@ def test_settings_and_detector_change_while_streaming():
     np.testing.assert_array_equal(out[:20], noisy[:20])
     other = FakeDetector([], name="other")
     proc.configure(detector=other)
+    assert len(other.seen) == 1  # warmed up on the page's thread, so the stream does not wait for it
     proc.process(gray())
-    assert len(other.seen) == 1 and proc.drain_stats()[-1].detector == "other"
+    assert len(other.seen) == 2 and other.seen[-1][0, 0, 0] == 128 and proc.drain_stats()[-1].detector == "other"
     proc.configure(detector=None)
     out = proc.process(noisy)
     np.testing.assert_array_equal(out, noisy)
@@ -216,6 +219,136 @@ def test_slow_model_drops_stale_frames_instead_of_lagging():
     assert proc.dropped >= 20
 
 
+class FakeClock:
+    """Stands in for time.perf_counter: a simulated camera and model advance it."""
+
+    def __init__(self):
+        self.t = 1000.0
+
+    def __call__(self):
+        return self.t
+
+
+class TimedDetector(FakeDetector):
+    """Takes ``cost`` simulated seconds per call and records the width of each frame it gets."""
+
+    def __init__(self, clock, cost, dets=(), name="timed"):
+        super().__init__(dets, name=name)
+        self.clock, self.cost, self.widths = clock, cost, []
+
+    def detect(self, frame):
+        self.widths.append(frame.shape[1])
+        self.clock.t += self.cost
+        return super().detect(frame)
+
+
+def simulate(proc, clock, seconds, camera_fps=30.0, overhead=0.01, frame=None):
+    """The async track: each call gets the newest frame plus the ones that arrived meanwhile."""
+    import math
+
+    frame = gray(120, 320) if frame is None else frame
+    end, stats = clock.t + seconds, []
+    taken = math.floor(clock.t * camera_fps)  # camera frame k arrives at k / camera_fps
+    while clock.t < end:
+        if math.floor(clock.t * camera_fps) == taken:  # faster than the camera: wait for its next frame
+            clock.t = (taken + 1) / camera_fps + 1e-9
+        arrived = math.floor(clock.t * camera_fps) - taken
+        taken += arrived
+        clock.t += overhead  # conversion and drawing
+        proc.process(frame, arrived)
+        stats += proc.drain_stats()
+    return stats
+
+
+def test_rate_meter_is_frames_per_second_over_the_window():
+    m = RateMeter(window_s=2.0)
+    assert m.rate(0.0) == 0.0
+    for i in range(31):
+        m.tick(i * 0.1)  # 10 per second for 3 s
+    assert m.rate(3.0) == pytest.approx(10.0)
+    assert m.rate(3.0) == pytest.approx(10.0)  # the window keeps only the last 2 s
+    for i in range(1, 11):
+        m.tick(3.0 + i * 0.2)  # then 5 per second
+    assert m.rate(5.0) == pytest.approx(5.0)
+    lat = RateMeter(window_s=1.0)
+    for t, ms in [(0.0, 100.0), (0.5, 10.0), (1.2, 20.0)]:
+        lat.tick(t, ms)
+    assert lat.mean(1.2) == pytest.approx(15.0)  # the 100 ms call is out of the window
+
+
+def test_reported_fps_is_the_delivered_frame_rate_and_the_overlay_shows_it(monkeypatch):
+    """What the overlay and the page show: frames handed back per second, not 1/latency."""
+    clock = FakeClock()
+    monkeypatch.setattr(live.time, "perf_counter", clock)
+    fake = TimedDetector(clock, cost=0.04, dets=[det(0.9, [0.3, 0.3, 0.6, 0.6])])
+    proc = LiveProcessor(fake, LiveSettings(smoothing=0.0), adaptive=False)
+    stats = simulate(proc, clock, seconds=6, camera_fps=30, overhead=0.01)
+    last = stats[-1]
+    assert last.fps == pytest.approx(1 / 0.05, rel=0.05)  # one frame per 40 ms model + 10 ms drawing
+    assert last.latency_ms == pytest.approx(40, rel=0.02) and last.camera_fps == pytest.approx(30, rel=0.1)
+    assert last.dropped > 0.2 * last.frame  # the camera's other frames were skipped
+    assert overlay_text(last) == f"{last.fps:.1f} fps | 40 ms | timed"
+    out = proc.process(gray(240, 320))
+    assert (out[:12, :60] == 0).mean() > 0.3  # the line is drawn on the frame itself
+
+
+def test_lighter_path_under_load_and_back(monkeypatch):
+    """A model too slow for the camera: the stream steps to the lighter path (model on every other
+    frame, boxes held), delivers more frames than the model runs, says so, and returns to the full path
+    once the model is fast again."""
+    clock = FakeClock()
+    monkeypatch.setattr(live.time, "perf_counter", clock)
+    box = [0.3, 0.3, 0.6, 0.6]
+    slow = TimedDetector(clock, cost=0.15, dets=[det(0.9, box)])
+    proc = LiveProcessor(slow, LiveSettings(smoothing=0.0, overlay=False))
+    stats = simulate(proc, clock, seconds=20)
+    light = [s for s in stats if s.light]
+    assert light and light[-1].light == LEVELS[-1].text, [s.light for s in stats[::10]]
+    assert any(s.held for s in light) and all(s.faces == 1 for s in stats)  # held frames keep the boxes
+    assert light[-1].fps > 1.8 * light[-1].detect_fps
+    assert 240 in slow.widths and max(slow.widths) == 320  # smaller copies for the model on the last steps
+    held = proc.process(gray(120, 320))
+    assert red_pixels(held) > 0  # boxes drawn on frames the model did not see
+    # the load goes away (a fast model): it works its way back to the full path
+    slow.cost = 0.005
+    stats = simulate(proc, clock, seconds=200)
+    assert stats[-1].light == "" and not stats[-1].held
+
+
+def test_load_governor_backs_off_after_failed_tries():
+    g = LoadGovernor(probe_s=10, max_probe_s=40, levels=3)
+    t = 0.0
+    for _ in range(3):
+        t += WINDOW_S
+        g.update(t, delivered_fps=5, camera_fps=30)
+    assert g.level == 2  # one step per window, no further than the last
+    t += 10
+    assert g.update(t, 30, 30) == 1  # keeping up: try one step heavier after probe_s
+    t += WINDOW_S
+    assert g.update(t, 10, 30) == 2 and g.probe_s == 20  # failed try: wait twice as long next time
+    assert g.update(t + 15, 30, 30) == 2 and g.update(t + 20, 30, 30) == 1
+
+
+def test_settings_reach_the_very_next_frame_even_with_held_boxes():
+    box = [0.25, 0.25, 0.75, 0.75]
+    first = FakeDetector([det(0.6, box)], name="first")
+    proc = LiveProcessor(first, LiveSettings(threshold=0.5, smoothing=0.0, overlay=False))
+    proc._governor.level = 2  # the lighter path: the model on every 2nd frame
+    proc.process(gray())
+    proc.process(gray())
+    assert len(first.seen) == 1 and proc.drain_stats()[-1].held  # the second frame held the boxes
+    noisy = np.random.default_rng(2).integers(0, 256, (120, 160, 3), dtype=np.uint8)
+    proc.configure(settings=LiveSettings(threshold=0.5, blur=True, smoothing=0.0, overlay=False))
+    out = proc.process(noisy)
+    assert len(first.seen) == 2 and not proc.drain_stats()[-1].held  # a change runs the model at once
+    assert out[40:80, 50:110].std() < 0.5 * noisy[40:80, 50:110].std() and red_pixels(out) == 0
+    second = FakeDetector([], name="second")
+    proc.configure(detector=second)
+    proc.process(gray())
+    (stat,) = proc.drain_stats()
+    assert stat.detector == "second" and stat.faces == 0 and not stat.held  # no box of the old model
+
+
 # -- rtc ---------------------------------------------------------------------------------------
 
 def test_rtc_defaults_to_direct_connections_without_lookups():
@@ -278,3 +411,25 @@ def test_webrtc_stack_works_after_tensorflow():
 def test_rtc_rejects_malformed_settings(env, message):
     with pytest.raises(FaceCoreError, match=message):
         rtc.rtc_configuration(env=env)
+
+
+@pytest.mark.parametrize("config, local, kwargs, kind, words", [
+    ({"iceServers": []}, False, {"frames": 0}, "connect", "needs a TURN server"),
+    ({"iceServers": []}, True, {"frames": 0}, "connect", "VPN"),
+    ({"iceServers": [{"urls": ["turn:t.example"], "username": "u", "credential": "p"}]}, False, {"frames": 0},
+     "connect", "TURN server: check its URL and credentials"),
+    ({"iceServers": []}, True, {"frames": 500, "fps": 2.0, "camera_fps": 30.0, "latency_ms": 300.0},
+     "overloaded", "2.0 of 30 camera frames"),
+    ({"iceServers": []}, True, {"frames": 500, "stall_s": 8.0, "fps": 12.0, "camera_fps": 15.0},
+     "overloaded", "lighter detector"),
+    ({"iceServers": []}, False, {"frames": 500, "stall_s": 0.3, "fps": 14.0, "camera_fps": 15.0},
+     "network", "Wi-Fi or VPN"),
+])
+def test_explain_drop_says_what_to_do(config, local, kwargs, kind, words):
+    got_kind, message = rtc.explain_drop(config, local=local, **kwargs)
+    assert got_kind == kind and words in message
+
+
+def test_local_hosts():
+    assert rtc.is_local_host("localhost:8501") and rtc.is_local_host("127.0.0.1:8501") and rtc.is_local_host("[::1]:8501")
+    assert not rtc.is_local_host("facetrack.streamlit.app") and not rtc.is_local_host("192.168.1.5:8501")

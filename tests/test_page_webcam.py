@@ -2,11 +2,13 @@
 (tests/test_browser_webcam.py); here the page around it must work and feed the processor."""
 
 import json
+import time
 
 import pytest
 
 from conftest import run_page, texts as _texts, SAMPLE
 from facecore.io import read_image
+from facecore.live import overlay_text
 
 
 def _run():
@@ -18,6 +20,7 @@ def test_page_renders_without_the_component(workspace_env):
     assert at.title[0].value.endswith("Webcam")
     assert at.sidebar.selectbox(key="webcam_detector").value == "haar"
     assert "Press **Start**" in _texts(at.info)
+    assert at.button(key="webcam_start").label == "Start"
     assert "Direct connection only" in _texts(at.caption)
     assert "Camera not working?" in [e.label for e in at.expander]
     assert "Permission" in _texts(at.markdown)
@@ -49,7 +52,11 @@ def test_stats_from_the_callback_are_shown(workspace_env):
     metrics = {m.label: m.value for m in at.metric}
     assert float(metrics["Face probability"]) > 0.5 and int(metrics["Faces shown"]) >= 1
     assert "Face found" in _texts(at.markdown)
-    assert "3 frames processed" in _texts(at.caption)
+    assert "3 frames delivered" in _texts(at.caption)
+    # one figure, shown the same beside the video as on it
+    last = at.session_state["webcam_history"][-1]
+    assert metrics["Delivered FPS"] == f"{last.fps:.1f}" and metrics["Model latency"] == f"{last.latency_ms:.0f} ms"
+    assert f"On the video: `{overlay_text(last)}`" in _texts(at.caption)
     assert at.get("plotly_chart"), "the rolling probability chart is missing"
 
 
@@ -101,3 +108,40 @@ def test_trained_model_can_be_picked_while_streaming(workspace_env):
     proc.process(face)
     (stat,) = proc.drain_stats()
     assert stat.detector == "tiny" and 0.0 <= stat.probability <= 1.0 and not stat.error
+
+
+def test_start_and_stop_drive_the_stream(workspace_env):
+    at = _run()
+    at.button(key="webcam_start").click().run()
+    assert not at.exception and at.session_state["webcam_want"] is True
+    assert "Waiting for the first frames" in _texts(at.info)
+    at.button(key="webcam_stop").click().run()
+    assert at.session_state["webcam_want"] is False and at.button(key="webcam_start").label == "Start"
+
+
+def test_dropped_connection_says_why_and_offers_one_click(workspace_env):
+    at = _run()
+    why = "The server is overloaded (2.0 of 30 camera frames per second processed, 400 ms per model call)."
+    at.session_state["webcam_want"] = True
+    at.session_state["webcam_drops"] = [(time.time(), why)]
+    at.run()
+    assert "Reconnecting by itself (1 of 3" in _texts(at.warning) and why in _texts(at.warning)
+    at.session_state["webcam_want"] = False  # after too many drops the page stops retrying
+    at.run()
+    assert why in _texts(at.error) and "Press **Reconnect**" in _texts(at.error)
+    at.button(key="webcam_start").click().run()
+    assert at.session_state["webcam_want"] is True and at.session_state["webcam_drops"] == []
+    assert "dropped" not in _texts(at.error) + _texts(at.warning)
+
+
+def test_lighter_path_is_announced(workspace_env):
+    at = _run()
+    proc = at.session_state["webcam_processor"]
+    face = read_image(sorted(SAMPLE.glob("images/*.jpg"))[0])
+    proc.process(face)  # takes the page's detector (a fresh load step)
+    proc._governor.level = 2  # what a loaded machine leads to (tests/test_live.py simulates it)
+    for _ in range(4):
+        proc.process(face)
+    at.run()
+    assert "Lighter path: model on every 2nd frame at 240 px wide" in _texts(at.info)
+    assert "| light" in _texts(at.caption)
