@@ -23,6 +23,11 @@ WORKFLOW = [
 ]
 
 ACTIVE_KEY = "active_dataset"
+PICKER_KEY = "_dataset_picker"
+# The active dataset also lives in the page URL (``?dataset=<name>``), so it survives a reload, a new
+# tab, and a page URL opened directly; session state alone is lost on each of those.
+QUERY_KEY = "dataset"
+HOME = ("streamlit_app.py", "Home", "🏠")
 
 
 def workspace() -> Workspace:
@@ -34,29 +39,71 @@ def existing_pages() -> list[tuple[str, str, str, str]]:
     return [p for p in WORKFLOW if (ROOT / p[0]).exists()]
 
 
-def dataset_picker(where=st.sidebar) -> Dataset | None:
-    """The active-dataset selector, shown on every page; the choice carries across pages.
+def page_setup(active: str | None = None) -> None:
+    """Wide layout and the sidebar's page links (Home first), for every page.
 
-    The choice lives in ``st.session_state["active_dataset"]`` (not in the widget's own key,
-    which Streamlit drops when a page without that widget runs).
+    Streamlit's own sidebar navigation is off (``client.showSidebarNavigation`` in
+    ``.streamlit/config.toml``): in the ``pages/`` mode it calls the home page "streamlit app", and
+    ``st.navigation``, which could rename it, changed the layout by which URL a session opened first
+    (commit cd9801f). The links carry the active dataset in their URL.
+    """
+    st.set_page_config(layout="wide")
+    if not _served_from_home():
+        return  # a page run on its own (AppTest): links are relative to streamlit_app.py
+    params = {QUERY_KEY: active} if active else None
+    with st.sidebar:
+        st.page_link(HOME[0], label=HOME[1], icon=HOME[2], query_params=params)
+        for path, title, icon, _ in existing_pages():
+            st.page_link(path, label=title, icon=icon, query_params=params)
+        st.divider()
+
+
+def _served_from_home() -> bool:
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+    ctx = get_script_run_ctx()
+    main = getattr(ctx, "main_script_path", None)
+    return bool(main) and Path(main).resolve() == ROOT / HOME[0]
+
+
+def active_dataset_name(names) -> str | None:
+    """The active dataset among ``names``: this session's choice, else the URL's ``?dataset=``, else the first."""
+    names = list(names)
+    current = st.session_state.get(ACTIVE_KEY)
+    if current not in names:
+        wanted = st.query_params.get(QUERY_KEY)
+        current = wanted if wanted in names else (names[0] if names else None)
+        st.session_state[ACTIVE_KEY] = current
+    return current
+
+
+def dataset_picker(where=st.sidebar) -> Dataset | None:
+    """The active-dataset selector, shown on every page (with ``page_setup``); the choice carries across
+    pages, reloads and direct page URLs.
+
+    The choice lives in ``st.session_state["active_dataset"]`` (not in the widget's own key, which
+    Streamlit drops when a page without that widget runs) and in the URL's ``?dataset=``.
     """
     ws = workspace()
     datasets = ws.datasets()
+    current = active_dataset_name(datasets)
+    page_setup(current)
     if not datasets:
         where.warning("No dataset yet: create one on the Collect & Label page.")
         return None
-    names = list(datasets)
-    current = st.session_state.get(ACTIVE_KEY)
-    if current not in datasets:
-        current = names[0]
-        st.session_state[ACTIVE_KEY] = current
+    if st.query_params.get(QUERY_KEY) != current:
+        st.query_params[QUERY_KEY] = current
+    # Set before the widget exists in this run: the widget then shows the active dataset, whatever
+    # value the browser still holds for it (e.g. right after set_active_dataset).
+    st.session_state[PICKER_KEY] = current
 
     def _sync():
-        st.session_state[ACTIVE_KEY] = st.session_state["_dataset_picker"]
+        st.session_state[ACTIVE_KEY] = st.session_state[PICKER_KEY]
+        st.query_params[QUERY_KEY] = st.session_state[PICKER_KEY]
 
-    where.selectbox("Active dataset", names, index=names.index(current), key="_dataset_picker",
-                    on_change=_sync, help="Used by every page. Create new datasets on Collect & Label.")
-    return datasets[st.session_state[ACTIVE_KEY]]
+    where.selectbox("Active dataset", list(datasets), key=PICKER_KEY, on_change=_sync,
+                    help="Used by every page. Create new datasets on Collect & Label.")
+    return datasets[current]
 
 
 def dataset_summary(dataset: Dataset):
@@ -69,9 +116,13 @@ def dataset_summary(dataset: Dataset):
 
 
 def set_active_dataset(name: str) -> None:
-    """Make ``name`` the active dataset (e.g. right after creating it)."""
+    """Make ``name`` the active dataset (e.g. right after creating it), here and in the page URL.
+
+    The picker's widget state is left alone: dropping it made the browser's stale value look like a
+    user's change on the next run, which switched straight back (to ``sample``).
+    """
     st.session_state[ACTIVE_KEY] = name
-    st.session_state.pop("_dataset_picker", None)
+    st.query_params[QUERY_KEY] = name
 
 
 @st.cache_resource(show_spinner="Loading the detector...")
