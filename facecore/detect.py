@@ -17,6 +17,10 @@ from . import boxes as B
 from .errors import FaceCoreError
 
 HAAR = "haar"
+BLAZEFACE = "blazeface"              # built in: MediaPipe's full-range BlazeFace (facecore.blazeface)
+BLAZEFACE_SHORT = "blazeface-short"  # built in: its short-range sibling (faces filling the frame; faster)
+BUILT_IN = (BLAZEFACE, BLAZEFACE_SHORT, HAAR)
+DEFAULT_DETECTOR = BLAZEFACE
 
 
 class Detection(NamedTuple):
@@ -97,21 +101,42 @@ class HaarDetector:
 
 
 def load_detector(name: str, models_root) -> Detector:
-    """``"haar"`` or the name of a trained model folder in ``models_root``. Raises FaceCoreError."""
+    """A built-in detector (``"blazeface"``, ``"blazeface-short"``, ``"haar"``) or the name of a trained
+    model folder in ``models_root`` (``NAME@int8`` for its int8 copy). Raises FaceCoreError."""
     if name == HAAR:
         return HaarDetector()
-    from .inference import FaceTrackerDetector
-    from .io import model_path
+    if name in (BLAZEFACE, BLAZEFACE_SHORT):
+        from .blazeface import BlazeFaceDetector
 
-    return FaceTrackerDetector.load(model_path(models_root, name))  # refuses paths outside models_root
+        return BlazeFaceDetector("full" if name == BLAZEFACE else "short", name=name)
+    import json
+    from pathlib import Path
+
+    folder = Path(models_root) / name.split("@")[0]
+    try:
+        meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        meta = {}
+    if isinstance(meta, dict) and meta.get("architecture") == "blazeface-style":
+        from .blazeface import BlazeFaceDetector, BoxStyle
+
+        return BlazeFaceDetector("full", style=BoxStyle.from_dict(meta.get("box_style") or {}), name=folder.name)
+    if isinstance(meta, dict) and meta.get("architecture") == "blazeface" and "@" not in name:
+        from .blaze_model import TrainedBlazeDetector
+
+        return TrainedBlazeDetector.load(folder, meta)
+    from .inference import FaceTrackerDetector
+
+    return FaceTrackerDetector.load(Path(models_root) / name)
 
 
 def detector_names(models_root) -> list[str]:
-    """``"haar"`` followed by the trained face-detector models, newest first; a model with an int8
-    copy (``facecore.inference.quantize``) is followed by ``"<name>@int8"``."""
+    """The built-in detectors (``blazeface`` first: the default) followed by the trained face-detector
+    models, newest first; a model with an int8 copy (``facecore.inference.quantize``) is followed by
+    ``"<name>@int8"``."""
     from .registry import list_models
 
-    names = [HAAR]
+    names = list(BUILT_IN)
     for m in list_models(models_root, kind="facetracker"):
         names.append(m.name)
         if (m.path / "model_int8.tflite").is_file():

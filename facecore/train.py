@@ -39,21 +39,28 @@ import numpy as np
 from . import boxes as B
 from .dataset import Dataset, Item
 from .errors import DatasetError, FaceCoreError, ImageReadError, LabelFormatError
-from .io import atomic_write_text, read_image, replace_dir
+from .io import atomic_write_text, check_model_dir, read_image, replace_dir
 from .labels import read_label
 from .preprocess import resize_for_model
 from .registry import META_FILE
 from .workspace import Workspace, check_name
 
 # Mirrors facecore.model (kept here so that importing this module does not import TensorFlow).
-BACKBONES = ("vgg16", "mobilenetv2", "resnet50", "efficientnetb0", "tinycnn")
-PRETRAINED_BACKBONES = BACKBONES[:4]
-DEFAULT_INPUT_SIZE = {"vgg16": 120, "mobilenetv2": 128, "resnet50": 128, "efficientnetb0": 128, "tinycnn": 96}
+# "blazeface" (the default) fine-tunes MediaPipe's face detector (facecore.blaze_train); the others are
+# the tutorials' FaceTracker (one box) on an ImageNet backbone, or tinycnn from scratch.
+BLAZEFACE = "blazeface"
+BACKBONES = (BLAZEFACE, "vgg16", "mobilenetv2", "resnet50", "efficientnetb0", "tinycnn")
+PRETRAINED_BACKBONES = BACKBONES[1:5]
+DEFAULT_INPUT_SIZE = {BLAZEFACE: 128, "vgg16": 120, "mobilenetv2": 128, "resnet50": 128, "efficientnetb0": 128,
+                      "tinycnn": 96}
+TRAIN_LAYERS = ("all", "heads")
 AUGMENTATION_MODES = ("off", "offline", "on_the_fly")
 MODEL_FILE = "model.keras"
 TFLITE_FILE = "model.tflite"
 # The TFLite file must reproduce the Keras outputs to this tolerance, or it is not shipped.
 TFLITE_TOLERANCE = 1e-3
+MAX_INPUT_SIZE = 640  # README "Limits": larger inputs only cost memory (a batch at 20000 px is hundreds of GB)
+MAX_HEAD_UNITS = 16384
 
 
 class TrainingError(FaceCoreError):
@@ -81,7 +88,7 @@ class TrainConfig:
     """
 
     name: str = "facetracker"
-    backbone: str = "vgg16"
+    backbone: str = BLAZEFACE
     input_size: int | None = None
     weights: str | None = "imagenet"
     alpha: float = 1.0
@@ -102,6 +109,7 @@ class TrainConfig:
     seed: int = 0
     cache_features: bool = True
     export_tflite: bool = True
+    train_layers: str = "all"
 
     def __post_init__(self):
         check_name(self.name, "model")
@@ -112,6 +120,15 @@ class TrainConfig:
                                 f"choose one of {', '.join(AUGMENTATION_MODES)}")
         if isinstance(self.weights, str) and self.weights.strip().lower() in ("none", ""):
             object.__setattr__(self, "weights", None)
+        if self.train_layers not in TRAIN_LAYERS:
+            raise TrainingError(f"train_layers must be one of {', '.join(TRAIN_LAYERS)}, got {self.train_layers!r}")
+        if self.backbone == BLAZEFACE:
+            # BlazeFace starts from MediaPipe's face weights, whatever pretrained source was named
+            if self.weights is not None:
+                object.__setattr__(self, "weights", BLAZEFACE)
+            object.__setattr__(self, "fine_tune_epochs", 0)
+            if self.input_size is not None and int(self.input_size) != DEFAULT_INPUT_SIZE[BLAZEFACE]:
+                raise TrainingError(f"blazeface takes {DEFAULT_INPUT_SIZE[BLAZEFACE]} px inputs, not {self.input_size}")
         for name, lo in (("epochs", 1), ("batch_size", 1), ("head_units", 1), ("fine_tune_epochs", 0),
                          ("fine_tune_layers", 0), ("patience", 0), ("lr_patience", 0)):
             v = getattr(self, name)
@@ -123,8 +140,10 @@ class TrainConfig:
                 raise TrainingError(f"{name} must be a positive number, got {v!r}")
         if not 0 < self.lr_factor < 1:
             raise TrainingError(f"lr_factor must be between 0 and 1, got {self.lr_factor}")
-        if self.input_size is not None and int(self.input_size) < 32:
-            raise TrainingError(f"input size must be at least 32 px, got {self.input_size}")
+        if self.input_size is not None and not 32 <= int(self.input_size) <= MAX_INPUT_SIZE:
+            raise TrainingError(f"input size must be 32 to {MAX_INPUT_SIZE} px, got {self.input_size}")
+        if self.head_units > MAX_HEAD_UNITS:
+            raise TrainingError(f"head_units must be at most {MAX_HEAD_UNITS}, got {self.head_units}")
         split = tuple(float(f) for f in self.split)
         if len(split) != 3 or any(f < 0 for f in split) or split[0] <= 0:
             raise TrainingError(f"split must be three fractions (train, val, test) with train > 0, got {self.split}")
@@ -143,7 +162,7 @@ class TrainConfig:
     @property
     def uses_feature_cache(self) -> bool:
         """The fast path: frozen backbone and no on-the-fly augmentation."""
-        return self.frozen and self.cache_features and self.augmentation != "on_the_fly"
+        return self.backbone != BLAZEFACE and self.frozen and self.cache_features and self.augmentation != "on_the_fly"
 
     def augment_config(self):
         """The ``AugmentConfig`` for on-the-fly augmentation (``augment`` may be a dict or None)."""
@@ -404,6 +423,7 @@ def train(dataset: Dataset, config: TrainConfig, progress: Callable[[Progress], 
     t_start = time.monotonic()
     out_dir = Path(out_dir) if out_dir is not None else Workspace.from_env().model_dir(config.name)
     check_name(out_dir.name, "model")
+    check_model_dir(out_dir, "facetracker")  # never replace a dataset or any folder that is not our model
     size = config.size
     warnings: list[str] = []
     history: list[dict] = []
@@ -413,6 +433,8 @@ def train(dataset: Dataset, config: TrainConfig, progress: Callable[[Progress], 
     spans = {"loading": (0.0, 0.08), "features": (0.08, 0.2 if fast else 0.08),
              "training": (0.2 if fast else 0.08, 0.93), "evaluating": (0.93, 0.96), "saving": (0.96, 1.0)}
     state = {"epoch": 0, "batches_done": 0, "batches_total": 1, "t_train": None}
+    if config.backbone == BLAZEFACE:
+        spans.update(training=(0.08, 0.93))
 
     def emit(stage: str, frac_in_stage: float, message: str = "", eta: float | None = None, epoch=0, epochs=0):
         if cancel is not None and cancel.is_set() and stage not in ("training", "fine-tuning"):
@@ -423,9 +445,17 @@ def train(dataset: Dataset, config: TrainConfig, progress: Callable[[Progress], 
         progress(Progress(stage, lo + (hi - lo) * min(max(frac_in_stage, 0.0), 1.0), message, epoch, epochs,
                           eta, list(history)))
 
+    if config.backbone == BLAZEFACE:
+        from .blaze_train import train_blazeface
+
+        return train_blazeface(dataset, config, out_dir, emit, state, history, warnings, cancel, t_start,
+                               make_callbacks=_make_callbacks, load_samples=load_samples, save_model=save_model,
+                               run_meta=_run_meta, check_stop=_check_stop)
+
     # 1. data
     emit("loading", 0.0, "splitting the dataset")
     split = dataset.split(config.split, config.seed)
+    warnings.extend(f"left out {name}: {why}" for name, why in split.skipped)
     train_items = dataset.training_items(split) if config.augmentation == "offline" else list(split.train)
     if config.augmentation == "offline" and len(train_items) == len(split.train):
         warnings.append("augmentation 'offline' but the dataset has no augmented copies of its train split "
@@ -572,10 +602,7 @@ def train(dataset: Dataset, config: TrainConfig, progress: Callable[[Progress], 
     # 6. save
     emit("saving", 0.0, "saving the model")
     meta = {
-        "name": out_dir.name, "kind": "facetracker", "created": _iso_now(),
-        "config": config.to_dict(),
-        "dataset": {"name": dataset.name, "root": str(dataset.root), "fingerprint": dataset.fingerprint(),
-                    "split": split.sizes(), "train_samples": len(train_s), "train_faces": train_s.n_face},
+        **_run_meta(out_dir, config, dataset, split, train_s),
         "history": history,
         "metrics": metrics,
         "input": {"shape": [None, size, size, 3], "dtype": "float32", "range": "RGB 0..255",
@@ -591,6 +618,13 @@ def train(dataset: Dataset, config: TrainConfig, progress: Callable[[Progress], 
     path = save_model(net, out_dir, meta, export_tflite=config.export_tflite, sample=sample)
     emit("saving", 1.0, f"saved {path}")
     return path
+
+
+def _run_meta(out_dir: Path, config: TrainConfig, dataset: Dataset, split, train_s: Samples) -> dict:
+    """The ``meta.json`` keys every trained face detector shares."""
+    return {"name": out_dir.name, "kind": "facetracker", "created": _iso_now(), "config": config.to_dict(),
+            "dataset": {"name": dataset.name, "root": str(dataset.root), "fingerprint": dataset.fingerprint(),
+                        "split": split.sizes(), "train_samples": len(train_s), "train_faces": train_s.n_face}}
 
 
 def _check_stop(state: dict, cancel) -> None:
@@ -641,7 +675,7 @@ def save_model(net, out_dir: str | os.PathLike, meta: dict, export_tflite: bool 
         meta["files"] = files
         atomic_write_text(tmp / META_FILE, json.dumps(_jsonable(meta), indent=2))
 
-    replace_dir(out_dir, write)
+    replace_dir(out_dir, write, check=lambda d: check_model_dir(d, "facetracker"))
     return out_dir
 
 

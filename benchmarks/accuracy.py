@@ -1,0 +1,254 @@
+"""Accuracy on people the model never saw: leave-one-person-out over ../shared/datasets.
+
+For each of the six people: train on the other five (their photos pooled, split 70/15/15 by photo for
+early stopping), test on every photo of the sixth. Rows: Haar; built-in BlazeFace raw and with a box
+style fitted on the five training people; YuNet (OpenCV model zoo, ../shared/models/yunet: a peer
+only, never shipped) raw and box-corrected the same way; the tutorials' FaceTracker from scratch
+(tinycnn); BlazeFace fine-tuned (heads only, and every layer).
+Second table (``--personal``): train on 10 labeled photos of one person, test on the rest of theirs.
+
+    python benchmarks/accuracy.py                       # LOPO table (about 15-25 min on 2 cores)
+    python benchmarks/accuracy.py --rows blazeface-ft --people usupal,mkhoa
+    python benchmarks/accuracy.py --personal            # personalization table
+
+Prints markdown tables: AP50, AP30, mean IoU, false-positive rate on no-face photos, ms per 640x480
+frame, training seconds; the mean over people and the worst person.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from facecore import boxes as B  # noqa: E402
+from facecore.blazeface import BlazeFaceDetector, BoxStyle  # noqa: E402
+from facecore.dataset import Dataset  # noqa: E402
+from facecore.detect import Detection, HaarDetector  # noqa: E402
+from facecore.evaluate import EvalImage, collect_images, compute_metrics  # noqa: E402
+from facecore.io import read_image  # noqa: E402
+
+SHARED = ROOT.parent / "shared"
+PEOPLE = ("usupal", "mkhoa", "soncio", "sabhishek", "steve389", "amirtav")
+ALL_ROWS = ("haar", "blazeface-raw", "blazeface-style", "yunet-raw", "yunet-style", "tinycnn",
+            "blazeface-ft-heads", "blazeface-ft")
+
+
+class YuNet:
+    """OpenCV's YuNet as a benchmark peer (Detector interface)."""
+
+    name = "yunet"
+
+    def __init__(self, style: BoxStyle | None = None):
+        import cv2
+
+        path = SHARED / "models/yunet/face_detection_yunet_2023mar.onnx"
+        self.det = cv2.FaceDetectorYN.create(str(path), "", (320, 320), 0.3, 0.3, 50)
+        self.style = style or BoxStyle()
+
+    def detect(self, rgb):
+        import cv2
+
+        h, w = rgb.shape[:2]
+        self.det.setInputSize((w, h))
+        _, faces = self.det.detect(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+        if faces is None:
+            return []
+        px = np.asarray([[f[0], f[1], f[0] + f[2], f[1] + f[3]] for f in faces], np.float32)
+        boxes = self.style.apply(B.clip(B.from_pixels(px, w, h)))
+        return sorted((Detection(float(f[14]), b) for f, b in zip(faces, boxes)), key=lambda d: -d.score)
+
+
+def load_person(name: str) -> list[tuple[EvalImage, np.ndarray]]:
+    images, _ = collect_images(SHARED / "datasets" / name, split="all")
+    return [(im, read_image(im.path)) for im in images]
+
+
+def run_detector(det, data) -> dict:
+    scores, preds, truth, ms = [], [], [], []
+    for im, rgb in data:
+        t = time.perf_counter()
+        dets = det.detect(rgb)
+        ms.append((time.perf_counter() - t) * 1000)
+        best = max(dets, key=lambda d: d.score) if dets else None
+        scores.append(best.score if best else 0.0)
+        preds.append(None if best is None else np.asarray(best.box, np.float32))
+        truth.append(im.boxes)
+    m = compute_metrics(truth, scores, preds)
+    m["ms"] = float(np.median(ms))
+    return m
+
+
+def fit_style(det, data) -> BoxStyle:
+    """Box style of ``det`` (returning raw boxes) fitted on labeled faces of ``data``."""
+    d, g = [], []
+    for im, rgb in data:
+        if not len(im.boxes):
+            continue
+        dets = det.detect(rgb)
+        if dets:
+            best = dets[0].box
+            d.append(best)
+            g.append(im.boxes[int(np.argmax(B.iou_matrix(best[None], im.boxes)[0]))])
+    return BoxStyle.fit(np.asarray(d), np.asarray(g))
+
+
+def pooled_dataset(people, tmp: Path, limit: int | None = None) -> Dataset:
+    """A dataset folder of symlinks to the photos and labels of ``people`` (names prefixed per person)."""
+    root = tmp / ("pool-" + "-".join(people) + (f"-{limit}" if limit else ""))
+    if root.exists():
+        shutil.rmtree(root)
+    (root / "images").mkdir(parents=True)
+    (root / "labels").mkdir()
+    for p in people:
+        src = SHARED / "datasets" / p
+        imgs = sorted((src / "images").iterdir())
+        if limit:
+            labeled = [i for i in imgs if (src / "labels" / (i.stem + ".json")).exists()]
+            imgs = labeled[:limit]
+        for img in imgs:
+            os.symlink(img, root / "images" / f"{p}_{img.name}")
+            lab = src / "labels" / (img.stem + ".json")
+            if lab.exists():
+                os.symlink(lab, root / "labels" / f"{p}_{img.stem}.json")
+    return Dataset.open(root)
+
+
+def train_detector(ds: Dataset, tmp: Path, backbone: str, **kw):
+    from facecore.registry import load
+    from facecore.train import TrainConfig, train
+
+    out = tmp / "models" / f"m-{backbone}-{kw.get('train_layers', 'all')}"
+    cfg = TrainConfig(name=out.name, backbone=backbone, **kw)
+    t = time.monotonic()
+    train(ds, cfg, None, out)
+    secs = time.monotonic() - t
+    return load(out.name, out.parent), secs
+
+
+def rows_for(rows, train_people, test_data, train_data, tmp, epochs, quick=False) -> dict:
+    out = {}
+    ds = None
+    for row in rows:
+        secs = None
+        if row == "haar":
+            det = HaarDetector()
+        elif row == "blazeface-raw":
+            det = BlazeFaceDetector(style=BoxStyle())
+        elif row == "blazeface-style":
+            det = BlazeFaceDetector(style=fit_style(BlazeFaceDetector(style=BoxStyle()), train_data))
+        elif row == "yunet-raw":
+            det = YuNet()
+        elif row == "yunet-style":
+            det = YuNet(fit_style(YuNet(), train_data))
+        else:
+            ds = ds or pooled_dataset(train_people, tmp)
+            if row == "tinycnn":
+                det, secs = train_detector(ds, tmp, "tinycnn", weights=None, epochs=60, batch_size=16,
+                                           learning_rate=1e-3, head_units=256, augmentation="on_the_fly", patience=0)
+            else:
+                det, secs = train_detector(ds, tmp, "blazeface", epochs=epochs, batch_size=16, learning_rate=1e-3,
+                                           augmentation="on_the_fly",
+                                           train_layers="heads" if row.endswith("heads") else "all")
+        m = run_detector(det, test_data)
+        m["train_s"] = secs
+        out[row] = m
+        print(f"  {row:18s} ap50 {m['ap50']:.3f} ap30 {m['ap30']:.3f} iou {m['mean_iou']:.3f} "
+              f"fp {m['fp_rate_noface'] if m['fp_rate_noface'] is not None else float('nan'):.3f} "
+              f"{m['ms']:.1f} ms" + (f" train {secs:.0f} s" if secs else ""), flush=True)
+    return out
+
+
+def table(results: dict[str, dict[str, dict]], rows) -> str:
+    lines = ["| detector | AP50 mean | AP50 worst | AP30 mean | mean IoU | FP rate (no-face) | ms / frame | train s |",
+             "|---|---|---|---|---|---|---|---|"]
+    for row in rows:
+        per = [r[row] for r in results.values() if row in r]
+        if not per:
+            continue
+        ap50 = [p["ap50"] for p in per]
+        fp = [p["fp_rate_noface"] for p in per if p["fp_rate_noface"] is not None]
+        tr = [p["train_s"] for p in per if p.get("train_s")]
+        lines.append(f"| {row} | {np.mean(ap50):.3f} | {np.min(ap50):.3f} | {np.mean([p['ap30'] for p in per]):.3f} | "
+                     f"{np.mean([p['mean_iou'] for p in per]):.3f} | {np.mean(fp) if fp else float('nan'):.3f} | "
+                     f"{np.median([p['ms'] for p in per]):.1f} | {np.mean(tr):.0f} |" if tr else
+                     f"| {row} | {np.mean(ap50):.3f} | {np.min(ap50):.3f} | {np.mean([p['ap30'] for p in per]):.3f} | "
+                     f"{np.mean([p['mean_iou'] for p in per]):.3f} | {np.mean(fp) if fp else float('nan'):.3f} | "
+                     f"{np.median([p['ms'] for p in per]):.1f} | |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rows", default=",".join(ALL_ROWS))
+    ap.add_argument("--people", default=",".join(PEOPLE))
+    ap.add_argument("--epochs", type=int, default=30)
+    ap.add_argument("--personal", action="store_true", help="the personalization table instead")
+    ap.add_argument("--shots", type=int, default=10, help="labeled photos per person for --personal")
+    args = ap.parse_args(argv)
+    if not (SHARED / "datasets").is_dir():
+        print(f"no {SHARED / 'datasets'}: this benchmark needs the shared datasets", file=sys.stderr)
+        return 2
+    rows = [r for r in args.rows.split(",") if r]
+    people = [p for p in args.people.split(",") if p]
+    data = {p: load_person(p) for p in PEOPLE}
+    results = {}
+    with tempfile.TemporaryDirectory(prefix="facetrack-bench-") as tmp:
+        tmp = Path(tmp)
+        for p in people:
+            if args.personal:
+                ds = pooled_dataset([p], tmp, limit=args.shots)
+                names = {f.name.split("_", 1)[1] for f in (ds.root / "images").iterdir()}
+                train_data = [(im, rgb) for im, rgb in data[p] if im.path.name in names]
+                test_data = [(im, rgb) for im, rgb in data[p] if im.path.name not in names]
+                print(f"{p}: {len(train_data)} labeled photos to learn from, {len(test_data)} to test", flush=True)
+                results[p] = rows_for_personal(rows, ds, train_data, test_data, tmp, args.epochs)
+            else:
+                others = [q for q in PEOPLE if q != p]
+                train_data = [x for q in others for x in data[q]]
+                print(f"held out {p} ({len(data[p])} photos); training on {len(train_data)}", flush=True)
+                results[p] = rows_for(rows, others, data[p], train_data, tmp, args.epochs)
+    print()
+    print(table(results, rows))
+    return 0
+
+
+def rows_for_personal(rows, ds, train_data, test_data, tmp, epochs) -> dict:
+    """Personalization: the few labeled photos train (all of them: no val split) and fit box styles."""
+    out = {}
+    for row in rows:
+        secs = None
+        if row == "haar":
+            det = HaarDetector()
+        elif row == "blazeface-raw":
+            det = BlazeFaceDetector(style=BoxStyle())
+        elif row == "blazeface-style":
+            det = BlazeFaceDetector(style=fit_style(BlazeFaceDetector(style=BoxStyle()), train_data))
+        elif row == "yunet-raw":
+            det = YuNet()
+        elif row == "yunet-style":
+            det = YuNet(fit_style(YuNet(), train_data))
+        elif row.startswith("blazeface-ft"):
+            det, secs = train_detector(ds, tmp, "blazeface", epochs=epochs, batch_size=8, learning_rate=1e-3,
+                                       augmentation="on_the_fly", split=(1.0, 0.0, 0.0), patience=0,
+                                       train_layers="heads" if row.endswith("heads") else "all")
+        else:
+            continue
+        m = run_detector(det, test_data)
+        m["train_s"] = secs
+        out[row] = m
+        print(f"  {row:18s} ap50 {m['ap50']:.3f} iou {m['mean_iou']:.3f} {m['ms']:.1f} ms", flush=True)
+    return out
+
+
+if __name__ == "__main__":
+    sys.exit(main())

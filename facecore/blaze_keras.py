@@ -1,0 +1,227 @@
+"""BlazeFace as a Keras network: MediaPipe's ``.tflite`` graph rebuilt from stock Keras layers, with its
+own weights, so it can be fine-tuned on a user's photos and saved as an ordinary ``model.keras``.
+
+``port_tflite(path)`` walks the TFLite flatbuffer (parsed with LiteRT's schema module) and maps each
+operator to a Keras layer: CONV_2D -> Conv2D, DEPTHWISE_CONV_2D -> DepthwiseConv2D, ADD -> Add,
+RELU -> ReLU, MAX_POOL_2D -> MaxPooling2D, PAD -> ZeroPadding2D (spatial) or a reshape/pad/reshape
+(channel padding of the residual shortcuts), RESHAPE -> Reshape, CONCATENATION -> Concatenate;
+float16 weights behind DEQUANTIZE become float32. ``tests/test_blaze_keras.py`` checks that the port
+reproduces the TFLite model's raw outputs on real photos.
+
+``raw_net`` (input RGB 0..255, outputs ``[regressors (N, A, 16), logits (N, A, 1)]``) is what trains;
+``detector_net`` wraps it with the decoding, in the graph, that the saved model carries:
+``[prob (N, 1), box (N, 4), anchor_probs (N, A, 1), anchor_boxes (N, A, 4)]`` — the best face
+(probability = the highest anchor's; box = the anchors' boxes averaged with softmax weights of their
+logits, a smooth form of MediaPipe's weighted NMS around the best face) and every anchor decoded, for
+several faces per frame (weighted NMS in numpy: ``facecore.blazeface.weighted_nms``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .errors import FaceCoreError
+
+INPUT_LAYER = "image"
+OUTPUTS = ("prob", "box", "anchor_probs", "anchor_boxes")
+
+
+def _schema():
+    try:
+        from ai_edge_litert import schema_py_generated as S  # type: ignore
+    except ImportError:  # TensorFlow ships the same generated module
+        from tensorflow.lite.python import schema_py_generated as S  # type: ignore
+    return S
+
+
+class _Graph:
+    """A parsed TFLite subgraph: operators with their names, options, and constant tensors as numpy."""
+
+    def __init__(self, path: Path):
+        S = _schema()
+        try:
+            self.model = S.ModelT.InitFromPackedBuf(Path(path).read_bytes(), 0)
+        except Exception as exc:  # noqa: BLE001  a corrupt flatbuffer raises many types
+            raise FaceCoreError(f"{Path(path).name}: not a readable TFLite model ({type(exc).__name__})") from exc
+        self.S = S
+        self.sg = self.model.subgraphs[0]
+        self.opnames = {v: k for k, v in vars(S.BuiltinOperator).items() if not k.startswith("_")}
+        self._dtypes = {S.TensorType.FLOAT16: np.float16, S.TensorType.FLOAT32: np.float32,
+                        S.TensorType.INT32: np.int32, S.TensorType.INT64: np.int64}
+        self.consts: dict[int, np.ndarray] = {}
+
+    def opname(self, op) -> str:
+        oc = self.model.operatorCodes[op.opcodeIndex]
+        return self.opnames[max(oc.builtinCode, oc.deprecatedBuiltinCode)]
+
+    def const(self, i: int) -> np.ndarray | None:
+        if i in self.consts:
+            return self.consts[i]
+        t = self.sg.tensors[i]
+        data = self.model.buffers[t.buffer].data
+        if data is None or len(data) == 0:
+            return None
+        return np.frombuffer(bytes(data), self._dtypes[t.type]).reshape(t.shape)
+
+
+def _activation(code: int):
+    import keras
+
+    return {0: None, 1: keras.layers.ReLU(), 3: keras.layers.ReLU(max_value=6.0)}.get(code, "unsupported")
+
+
+def port_tflite(path: str | Path, input_scale: bool = True):
+    """Rebuild the TFLite model at ``path`` as a functional Keras model with its weights.
+
+    ``input_scale``: the Keras input takes RGB 0..255 and scales to [-1, 1] itself (the facecore input
+    contract); otherwise it takes the network's own [-1, 1] input. Raises FaceCoreError for an operator
+    this port does not know.
+    """
+    import keras
+
+    g = _Graph(Path(path))
+    sg = g.sg
+    in_idx = sg.inputs[0]
+    shape = [int(s) for s in sg.tensors[in_idx].shape[1:]]
+    inp = keras.Input(shape, name=INPUT_LAYER)
+    x = keras.layers.Rescaling(1 / 127.5, offset=-1.0, name="to_unit_range")(inp) if input_scale else inp
+    t = {in_idx: x}
+    counts: dict[str, int] = {}
+    # convolutions feeding a RESHAPE are the detection heads
+    head_outputs = {op.inputs[0] for op in sg.operators if g.opname(op) == "RESHAPE"}
+
+    def lname(kind: str) -> str:
+        counts[kind] = counts.get(kind, 0) + 1
+        return f"{kind}_{counts[kind]}"
+
+    for op in sg.operators:
+        kind = g.opname(op)
+        ins, out = list(op.inputs), op.outputs[0]
+        o = op.builtinOptions
+        if kind == "DEQUANTIZE":
+            g.consts[out] = g.const(ins[0]).astype(np.float32)
+            continue
+        if kind in ("CONV_2D", "DEPTHWISE_CONV_2D"):
+            w, b = g.const(ins[1]), g.const(ins[2]) if len(ins) > 2 and ins[2] >= 0 else None
+            pad = "same" if o.padding == g.S.Padding.SAME else "valid"
+            if (o.dilationHFactor, o.dilationWFactor) != (1, 1):
+                raise FaceCoreError(f"{Path(path).name}: dilated convolutions are not supported")
+            if kind == "CONV_2D":
+                layer = keras.layers.Conv2D(int(w.shape[0]), tuple(int(v) for v in w.shape[1:3]), (o.strideH, o.strideW), pad,
+                                            use_bias=b is not None, name=lname("head" if out in head_outputs else "conv"))
+                kernel = w.transpose(1, 2, 3, 0)
+            else:
+                cin = int(sg.tensors[ins[0]].shape[-1])
+                mult = int(w.shape[-1]) // cin
+                layer = keras.layers.DepthwiseConv2D(tuple(int(v) for v in w.shape[1:3]), (o.strideH, o.strideW), pad, depth_multiplier=mult,
+                                                     use_bias=b is not None, name=lname("depthwise"))
+                kernel = w[0].reshape(w.shape[1], w.shape[2], cin, mult)
+            y = layer(t[ins[0]])
+            layer.set_weights([kernel] + ([b] if b is not None else []))
+            act = _activation(o.fusedActivationFunction)
+        elif kind == "ADD":
+            y = keras.layers.Add(name=lname("add"))([t[ins[0]], t[ins[1]]])
+            act = _activation(o.fusedActivationFunction)
+        elif kind == "RELU":
+            y, act = keras.layers.ReLU(name=lname("relu"))(t[ins[0]]), None
+        elif kind == "MAX_POOL_2D":
+            pad = "same" if o.padding == g.S.Padding.SAME else "valid"
+            y = keras.layers.MaxPooling2D((o.filterHeight, o.filterWidth), (o.strideH, o.strideW), pad,
+                                          name=lname("maxpool"))(t[ins[0]])
+            act = _activation(o.fusedActivationFunction)
+        elif kind == "PAD":
+            p = g.const(ins[1]).astype(int)
+            src = t[ins[0]]
+            if p[0].any():
+                raise FaceCoreError(f"{Path(path).name}: padding of the batch axis is not supported")
+            if p[3].any():  # the residual shortcut's zero channels: (H, W, C) -> (H*W, C, 1) -> pad -> back
+                h, w_, c = (int(s) for s in src.shape[1:])
+                y = keras.layers.Reshape((h * w_, c, 1), name=lname("chanpad_in"))(src)
+                y = keras.layers.ZeroPadding2D(((0, 0), (int(p[3, 0]), int(p[3, 1]))), name=lname("chanpad"))(y)
+                y = keras.layers.Reshape((h, w_, c + int(p[3].sum())), name=lname("chanpad_out"))(y)
+                src = y
+            if p[1:3].any():
+                src = keras.layers.ZeroPadding2D(((int(p[1, 0]), int(p[1, 1])), (int(p[2, 0]), int(p[2, 1]))),
+                                                 name=lname("pad"))(src)
+            y, act = src, None
+        elif kind == "RESHAPE":
+            new = [int(s) for s in sg.tensors[out].shape[1:]]
+            y, act = keras.layers.Reshape(new, name=lname("reshape"))(t[ins[0]]), None
+        elif kind == "CONCATENATION":
+            y = keras.layers.Concatenate(axis=o.axis, name=lname("concat"))([t[i] for i in ins])
+            act = _activation(o.fusedActivationFunction)
+        else:
+            raise FaceCoreError(f"{Path(path).name}: operator {kind} is not supported by the Keras port")
+        if act == "unsupported":
+            raise FaceCoreError(f"{Path(path).name}: {kind} has an unsupported fused activation")
+        if act is not None:
+            y = act(y)
+        t[out] = y
+    outs = [t[i] for i in sg.outputs]
+    # regressors (N, A, 16) first, logits (N, A, 1) second, whatever the file's order
+    outs.sort(key=lambda v: -int(v.shape[-1]))
+    return keras.Model(inp, outs, name="blazeface")
+
+
+def raw_net(variant: str = "short", weights: str | None = "blazeface"):
+    """The BlazeFace network as Keras: input RGB 0..255 (N, S, S, 3) -> ``[regressors, logits]``.
+    ``weights`` ``"blazeface"``: MediaPipe's face weights; ``None``: the same layers, freshly initialized."""
+    from .blazeface import model_path
+
+    net = port_tflite(model_path(variant))
+    if weights is None:
+        import keras
+
+        fresh = keras.models.clone_model(net)  # clone_model re-initializes every layer
+        return fresh
+    return net
+
+
+def head_layers(net) -> list:
+    """The detection heads (the convolutions whose outputs become anchors), named ``head_*`` by the port."""
+    return [ly for ly in net.layers if ly.name.startswith("head_")]
+
+
+def set_trainable(net, layers: str = "all") -> None:
+    """``"all"``: every layer trains; ``"heads"``: only the detection heads (the backbone is frozen)."""
+    for ly in net.layers:
+        ly.trainable = layers == "all" or ly.name.startswith("head_")
+
+
+def decode_matrix(size: int) -> np.ndarray:
+    """(16, 4): regressors -> box corners relative to the anchor centre, normalized:
+    ``x1 = (dx - w / 2) / size`` and so on (keypoint columns get weight 0)."""
+    m = np.zeros((16, 4), np.float32)
+    m[0, [0, 2]] = 1.0
+    m[1, [1, 3]] = 1.0
+    m[2, 0], m[2, 2] = -0.5, 0.5
+    m[3, 1], m[3, 3] = -0.5, 0.5
+    return m / float(size)
+
+
+def detector_net(net, anchors: np.ndarray, size: int, temperature: float = 1.0):
+    """Wrap a raw BlazeFace net with the decoding in the graph; stock layers only, so
+    ``keras.models.load_model(path, compile=False)`` loads the saved file.
+
+    Outputs ``[prob (N, 1), box (N, 4), anchor_probs (N, A, 1), anchor_boxes (N, A, 4)]``, boxes
+    normalized ``[x1, y1, x2, y2]`` in the input frame (whole frame resized).
+    """
+    import keras
+
+    reg, logits = net.outputs
+    a = len(anchors)
+    dense = keras.layers.Dense(4, use_bias=False, trainable=False, name="decode_box")
+    rel = dense(reg)
+    dense.set_weights([decode_matrix(size)])
+    centres = np.concatenate([anchors[:, :2], anchors[:, :2]], axis=1).astype(np.float32)
+    boxes = keras.layers.Rescaling(1.0, offset=centres, name="anchor_boxes")(rel)
+    probs = keras.layers.Activation("sigmoid", name="anchor_probs")(logits)
+    prob = keras.layers.GlobalMaxPooling1D(name="prob")(probs)
+    flat = keras.layers.Reshape((a,), name="logits_flat")(logits)
+    weights = keras.layers.Softmax(name="anchor_weights")(keras.layers.Rescaling(temperature, name="sharpen")(flat))
+    weights = keras.layers.Reshape((a, 1), name="anchor_weights_col")(weights)
+    best = keras.layers.Dot(axes=1, name="weighted_box")([weights, boxes])
+    box = keras.layers.Reshape((4,), name="box")(best)
+    return keras.Model(net.inputs, [prob, box, probs, boxes], name="blazeface_detector")

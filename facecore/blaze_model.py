@@ -1,0 +1,107 @@
+"""A fine-tuned BlazeFace model (``models/<name>/`` with ``"architecture": "blazeface"`` in meta.json)
+behind the ``Detector`` interface: every face in the frame, best first.
+
+Inference runs ``model.tflite`` on LiteRT (XNNPACK, all cores), so a page that only detects never
+imports TensorFlow; ``model.keras`` through ``tf.function`` is the fallback. The frame is resized
+whole to the model's square input (``facecore.preprocess.resize_for_model``, as in training), the graph
+decodes every anchor, and MediaPipe's weighted NMS (``facecore.blazeface.weighted_nms``) gives the faces.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from . import boxes as B
+from .blazeface import NMS_IOU, weighted_nms
+from .detect import Detection
+from .errors import FaceCoreError
+from .preprocess import resize_for_model
+
+MIN_SCORE = 0.05  # faces below this never leave the detector (pages filter with their own threshold)
+
+
+def _pick(outputs) -> tuple[np.ndarray, np.ndarray]:
+    """Outputs in any order -> ``(anchor_probs (A,), anchor_boxes (A, 4))`` of the first photo."""
+    probs = boxes = None
+    for o in outputs:
+        o = np.asarray(o)
+        if o.ndim == 3 and o.shape[-1] == 1:
+            probs = o[0, :, 0]
+        elif o.ndim == 3 and o.shape[-1] == 4:
+            boxes = o[0]
+    if probs is None or boxes is None:
+        raise FaceCoreError("this BlazeFace model has no per-anchor outputs (anchor_probs, anchor_boxes); retrain it")
+    return probs, boxes
+
+
+class TrainedBlazeDetector:
+    """A fine-tuned BlazeFace: ``detect(rgb)`` -> every face (score >= ``min_score``), best first."""
+
+    def __init__(self, name: str, size: int, run, meta: dict, backend: str, min_score: float = MIN_SCORE):
+        self.name, self.input_size, self._run, self.meta = name, int(size), run, meta
+        self.backend, self.min_score = backend, float(min_score)
+        self.fallback_reason = ""
+
+    @classmethod
+    def load(cls, model_dir: Path, meta: dict, num_threads: int | None = None) -> "TrainedBlazeDetector":
+        """Load ``model_dir``: ``model.tflite`` on LiteRT, else ``model.keras``. Raises FaceCoreError."""
+        from .inference import KERAS_FILE, TFLITE_FILE, _interpreter_class, default_threads, load_keras_model
+
+        d = Path(model_dir)
+        tfl = d / TFLITE_FILE
+        reason = ""
+        if tfl.is_file():
+            try:
+                interp = _interpreter_class()(model_path=str(tfl), num_threads=num_threads or default_threads())
+                interp.allocate_tensors()
+                inp = interp.get_input_details()[0]
+                size = int(inp["shape"][1])
+                outs = [o["index"] for o in interp.get_output_details()]
+                lock = threading.Lock()
+
+                def run(x):
+                    with lock:
+                        interp.set_tensor(inp["index"], x[None])
+                        interp.invoke()
+                        return [interp.get_tensor(i) for i in outs]
+
+                det = cls(d.name, size, run, meta, "tflite")
+                det.detect(np.zeros((size, size, 3), np.uint8))  # warm up, and check the outputs
+                return det
+            except FaceCoreError:
+                raise
+            except Exception as exc:  # noqa: BLE001  a corrupt file raises ValueError/RuntimeError
+                reason = f"{TFLITE_FILE} could not be loaded ({type(exc).__name__}: {exc})"
+        if not (d / KERAS_FILE).is_file():
+            raise FaceCoreError(f"model {d.name!r} has neither a usable {TFLITE_FILE} nor {KERAS_FILE}"
+                                + (f" ({reason})" if reason else ""))
+        import tensorflow as tf
+
+        net = load_keras_model(d / KERAS_FILE)
+        size = int(net.inputs[0].shape[1])
+        fn = tf.function(lambda x: net(x, training=False))
+
+        def run_keras(x):
+            return [o.numpy() for o in fn(tf.constant(x[None]))]
+
+        det = cls(d.name, size, run_keras, meta, "tf.function")
+        det.fallback_reason = reason or f"no {TFLITE_FILE}"
+        return det
+
+    def detect(self, frame: np.ndarray) -> list[Detection]:
+        """RGB uint8 (H, W, 3) -> every face, best first; boxes normalized to the frame."""
+        probs, boxes = _pick(self._run(resize_for_model(frame, self.input_size)))
+        found = weighted_nms(boxes, probs, self.min_score, NMS_IOU)
+        out = []
+        for score, box in found:
+            b = B.clip(B.order_corners(box))[0]
+            if b[2] > b[0] and b[3] > b[1] and np.isfinite(score):
+                out.append(Detection(score, b))
+        return out
+
+    def detect_batch(self, frames: list[np.ndarray]) -> list[list[Detection]]:
+        """One detection list per RGB frame."""
+        return [self.detect(f) for f in frames]

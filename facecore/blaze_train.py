@@ -1,0 +1,352 @@
+"""Fine-tuning BlazeFace on a user's photos: the Train page's default model.
+
+The network starts from MediaPipe's face weights (``facecore.blaze_keras``), so it knows faces before
+the first photo; fine-tuning teaches it the user's camera, people and way of drawing boxes.
+
+Training follows the keras-io "custom train_step" guide, in the tutorials' spirit (a face-probability
+loss plus a localization loss), over SSD anchors instead of one box:
+
+- **Matching** (``match_anchors``): for each labeled face, the anchors whose centre lies inside the box
+  and whose current prediction overlaps it (IoU >= 0.4), plus the best-overlapping one, are positives;
+  anchors whose prediction overlaps a face by 0.25..0.4 are ignored; all others, and every anchor of a
+  no-face photo, are negatives. Matching on the network's own predictions keeps the anchors the
+  pretrained detector already uses for faces. Every labeled face counts, so photos with several faces train.
+- **Losses**: ``focal_loss`` (sigmoid focal loss, RetinaNet's alpha 0.25 / gamma 2) over positives and
+  negatives, normalized by the number of positives; ``corner_loss`` (L1 of the four box corners,
+  relative to the face's size) over positives. Total = classification + ``localization_weight`` x localization.
+- **Augmentation** (on the fly, in the graph, training only, unless ``augmentation="off"``): random
+  zoom in/out and shift (a crop window of 60..130 % of the photo), horizontal flip, brightness,
+  contrast and saturation; faces that keep under half their area leave the labels.
+
+Inputs are whole photos resized to the network's square (``facecore.preprocess.resize_for_model``),
+exactly as at inference.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from .dataset import Dataset
+from .errors import DatasetError
+from .preprocess import resize_for_model
+
+MAX_FACES = 16  # labeled faces per photo used in training (more are rare; the largest are kept)
+LOAD_SIZE = 192  # photos are kept at 1.5x the input so zoomed-in crops stay sharp
+POS_IOU, IGNORE_IOU = 0.4, 0.25
+
+
+def pad_boxes(all_boxes: list[np.ndarray], k: int = MAX_FACES) -> tuple[np.ndarray, np.ndarray]:
+    """Per-photo boxes (list of (n_i, 4) normalized) -> ``(boxes (N, k, 4), mask (N, k))`` (largest first)."""
+    n = len(all_boxes)
+    out, mask = np.zeros((n, k, 4), np.float32), np.zeros((n, k), np.float32)
+    for i, b in enumerate(all_boxes):
+        b = np.asarray(b, np.float32).reshape(-1, 4)
+        if len(b) > k:
+            area = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+            b = b[np.argsort(-area)[:k]]
+        out[i, :len(b)], mask[i, :len(b)] = b, 1.0
+    return out, mask
+
+
+def _tf():
+    import tensorflow as tf
+
+    return tf
+
+
+def pairwise_iou(a, b):
+    """IoU of boxes a (N, A, 4) with b (N, K, 4) -> (N, A, K)."""
+    tf = _tf()
+    a, b = a[:, :, None, :], b[:, None, :, :]
+    iw = tf.nn.relu(tf.minimum(a[..., 2], b[..., 2]) - tf.maximum(a[..., 0], b[..., 0]))
+    ih = tf.nn.relu(tf.minimum(a[..., 3], b[..., 3]) - tf.maximum(a[..., 1], b[..., 1]))
+    inter = iw * ih
+    area = lambda t: tf.nn.relu(t[..., 2] - t[..., 0]) * tf.nn.relu(t[..., 3] - t[..., 1])  # noqa: E731
+    return tf.math.divide_no_nan(inter, area(a) + area(b) - inter)
+
+
+def match_anchors(pred_boxes, centres, gt, mask):
+    """Anchor targets. ``pred_boxes`` (N, A, 4) decoded predictions, ``centres`` (A, 2), ``gt`` (N, K, 4),
+    ``mask`` (N, K). Returns ``(positive (N, A), ignore (N, A), target (N, A, 4))`` (float32)."""
+    tf = _tf()
+    iou = pairwise_iou(tf.stop_gradient(pred_boxes), gt) * mask[:, None, :]
+    cx, cy = centres[None, :, None, 0], centres[None, :, None, 1]
+    inside = tf.cast((cx >= gt[:, None, :, 0]) & (cx <= gt[:, None, :, 2]) &
+                     (cy >= gt[:, None, :, 1]) & (cy <= gt[:, None, :, 3]), iou.dtype) * mask[:, None, :]
+    score = iou * inside
+    # the best anchor of every face is positive, however low its overlap
+    best_of_face = tf.cast(tf.equal(score, tf.reduce_max(score, axis=1, keepdims=True)) & (score > 0), iou.dtype)
+    pos_k = tf.maximum(tf.cast(score >= POS_IOU, iou.dtype), best_of_face)
+    positive = tf.reduce_max(pos_k, axis=2)
+    which = tf.argmax(score + pos_k, axis=2)  # a positive anchor's face: its best overlap among its matches
+    target = tf.gather(gt, which, batch_dims=1)
+    ignore = (1.0 - positive) * tf.cast(tf.reduce_max(iou, axis=2) >= IGNORE_IOU, iou.dtype)
+    return positive, ignore, target
+
+
+def focal_loss(logits, positive, ignore, alpha: float = 0.25, gamma: float = 2.0):
+    """Sigmoid focal loss per photo, summed over anchors that are not ignored: logits (N, A) -> (N,)."""
+    tf = _tf()
+    p = tf.sigmoid(logits)
+    ce = tf.nn.sigmoid_cross_entropy_with_logits(labels=positive, logits=logits)
+    p_t = positive * p + (1 - positive) * (1 - p)
+    a_t = positive * alpha + (1 - positive) * (1 - alpha)
+    return tf.reduce_sum(a_t * tf.pow(1 - p_t, gamma) * ce * (1 - ignore), axis=1)
+
+
+def corner_loss(pred, target, positive):
+    """L1 of the four corners relative to the face's width/height, summed over positives: -> (N,)."""
+    tf = _tf()
+    w = tf.maximum(target[..., 2] - target[..., 0], 1e-3)
+    h = tf.maximum(target[..., 3] - target[..., 1], 1e-3)
+    scale = tf.stack([w, h, w, h], axis=-1)
+    return tf.reduce_sum(tf.reduce_sum(tf.abs(pred - target) / scale, axis=-1) * positive, axis=1)
+
+
+def augment_batch(images, gt, mask, size: int, seed_tensor=None):
+    """Random zoom/shift crop, flip and colour for a batch: images float32 (N, L, L, 3) 0..255 ->
+    (N, size, size, 3); boxes follow; faces keeping under half their area are masked out."""
+    tf = _tf()
+    n = tf.shape(images)[0]
+    u = lambda lo, hi, shape=None: tf.random.uniform(shape if shape is not None else [n], lo, hi)  # noqa: E731
+    side = u(0.6, 1.3)
+    aspect = u(0.87, 1.15)
+    w, h = side * aspect, side / aspect
+    x0 = u(0.0, 1.0) * (1.0 - w)
+    y0 = u(0.0, 1.0) * (1.0 - h)
+    crop = tf.stack([y0, x0, y0 + h, x0 + w], axis=1)
+    out = tf.image.crop_and_resize(images, crop, tf.range(n), [size, size], extrapolation_value=0.0)
+    b = (gt - tf.stack([x0, y0, x0, y0], axis=1)[:, None, :]) / tf.stack([w, h, w, h], axis=1)[:, None, :]
+    clipped = tf.clip_by_value(b, 0.0, 1.0)
+    area = lambda t: tf.nn.relu(t[..., 2] - t[..., 0]) * tf.nn.relu(t[..., 3] - t[..., 1])  # noqa: E731
+    keep = tf.cast(area(clipped) >= 0.5 * tf.maximum(area(b), 1e-9), mask.dtype)
+    mask = mask * keep
+    flip = u(0.0, 1.0) < 0.5
+    out = tf.where(flip[:, None, None, None], out[:, :, ::-1, :], out)
+    fb = tf.stack([1.0 - clipped[..., 2], clipped[..., 1], 1.0 - clipped[..., 0], clipped[..., 3]], axis=-1)
+    boxes = tf.where(flip[:, None, None], fb, clipped)
+    mean = tf.reduce_mean(out, axis=[1, 2, 3], keepdims=True)
+    out = (out - mean) * u(0.7, 1.3)[:, None, None, None] + mean + u(-30.0, 30.0)[:, None, None, None]
+    grey = tf.reduce_mean(out, axis=3, keepdims=True)
+    out = grey + (out - grey) * u(0.6, 1.4)[:, None, None, None]
+    return tf.clip_by_value(out, 0.0, 255.0), boxes, mask
+
+
+def build_trainer(net, anchors: np.ndarray, size: int, localization_weight: float, augment: bool):
+    """The Keras model that trains ``net`` (raw BlazeFace: ``[regressors, logits]``), keras-io style."""
+    import keras
+
+    from .blaze_keras import decode_matrix
+
+    tf = _tf()
+    dec = tf.constant(decode_matrix(size))
+    centres = tf.constant(anchors[:, :2])
+    offsets = tf.constant(np.concatenate([anchors[:, :2], anchors[:, :2]], axis=1))
+
+    class BlazeTrainer(keras.Model):
+        """Fine-tunes ``net`` on ``(images (N, L, L, 3) 0..255, (boxes (N, K, 4), mask (N, K)))``.
+
+        Logs ``loss``, ``class_loss``, ``loc_loss``, ``mean_iou`` (best face vs. its label, face photos)
+        and ``face_accuracy`` (the best anchor's probability >= 0.5 agrees with "has a face").
+        """
+
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.net = net
+            self.trackers = [keras.metrics.Mean(name=k) for k in
+                             ("loss", "class_loss", "loc_loss", "mean_iou", "face_accuracy")]
+
+        @property
+        def metrics(self):
+            return self.trackers
+
+        def call(self, x, training=False):
+            return self.net(x, training=training)
+
+        def _step(self, images, gt, mask, training: bool):
+            if training and augment:
+                x, gt, mask = augment_batch(images, gt, mask, size)
+            else:
+                x = tf.image.resize(images, [size, size], method="area") if images.shape[1] != size else images
+            reg, logits = self.net(x, training=training)
+            logits = logits[..., 0]
+            boxes = tf.einsum("nak,kc->nac", reg, dec) + offsets
+            positive, ignore, target = match_anchors(boxes, centres, gt, mask)
+            n_pos = tf.maximum(tf.reduce_sum(positive), 1.0)
+            cls = tf.reduce_sum(focal_loss(logits, positive, ignore)) / n_pos
+            loc = tf.reduce_sum(corner_loss(boxes, target, positive)) / n_pos
+            return boxes, logits, gt, mask, cls + localization_weight * loc, cls, loc
+
+        def _update(self, boxes, logits, gt, mask, total, cls, loc):
+            has_face = tf.cast(tf.reduce_max(mask, axis=1) > 0, total.dtype)
+            w = tf.nn.softmax(logits, axis=1)
+            best = tf.einsum("na,nac->nc", w, boxes)
+            iou = tf.reduce_max(pairwise_iou(best[:, None, :], gt)[:, 0, :] * mask, axis=1)
+            said_face = tf.cast(tf.reduce_max(logits, axis=1) >= 0.0, total.dtype)
+            for t, v, sw in zip(self.trackers, (total, cls, loc, iou, tf.cast(tf.equal(said_face, has_face), total.dtype)),
+                                (None, None, None, has_face, None)):
+                t.update_state(v, sample_weight=sw)
+            return {t.name: t.result() for t in self.trackers}
+
+        def train_step(self, data):
+            images, (gt, mask) = data
+            with tf.GradientTape() as tape:
+                boxes, logits, gt2, mask2, total, cls, loc = self._step(images, gt, mask, True)
+            grads = tape.gradient(total, self.trainable_variables)
+            self.optimizer.apply(grads, self.trainable_variables)
+            return self._update(boxes, logits, gt2, mask2, total, cls, loc)
+
+        def test_step(self, data):
+            images, (gt, mask) = data
+            return self._update(*self._step(images, gt, mask, False))
+
+    return BlazeTrainer()
+
+
+def dataset_of(images: np.ndarray, all_boxes: list[np.ndarray], batch: int, shuffle: bool, seed: int):
+    """tf.data of ``(images uint8 -> float32, (boxes (K, 4), mask (K,)))``."""
+    tf = _tf()
+    boxes, mask = pad_boxes(all_boxes)
+    ds = tf.data.Dataset.from_tensor_slices((images, (boxes, mask)))
+    if shuffle:
+        ds = ds.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
+    return ds.batch(batch).map(lambda x, y: (tf.cast(x, tf.float32), y)).prefetch(2)
+
+
+def resize_all(images: np.ndarray, size: int) -> np.ndarray:
+    """uint8 (N, L, L, 3) -> float32 (N, size, size, 3), as inference resizes (``resize_for_model``)."""
+    return np.stack([resize_for_model(im, size) for im in images]) if len(images) else np.zeros((0, size, size, 3), np.float32)
+
+
+def train_blazeface(dataset: Dataset, config, out_dir: Path, emit: Callable, state: dict, history: list,
+                    warnings: list, cancel: threading.Event | None, t_start: float, *, make_callbacks: Callable,
+                    load_samples: Callable, save_model: Callable, run_meta: Callable,
+                    check_stop: Callable) -> Path:
+    """Split, read, fine-tune, evaluate in eval mode, save; returns the model folder.
+
+    Called by ``facecore.train.train`` (whose ``emit``, callbacks, sample loader and saver are passed in,
+    so progress, history, early stopping, cancel and non-finite-loss checks behave as for every model).
+    """
+    import keras
+
+    from . import blaze_keras as BK
+    from .blazeface import ssd_anchors
+    from .evaluate import compute_metrics
+    from .model import evaluate_predictions
+
+    size = config.size
+    emit("loading", 0.0, "splitting the dataset")
+    split = dataset.split(config.split, config.seed)
+    train_items = dataset.training_items(split) if config.augmentation == "offline" else list(split.train)
+    n_all = len(train_items) + len(split.val) + len(split.test)
+    done = [0]
+
+    def on_item(i, n):
+        done[0] += 1
+        if done[0] % 8 == 0 or done[0] == n_all:
+            emit("loading", done[0] / max(n_all, 1), f"reading images {done[0]}/{n_all}")
+
+    samples = {"train": load_samples(train_items, LOAD_SIZE, warnings, on_item, cancel),
+               "val": load_samples(split.val, LOAD_SIZE, warnings, on_item, cancel),
+               "test": load_samples(split.test, LOAD_SIZE, warnings, on_item, cancel)}
+    tr = samples["train"]
+    if len(tr) < 2:
+        raise DatasetError(f"{dataset.name}: the train split has {len(tr)} usable image(s); training needs at "
+                           f"least 2 (better: a few dozen photos, some without a face). Add and label photos first.")
+    if tr.n_face == 0:
+        raise DatasetError(f"{dataset.name}: no photo in the train split has a labeled face; label some faces "
+                           f"on the Collect & Label page first")
+    emit("loading", 1.0, "building BlazeFace (face-pretrained)" if config.weights else "building BlazeFace (from scratch)")
+    keras.utils.set_random_seed(config.seed)
+    net = BK.raw_net("short", "blazeface" if config.weights else None)
+    BK.set_trainable(net, config.train_layers)
+    anchors = ssd_anchors("short")
+    trainer = build_trainer(net, anchors, size, float(config.localization_weight), config.augmentation != "off")
+    trainer.compile(keras.optimizers.Adam(config.learning_rate))
+    bs = int(config.batch_size)
+    train_ds = dataset_of(tr.images, tr.all_boxes, bs, True, config.seed)
+    val = samples["val"]
+    val_ds = dataset_of(resize_all(val.images, size).astype(np.uint8), val.all_boxes, bs, False, 0) if len(val) else None
+    steps = math.ceil(len(tr) / bs)
+    state["batches_total"] = steps * config.epochs
+
+    def report(phase: str):
+        if state["t_train"] is None:
+            state["t_train"] = time.monotonic()
+        done_b = state["batches_done"]
+        elapsed = time.monotonic() - state["t_train"]
+        eta = elapsed / done_b * (state["batches_total"] - done_b) if done_b else None
+        emit(phase, done_b / max(state["batches_total"], 1),
+             f"{phase}: epoch {min(len(history) + 1, config.epochs)}/{config.epochs}", eta, len(history), config.epochs)
+
+    monitor = "val_loss" if val_ds is not None else "loss"
+    cbs = make_callbacks(keras, "training", 0, config.epochs, report, cancel, monitor, config, history, state)
+    trainer.fit(train_ds, validation_data=val_ds, epochs=config.epochs, callbacks=cbs, verbose=0, shuffle=False)
+    check_stop(state, cancel)
+    model = BK.detector_net(net, anchors, size)
+
+    emit("evaluating", 0.0, "evaluating on train, val and test")
+    metrics = {}
+    for key in ("train", "val", "test"):
+        s = samples[key] if key != "train" else load_samples(split.train, LOAD_SIZE)
+        if len(s) == 0:
+            continue
+        prob, box, _ = predict_best(model, s.images)
+        m = evaluate_predictions(s.has_face, s.boxes, prob, box)
+        m.pop("loss", None), m.pop("class_loss", None), m.pop("loc_loss", None)
+        ap = compute_metrics([b for b in s.all_boxes], prob[:, 0], list(box))
+        m.update({k: ap[k] for k in ("ap50", "ap30", "fp_rate_noface", "recall50") if k in ap})
+        metrics[key] = m
+    emit("saving", 0.0, "saving the model")
+    meta = {
+        **run_meta(out_dir, config, dataset, split, tr),
+        "architecture": "blazeface",
+        "history": history,
+        "metrics": metrics,
+        "input": {"shape": [None, size, size, 3], "dtype": "float32", "range": "RGB 0..255",
+                  "preprocess": "facecore.preprocess.resize_for_model"},
+        "outputs": saved_outputs_doc(),
+        "attribution": "fine-tuned from MediaPipe BlazeFace short-range (Apache-2.0), see NOTICE",
+        "training": {"seconds": round(time.monotonic() - t_start, 2), "epochs_run": len(history),
+                     "best_epoch": state.get("best_epoch"), "stopped_early": len(history) < config.epochs,
+                     "train_layers": config.train_layers, "warnings": warnings},
+    }
+    sample = resize_all(np.concatenate([samples["train"].images[:2], val.images[:2]]), size)
+    path = save_model(model, out_dir, meta, export_tflite=config.export_tflite, sample=sample)
+    emit("saving", 1.0, f"saved {path}")
+    return path
+
+
+def predict_best(model, images: np.ndarray, batch: int = 64) -> tuple[np.ndarray, np.ndarray, list]:
+    """Run the saved-model graph on uint8 (N, L, L, 3) photos: ``(prob (N, 1), box (N, 4), faces per photo)``;
+    the box is the best face after weighted NMS (as ``facecore.blaze_model`` does at inference)."""
+    from .blazeface import NMS_IOU, weighted_nms
+
+    size = int(model.inputs[0].shape[1])
+    probs, boxes, faces = [], [], []
+    for i in range(0, len(images), batch):
+        x = resize_all(images[i:i + batch], size)
+        _, _, ap, ab = (np.asarray(o) for o in model.predict(x, verbose=0))
+        for p, b in zip(ap[..., 0], ab):
+            found = weighted_nms(b, p, 0.0, NMS_IOU, max_faces=5)
+            faces.append(found)
+            probs.append([found[0][0]])
+            boxes.append(found[0][1])
+    return (np.asarray(probs, np.float32).reshape(-1, 1), np.asarray(boxes, np.float32).reshape(-1, 4), faces)
+
+
+def saved_outputs_doc() -> list[str]:
+    return ["prob (N, 1) the best face's probability",
+            "box (N, 4) the best face, normalized [x1, y1, x2, y2] (softmax-weighted anchors)",
+            "anchor_probs (N, 896, 1) every anchor's face probability",
+            "anchor_boxes (N, 896, 4) every anchor's decoded box (weighted NMS gives every face)"]
+
+
+__all__ = ["train_blazeface", "predict_best", "match_anchors", "focal_loss", "corner_loss", "augment_batch", "pad_boxes",
+           "Path"]
