@@ -5,6 +5,7 @@ import streamlit as st
 
 from facecore import list_models
 from pages.common import dataset_picker, dataset_summary, existing_pages, workspace
+from pages.common.manage import manage_section
 
 st.set_page_config(page_title="FaceTrack Studio", page_icon="🙂", layout="wide")
 st.title("FaceTrack Studio")
@@ -41,13 +42,29 @@ elif (summary := dataset_summary(dataset)) is not None:
 
 st.subheader("Models")
 models = list_models(workspace().models_root)
+
+
+def _fmt(v) -> str:
+    """A metric for the table: 3 decimals, or blank where a model kind has no such figure."""
+    return f"{v:.3f}" if isinstance(v, (int, float)) else ""
+
+
 if not models:
     st.info("No trained model yet: train one on the Train page.")
 else:
     rows = []
     for m in models:
         h = m.headline()
-        rows.append({"model": m.name, "kind": m.kind, "backbone": m.meta.get("config", {}).get("backbone", ""),
-                     "dataset": m.meta.get("dataset", {}).get("name", ""), "mean IoU": h.get("mean_iou"),
-                     "face accuracy": h.get("face_accuracy"), "created": m.meta.get("created", "")})
+        identity = m.kind == "identity"
+        rows.append({"model": m.name, "kind": "me / not me" if identity else "face detector",
+                     "backbone": m.meta.get("config", {}).get("backbone", ""),
+                     "dataset": m.meta.get("dataset", {}).get("name", ""),
+                     "mean IoU": "" if identity else _fmt(h.get("mean_iou")),
+                     "face accuracy": "" if identity else _fmt(h.get("face_accuracy")),
+                     "identity accuracy": _fmt(h.get("accuracy")) if identity else "",
+                     "created": m.meta.get("created", "")})
     st.dataframe(pd.DataFrame(rows), hide_index=True)
+    st.caption("Figures on each model's test split (val when it has none); identity models (Recognize page) "
+               "report their val accuracy.")
+
+manage_section(dataset, models)

@@ -101,3 +101,40 @@ def load(name: str, models_root: str | Path):
         det = load_detector(name, models_root)
         _CACHE[key] = (version, det)
         return det
+
+
+# -- managing saved models ------------------------------------------------------------------------
+def delete_model(name: str, models_root: str | Path) -> None:
+    """Delete model ``name`` (its whole folder, int8 copy included). Raises FaceCoreError for a name
+    that is not a saved model here; the folder leaves the model list at once (renamed to a hidden name
+    before its files are removed)."""
+    import shutil
+    import uuid
+
+    from .io import model_path, storage_errors
+
+    folder = model_path(models_root, name)
+    info = model_info(folder.name, models_root)  # only a saved model, never an arbitrary folder
+    trash = folder.parent / f".{info.name}.deleted-{uuid.uuid4().hex[:8]}"
+    with storage_errors(f"delete model {name!r}"):
+        folder.rename(trash)
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def model_zip(name: str, models_root: str | Path) -> bytes:
+    """Model ``name`` as a zip for download: ``<name>/model.keras``, ``model.tflite``, ``meta.json`` (and
+    ``model_int8.tflite`` when made), whichever exist. Raises FaceCoreError for an unknown model."""
+    import io
+    import zipfile
+
+    from .io import model_path, storage_errors
+
+    info = model_info(model_path(models_root, name).name, models_root)
+    files = [p for p in sorted(info.path.iterdir()) if p.is_file() and not p.name.startswith(".")]
+    buf = io.BytesIO()
+    with storage_errors(f"read model {name!r}"), zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for p in files:
+            # .keras and .tflite files barely compress: storing them saves time, not space
+            kind = zipfile.ZIP_DEFLATED if p.suffix == ".json" else zipfile.ZIP_STORED
+            zf.write(p, f"{info.name}/{p.name}", compress_type=kind)
+    return buf.getvalue()

@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 from .dataset import Dataset, copy_dataset
 from .errors import DatasetError
+from .io import storage_errors
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_NAME = "sample"
@@ -73,6 +76,45 @@ class Workspace:
         if copy_from is not None:
             return copy_dataset(copy_from, self.user_root / name)
         return Dataset.create(self.user_root / name)
+
+    def _user_dataset(self, name: str) -> Path:
+        """The folder of the user's dataset ``name``; refuses the shipped sample and unknown names."""
+        if name == SAMPLE_NAME:
+            raise DatasetError(f"{SAMPLE_NAME!r} is the shipped example and cannot be renamed or deleted; "
+                               f"copy it to your workspace and change the copy")
+        folder = self.user_root / check_name(name)
+        if not (folder / "images").is_dir():
+            raise DatasetError(f"no dataset called {name!r} in your workspace ({self.user_root})")
+        return folder
+
+    def rename_dataset(self, name: str, new_name: str) -> Dataset:
+        """Rename the user's dataset ``name`` (its labels and augmented copies go along); returns it.
+
+        Refuses the sample and a ``new_name`` already in use. Models trained on it keep the old name in
+        their ``meta.json`` (it records what they were trained on).
+        """
+        folder = self._user_dataset(name)
+        new_name = check_name(new_name)
+        if new_name == name:
+            return Dataset(folder)
+        target = self.user_root / new_name
+        if new_name == SAMPLE_NAME or target.exists():
+            raise DatasetError(f"a dataset called {new_name!r} already exists; choose another name")
+        with storage_errors(f"rename dataset {name!r}"):
+            folder.rename(target)
+        return Dataset(target)
+
+    def delete_dataset(self, name: str) -> None:
+        """Delete the user's dataset ``name`` with its photos, labels and augmented copies (never the sample).
+
+        The folder is first renamed to a hidden name, so it leaves the dataset list at once even if
+        removing its files takes a while or fails half-way.
+        """
+        folder = self._user_dataset(name)
+        trash = self.user_root / f".{folder.name}.deleted-{uuid.uuid4().hex[:8]}"
+        with storage_errors(f"delete dataset {name!r}"):
+            folder.rename(trash)
+        shutil.rmtree(trash, ignore_errors=True)
 
     def model_dir(self, name: str) -> Path:
         return self.models_root / check_name(name, "model")

@@ -37,7 +37,7 @@ def test_home_switches_dataset_and_lists_models(workspace_env):
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Images"] == "5" and metrics["With a face"] == "3" and metrics["No face"] == "2"
     df = at.dataframe[0].value
-    assert list(df["model"]) == ["m1"] and df["mean IoU"][0] == 0.71
+    assert list(df["model"]) == ["m1"] and df["mean IoU"][0] == "0.710"
 
 
 def test_home_with_no_dataset(tmp_path, monkeypatch):
