@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from .errors import FaceCoreError
@@ -29,6 +30,21 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("cancelled", file=sys.stderr)
         return 130
+    except OSError as exc:  # read-only folder, full disk, name too long... met outside facecore's own checks
+        from .io import storage_message
+
+        print(f"error: {storage_message(exc, 'finish ' + args.command)}", file=sys.stderr)
+        return 2
+    except (RecursionError, MemoryError) as exc:
+        print(f"error: {args.command}: the input is too large or too deeply nested ({type(exc).__name__})",
+              file=sys.stderr)
+        return 2
+    except Exception as exc:  # a bug, not bad input: one line for users; FACETRACK_DEBUG=1 shows the traceback
+        if os.environ.get("FACETRACK_DEBUG"):
+            raise
+        print(f"error: {args.command} failed unexpectedly ({type(exc).__name__}: {exc}); "
+              "rerun with FACETRACK_DEBUG=1 to see where", file=sys.stderr)
+        return 70
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from .dataset import Dataset
+from .errors import ImportRejected
 
 
 def _info(args) -> int:
@@ -25,11 +26,15 @@ def _validate(args) -> int:
 
 
 def _import(args) -> int:
-    ds = Dataset.create(args.data)
     src = Path(args.source)
+    if not src.exists():
+        raise ImportRejected(f"{src}: no such file or folder")
+    ds = Dataset.create(args.data)
     report = ds.import_folder(src) if src.is_dir() else ds.import_zip(src)
     for name, why in report.skipped:
         print(f"skipped {name}: {why}")
+    for name, what in report.notes:
+        print(f"note {name}: {what}")
     print(f"imported {len(report.added)} image(s), {report.labeled} with labels, into {ds.root}")
     return 0
 

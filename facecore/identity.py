@@ -32,7 +32,8 @@ import numpy as np
 
 from . import boxes as B
 from .errors import DatasetError, FaceCoreError, ImageReadError
-from .io import IMAGE_EXTS, atomic_write_bytes, atomic_write_text, decode_image, encode_jpeg, read_image, replace_dir
+from .io import (IMAGE_EXTS, atomic_write_bytes, atomic_write_text, check_model_dir, decode_image, encode_jpeg,
+                 read_image, replace_dir)
 from .preprocess import resize_for_model
 from .registry import META_FILE
 
@@ -490,6 +491,7 @@ def train_identity(identity_set: IdentitySet, config: IdentityConfig, out_dir: s
     t0 = time.perf_counter()
     out_dir = Path(out_dir)
     check_identity_name(out_dir.name, "model")
+    check_model_dir(out_dir, "identity")  # never replace a dataset or any folder that is not our model
     x, y, classes = identity_set.load(config.input_size)
     train_idx, val_idx = stratified_split(y, config.val_fraction, config.seed)
     x_tr, y_tr = augment_images(x[train_idx], y[train_idx], config.augment, config.seed)
@@ -557,7 +559,7 @@ def train_identity(identity_set: IdentitySet, config: IdentityConfig, out_dir: s
         meta["size_bytes"] = dir_size(tmp)
         atomic_write_text(tmp / META_FILE, json.dumps(meta, indent=2))
 
-    path = replace_dir(out_dir, write)
+    path = replace_dir(out_dir, write, check=lambda d: check_model_dir(d, "identity"))
     return TrainResult(path, meta)
 
 

@@ -194,13 +194,15 @@ def recover_dir(out_dir: str | os.PathLike) -> bool:
     return out.name[:_NAME_ROOM] in recover_swaps(out.parent)
 
 
-def replace_dir(out_dir: str | os.PathLike, write: Callable[[Path], None]) -> Path:
+def replace_dir(out_dir: str | os.PathLike, write: Callable[[Path], None],
+                check: Callable[[Path], object] | None = None) -> Path:
     """Atomically create or replace folder ``out_dir``: ``write(tmp)`` fills a temporary sibling folder,
     which is then renamed into place, so a reader never sees half of it (e.g. a model being saved).
 
     The temporary and replaced folders are dot-named, so listings that skip dot-names ignore them;
     a save killed half way is finished or undone by ``recover_dir`` (called on listing and loading).
-    An ``OSError`` (read-only folder, full disk) becomes a ``StorageError``.
+    ``check(out_dir)`` runs again right before the swap and may raise to refuse replacing what is
+    there now (e.g. ``check_model_dir``). An ``OSError`` (read-only folder, full disk) becomes a ``StorageError``.
     """
     out = Path(out_dir)
     with storage_errors(f"save {out}"):
@@ -218,6 +220,8 @@ def replace_dir(out_dir: str | os.PathLike, write: Callable[[Path], None]) -> Pa
             new = out.with_name(f".{short}.new-{tag}")
             os.replace(tmp, new)  # complete from here on: a recovery may finish the swap with it
             tmp = new
+            if check is not None:
+                check(out)
             if out.exists():
                 old = out.with_name(f".{short}.old-{tag}")
                 os.replace(out, old)

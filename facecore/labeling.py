@@ -100,6 +100,7 @@ class AddReport:
     added: list[str] = field(default_factory=list)
     labeled: int = 0
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    notes: list[tuple[str, str]] = field(default_factory=list)  # imported, but changed or worth a look
 
 
 @dataclass
@@ -324,6 +325,7 @@ def add_files(dataset: Dataset, files: Iterable[tuple[str, bytes]]) -> AddReport
             report.added += sub.added
             report.labeled += sub.labeled
             report.skipped += [(f"{name}: {n}", reason(why, n)) for n, why in sub.skipped]
+            report.notes += [(f"{name}: {n}", reason(what, n)) for n, what in sub.notes]
             continue
         if ext not in UPLOAD_TYPES:
             report.skipped.append((name, f"unsupported file type .{ext or '?'} (use jpg, png, webp or a .zip)"))

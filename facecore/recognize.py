@@ -44,7 +44,9 @@ class IdentityClassifier:
         d = Path(model_dir)
         try:
             meta = json.loads((d / META_FILE).read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
+            if not isinstance(meta, dict):
+                raise ValueError("not a JSON object")
+        except (OSError, ValueError, RecursionError) as exc:
             raise FaceCoreError(f"{d}: no readable {META_FILE}; train an identity model on the Recognize page first") from exc
         if meta.get("kind") != "identity":
             raise FaceCoreError(f"{d.name} is a {meta.get('kind', 'facetracker')} model, not an identity classifier")
@@ -56,7 +58,16 @@ class IdentityClassifier:
             model = keras.saving.load_model(d / MODEL_FILE, compile=False)
         except Exception as exc:  # a truncated or foreign file: say which one
             raise FaceCoreError(f"{d / MODEL_FILE}: cannot load the model ({exc}); retrain it") from exc
-        return cls(model, meta["classes"], meta["input_size"], meta.get("crop_margin", DEFAULT_K), name=d.name)
+        # the network's own input size and class count win over meta.json's (a lying size would allocate GBs)
+        size = int(model.inputs[0].shape[1] or 0)
+        classes = meta.get("classes")
+        n_out = int(model.outputs[0].shape[-1] or 0)
+        k = meta.get("crop_margin", DEFAULT_K)
+        if (not 16 <= size <= 1024 or not isinstance(classes, list) or len(classes) != n_out
+                or not isinstance(k, (int, float)) or isinstance(k, bool) or not 0 <= k <= 10):
+            raise FaceCoreError(f"{d}: {META_FILE} does not match {MODEL_FILE} (input {size} px, {n_out} classes, "
+                                f"crop margin {k!r}); retrain the identity model")
+        return cls(model, [str(c) for c in classes], size, float(k), name=d.name)
 
     def predict(self, crops: list[np.ndarray]) -> np.ndarray:
         """RGB uint8 crops (any sizes) -> float32 (N, C) class probabilities."""

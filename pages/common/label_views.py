@@ -118,9 +118,15 @@ def add_view(ds, readonly: bool) -> None:
     files = st.file_uploader("Photos or a .zip", type=list(L.UPLOAD_TYPES), accept_multiple_files=True,
                              key=f"lab_upload_{n}", label_visibility="collapsed")
     if files:
-        with st.spinner(f"Adding {len(files)} file(s)..."):
-            report = L.add_files(ds, [(f.name, f.getvalue()) for f in files])
-        ss["lab_upload_n"] = n + 1  # a fresh, empty uploader: the same files are not added twice
+        ss["lab_upload_n"] = n + 1  # a fresh, empty uploader: the same files are not added twice, even after an error
+        try:
+            with st.spinner(f"Adding {len(files)} file(s)..."):
+                report = L.add_files(ds, [(f.name, f.getvalue()) for f in files])
+        except FaceCoreError as exc:  # e.g. a full disk or read-only folder: say so, keep the page
+            show_error(exc)
+            return
+        if report.notes:
+            flash("info", f"{len(report.notes)} label(s) needed a look:\n\n" + skipped_text(report.notes))
         if report.added:
             extra = f" ({report.labeled} with a label)" if report.labeled else ""
             flash("success", f"Added {len(report.added)} image(s){extra}.")
