@@ -112,6 +112,9 @@ def load_detector(name: str, models_root) -> Detector:
     import json
     from pathlib import Path
 
+    from .io import model_path
+
+    model_path(models_root, name)  # refuses a name that is a path outside models_root
     folder = Path(models_root) / name.split("@")[0]
     try:
         meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))

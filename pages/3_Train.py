@@ -10,27 +10,31 @@ import streamlit as st
 from plotly.subplots import make_subplots
 
 from facecore import Dataset, FaceCoreError
-from facecore.train import (AUGMENTATION_MODES, BACKBONES, DEFAULT_INPUT_SIZE, JOB, PRETRAINED_BACKBONES,
-                            JobState, TrainConfig)
+from facecore.train import (AUGMENTATION_MODES, BACKBONES, BLAZEFACE, DEFAULT_INPUT_SIZE, JOB,
+                            PRETRAINED_BACKBONES, TRAIN_LAYERS, JobState, TrainConfig)
 from pages.common import dataset_picker, dataset_summary, show_error, workspace
 
 st.title("🧠 Train")
 st.write(
-    "Train a face detector: a pretrained image backbone with two small heads, one for *is there a face* and "
-    "one for *where is its box*. Training runs in the background: you can change pages and come back; "
-    "one training runs at a time on this server."
+    "Train a face detector. The default, **blazeface**, fine-tunes MediaPipe's BlazeFace, a network that already "
+    "knows faces, on your photos: it learns your camera, your people and the way you draw boxes, and finds "
+    "every face in a frame. The tutorials' *FaceTracker* (an ImageNet backbone with one face/no-face head and "
+    "one box head, or a tiny CNN from scratch) is there too. Training runs in the background: you can change "
+    "pages and come back; one training runs at a time on this server."
 )
 
 dataset = dataset_picker()
 
 BACKBONE_HELP = {
-    "vgg16": "VGG16: the tutorials' choice (120 px). Large and accurate; slow on a CPU without the feature cache.",
+    "blazeface": "BlazeFace (default): MediaPipe's face detector fine-tuned on your photos; several faces per "
+                 "frame, about a minute on a CPU, no download.",
+    "vgg16": "Tutorial FaceTracker, VGG16: the tutorials' choice (120 px). Large and accurate; slow on a CPU without the feature cache.",
     "mobilenetv2": "MobileNetV2: small and fast, good for the webcam.",
     "resnet50": "ResNet50: large; strong features.",
     "efficientnetb0": "EfficientNetB0: small, strong features.",
     "tinycnn": "Tiny CNN: a small network with no pretrained weights; trains from scratch quickly on a CPU.",
 }
-WEIGHTS_LABELS = {"imagenet": "ImageNet (pretrained, downloaded once)", "none": "None: train from scratch",
+WEIGHTS_LABELS = {"blazeface": "Face-pretrained (MediaPipe BlazeFace, built in)", "imagenet": "ImageNet (pretrained, downloaded once)", "none": "None: train from scratch",
                   "file": "A weights file (.h5)"}
 AUG_LABELS = {"off": "Off", "offline": "Offline copies (from the Augment page)",
               "on_the_fly": "On the fly (new random copies every epoch)"}
@@ -107,12 +111,14 @@ else:
             st.warning("No labeled face yet: label some photos on the Collect & Label page before training.")
 
     left, mid, right = st.columns(3)
-    backbone = left.selectbox("Backbone", BACKBONES, key="train_backbone", help=" ".join(BACKBONE_HELP.values()))
+    backbone = left.selectbox("Model", BACKBONES, key="train_backbone", help=" ".join(BACKBONE_HELP.values()))
+    blaze = backbone == BLAZEFACE
     left.caption(BACKBONE_HELP[backbone])
     pretrained_ok = backbone in PRETRAINED_BACKBONES
-    weight_opts = ["imagenet", "none", "file"] if pretrained_ok else ["none", "file"]
+    weight_opts = (["blazeface", "none"] if blaze else ["imagenet", "none", "file"] if pretrained_ok
+                   else ["none", "file"])
     weights_choice = mid.radio("Weights", weight_opts, format_func=WEIGHTS_LABELS.get, key=f"train_weights_{backbone}")
-    weights: str | None = "imagenet" if weights_choice == "imagenet" else None
+    weights: str | None = weights_choice if weights_choice in ("imagenet", "blazeface") else None
     if weights_choice == "file":
         wpath = mid.text_input("Weights file", key="train_weights_path", placeholder="/path/to/backbone_notop.h5",
                                help="Backbone weights without the classifier top, e.g. a Keras applications "
@@ -121,21 +127,24 @@ else:
         if weights is None:
             mid.caption("Enter the path of the weights file.")
     input_size = right.number_input("Input size (px)", 32, 512, DEFAULT_INPUT_SIZE[backbone], 8,
-                                    key=f"train_size_{backbone}",
+                                    key=f"train_size_{backbone}", disabled=blaze,
                                     help="Photos are resized to a square of this size (the whole frame, as at inference).")
     name = right.text_input("Model name", f"{dataset.name}-{backbone}", key=f"train_name_{dataset.name}_{backbone}",
                             help="Saved under models/<name>; a model with the same name is replaced when training ends.")
 
     left, mid, right = st.columns(3)
-    epochs = left.number_input("Epochs", 1, 1000, 40 if weights is not None else 60, key=f"train_epochs_{weights is None}")
-    batch_size = mid.select_slider("Batch size", [2, 4, 8, 16, 32, 64], 8 if weights is not None else 16,
-                                   key=f"train_batch_{weights is None}")
+    preset = "blaze" if blaze else weights is None  # BlazeFace and from-scratch runs want larger steps
+    epochs = left.number_input("Epochs", 1, 1000, 30 if blaze else 40 if weights is not None else 60,
+                               key=f"train_epochs_{preset}")
+    batch_size = mid.select_slider("Batch size", [2, 4, 8, 16, 32, 64], 8 if weights is not None and not blaze else 16,
+                                   key=f"train_batch_{preset}")
     lr = right.select_slider("Learning rate", [1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2],
-                             1e-4 if weights is not None else 1e-3, format_func=lambda v: f"{v:g}",
-                             key=f"train_lr_{weights is None}")
+                             1e-4 if weights is not None and not blaze else 1e-3, format_func=lambda v: f"{v:g}",
+                             key=f"train_lr_{preset}")
     n_aug = counts.augmented if counts is not None else 0
-    augmentation = st.radio("Augmentation", AUGMENTATION_MODES, index=1 if n_aug else 0, horizontal=True,
-                            format_func=AUG_LABELS.get, key=f"train_aug_{dataset.name}")
+    augmentation = st.radio("Augmentation", AUGMENTATION_MODES, index=2 if blaze else 1 if n_aug else 0,
+                            horizontal=True, format_func=AUG_LABELS.get, key=f"train_aug_{dataset.name}_{blaze}",
+                            help="BlazeFace augments on the fly inside training (zoom, shift, flip, colour).")
     aug_config = None
     if augmentation == "offline" and not n_aug:
         st.warning("This dataset has no augmented copies yet: make them on the Augment page, or choose another mode.")
@@ -159,8 +168,15 @@ else:
         alpha = (a3.select_slider("MobileNetV2 width", [0.35, 0.5, 0.75, 1.0, 1.3, 1.4], 1.0, key="train_alpha")
                  if backbone == "mobilenetv2" else 1.0)
         seed = a3.number_input("Seed", 0, 2**31 - 1, 0, key="train_seed")
+        train_layers = (a1.radio("Layers to train", TRAIN_LAYERS, key="train_layers", horizontal=True,
+                                 format_func={"all": "every layer", "heads": "detection heads only"}.get,
+                                 help="Every layer adapts best; heads only keeps the pretrained backbone as it is.")
+                        if blaze else "all")
 
-    if weights is None:
+    if blaze and weights is not None:
+        st.caption("Starts from MediaPipe's face weights (shipped with the app, nothing to download); every photo "
+                   "goes through the whole network with a fresh random zoom, shift, flip and colour change.")
+    elif weights is None:
         st.warning("**No pretrained weights: the whole network trains from scratch.** That is much slower than "
                    "training the heads on a frozen pretrained backbone and needs more photos and epochs.")
     elif augmentation != "on_the_fly":
@@ -175,11 +191,34 @@ else:
                              batch_size=int(batch_size), learning_rate=float(lr),
                              localization_weight=float(loc_weight), augmentation=augmentation, augment=aug_config,
                              fine_tune_epochs=int(ft_epochs) if weights is not None else 0,
-                             fine_tune_layers=int(ft_layers), patience=int(patience), seed=int(seed))
+                             fine_tune_layers=int(ft_layers), patience=int(patience), seed=int(seed),
+                             train_layers=train_layers)
     except FaceCoreError as exc:
         show_error(exc)
     if config is not None and (workspace().models_root / config.name / "meta.json").exists():
         st.caption(f"A model called **{config.name}** exists: it is replaced when this training finishes.")
+
+    with st.expander("No time to train? Fit the built-in detector's box style (seconds)"):
+        st.write("The built-in **blazeface** finds faces without training, but its box is tighter than the way "
+                 "most people draw faces. This measures how your labels sit around its boxes (four numbers) "
+                 "and saves a detector that draws boxes your way; it appears in every detector list.")
+        style_name = st.text_input("Name", f"{dataset.name}-boxstyle", key=f"style_name_{dataset.name}")
+        if st.button("Fit box style", key="style_fit"):
+            from facecore.blazeface import fit_dataset_style
+            from facecore.registry import model_info
+
+            bar = st.progress(0.0, text="running blazeface on the labeled photos")
+            try:
+                path = fit_dataset_style(dataset, workspace().model_dir(style_name.strip()),
+                                         progress=lambda d, n: bar.progress(d / max(n, 1), text=f"photo {d}/{n}"))
+            except FaceCoreError as exc:
+                show_error(exc)
+            else:
+                m = model_info(path.name, path.parent).meta["metrics"]
+                rows = [{"split": k, "faces": v.get("n_face"), "IoU before": v.get("mean_iou_before"),
+                         "IoU after": v.get("mean_iou")} for k, v in m.items()]
+                st.success(f"Saved detector **{path.name}**: pick it on the Evaluate, Video or Webcam page.")
+                st.dataframe(pd.DataFrame(rows), hide_index=True)
 
 if state.running:
     st.info(f"A training is running on this server (model **{state.config.name}** on dataset **{state.dataset}**, "

@@ -31,7 +31,11 @@ def _choose_tiny(at):
 
 def test_page_defaults_and_from_scratch_notice(tiny_ws):
     at = _page()
-    assert at.selectbox(key="train_backbone").value == "vgg16"
+    assert at.selectbox(key="train_backbone").value == "blazeface"  # the face-pretrained default
+    assert at.radio(key="train_weights_blazeface").value == "blazeface"
+    assert at.number_input(key="train_size_blazeface").disabled
+    assert "MediaPipe's face weights" in _texts(at.caption)
+    at.selectbox(key="train_backbone").select("vgg16").run()
     assert at.radio(key="train_weights_vgg16").value == "imagenet"
     assert "Fast path" in _texts(at.caption)
     at.radio(key="train_weights_vgg16").set_value("none").run()
@@ -96,3 +100,40 @@ def test_page_without_dataset(tmp_path, monkeypatch):
     at = _page()
     assert "No dataset yet" in _texts(at.info)
     assert at.button(key="train_start").disabled
+
+
+@pytest.mark.slow
+def test_page_fine_tunes_blazeface_by_default(tiny_ws):
+    _, models = tiny_ws
+    at = _page()
+    at.sidebar.selectbox[0].select("tiny").run()
+    at.number_input(key="train_epochs_blaze").set_value(2).run()
+    at.button(key="train_start").click().run()
+    assert not at.exception, at.exception
+    s = JOB.wait(300)
+    assert s.status == "done", s.error
+    assert s.config.backbone == "blazeface" and s.meta["architecture"] == "blazeface"
+    at.run()
+    assert "tiny-blazeface" in _texts(at.success)
+    from facecore.detect import detector_names
+
+    assert "tiny-blazeface" in detector_names(models)
+
+
+def test_page_fits_a_box_style_detector(workspace_env):
+    import shutil
+    from pathlib import Path
+
+    data, models = workspace_env
+    shutil.copytree(Path("data/sample"), data / "workspace" / "faces")
+    at = _page()
+    at.sidebar.selectbox[0].select("faces").run()
+    at.button(key="style_fit").click().run()
+    assert not at.exception, at.exception
+    assert "faces-boxstyle" in _texts(at.success), _texts(at.error)
+    df = at.dataframe[0].value
+    assert (df["IoU after"] > df["IoU before"]).all()
+    from facecore.detect import load_detector
+
+    det = load_detector("faces-boxstyle", models)
+    assert det.name == "faces-boxstyle" and det.style.top < 0  # labels reach higher than BlazeFace's box

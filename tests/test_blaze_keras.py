@@ -1,0 +1,102 @@
+"""The Keras port of BlazeFace against the TFLite model, the saved-model contract, and a real fine-tuning run."""
+
+import json
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from facecore import blaze_keras as BK
+from facecore import blazeface as BF
+from facecore.io import read_image
+
+SAMPLE = Path("data/sample")
+
+
+@pytest.fixture(scope="module")
+def photos():
+    files = sorted((SAMPLE / "images").glob("*.jpg"))[::9]
+    return np.stack([cv2.resize(read_image(f), (128, 128), interpolation=cv2.INTER_AREA).astype(np.float32)
+                     for f in files])
+
+
+@pytest.fixture(scope="module")
+def net():
+    return BK.raw_net("short")
+
+
+def test_port_reproduces_the_tflite_outputs(net, photos):
+    lite = BF.BlazeFaceDetector("short", style=BF.BoxStyle())
+    reg, logits = net.predict(photos, verbose=0)
+    for i, x in enumerate(photos):
+        r, lg = lite.raw(x / 127.5 - 1.0)
+        # regressors are in input pixels (up to a few hundred): compare relative to their scale
+        assert np.abs(r - reg[i]).max() <= 1e-4 * max(1.0, np.abs(r).max())
+        assert np.abs(lg - logits[i, :, 0]).max() <= 1e-3
+    assert [ly.name for ly in BK.head_layers(net)], "the port names the detection heads"
+
+
+def test_detector_net_decodes_like_numpy_and_saves_with_stock_layers(net, photos, tmp_path):
+    import keras
+
+    anchors = BF.ssd_anchors("short")
+    model = BK.detector_net(net, anchors, 128)
+    prob, box, aprobs, aboxes = model.predict(photos[:3], verbose=0)
+    reg, logits = net.predict(photos[:3], verbose=0)
+    for i in range(3):
+        boxes, _, scores = BF.decode(reg[i], logits[i], anchors, 128)
+        assert np.allclose(aboxes[i], boxes, atol=1e-5)
+        assert np.allclose(aprobs[i, :, 0], scores, atol=1e-5)
+        assert prob[i, 0] == pytest.approx(scores.max(), abs=1e-5)
+        found = BF.weighted_nms(boxes, scores, 0.3)
+        if found and found[0][0] >= 0.5:  # a real face: the in-graph softmax box is weighted NMS's
+            assert np.abs(box[i] - found[0][1]).max() < 0.02
+    path = tmp_path / "model.keras"
+    model.save(path)
+    again = keras.models.load_model(path, compile=False)  # safe mode: no Lambda, no custom layer
+    assert np.allclose(again.predict(photos[:2], verbose=0)[1], box[:2], atol=1e-6)
+    assert [t.shape[-1] for t in again.outputs] == [1, 4, 1, 4]
+
+
+def _small_dataset(tmp_path: Path, n_faces: int = 24, n_walls: int = 8) -> Path:
+    root = tmp_path / "ds"
+    (root / "images").mkdir(parents=True)
+    (root / "labels").mkdir()
+    for f in sorted((SAMPLE / "images").glob("*.jpg"))[:n_faces]:
+        shutil.copy(f, root / "images" / f.name)
+        shutil.copy(SAMPLE / "labels" / (f.stem + ".json"), root / "labels" / (f.stem + ".json"))
+    rng = np.random.default_rng(0)
+    for i in range(n_walls):  # no-face photos: plain walls and curtains
+        wall = np.full((480, 640, 3), rng.integers(60, 220), np.uint8)
+        wall[:, :: rng.integers(20, 80)] = rng.integers(0, 255)
+        cv2.imwrite(str(root / "images" / f"wall{i}.jpg"), wall)
+    return root
+
+
+@pytest.mark.slow
+def test_fine_tuning_runs_saves_and_detects(tmp_path):
+    from facecore.dataset import Dataset
+    from facecore.detect import load_detector
+    from facecore.train import TrainConfig, train
+
+    ds = Dataset.open(_small_dataset(tmp_path))
+    seen = []
+    out = train(ds, TrainConfig(name="bf", epochs=4, batch_size=8, learning_rate=1e-3, augmentation="on_the_fly",
+                                patience=0), seen.append, tmp_path / "models" / "bf")
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["architecture"] == "blazeface" and meta["config"]["backbone"] == "blazeface"
+    assert (out / "model.keras").is_file() and (out / "model.tflite").is_file()
+    assert meta["tflite"]["max_abs_diff"] <= 1e-3
+    assert len(meta["history"]) == 4 and all(np.isfinite(h["loss"]) for h in meta["history"])
+    assert meta["history"][-1]["loss"] < meta["history"][0]["loss"]
+    assert seen and seen[-1].fraction == pytest.approx(1.0)
+    det = load_detector("bf", tmp_path / "models")
+    assert det.backend == "tflite"
+    face = read_image(sorted((SAMPLE / "images").glob("*.jpg"))[40])
+    dets = det.detect(face)
+    assert dets and dets[0].score >= 0.5
+    wall = np.full((480, 640, 3), 150, np.uint8)
+    assert [d for d in det.detect(wall) if d.score >= 0.5] == []
+    assert meta["metrics"]["train"]["mean_iou"] > 0.5
