@@ -5,6 +5,7 @@ Runs ``streamlit run streamlit_app.py`` on a free port against a temporary data 
 Debian's Chromium through playwright (never a downloaded browser).
 """
 
+import contextlib
 import json
 import shutil
 import time
@@ -47,54 +48,61 @@ def idle(page, timeout_ms=60_000):
     page.wait_for_function("!document.querySelector('[data-testid=stStatusWidget]')", timeout=timeout_ms)
 
 
-def test_drag_a_box_with_the_mouse_and_save(server, tmp_path):
+@contextlib.contextmanager
+def label_page(url, first_name: str, height: int = 1200):
+    """Chromium on the Collect & Label page, once ``first_name`` and the canvas are shown: ``(page, canvas)``."""
     from playwright.sync_api import sync_playwright
 
-    url, root = server
-    first = sorted((root / "images").iterdir())[0]
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=BROWSER_ARGS)
         try:
-            page = browser.new_page(viewport={"width": 1280, "height": 1200})
+            page = browser.new_page(viewport={"width": 1280, "height": height})
             page.set_default_timeout(60_000)
             page.goto(f"{url}/Collect_and_Label")
-            page.get_by_text(first.name).first.wait_for()
+            page.get_by_text(first_name).first.wait_for()
             canvas = page.locator("canvas").last
             canvas.wait_for()
-            idle(page)
-            page.screenshot(path=str(tmp_path / "before.png"))
-            numbers = page.locator("input[type=number]")
-
-            box = canvas.bounding_box()
-            scale = box["width"] / 640  # the sample photos are 640x480
-            start, end = (180, 90), (330, 300)  # canvas pixels
-            for attempt in range(3):  # a drag that lands during a rerun is lost: try again
-                x0, y0 = box["x"] + start[0], box["y"] + start[1]
-                page.mouse.move(x0, y0)
-                page.mouse.down()
-                for k in range(1, 16):
-                    page.mouse.move(x0 + (end[0] - start[0]) * k / 15, y0 + (end[1] - start[1]) * k / 15)
-                page.mouse.up()
-                try:
-                    page.wait_for_function(
-                        "() => { const n = document.querySelectorAll('input[type=number]');"
-                        " return n.length === 4 && [...n].every(e => e.value !== ''); }", timeout=20_000)
-                    break
-                except Exception:
-                    if attempt == 2:
-                        raise
-                    idle(page)
-            idle(page)
-            typed = [float(numbers.nth(i).input_value()) for i in range(4)]
-            page.screenshot(path=str(tmp_path / "drawn.png"))
-            page.get_by_role("button", name="Save boxes").click()
-            label_file = root / "labels" / f"{first.stem}.json"
-            wait_until(label_file.exists, 30, what=f"{label_file.name} to be written")
-            idle(page)
-            page.screenshot(path=str(tmp_path / "saved.png"))
-            assert "1 of 3 labeled" in page.inner_text("body")
+            yield page, canvas
         finally:
             browser.close()
+
+
+def test_drag_a_box_with_the_mouse_and_save(server, tmp_path):
+    url, root = server
+    first = sorted((root / "images").iterdir())[0]
+    with label_page(url, first.name, 1200) as (page, canvas):
+        idle(page)
+        page.screenshot(path=str(tmp_path / "before.png"))
+        numbers = page.locator("input[type=number]")
+
+        box = canvas.bounding_box()
+        scale = box["width"] / 640  # the sample photos are 640x480
+        start, end = (180, 90), (330, 300)  # canvas pixels
+        for attempt in range(3):  # a drag that lands during a rerun is lost: try again
+            x0, y0 = box["x"] + start[0], box["y"] + start[1]
+            page.mouse.move(x0, y0)
+            page.mouse.down()
+            for k in range(1, 16):
+                page.mouse.move(x0 + (end[0] - start[0]) * k / 15, y0 + (end[1] - start[1]) * k / 15)
+            page.mouse.up()
+            try:
+                page.wait_for_function(
+                    "() => { const n = document.querySelectorAll('input[type=number]');"
+                    " return n.length === 4 && [...n].every(e => e.value !== ''); }", timeout=20_000)
+                break
+            except Exception:
+                if attempt == 2:
+                    raise
+                idle(page)
+        idle(page)
+        typed = [float(numbers.nth(i).input_value()) for i in range(4)]
+        page.screenshot(path=str(tmp_path / "drawn.png"))
+        page.get_by_role("button", name="Save boxes").click()
+        label_file = root / "labels" / f"{first.stem}.json"
+        wait_until(label_file.exists, 30, what=f"{label_file.name} to be written")
+        idle(page)
+        page.screenshot(path=str(tmp_path / "saved.png"))
+        assert "1 of 3 labeled" in page.inner_text("body")
 
     doc = json.loads(label_file.read_text())
     (a, b), = [s["points"] for s in doc["shapes"]]
@@ -144,54 +152,42 @@ def colour_pixels(png: bytes, rgb, tol=40) -> int:
 
 
 def test_several_boxes_move_one_and_keyboard_shortcuts(server, tmp_path):
-    from playwright.sync_api import sync_playwright
-
     url, root = server
     images = sorted((root / "images").iterdir())
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=BROWSER_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1280, "height": 1400})
-            page.set_default_timeout(60_000)
-            page.goto(f"{url}/Collect_and_Label")
-            page.get_by_text(images[0].name).first.wait_for()
-            canvas = page.locator("canvas").last
-            canvas.wait_for()
-            draw_until(page, canvas, (40, 40), (160, 200), 1, tmp_path)
-            draw_until(page, canvas, (400, 60), (560, 260), 2, tmp_path)
-            idle(page)
-            # Edit mode (the toolbar's pencil): drag box 1 by its middle 50 px to the right.
-            page.locator(".dc-toolbar button[title='Edit'], .dc-toolbar button[aria-label='Edit']").first.click()
-            drag(page, canvas, (100, 120), (150, 120))
-            s = canvas.bounding_box()["width"] / 640  # display pixels per image pixel
-            first_x = page.locator("input[type=number]").first
-            wait_until(lambda: abs(float(first_x.input_value() or -99) - 90 / s) < 6, 20,
-                       what="box 1 moved and selected")
-            idle(page)
-            page.screenshot(path=str(tmp_path / "two_boxes.png"))
-            page.evaluate("document.activeElement && document.activeElement.blur()")  # no field has the keys
-            page.keyboard.press("s")  # Save boxes
-            label0 = root / "labels" / f"{images[0].stem}.json"
-            wait_until(label0.exists, 30, what="S to save the boxes")
-            idle(page)
-            # Auto-advance went to the next unlabeled photo: N marks it no-face, A goes back.
-            page.get_by_text(images[1].name).first.wait_for()
-            page.keyboard.press("n")
-            label1 = root / "labels" / f"{images[1].stem}.json"
-            wait_until(label1.exists, 30, what="N to mark no face")
-            idle(page)
-            page.keyboard.press("a")
-            idle(page)
-            page.keyboard.press("a")
-            page.get_by_text(f"{images[0].name} · 640x480").first.wait_for()
-            # Shortcuts do nothing while typing in a field.
-            field = page.locator("input[type=number]").first
-            field.click()
-            page.keyboard.press("n")
-            idle(page)
-            page.screenshot(path=str(tmp_path / "typing.png"))
-        finally:
-            browser.close()
+    with label_page(url, images[0].name, 1400) as (page, canvas):
+        draw_until(page, canvas, (40, 40), (160, 200), 1, tmp_path)
+        draw_until(page, canvas, (400, 60), (560, 260), 2, tmp_path)
+        idle(page)
+        # Edit mode (the toolbar's pencil): drag box 1 by its middle 50 px to the right.
+        page.locator(".dc-toolbar button[title='Edit'], .dc-toolbar button[aria-label='Edit']").first.click()
+        drag(page, canvas, (100, 120), (150, 120))
+        s = canvas.bounding_box()["width"] / 640  # display pixels per image pixel
+        first_x = page.locator("input[type=number]").first
+        wait_until(lambda: abs(float(first_x.input_value() or -99) - 90 / s) < 6, 20,
+                   what="box 1 moved and selected")
+        idle(page)
+        page.screenshot(path=str(tmp_path / "two_boxes.png"))
+        page.evaluate("document.activeElement && document.activeElement.blur()")  # no field has the keys
+        page.keyboard.press("s")  # Save boxes
+        label0 = root / "labels" / f"{images[0].stem}.json"
+        wait_until(label0.exists, 30, what="S to save the boxes")
+        idle(page)
+        # Auto-advance went to the next unlabeled photo: N marks it no-face, A goes back.
+        page.get_by_text(images[1].name).first.wait_for()
+        page.keyboard.press("n")
+        label1 = root / "labels" / f"{images[1].stem}.json"
+        wait_until(label1.exists, 30, what="N to mark no face")
+        idle(page)
+        page.keyboard.press("a")
+        idle(page)
+        page.keyboard.press("a")
+        page.get_by_text(f"{images[0].name} · 640x480").first.wait_for()
+        # Shortcuts do nothing while typing in a field.
+        field = page.locator("input[type=number]").first
+        field.click()
+        page.keyboard.press("n")
+        idle(page)
+        page.screenshot(path=str(tmp_path / "typing.png"))
     doc = json.loads(label0.read_text())
     boxes = [s["points"] for s in doc["shapes"]]
     assert len(boxes) == 2  # both faces, none dropped
@@ -203,32 +199,20 @@ def test_several_boxes_move_one_and_keyboard_shortcuts(server, tmp_path):
 
 
 def test_propose_on_a_labeled_photo_draws_orange_and_keeps_green(server, tmp_path):
-    from playwright.sync_api import sync_playwright
-
     url, root = server
     first = sorted((root / "images").iterdir())[0]
     label = root / "labels" / f"{first.stem}.json"
     label.write_text(json.dumps({"imageWidth": 640, "imageHeight": 480, "shapes": [
         {"label": "face", "shape_type": "rectangle", "points": [[10, 10], [120, 140]]}]}))
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=BROWSER_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1280, "height": 1300})
-            page.set_default_timeout(60_000)
-            page.goto(f"{url}/Collect_and_Label")
-            page.get_by_text(first.name).first.wait_for()
-            canvas = page.locator("canvas").last
-            canvas.wait_for()
-            idle(page)
-            area = page.locator(".dc-container").first
-            before = area.screenshot()
-            page.get_by_role("button", name="Propose boxes").click()
-            page.get_by_text("orange box(es)").first.wait_for()
-            idle(page)
-            after = area.screenshot()
-            (tmp_path / "proposed.png").write_bytes(after)
-        finally:
-            browser.close()
+    with label_page(url, first.name, 1300) as (page, canvas):
+        idle(page)
+        area = page.locator(".dc-container").first
+        before = area.screenshot()
+        page.get_by_role("button", name="Propose boxes").click()
+        page.get_by_text("orange box(es)").first.wait_for()
+        idle(page)
+        after = area.screenshot()
+        (tmp_path / "proposed.png").write_bytes(after)
     green, orange = (0, 200, 0), (255, 140, 0)
     assert colour_pixels(before, orange) < 50 and colour_pixels(before, green) > 300
     assert colour_pixels(after, orange) > 300  # the proposal is drawn, in orange
