@@ -189,19 +189,25 @@ class _TFLiteRunner:
 
 def _interpreter_class():
     """``ai_edge_litert``'s Interpreter when installed, else ``tf.lite.Interpreter`` (same API;
-    TF 2.21 still ships it, with a deprecation warning we silence)."""
+    TF 2.21 still ships it, with a deprecation warning we silence). A ``model_path`` is checked by
+    ``check_tflite_file`` first (a ValueError when unusable, as the interpreter raises for bad files),
+    so no caller can hand the interpreter a file that would crash the process."""
     try:
         from ai_edge_litert.interpreter import Interpreter  # type: ignore
-
-        return Interpreter
     except ImportError:
-        pass
-    import tensorflow as tf
+        import tensorflow as tf
+
+        Interpreter = tf.lite.Interpreter
 
     def make(**kw):
+        if kw.get("model_path"):
+            try:
+                check_tflite_file(kw["model_path"])
+            except ModelFileError as exc:
+                raise ValueError(str(exc)) from None
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return tf.lite.Interpreter(**kw)
+            return Interpreter(**kw)
 
     return make
 

@@ -83,6 +83,18 @@ def storage_errors(what: str):
         raise StorageError(storage_message(exc, what)) from exc
 
 
+def check_parents(path: str | os.PathLike) -> Path:
+    """Refuse (StorageError) a path whose nearest existing ancestor is a file: ``mkdir(parents=True)``
+    would only say "File exists" about it."""
+    path = Path(path)
+    for parent in path.parents:
+        if parent.exists() or parent.is_symlink():
+            if not parent.is_dir():
+                raise StorageError(f"could not write {path}: {parent} is a file, not a folder; choose another path")
+            break
+    return path
+
+
 # -- folder swaps and their leftovers ------------------------------------------------------------
 # A save writes ``.<name>.tmp-<pid>-<hex>``, renames it ``.<name>.new-<tag>`` once complete, moves the
 # current folder aside to ``.<name>.old-<tag>`` and renames the new one into place. A process killed
@@ -206,6 +218,7 @@ def replace_dir(out_dir: str | os.PathLike, write: Callable[[Path], None],
     """
     out = Path(out_dir)
     with storage_errors(f"save {out}"):
+        check_parents(out)
         out.parent.mkdir(parents=True, exist_ok=True)
         recover_dir(out)
         tag = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
@@ -249,6 +262,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     """
     path = Path(path)
     with storage_errors(f"write {path}"):
+        check_parents(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         if path.is_dir():
             raise StorageError(f"could not write {path}: it is a folder; choose a file name")

@@ -33,7 +33,7 @@ from . import boxes as B
 from .detect import Detection, draw_detections
 from .cliargs import int_range, positive_float, probability
 from .errors import FaceCoreError, StorageError
-from .io import publish, storage_errors, storage_message
+from .io import check_parents, publish, storage_errors, storage_message
 
 VIDEO_EXTS = (".mp4", ".mov", ".avi", ".webm", ".mkv")
 DEFAULT_MAX_MB = 200
@@ -453,11 +453,7 @@ def check_output(dst: str | os.PathLike, src: str | os.PathLike | None = None) -
     dst = Path(dst)
     if dst.is_dir():
         raise VideoError(f"{dst}: is a folder; give the .mp4 file to write, e.g. {dst / 'out.mp4'}")
-    for parent in dst.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise VideoError(f"{dst}: {parent} is a file, not a folder; choose another output path")
-            break
+    check_parents(dst)
     if src is not None and Path(src).exists() and dst.exists() and dst.resolve() == Path(src).resolve():
         raise VideoError(f"{dst}: is the input video; write the result to another file")
     return dst
