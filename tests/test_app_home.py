@@ -15,8 +15,8 @@ def _run(path="streamlit_app.py"):
 def test_home_shows_sample_counts(workspace_env):
     at = _run()
     metrics = {m.label: m.value for m in at.metric}
-    assert metrics["Images"] == "90" and metrics["With a face"] == "90" and metrics["No face"] == "0"
-    assert metrics["train split"] == "63" and metrics["val split"] == "14" and metrics["test split"] == "13"
+    assert metrics["Images"] == "106" and metrics["With a face"] == "90" and metrics["No face"] == "16"
+    assert metrics["train split"] == "74" and metrics["val split"] == "16" and metrics["test split"] == "16"
     assert at.sidebar.selectbox[0].value == "sample"
     assert "No trained model yet" in " ".join(i.value for i in at.info)
 

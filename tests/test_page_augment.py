@@ -32,8 +32,8 @@ def _button(at, label):
 
 def test_page_previews_the_sample_and_rerolls(workspace_env):
     at = _run()
-    assert _metrics(at) == {"Photos": "90", "Train-split photos": "63", "Augmented copies": "0",
-                            "Training images": "63"}
+    assert _metrics(at) == {"Photos": "106", "Train-split photos": "74", "Augmented copies": "0",
+                            "Training images": "74"}
     caps = _captions(at)
     assert len(caps) == 9 and caps[0] == "original 640x480"
     assert all(c.endswith("480x360") for c in caps[1:])  # 0.75 crop of 640x480
@@ -130,17 +130,17 @@ def test_browser_progress_cancel_and_delete(served_sample):
             copies = page.get_by_role("spinbutton", name="Copies per train photo")
             copies.fill("300")
             copies.press("Enter")
-            page.get_by_text("63 x 300 = 18900 copies").wait_for(timeout=30_000)
+            page.get_by_text("74 x 300 = 22200 copies").wait_for(timeout=30_000)
             page.get_by_role("button", name="Augment the train split").click()
             page.get_by_text("Augmenting:").wait_for(timeout=60_000)  # the polled progress bar
             _wait(lambda: len(ds.augmented.items()) > 0, 60, "the first copies on disk")
             page.get_by_role("button", name="Cancel").click()
             page.get_by_text("Cancelled after").wait_for(timeout=60_000)
             on_disk = ds.augmented.items()
-            assert 0 < len(on_disk) < 18900
+            assert 0 < len(on_disk) < 22200
             assert all(it.label is not None for it in on_disk)  # no half-written copy
             text = page.get_by_text("Cancelled after").inner_text()
-            assert f"Cancelled after {len(on_disk)} of 18900 copies" in text
+            assert f"Cancelled after {len(on_disk)} of 22200 copies" in text
             page.get_by_role("button", name="Delete augmented copies").click()
             page.get_by_text("Deleted").wait_for(timeout=30_000)
             assert ds.augmented.items() == []

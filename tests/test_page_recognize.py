@@ -5,6 +5,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from conftest import run_page, ROOT
+from facecore.detect import BUILT_IN
 from facecore.identity import IdentitySet, comparison_row, save_comparison, TrainResult, IdentityConfig
 from facecore.io import encode_jpeg
 from identity_synth import person_image
@@ -104,6 +105,7 @@ def test_detector_picker_recognition_toggle(workspace_env):
     at = AppTest.from_string(PICKER, default_timeout=120)
     at.run()
     assert not at.exception and len(at.checkbox) == 0  # no identity model: no toggle
+    at.selectbox(key="detector").select("haar").run()
     assert at.markdown[0].value == "haar|HaarDetector|None"
 
     from facecore.identity import create_identity_set, train_identity
@@ -119,7 +121,7 @@ def test_detector_picker_recognition_toggle(workspace_env):
     assert not at.exception, at.exception
     assert at.selectbox(key="detector_identity").value == "who"
     assert at.markdown[0].value == "haar+who|Recognizer|['ann', 'bob']"
-    assert at.selectbox(key="detector").options == ["haar"]  # identity models are not detectors
+    assert at.selectbox(key="detector").options == list(BUILT_IN)  # identity models are not detectors
 
     # the Webcam page gets the toggle through the shared picker, with no code of its own
     web = AppTest.from_file(str(ROOT / "pages" / "6_Webcam.py"), default_timeout=120)
