@@ -31,9 +31,9 @@ from typing import Callable
 import numpy as np
 
 from . import boxes as B
-from .errors import DatasetError, FaceCoreError, ImageReadError
+from .errors import DatasetError, FaceCoreError, ImageReadError, StorageError
 from .io import (IMAGE_EXTS, atomic_write_bytes, atomic_write_text, check_model_dir, decode_image, encode_jpeg,
-                 read_image, replace_dir)
+                 read_image, replace_dir, storage_errors)
 from .preprocess import resize_for_model
 from .registry import META_FILE
 
@@ -114,7 +114,8 @@ def create_identity_set(data_root: str | os.PathLike, name: str) -> "IdentitySet
     root = identities_root(data_root) / name
     if root.exists():
         raise DatasetError(f"an identity set called {name!r} already exists; choose another name")
-    root.mkdir(parents=True)
+    with storage_errors(f"create the identity set {root}"):
+        root.mkdir(parents=True)
     return IdentitySet(root)
 
 
@@ -173,13 +174,15 @@ class IdentitySet:
 
     def add_identity(self, identity: str) -> Path:
         d = self.root / check_identity_name(identity)
-        d.mkdir(parents=True, exist_ok=True)
+        with storage_errors(f"create the identity folder {d}"):
+            d.mkdir(parents=True, exist_ok=True)
         return d
 
     def remove_identity(self, identity: str) -> None:
         d = self.root / check_identity_name(identity)
         if d.is_dir():
-            shutil.rmtree(d)
+            with storage_errors(f"remove {d}"):
+                shutil.rmtree(d)
 
     def add_crop(self, identity: str, rgb: np.ndarray, stem: str) -> Path:
         """Write an RGB crop as ``<identity>/<stem>.jpg`` (atomic; an existing stem gets a suffix)."""
@@ -242,6 +245,8 @@ class IdentitySet:
                         added += 1
                     except ValueError as exc:
                         skipped.append((item.stem, str(exc)))
+            except StorageError:
+                raise  # a read-only or full disk fails every photo alike: say it once
             except FaceCoreError as exc:
                 skipped.append((item.stem, str(exc)))
             if progress:
