@@ -396,9 +396,10 @@ def _remove_copy(out: Dataset, stem: str) -> None:
 
 def _read_manifest(out: Dataset) -> dict:
     try:
-        return json.loads((out.root / MANIFEST).read_text("utf-8"))
-    except (OSError, ValueError):
+        doc = json.loads((out.root / MANIFEST).read_text("utf-8"))
+    except (OSError, ValueError, RecursionError):  # a broken manifest only means the copies are made again
         return {}
+    return doc if isinstance(doc, dict) else {}
 
 
 def delete_augmented(dataset: Dataset) -> int:
@@ -453,7 +454,7 @@ def augment_dataset(
     if not train:
         raise DatasetError(f"{dataset.name}: the train split is empty; add labeled photos first")
     out = Dataset.create(dataset.augmented.root)
-    with _DatasetLock(out.root):
+    with _DatasetLock(out.root), storage_errors(f"write augmented copies of {dataset.name}"):
         return _augment_locked(dataset, out, train, report, config, per_image, seed, split_seed, fractions,
                                workers, progress, cancel, t0)
 

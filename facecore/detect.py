@@ -118,7 +118,7 @@ def load_detector(name: str, models_root) -> Detector:
     folder = Path(models_root) / name.split("@")[0]
     try:
         meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         meta = {}
     if isinstance(meta, dict) and meta.get("architecture") == "blazeface-style":
         from .blazeface import BlazeFaceDetector, BoxStyle

@@ -624,7 +624,7 @@ def load_comparison(identity_set: IdentitySet) -> dict | None:
     p = identity_set.root / COMPARISON_FILE
     try:
         doc = json.loads(p.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return None
     return doc if isinstance(doc, dict) and isinstance(doc.get("rows"), list) else None
 

@@ -53,7 +53,7 @@ def list_models(models_root: str | Path, kind: str | None = None) -> list[ModelI
             continue
         try:
             meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError):  # one broken model must not hide the others
             continue
         if not isinstance(meta, dict):
             continue

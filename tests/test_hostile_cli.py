@@ -179,3 +179,14 @@ def test_augment_workers_die_with_their_parent(tmp_path):
             os.killpg(p.pid, signal.SIGKILL)  # whatever is left of that session, ours alone
         except ProcessLookupError:
             pass
+
+
+def test_broken_augment_manifest_means_copies_are_made_again(tmp_path):
+    from facecore.augment import MANIFEST, AugmentConfig, augment_dataset
+
+    ds = make_dataset(tmp_path / "ds", n_face=3, n_noface=1)
+    first = augment_dataset(ds, AugmentConfig(), per_image=2, workers=1)
+    for text in ("[" * 100_000, "[]", "not json"):
+        (ds.augmented.root / MANIFEST).write_text(text)
+        rep = augment_dataset(ds, AugmentConfig(), per_image=2, workers=1)
+        assert rep.written == first.written and rep.removed == first.written

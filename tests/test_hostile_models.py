@@ -255,3 +255,15 @@ def test_loading_a_model_recovers_it(good, tmp_path):
     shutil.copytree(good, root / f".m.old-{dead}-0badc0de")
     det = FaceTrackerDetector.load(root / "m")
     assert det.input_size == SIZE and (root / "m").is_dir()
+
+
+def test_one_broken_meta_does_not_hide_the_other_models(good, tmp_path):
+    from facecore.detect import detector_names
+
+    root = tmp_path / "models"
+    _copy(good, root, "ok")
+    for name, text in (("deep", "[" * 100_000), ("list", "[1, 2]"), ("bom", "\ufeff{}")):
+        (root / name).mkdir()
+        (root / name / "meta.json").write_text(text)
+    assert [m.name for m in list_models(root)] == ["ok"]
+    assert "ok" in detector_names(root)
