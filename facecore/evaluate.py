@@ -358,12 +358,13 @@ def iou_figure(results: dict, bins: int = 20):
 
 
 TRUE_COLOR = (0, 200, 0)  # RGB green: the label
-MISS_COLOR = (255, 160, 0)  # orange: a prediction below the threshold
+MISS_COLOR = (150, 150, 150)  # grey: a prediction below the threshold
 
 
 def render_result(r: ImageResult, threshold: float, max_side: int = 360) -> np.ndarray:
     """The image of ``r`` (shrunk to ``max_side``) with its true boxes in green and the prediction in
-    red ("face 0.97"), orange when below ``threshold``. RGB uint8. Raises ImageReadError."""
+    orange ("face 0.97"; the proposal colour of the labeling page), grey when below ``threshold``. RGB
+    uint8. Raises ImageReadError."""
     import cv2
 
     from .detect import Detection, draw_detections
@@ -378,7 +379,9 @@ def render_result(r: ImageResult, threshold: float, max_side: int = 360) -> np.n
     for x1, y1, x2, y2 in B.to_pixels_int(r.true_boxes, w, h).tolist() if len(r.true_boxes) else []:
         cv2.rectangle(img, (x1, y1), (x2, y2), TRUE_COLOR, thick)
     if r.box is not None:
-        color = (255, 0, 0) if r.score >= threshold else MISS_COLOR
+        from .labeling import PROPOSAL_COLOR
+
+        color = PROPOSAL_COLOR if r.score >= threshold else MISS_COLOR
         img = draw_detections(img, [Detection(r.score, r.box)], threshold=0.0, color=color)
     return img
 

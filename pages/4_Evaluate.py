@@ -9,7 +9,7 @@ import pandas as pd
 import streamlit as st
 
 from facecore import FaceCoreError, ImageReadError
-from facecore.detect import HAAR, detector_names
+from facecore.detect import BUILT_IN, HAAR, detector_names
 from facecore.evaluate import (collect_images, comparison_table, evaluate, iou_figure, pr_figure, render_result,
                                split_config)
 from facecore.inference import INT8_SUFFIX, quantize
@@ -35,7 +35,7 @@ if not models:
     st.info("No trained model yet: train one on the Train page. Meanwhile you can evaluate the Haar baseline.")
 
 left, mid, right = st.columns([3, 1, 1])
-default = [n for n in names if n != HAAR][:2] + [HAAR]
+default = [n for n in names if n not in BUILT_IN][:2] + [HAAR]  # your newest models, Haar as the baseline
 chosen = left.multiselect("Detectors", names, default=default, key="eval_detectors",
                           help="'haar' is OpenCV's built-in cascade (no training); the others are your models.")
 split = mid.selectbox("Split", ["test", "val", "train", "all"], key="eval_split",
@@ -108,7 +108,9 @@ fingerprint = dataset.fingerprint()
 def selection_key(name: str):
     """Results are reused while the model, the photos and the settings are unchanged."""
     folder = ws.models_root / name.split("@")[0]
-    version = tuple(p.stat().st_mtime if p.exists() else 0.0 for p in (folder / "meta.json", folder / "model_int8.tflite"))
+    files = [folder / "meta.json"] + ([folder / "model_int8.tflite"] if name.endswith(INT8_SUFFIX) else [])
+    # the float model's results stay valid when its int8 copy is made: only the copy's file is in its key
+    version = tuple(p.stat().st_mtime if p.exists() else 0.0 for p in files)
     return (name, version, fingerprint, split, seed, tuple(fractions), round(threshold, 3))
 
 
@@ -150,6 +152,17 @@ if missing:
     st.caption(f"Not evaluated yet with these settings: {', '.join(missing)}. Press **Evaluate**.")
 
 st.subheader("Metrics")
+n_noface = len(images) - n_face
+st.markdown(f"On **{len(images)} photos** of the **{split}** split of `{dataset.name}`: {n_face} with a face, "
+            f"{n_noface} without.")
+if n_noface == 0:
+    st.warning("**False positives cannot be measured here:** this split has no photo without a face, so a "
+               "detector that says *face* on every photo, walls included, scores as well as a good one. The "
+               "false-positive rate reads n/a and AP and face accuracy only count the photos with a face. Add "
+               "photos without a face (Collect & Label, *No face*) and retrain, or evaluate on `all`.")
+elif n_noface < 5:
+    st.caption(f"Only {n_noface} photo(s) without a face: the false-positive rate moves in steps of "
+               f"{1 / n_noface:.0%}.")
 rows_ = [{k: (v if k == "metric" else fmt(v)) for k, v in row.items()} for row in comparison_table(results)]
 st.dataframe(pd.DataFrame(rows_).set_index("metric"), height="content", key="eval_table")
 backends = [f"`{n}`: {getattr(detector(n), 'backend', 'opencv')}" for n in results if n != HAAR]
@@ -167,14 +180,19 @@ with c2:
 
 st.subheader("Photos, worst first")
 g1, g2, g3 = st.columns([2, 2, 1])
-shown = g1.selectbox("Detector", list(results), key="eval_grid_detector")
+grid_names = sorted(results, key=lambda n: n in BUILT_IN)  # the user's models before the built-in ones
+shown = g1.selectbox("Detector", grid_names, key="eval_grid_detector")
 only_errors = g2.toggle("Only mistakes (missed, misplaced, false positives)", key="eval_only_errors")
 count = g3.number_input("Photos", 4, 200, 12, 4, key="eval_grid_count")
 res = results[shown]
 rows = [r for r in res.worst() if not only_errors or r.outcome in ("missed", "misplaced", "false positive")]
-if not rows:
-    st.success(f"`{shown}` made no mistakes on this split at threshold {threshold:.2f}.")
-st.caption("Green: the label. Red: the prediction (orange when its score is below the threshold).")
+if not rows and n_noface:
+    st.success(f"`{shown}` made no mistakes on these {len(images)} photos at threshold {threshold:.2f}.")
+elif not rows:
+    st.info(f"`{shown}` found every face on these {n_face} photos at threshold {threshold:.2f}, but with no "
+            "photo without a face here, false alarms were not tested.")
+st.caption("Green: the label. Orange: the detector's box (the colour of a proposal on every page); grey when "
+           "its score is below the threshold.")
 per_row = 4
 rows = rows[:int(count)]
 for i in range(0, len(rows), per_row):

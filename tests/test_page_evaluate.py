@@ -4,6 +4,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from conftest import ROOT
+from facecore.detect import BUILT_IN
 
 PAGE = str(ROOT / "pages" / "4_Evaluate.py")
 
@@ -13,7 +14,7 @@ def _captions(at):
 
 
 def _run(at=None):
-    at = at or AppTest.from_file(PAGE, default_timeout=180)
+    at = at if at is not None else AppTest.from_file(PAGE, default_timeout=180)
     at.run()
     assert not at.exception, at.exception
     return at
@@ -26,7 +27,7 @@ def test_evaluate_haar_and_model_side_by_side(workspace_env):
     save_model_dir(models / "tiny", name="tiny")
     at = _run()
     ms = at.multiselect(key="eval_detectors")
-    assert ms.options == ["haar", "tiny"] and ms.value == ["tiny", "haar"]
+    assert ms.options == [*BUILT_IN, "tiny"] and ms.value == ["tiny", "haar"]
     assert at.selectbox(key="eval_split").value == "test"
     assert "Choose detectors" in " ".join(i.value for i in at.info)
     at.button(key="eval_start").click()
@@ -35,9 +36,14 @@ def test_evaluate_haar_and_model_side_by_side(workspace_env):
     assert list(df.columns) == ["tiny", "haar"]
     assert {"AP @ IoU 0.5", "AP @ IoU 0.3", "mean IoU (face images)", "recall @ IoU 0.5",
             "false-positive rate (no-face images)", "median latency (ms/image)"} <= set(df.index)
-    assert df.loc["images", "haar"] == "13" and df.loc["false-positive rate (no-face images)", "haar"] == "n/a"
+    assert df.loc["images", "haar"] == "16" and df.loc["without a face", "haar"] == "3"
+    fp = float(df.loc["false-positive rate (no-face images)", "haar"])  # measurable: the sample has negatives
+    assert 0 <= fp <= 1
+    assert "On **16 photos** of the **test** split" in " ".join(m.value for m in at.markdown)
+    assert not [w for w in at.warning if "cannot be measured" in w.value]
     assert 0 <= float(df.loc["mean IoU (face images)", "haar"]) <= 1
     assert len(at.get("plotly_chart")) == 2
+    assert at.selectbox(key="eval_grid_detector").value == "tiny"  # the user's model first, not the baseline
     # The grid: 12 photos by default, worst first, for the chosen detector.
     captions = _captions(at)
     assert len(captions) == 12 and all("·" in c for c in captions)
@@ -45,12 +51,15 @@ def test_evaluate_haar_and_model_side_by_side(workspace_env):
     at.toggle(key="eval_only_errors").set_value(True)
     _run(at)
     captions = _captions(at)
-    assert captions and all(("missed" in c) or ("misplaced" in c) for c in captions)
+    assert captions and all(any(k in c for k in ("missed", "misplaced", "false positive")) for c in captions)
     # An int8 copy, made from the page, is offered beside the model.
     at.button(key="eval_quantize").click()
     _run(at)
     assert any("tiny@int8` is ready" in s.value for s in at.success)
-    assert at.multiselect(key="eval_detectors").options == ["haar", "tiny", "tiny@int8"]
+    assert at.multiselect(key="eval_detectors").options == [*BUILT_IN, "tiny", "tiny@int8"]
+    # the results stay on screen: making the copy changes neither the selection nor the float model
+    assert at.multiselect(key="eval_detectors").value == ["tiny", "haar"]
+    assert list(at.dataframe[0].value.columns) == ["tiny", "haar"]
     # Changing the threshold invalidates the results until Evaluate is pressed again.
     at.slider(key="eval_threshold").set_value(0.9)
     _run(at)
@@ -75,6 +84,23 @@ def test_evaluate_page_without_models_and_on_empty_split(workspace_env):
     _run(at)
     df = at.dataframe[0].value
     assert list(df.columns) == ["haar"] and df.loc["images", "haar"] == "2"
+
+
+def test_split_without_negatives_says_false_positives_are_not_measured(workspace_env):
+    data, _ = workspace_env
+    from synth import make_dataset
+
+    make_dataset(data / "workspace" / "faces", n_face=4, n_noface=0)
+    at = AppTest.from_file(PAGE, default_timeout=180)
+    at.query_params["dataset"] = "faces"
+    at = _run(at)
+    at.selectbox(key="eval_split").select("all")
+    _run(at)
+    at.button(key="eval_start").click()
+    _run(at)
+    assert at.dataframe[0].value.loc["false-positive rate (no-face images)", "haar"] == "n/a"
+    assert [w for w in at.warning if "False positives cannot be measured" in w.value]
+    assert not [s for s in at.success if "no mistakes" in s.value]  # never "perfect" without negatives
 
 
 def test_broken_model_shows_error_not_crash(workspace_env):
