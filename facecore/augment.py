@@ -501,7 +501,8 @@ def _augment_locked(dataset, out, train, report, config, per_image, seed, split_
         if todo:
             tasks.append((it.stem, str(it.image), str(it.label) if it.label else None, str(out.images_dir),
                           str(out.labels_dir), label_ext, seed, tuple(todo)))
-    workers = max(1, min(workers or os.cpu_count() or 1, len(tasks) or 1))
+    # bounded: "--workers 100000" must not start one process per photo
+    workers = max(1, min(workers or os.cpu_count() or 1, 4 * (os.cpu_count() or 1), len(tasks) or 1))
     main_file = getattr(sys.modules.get("__main__"), "__file__", None)
     if main_file and not os.path.isfile(main_file):
         workers = 1  # e.g. a script piped to stdin: pool workers could not re-import it and would die

@@ -47,3 +47,16 @@ def int_range(lo: int, hi: int):
 
     parse.__name__ = f"whole number {lo}..{hi}"
     return parse
+
+
+def float_range(lo: float, hi: float):
+    """A finite number from ``lo`` to ``hi``."""
+
+    def parse(text: str) -> float:
+        v = _number(text)
+        if not lo <= v <= hi:
+            raise argparse.ArgumentTypeError(f"{text} is outside {lo:g}..{hi:g}")
+        return v
+
+    parse.__name__ = f"number {lo:g}..{hi:g}"
+    return parse

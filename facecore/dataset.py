@@ -117,6 +117,16 @@ class ImportReport:
     notes: list[tuple[str, str]] = field(default_factory=list)
 
 
+def _printable_name(name: str) -> bool:
+    """False for a file name that is not valid UTF-8 (Python keeps its bytes as surrogates, which no
+    page, JSON or zip can carry): such files are left out of listings and named by ``validate``."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _safe_stem(name: str) -> str:
     stem = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(name).stem).strip("._") or "image"
     # "__aug<k>" marks offline-augmented copies; an original must not look like one
@@ -184,7 +194,7 @@ class Dataset:
         out: dict[str, Path] = {}
         if self.labels_dir.is_dir():
             for p in sorted(self.labels_dir.iterdir()):
-                if p.suffix.lower() in LABEL_EXTS and not p.name.startswith("."):
+                if p.suffix.lower() in LABEL_EXTS and not p.name.startswith(".") and _printable_name(p.name):
                     out.setdefault(p.stem, p)
         return out
 
@@ -199,7 +209,7 @@ class Dataset:
         return [
             Item(p.stem, p, labels.get(p.stem))
             for p in sorted(self.images_dir.iterdir())
-            if p.suffix.lower() in IMAGE_EXTS and not p.name.startswith(".") and p.is_file()
+            if p.suffix.lower() in IMAGE_EXTS and not p.name.startswith(".") and p.is_file() and _printable_name(p.name)
         ]
 
     def item(self, stem: str) -> Item:
@@ -348,6 +358,12 @@ class Dataset:
         """Find unreadable images, labels without an image, malformed labels, boxes outside the image,
         and labels whose size disagrees with their image."""
         problems: list[Problem] = []
+        for folder in (self.images_dir, self.labels_dir):
+            for p in (sorted(folder.iterdir()) if folder.is_dir() else []):
+                if not _printable_name(p.name):
+                    shown = p.name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+                    problems.append(Problem("bad_file_name", shown, f"{folder.name}/{shown}: the file name is not valid "
+                                            "UTF-8, so the file is left out; rename it"))
         items = self.items()
         stems = {it.stem for it in items}
         for stem, path in self._label_files().items():
@@ -508,7 +524,13 @@ class Dataset:
         folder = Path(folder)
         if not folder.is_dir():
             raise ImportRejected(f"{folder}: not a folder")
-        files = {p.relative_to(folder).as_posix(): p for p in sorted(folder.rglob("*"))
+        root = self.root.resolve()
+        if folder.resolve() == root or root in folder.resolve().parents or folder.resolve() in root.parents:
+            raise ImportRejected(f"{folder}: holds the dataset {self.name} itself (or lies inside it); "
+                                 "import from another folder")
+        # names that are not valid UTF-8 are shown with a replacement character (and never reach a page as bytes)
+        files = {p.relative_to(folder).as_posix().encode("utf-8", "surrogateescape").decode("utf-8", "replace"): p
+                 for p in sorted(folder.rglob("*"))
                  if p.is_file() and not p.is_symlink() and not p.name.startswith(".")}
 
         def read(p: Path) -> bytes:

@@ -31,6 +31,7 @@ from typing import Callable
 import numpy as np
 
 from . import boxes as B
+from .cliargs import float_range, positive_float
 from .errors import DatasetError, FaceCoreError, ImageReadError, StorageError
 from .io import (IMAGE_EXTS, atomic_write_bytes, atomic_write_text, check_model_dir, decode_image, encode_jpeg,
                  read_image, replace_dir, storage_errors)
@@ -316,6 +317,10 @@ class IdentityConfig:
             raise FaceCoreError("augment must be >= 0, epochs and batch size >= 1")
         if not 0 < self.val_fraction < 1:
             raise FaceCoreError("val fraction must be between 0 and 1")
+        if not (0 < self.learning_rate < 10) or not (0 <= self.k <= 10) or self.augment > 100 or self.epochs > 10_000:
+            # NaN fails every comparison, so it lands here too
+            raise FaceCoreError(f"learning rate {self.learning_rate} (0..10), crop margin k {self.k} (0..10), augment "
+                                f"{self.augment} (0..100) or epochs {self.epochs} (1..10000) is out of range")
 
 
 # Files Keras looks for in ~/.keras/models/ (include_top=False), for the offline message.
@@ -703,9 +708,9 @@ def _train_args(p) -> None:
     p.add_argument("--input-size", type=int, default=128)
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--lr", type=positive_float, default=1e-3)
     p.add_argument("--patience", type=int, default=5, help="early stopping: epochs without a better val loss")
-    p.add_argument("--k", type=float, default=DEFAULT_K, help="crop margin used when recognizing")
+    p.add_argument("--k", type=float_range(0, 10), default=DEFAULT_K, help="crop margin used when recognizing")
     p.add_argument("--seed", type=int, default=0)
 
 
@@ -716,7 +721,7 @@ def add_parser(sub) -> None:
     b.add_argument("--data", required=True, help="identity set folder, e.g. data/identities/me_not_me")
     b.add_argument("--identity", required=True, help="identity name, e.g. me")
     b.add_argument("--from-dataset", required=True, help="labeled dataset folder (images/ + labels/)")
-    b.add_argument("--k", type=float, default=DEFAULT_K, help="margin: k x the face size on every side")
+    b.add_argument("--k", type=float_range(0, 10), default=DEFAULT_K, help="margin: k x the face size on every side")
     b.set_defaults(func=_cli_build)
     c = isub.add_parser("counts", help="crops per identity")
     c.add_argument("--data", required=True)

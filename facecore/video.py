@@ -690,7 +690,9 @@ def _cli(args) -> int:
     check_output(args.output, args.input)
     for extra in (args.json, args.csv):
         if extra:
-            check_output(extra)
+            check_output(extra, args.input)
+            if Path(extra).resolve() == Path(args.output).resolve():
+                raise VideoError(f"{extra}: is also the video output; give the detections another file name")
     detector = load_detector(args.model, models_root)
     config = VideoConfig(threshold=args.threshold, every=args.every, smooth=args.smooth, blur=args.blur,
                          batch_size=args.batch, allow_truncated=args.allow_truncated)

@@ -72,7 +72,10 @@ class Workspace:
         name = check_name(name)
         if name == SAMPLE_NAME or (self.user_root / name).exists():
             raise DatasetError(f"a dataset called {name!r} already exists; choose another name")
-        self.user_root.mkdir(parents=True, exist_ok=True)
+        from .io import storage_errors
+
+        with storage_errors(f"create {self.user_root}"):
+            self.user_root.mkdir(parents=True, exist_ok=True)
         if copy_from is not None:
             return copy_dataset(copy_from, self.user_root / name)
         return Dataset.create(self.user_root / name)

@@ -190,3 +190,30 @@ def test_broken_augment_manifest_means_copies_are_made_again(tmp_path):
         (ds.augmented.root / MANIFEST).write_text(text)
         rep = augment_dataset(ds, AugmentConfig(), per_image=2, workers=1)
         assert rep.written == first.written and rep.removed == first.written
+
+
+def test_identity_and_video_side_outputs(tmp_path, capsys):
+    ok = _video(tmp_path / "ok.mov", 64, 48)
+    for extra in (["--json", ok], ["--csv", tmp_path / "o.mp4"]):
+        rc, text = run(["video", ok, tmp_path / "o.mp4", "--model", "haar", *extra], capsys)
+        assert rc == 2 and ("input" in text or "video output" in text), text
+    for args in (["--k", "nan"], ["--k", "-1"], ["--lr", "0"], ["--lr", "inf"]):
+        rc, text = run(["identity", "train", "--data", tmp_path, "--out", tmp_path / "m", *args], capsys)
+        assert rc == 2, text
+    from facecore.identity import IdentityConfig
+
+    for bad in ({"k": float("nan")}, {"learning_rate": float("nan")}, {"augment": 10**6}):
+        with pytest.raises(Exception) as e:
+            IdentityConfig(**bad)
+        assert "out of range" in str(e.value)
+
+
+def test_dataset_folder_under_a_file(tmp_path, monkeypatch, capsys):
+    from facecore.workspace import Workspace
+
+    (tmp_path / "data").write_text("a file where the data folder should be")
+    ws = Workspace(tmp_path / "data", tmp_path / "models")
+    with pytest.raises(Exception) as e:
+        ws.create_dataset("new")
+    assert "is a file" in str(e.value) or "not a folder" in str(e.value)
+    assert ws.datasets() == {}

@@ -302,3 +302,32 @@ def _dead_pid() -> int:
 def test_boxes_stay_finite(tmp_path):
     lab = parse_label_bytes(labelme([rect(-1e5, 2, 1e5, 20)]), "x.json")
     assert np.isfinite(lab.boxes).all() and B.outside_image(lab.boxes).any()
+
+
+def test_file_names_that_are_not_utf8(tmp_path):
+    ds = Dataset.create(tmp_path / "ds")
+    ds.add_image(png_bytes(), "a.png")
+    with open(os.path.join(os.fsencode(ds.images_dir), b"bad\xff.png"), "wb") as f:
+        f.write(png_bytes())
+    assert [it.stem for it in ds.items()] == ["a"]
+    assert [p.kind for p in ds.validate()] == ["bad_file_name"]
+    ds.fingerprint()
+    ds.export_labelme_zip()
+    src = tmp_path / "src"
+    src.mkdir()
+    with open(os.path.join(os.fsencode(src), b"x\xfe.png"), "wb") as f:
+        f.write(png_bytes())
+    rep = Dataset.create(tmp_path / "other").import_folder(src)
+    assert len(rep.added) == 1 and rep.added[0].encode("utf-8")
+    json.dumps(rep.skipped + rep.notes)
+
+
+def test_import_of_the_dataset_into_itself_is_refused(tmp_path):
+    ds = Dataset.create(tmp_path / "ds")
+    ds.add_image(png_bytes(), "a.png")
+    from facecore.errors import ImportRejected
+
+    for src in (ds.root, ds.images_dir, tmp_path):
+        with pytest.raises(ImportRejected, match="itself"):
+            ds.import_folder(src)
+    assert [it.stem for it in ds.items()] == ["a"]
