@@ -55,6 +55,9 @@ class Workspace:
         if (self.sample_root / "images").is_dir():
             out[SAMPLE_NAME] = Dataset(self.sample_root)
         if self.user_root.is_dir():
+            from .io import recover_swaps
+
+            recover_swaps(self.user_root)  # a copy killed half way: finish it, or drop its stale temp folder
             for p in sorted(self.user_root.iterdir()):
                 if (p / "images").is_dir() and not p.name.startswith("."):
                     out[p.name] = Dataset(p)

@@ -267,3 +267,23 @@ def test_one_broken_meta_does_not_hide_the_other_models(good, tmp_path):
         (root / name / "meta.json").write_text(text)
     assert [m.name for m in list_models(root)] == ["ok"]
     assert "ok" in detector_names(root)
+
+
+def test_dataset_copy_killed_before_its_rename_is_finished_on_listing(tmp_path):
+    from facecore.dataset import Dataset
+    from facecore.workspace import Workspace
+
+    from hostile import png_bytes
+
+    ws = Workspace(tmp_path / "data", tmp_path / "models")
+    src = Dataset.create(tmp_path / "src")
+    src.add_image(png_bytes(), "a.png")
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()
+    done = ws.user_root / f".copy.new-{dead}-0123abcd"  # complete, killed before the final rename
+    half = ws.user_root / f".half.tmp-{dead}-0123abcd"  # killed while copying
+    shutil.copytree(src.root, done)
+    (half / "images").mkdir(parents=True)
+    assert list(ws.datasets()) == ["copy"]
+    assert [it.stem for it in ws.dataset("copy").items()] == ["a"]
+    assert sorted(p.name for p in ws.user_root.iterdir()) == ["copy"]
