@@ -1,6 +1,12 @@
 """Seconds per training epoch: heads on cached backbone features vs a plain ``fit`` through the frozen backbone.
 
     python benchmarks/train.py [--samples 1000] [--backbones vgg16 mobilenetv2] [--epochs 3]
+    python benchmarks/train.py --pipeline DATASET_FOLDER [--epochs 3] [--backbones tinycnn]
+
+``--pipeline`` times a whole ``facecore.train.train`` run on a real dataset instead (from scratch, no
+augmentation), stage by stage as its progress reports them: importing TensorFlow and building the
+network, reading the images, training (the first epoch, which builds the training graph, apart from
+the others), evaluating, saving; wall and CPU seconds for each.
 
 Uses generated 160x120 face images (tests/synth.py) and ``weights=None`` backbones, frozen as if they
 were pretrained (the timing does not depend on the weights' values). For each backbone it prints:
@@ -101,6 +107,44 @@ def bench(backbone: str, n: int, epochs: int, batch: int, total_epochs: int) -> 
             "run_x": (t_plain * total_epochs) / (t_features + t_cached * total_epochs)}
 
 
+def _stage_of(p) -> str:
+    """The benchmark's stage for a progress report (messages of older versions included)."""
+    msg = p.message.lower()
+    if p.stage == "loading":
+        return "build" if ("tensorflow" in msg or "building" in msg) else "read"
+    if p.stage in ("training", "fine-tuning"):
+        return "epoch 1" if p.epoch < 1 else "epochs 2+"
+    return p.stage
+
+
+def pipeline(data: str, backbone: str, epochs: int, batch: int) -> dict:
+    """Wall and CPU seconds per stage of one ``train`` run of ``backbone`` from scratch on ``data``."""
+    import tempfile
+
+    from facecore import Dataset
+    from facecore.train import TrainConfig, train
+
+    ds = Dataset.open(data)
+    cfg = TrainConfig(name="bench", backbone=backbone, weights=None, epochs=epochs, batch_size=batch,
+                      learning_rate=1e-3, augmentation="off", head_units=256, patience=0)
+    marks = []
+
+    def progress(p):
+        stage = _stage_of(p)
+        if not marks or marks[-1][0] != stage:
+            marks.append((stage, time.perf_counter(), time.process_time()))
+
+    t0, c0 = time.perf_counter(), time.process_time()
+    with tempfile.TemporaryDirectory() as d:
+        train(ds, cfg, progress, Path(d) / "bench")
+    marks.append(("end", time.perf_counter(), time.process_time()))
+    out = {"images": len(ds.items()), "total": (marks[-1][1] - t0, marks[-1][2] - c0)}
+    for (stage, t, c), (_, t2, c2) in zip(marks, marks[1:]):
+        w, cpu = out.get(stage, (0.0, 0.0))
+        out[stage] = (w + t2 - t, cpu + c2 - c)
+    return out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--samples", type=int, default=1000)
@@ -108,7 +152,16 @@ def main(argv=None) -> int:
     ap.add_argument("--epochs", type=int, default=1, help="timed epochs per method (after a short warm-up)")
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--total-epochs", type=int, default=40, help="run length for the whole-run speed-up")
+    ap.add_argument("--pipeline", metavar="DATASET", help="time the stages of a whole training run on DATASET")
     args = ap.parse_args(argv)
+    if args.pipeline:
+        for b in (args.backbones if args.backbones != ["vgg16", "mobilenetv2"] else ["tinycnn"]):
+            r = pipeline(args.pipeline, b, max(args.epochs, 2), 16)
+            print(f"{b} from scratch, {r['images']} images, {max(args.epochs, 2)} epochs, batch 16: wall s [CPU s]")
+            for stage in ("build", "read", "epoch 1", "epochs 2+", "evaluating", "saving", "total"):
+                if stage in r:
+                    print(f"  {stage:<11} {r[stage][0]:7.1f} [{r[stage][1]:6.1f}]")
+        return 0
     import tensorflow as tf
 
     print(f"{args.samples} samples, batch {args.batch_size}, CPU threads: intra {tf.config.threading.get_intra_op_parallelism_threads() or os.cpu_count()}, "

@@ -57,6 +57,8 @@ TRAIN_LAYERS = ("all", "heads")
 AUGMENTATION_MODES = ("off", "offline", "on_the_fly")
 MODEL_FILE = "model.keras"
 TFLITE_FILE = "model.tflite"
+# Threads that decode images for training (bounded: each holds a full-size photo while it works).
+LOAD_THREADS = max(1, min(4, os.cpu_count() or 1))
 # The TFLite file must reproduce the Keras outputs to this tolerance, or it is not shipped.
 TFLITE_TOLERANCE = 1e-3
 MAX_INPUT_SIZE = 640  # README "Limits": larger inputs only cost memory (a batch at 20000 px is hundreds of GB)
@@ -236,28 +238,42 @@ def _label_boxes(item: Item) -> np.ndarray:
 def load_samples(items, size: int, warnings: list[str] | None = None,
                  on_item: Callable[[int, int], None] | None = None,
                  cancel: threading.Event | None = None) -> Samples:
-    """Read and resize ``items``; unreadable images and malformed labels are skipped with a warning."""
+    """Read and resize ``items``; unreadable images and malformed labels are skipped with a warning.
+
+    Images are decoded on a few threads (OpenCV releases the GIL while decoding and resizing), in order.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
     stems, paths, imgs, cls, boxes, all_boxes = [], [], [], [], [], []
     items = list(items)
-    for i, it in enumerate(items):
+
+    def read(it: Item):
         if cancel is not None and cancel.is_set():
-            raise TrainingCancelled("training stopped; nothing was saved")
+            return None
         try:
-            b = _label_boxes(it)
-            rgb = read_image(it.image)
+            return _label_boxes(it), resize_for_model(read_image(it.image), size).astype(np.uint8)
         except (ImageReadError, LabelFormatError) as exc:
-            if warnings is not None:
-                warnings.append(f"skipped {it.image.name}: {exc}")
-            continue
-        stems.append(it.stem)
-        paths.append(it.image)
-        imgs.append(resize_for_model(rgb, size).astype(np.uint8))
-        face = len(b) > 0
-        cls.append([1.0 if face else 0.0])
-        boxes.append(primary_box(b) if face else np.zeros(4, np.float32))
-        all_boxes.append(b)
-        if on_item is not None:
-            on_item(i + 1, len(items))
+            return exc
+
+    with ThreadPoolExecutor(max_workers=LOAD_THREADS, thread_name_prefix="facecore-read") as pool:
+        results = pool.map(read, items)
+        for i, (it, got) in enumerate(zip(items, results)):
+            if got is None or (cancel is not None and cancel.is_set()):
+                raise TrainingCancelled("training stopped; nothing was saved")
+            if isinstance(got, Exception):
+                if warnings is not None:
+                    warnings.append(f"skipped {it.image.name}: {got}")
+                continue
+            b, img = got
+            stems.append(it.stem)
+            paths.append(it.image)
+            imgs.append(img)
+            face = len(b) > 0
+            cls.append([1.0 if face else 0.0])
+            boxes.append(primary_box(b) if face else np.zeros(4, np.float32))
+            all_boxes.append(b)
+            if on_item is not None:
+                on_item(i + 1, len(items))
     n = len(stems)
     return Samples(stems, paths, np.stack(imgs) if n else np.zeros((0, size, size, 3), np.uint8),
                    np.asarray(cls, np.float32).reshape(n, 1), np.asarray(boxes, np.float32).reshape(n, 4),
@@ -399,6 +415,24 @@ def _make_callbacks(keras, phase: str, epoch_offset: int, total_epochs: int, rep
 
 
 # -- the training run -------------------------------------------------------------------------
+def training_eta(state: dict) -> float | None:
+    """Seconds left in the training stage, from ``state["batches_done"]`` / ``["batches_total"]``.
+
+    The clock starts at the first report, after the first batch: building the training graph takes
+    seconds to minutes and would otherwise inflate the rate; the time of validation and other
+    end-of-epoch work is included, since the rate is measured over whole stretches of time. None until
+    a second report has a rate to give.
+    """
+    now, done = time.monotonic(), state["batches_done"]
+    if state.get("t_train") is None:
+        state["t_train"], state["b_train"] = now, done
+        return None
+    counted = done - state.get("b_train", 0)
+    if counted <= 0:
+        return None
+    return (now - state["t_train"]) / counted * max(state["batches_total"] - done, 0)
+
+
 def _iso_now() -> str:
     return datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds")
 
@@ -452,7 +486,17 @@ def train(dataset: Dataset, config: TrainConfig, progress: Callable[[Progress], 
                                make_callbacks=_make_callbacks, load_samples=load_samples, save_model=save_model,
                                run_meta=_run_meta, check_stop=_check_stop)
 
-    # 1. data
+    # 1. the network first: unavailable pretrained weights fail now, not after reading every image
+    emit("loading", 0.0, "loading TensorFlow")
+    import keras
+
+    from . import model as M
+
+    emit("loading", 0.0, f"building {config.backbone} ({'pretrained' if config.frozen else 'from scratch'})")
+    keras.utils.set_random_seed(config.seed)
+    net = M.build_model(config.backbone, size, config.weights, config.head_units, config.alpha)
+
+    # 2. data
     emit("loading", 0.0, "splitting the dataset")
     split = dataset.split(config.split, config.seed)
     warnings.extend(f"left out {name}: {why}" for name, why in split.skipped)
@@ -479,14 +523,6 @@ def train(dataset: Dataset, config: TrainConfig, progress: Callable[[Progress], 
                            f"on the Collect & Label page first")
     train_orig = train_s if config.augmentation != "offline" else load_samples(split.train, size)
 
-    # 2. model
-    emit("loading", 1.0, f"building {config.backbone} ({'pretrained' if config.frozen else 'from scratch'})")
-    import keras
-
-    from . import model as M
-
-    keras.utils.set_random_seed(config.seed)
-    net = M.build_model(config.backbone, size, config.weights, config.head_units, config.alpha)
     bs = int(config.batch_size)
     monitor = "val_loss" if len(val_s) else "loss"
     faces = train_s.has_face[:, 0] > 0.5
@@ -511,11 +547,8 @@ def train(dataset: Dataset, config: TrainConfig, progress: Callable[[Progress], 
 
     def report_fn(total_epochs: int):
         def report(phase: str):
-            if state["t_train"] is None:
-                state["t_train"] = time.monotonic()
+            eta = training_eta(state)
             done_b = state["batches_done"]
-            elapsed = time.monotonic() - state["t_train"]
-            eta = elapsed / done_b * (state["batches_total"] - done_b) if done_b else None
             ep = len(history)
             emit(phase, done_b / max(state["batches_total"], 1),
                  f"{phase}: epoch {min(ep + 1, total_epochs)}/{total_epochs}", eta, ep, total_epochs)
@@ -541,6 +574,7 @@ def train(dataset: Dataset, config: TrainConfig, progress: Callable[[Progress], 
                     if config.augmentation == "on_the_fly" else _array_dataset(train_s.images, train_s, bs, True, config.seed))
         val_ds = _array_dataset(val_s.images, val_s, bs, False, config.seed) if len(val_s) else None
     report = report_fn(total_epochs)
+    emit("training", 0.0, f"training: epoch 1/{total_epochs} (building the training step)", None, 0, total_epochs)
     recal = None if config.frozen else (train_s.images, steps)
     cbs = _make_callbacks(keras, "training", 0, total_epochs, report, cancel, monitor, config, history, state,
                           recalibrate=recal)
@@ -556,6 +590,7 @@ def train(dataset: Dataset, config: TrainConfig, progress: Callable[[Progress], 
         if n_unfrozen:
             backbone_changed = True
             state["batches_done"] = steps * config.epochs  # skipped epochs of phase 1 count as done
+            state["t_train"] = None  # its steps run through the backbone: measure their rate afresh
             tuner = M.FaceTracker(net)
             tuner.compile(keras.optimizers.Adam(config.fine_tune_lr), M.classification_loss, M.localization_loss,
                           config.localization_weight)
@@ -718,6 +753,14 @@ class JobState:
     error_kind: str = ""
     started: float | None = None
     finished: float | None = None
+    eta_at: float | None = None  # time.time() when eta_s was measured
+
+    @property
+    def eta_now(self) -> float | None:
+        """``eta_s`` counted down since it was measured: the figure moves between progress reports."""
+        if self.eta_s is None or self.eta_at is None:
+            return self.eta_s
+        return max(0.0, self.eta_s - (time.time() - self.eta_at))
 
     @property
     def running(self) -> bool:
@@ -789,6 +832,7 @@ class TrainingJob:
         with self._lock:
             s = self._state
             s.stage, s.fraction, s.eta_s, s.history = p.stage, p.fraction, p.eta_s, p.history
+            s.eta_at = time.time()
             if not self._cancel.is_set():
                 s.message = p.message
             if p.epochs:
@@ -827,6 +871,29 @@ class TrainingJob:
 
 
 JOB = TrainingJob()
+_PRELOAD: list[threading.Thread] = []
+_PRELOAD_LOCK = threading.Lock()
+
+
+def preload_tensorflow() -> None:
+    """Import TensorFlow, Keras and ``facecore.model`` in a background thread, once per process.
+
+    The import takes seconds on an idle machine and minutes on a busy one; the Train page starts it
+    when it opens, so that pressing *Start training* does not wait for it.
+    """
+    with _PRELOAD_LOCK:
+        if _PRELOAD:
+            return
+
+        def run():
+            try:
+                from . import model  # noqa: F401 - imports keras and tensorflow
+            except Exception:  # noqa: BLE001 - training reports the same error when it imports them
+                pass
+
+        t = threading.Thread(target=run, name="facecore-preload-tf", daemon=True)
+        _PRELOAD.append(t)
+        t.start()
 
 
 # -- command line -------------------------------------------------------------------------------

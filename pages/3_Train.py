@@ -12,7 +12,8 @@ from plotly.subplots import make_subplots
 from facecore import Dataset, FaceCoreError
 from facecore.train import (AUGMENTATION_MODES, BACKBONES, BLAZEFACE, DEFAULT_INPUT_SIZE, JOB,
                             PRETRAINED_BACKBONES, TRAIN_LAYERS, JobState, TrainConfig)
-from pages.common import dataset_picker, dataset_summary, show_error, workspace
+from facecore.train import preload_tensorflow
+from pages.common import CURVE_STYLE, dataset_picker, dataset_summary, show_error, workspace
 
 st.title("🧠 Train")
 st.write(
@@ -24,6 +25,7 @@ st.write(
 )
 
 dataset = dataset_picker()
+preload_tensorflow()  # while the form is filled in, so that Start training does not wait for the import
 
 BACKBONE_HELP = {
     "blazeface": "BlazeFace (default): MediaPipe's face detector fine-tuned on your photos; several faces per "
@@ -50,21 +52,22 @@ def _fmt_s(s: float | None) -> str:
 
 
 def loss_figure(history: list[dict]) -> go.Figure:
-    """Train (solid) and val (dashed) curves per epoch: total, classification and localization loss, mean IoU."""
+    """Train (blue, solid) and val (red, dashed) curves per epoch: total, classification and localization
+    loss, mean IoU; one legend entry each, for every panel."""
     fig = make_subplots(rows=2, cols=2, subplot_titles=("Total loss", "Classification loss",
                                                          "Localization loss", "Mean IoU (faces)"),
                         horizontal_spacing=0.08, vertical_spacing=0.16)
     epochs = [h["epoch"] for h in history]
-    colors = {"loss": "#636efa", "class_loss": "#ef553b", "loc_loss": "#00cc96", "mean_iou": "#ab63fa"}
+    shown = set()
     for i, key in enumerate(("loss", "class_loss", "loc_loss", "mean_iou")):
         row, col = i // 2 + 1, i % 2 + 1
-        for prefix, dash in (("", "solid"), ("val_", "dash")):
+        for prefix, split in (("", "train"), ("val_", "val")):
             ys = [h.get(prefix + key) for h in history]
             if all(y is None for y in ys):
                 continue
-            fig.add_trace(go.Scatter(x=epochs, y=ys, mode="lines+markers", name=f"{'val' if prefix else 'train'}",
-                                     line=dict(color=colors[key], dash=dash), legendgroup=prefix or "train",
-                                     showlegend=(i == 0)), row=row, col=col)
+            fig.add_trace(go.Scatter(x=epochs, y=ys, mode="lines+markers", name=split, line=CURVE_STYLE[split],
+                                     legendgroup=split, showlegend=split not in shown), row=row, col=col)
+            shown.add(split)
     ft = [h["epoch"] for h in history if h.get("phase") == "fine-tuning"]
     if ft:
         for row in (1, 2):
@@ -96,6 +99,42 @@ def start_training(ds: Dataset, config: TrainConfig) -> None:
 
 # -- settings ---------------------------------------------------------------------------------------
 state = JOB.state()
+
+
+def show_running_job_settings(cfg: TrainConfig, dataset_name: str) -> None:
+    """Fill the form with the running job's settings (coming back to the page dropped the widgets' state),
+    once per job, with the same widget keys as the form below."""
+    ss = st.session_state
+    if ss.get("_train_form_job") == state.started:
+        return
+    ss["_train_form_job"] = state.started
+    b, blaze_ = cfg.backbone, cfg.backbone == BLAZEFACE
+    weights_key = ("blazeface" if blaze_ and cfg.weights else "imagenet" if cfg.weights == "imagenet"
+                   else "none" if cfg.weights is None else "file")
+    values = {"train_backbone": b, f"train_weights_{b}": weights_key, f"train_size_{b}": cfg.size,
+              f"train_head_{b}": cfg.head_units, "train_locw": float(cfg.localization_weight),
+              "train_patience": cfg.patience, "train_ft": cfg.fine_tune_epochs, "train_ft_layers": cfg.fine_tune_layers,
+              "train_seed": cfg.seed}
+    if weights_key == "file":
+        values["train_weights_path"] = str(cfg.weights)
+    kind = "blaze" if blaze_ else cfg.weights is None
+    values[f"train_epochs_{kind}"] = cfg.epochs
+    if cfg.batch_size in (2, 4, 8, 16, 32, 64):
+        values[f"train_batch_{kind}"] = cfg.batch_size
+    if cfg.learning_rate in (1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2):
+        values[f"train_lr_{kind}"] = cfg.learning_rate
+    if b == "mobilenetv2":
+        values["train_alpha"] = cfg.alpha
+    if blaze_:
+        values["train_layers"] = getattr(cfg, "train_layers", "all")
+    if dataset_name == state.dataset:
+        values[f"train_name_{dataset_name}_{b}"] = cfg.name
+        values[f"train_aug_{dataset_name}_{blaze_}"] = cfg.augmentation
+    ss.update(values)
+
+
+if state.running and dataset is not None and "train_backbone" not in st.session_state:
+    show_running_job_settings(state.config, dataset.name)
 config: TrainConfig | None = None
 weights_choice, weights = "imagenet", "imagenet"
 if dataset is None:
@@ -109,6 +148,11 @@ else:
                    f"test {sizes['test']} by source photo · {counts.augmented} augmented copies")
         if counts.faces == 0:
             st.warning("No labeled face yet: label some photos on the Collect & Label page before training.")
+        elif counts.no_face < 0.1 * counts.images:
+            st.warning(f"Only {counts.no_face} of {counts.images} photos ({counts.no_face / counts.images:.0%}) have no "
+                       "face. A detector learns what is *not* a face from them: with too few it finds a face on "
+                       "every wall and curtain. Aim for at least 10%: add photos without a face (or mark them "
+                       "*No face*) on the Collect & Label page.")
 
     left, mid, right = st.columns(3)
     backbone = left.selectbox("Model", BACKBONES, key="train_backbone", help=" ".join(BACKBONE_HELP.values()))
@@ -221,8 +265,8 @@ else:
                 st.dataframe(pd.DataFrame(rows), hide_index=True)
 
 if state.running:
-    st.info(f"A training is running on this server (model **{state.config.name}** on dataset **{state.dataset}**, "
-            f"{state.fraction:.0%} done). One training runs at a time: wait for it to finish or press Stop.")
+    st.info(f"A training is running on this server (model **{state.config.name}** on dataset **{state.dataset}**; "
+            "its progress is below). One training runs at a time: wait for it to finish or press Stop.")
 b1, b2, _ = st.columns([1, 1, 4])
 start = b1.button("Start training", type="primary", key="train_start",
                   disabled=config is None or state.running or (weights_choice == "file" and not weights))
@@ -243,9 +287,11 @@ def show_job(s: JobState) -> None:
     cfg = s.config
     what = f"**{cfg.name}** · {cfg.backbone} {cfg.size}px · weights {cfg.weights or 'none'} · dataset **{s.dataset}**"
     st.markdown(what)
-    eta = f" · ETA {_fmt_s(s.eta_s)}" if s.running and s.eta_s is not None else ""
+    eta = f" · about {_fmt_s(s.eta_now)} left" if s.running and s.eta_now is not None else ""
+    # one figure: the bar's own fraction; a failure's message is shown once, below, not in the bar too
+    what_now = s.message if s.status in ("running", "done") else s.status
     st.progress(min(max(s.fraction, 0.0), 1.0),
-                text=f"{s.message} · {s.fraction:.0%} · elapsed {_fmt_s(s.elapsed_s)}{eta}")
+                text=f"{what_now} · {s.fraction:.0%} · elapsed {_fmt_s(s.elapsed_s)}{eta}")
     if s.history:
         st.plotly_chart(loss_figure(s.history), key="train_chart")
     elif s.running:
@@ -265,7 +311,8 @@ def show_job(s: JobState) -> None:
         st.warning("Training stopped: nothing was saved.")
     elif s.status == "failed":
         st.error(s.error)
-        if s.error_kind == "weights":
+        # only for the model that failed: after switching to another one the offer no longer applies
+        if s.error_kind == "weights" and st.session_state.get("train_backbone") == s.config.backbone:
             st.write("You can train without pretrained weights instead: the whole network then trains from scratch.")
             if st.button("Continue from scratch (weights: none)", key="train_scratch"):
                 start_training(Dataset(s.dataset_root), replace(s.config, weights=None, fine_tune_epochs=0))

@@ -15,7 +15,7 @@ from facecore.identity import (BACKBONES, COMPARISON_COLUMNS, DEFAULT_K, Identit
                                create_identity_set, list_identity_sets, load_comparison, train_identity)
 from facecore.io import decode_image, read_image
 from facecore.recognize import draw_recognitions, identity_model_names
-from pages.common import dataset_picker, detector, recognizer, show_error, workspace
+from pages.common import CURVE_STYLE, dataset_picker, detector, recognizer, show_error, workspace
 
 st.title("🙋 Recognize")
 st.write(
@@ -135,9 +135,10 @@ def history_figure(history: list[dict]) -> go.Figure:
     fig = make_subplots(rows=1, cols=2, subplot_titles=("Loss", "Accuracy"), horizontal_spacing=0.1)
     epochs = [h["epoch"] for h in history]
     for col, key in ((1, "loss"), (2, "accuracy")):
-        for prefix, dash, name in (("", "solid", "train"), ("val_", "dash", "val")):
+        for prefix, name in (("", "train"), ("val_", "val")):
             fig.add_trace(go.Scatter(x=epochs, y=[h.get(prefix + key) for h in history], mode="lines+markers",
-                                     line={"dash": dash}, name=f"{name} {key}"), row=1, col=col)
+                                     line=CURVE_STYLE[name], name=name, legendgroup=name, showlegend=col == 1),
+                          row=1, col=col)
     fig.update_layout(height=300, margin={"l": 10, "r": 10, "t": 30, "b": 10})
     fig.update_xaxes(title_text="epoch")
     return fig

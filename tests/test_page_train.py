@@ -2,7 +2,9 @@
 
 import pytest
 
-from conftest import run_page, texts as _texts
+from streamlit.testing.v1 import AppTest
+
+from conftest import ROOT, run_page, texts as _texts
 from facecore import list_models
 from facecore.train import JOB
 from synth import make_dataset
@@ -86,11 +88,51 @@ def test_page_offers_training_from_scratch_when_weights_are_unavailable(tiny_ws,
     assert s.status == "failed" and s.error_kind == "weights"
     at.run()
     assert "could not download the ImageNet weights" in _texts(at.error)
+    shown = _texts(at.error) + _texts(at.get("progress")) + " ".join(p.proto.text for p in at.get("progress"))
+    assert shown.count("could not download the ImageNet weights") == 1  # once, not in the bar too
+    at.selectbox(key="train_backbone").select("vgg16").run()  # another model: the offer no longer applies
+    assert not [b for b in at.button if b.key == "train_scratch"]
+    at.selectbox(key="train_backbone").select("mobilenetv2").run()
     at.button(key="train_scratch").click().run()
     assert not at.exception, at.exception
     assert JOB.state().config.weights is None
     assert JOB.stop()
     assert JOB.wait(120).status in ("cancelled", "done")
+
+
+def test_coming_back_during_training_shows_its_settings(tiny_ws):
+    at = _page()
+    _choose_tiny(at)
+    at.number_input(key="train_epochs_True").set_value(200).run()  # long enough to come back while it runs
+    at.button(key="train_start").click().run()
+    try:
+        assert JOB.running()
+        # a new session: the form's widget state is gone, as after visiting another page (whose links
+        # carry the dataset in the URL)
+        back = AppTest.from_file(str(ROOT / "pages" / "3_Train.py"), default_timeout=120)
+        back.query_params["dataset"] = "tiny"
+        back.run()
+        assert not back.exception, back.exception
+        assert back.sidebar.selectbox[0].value == "tiny"
+        assert back.selectbox(key="train_backbone").value == "tinycnn"
+        assert back.number_input(key="train_size_tinycnn").value == 48
+        assert back.number_input(key="train_epochs_True").value == 200
+        assert back.number_input(key="train_head_tinycnn").value == 16
+        assert back.text_input(key="train_name_tiny_tinycnn").value == "tiny-tinycnn"
+        assert "its progress is below" in _texts(back.info)
+    finally:
+        JOB.stop()
+        JOB.wait(120)
+
+
+def test_few_no_face_photos_warn(workspace_env):
+    data, _ = workspace_env
+    make_dataset(data / "workspace" / "allfaces", n_face=12, n_noface=1, size=(96, 72))
+    JOB.wait(120)
+    at = _page()
+    assert not [w for w in at.warning if "have no face" in w.value]  # the sample: 16 of 106
+    at.sidebar.selectbox[0].select("allfaces").run()
+    assert [w for w in at.warning if "Only 1 of 13 photos (8%) have no face" in w.value]
 
 
 def test_page_without_dataset(tmp_path, monkeypatch):
