@@ -1,7 +1,9 @@
 """Data augmentation with albumentations, boxes included: offline copies on disk and on the fly.
 
-The default pipeline is the tutorial's: a random crop, horizontal flip, brightness/contrast, gamma,
-RGB shift and vertical flip, each with its probability; rotation, scale, blur and noise are optional.
+The default pipeline is the tutorial's: a random crop, horizontal flip, brightness/contrast, gamma and
+RGB shift, each with its probability; vertical flip (the tutorial's, off by default: a webcam never sees
+an upside-down face, and such copies teach the model faces that do not occur), rotation, scale, blur and
+noise are optional.
 The crop is a *fraction* of the image (the tutorial's fixed 450x450 crop fails on images smaller than
 that and keeps a different share of 640x480, 1280x720 and portrait photos).
 
@@ -53,7 +55,7 @@ MANIFEST = "augment.json"
 class AugmentConfig:
     """The augmentation pipeline. ``*_p`` are probabilities per sample (0 turns a transform off).
 
-    Defaults are the tutorial's set; rotation, scale, blur and noise are off. ``crop_fraction`` is the
+    Defaults are the tutorial's set without its vertical flip; rotation, scale, blur and noise are off too. ``crop_fraction`` is the
     crop's side as a fraction of the image's (0.75 keeps 480x360 of 640x480). The random seed is not
     part of the config: pass it to ``augment_sample`` / ``augment_dataset``.
     """
@@ -61,7 +63,7 @@ class AugmentConfig:
     crop_fraction: float = 0.75
     crop_p: float = 1.0
     hflip_p: float = 0.5
-    vflip_p: float = 0.5
+    vflip_p: float = 0.0  # upside-down faces do not occur on a webcam
     brightness_contrast_p: float = 0.2
     brightness_limit: float = 0.2
     contrast_limit: float = 0.2

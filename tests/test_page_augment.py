@@ -34,6 +34,8 @@ def test_page_previews_the_sample_and_rerolls(workspace_env):
     at = _run()
     assert _metrics(at) == {"Photos": "106", "Train-split photos": "74", "Augmented copies": "0",
                             "Training images": "74"}
+    assert at.slider(key="aug_vflip_p").value == 0.0  # no upside-down faces by default
+    assert at.slider(key="aug_hflip_p").value == 0.5
     caps = _captions(at)
     assert len(caps) == 9 and caps[0] == "original 640x480"
     assert all(c.endswith("480x360") for c in caps[1:])  # 0.75 crop of 640x480
