@@ -343,18 +343,39 @@ def _worker_init(config_dict: dict, cancel_event, pool: bool = True, parent_pid:
     _WORKER["cancel"] = cancel_event
 
 
+_MAIN_LOCK = threading.Lock()
+
+
+class _bare_main:
+    """While workers start, ``__main__`` is an empty module: they need nothing from it, and under
+    Streamlit it is the page script being run (``sys.modules["__main__"]`` is swapped per run),
+    which each worker would otherwise run again on start (a page that needs a browser component
+    even dies there)."""
+
+    def __enter__(self):
+        import types
+
+        _MAIN_LOCK.acquire()
+        self._main = sys.modules.get("__main__")
+        sys.modules["__main__"] = types.ModuleType("__main__")
+
+    def __exit__(self, *exc):
+        sys.modules["__main__"] = self._main
+        _MAIN_LOCK.release()
+
+
 def _pool_context():
     """forkserver where there is one (Linux, macOS), else spawn.
 
     Not fork: the app process runs threads (Streamlit, TensorFlow) that a fork would copy mid-lock.
-    The fork server is one clean process that imports this module (and the program's main script,
-    which every worker would otherwise re-run: ``streamlit``, ``pytest``) once; workers fork from it,
-    so a pool starts in milliseconds instead of re-importing albumentations and OpenCV per worker.
+    The fork server is one clean process that imports this module once (never the program's main
+    script: see ``_bare_main``); workers fork from it, so a pool starts in milliseconds instead of
+    re-importing albumentations and OpenCV per worker.
     """
     import multiprocessing as mp
     if "forkserver" in mp.get_all_start_methods():
         ctx = mp.get_context("forkserver")
-        ctx.set_forkserver_preload(["__main__", __name__])
+        ctx.set_forkserver_preload([__name__])
         return ctx
     return mp.get_context("spawn")
 
@@ -529,11 +550,17 @@ def _augment_locked(dataset, out, train, report, config, per_image, seed, split_
                 break
             record(_augment_source(task))
     else:
-        ctx = _pool_context()
-        stop = ctx.Event()
-        with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init,
-                                 initargs=(config.to_dict(), stop, True, os.getpid())) as pool:
-            pending = {pool.submit(_augment_source, t) for t in tasks}
+        with _bare_main():
+            ctx = _pool_context()
+            stop = ctx.Event()
+            pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init,
+                                       initargs=(config.to_dict(), stop, True, os.getpid()))
+            try:
+                pending = {pool.submit(_augment_source, t) for t in tasks}  # the workers start here
+            except BaseException:
+                pool.shutdown(wait=False, cancel_futures=True)
+                raise
+        with pool:
             try:
                 while pending:
                     done, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)

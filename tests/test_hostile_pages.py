@@ -85,3 +85,18 @@ def test_upload_of_hostile_files_reports_them(hostile_ws):
     why = " ".join(w for _, w in rep.skipped)
     assert "megapixel" in why and "encrypted" in why
     assert len(hostile_ws.items()) == before + 1
+
+
+def test_augment_workers_never_rerun_the_page_script(hostile_ws):
+    """Streamlit makes the page being run ``__main__``; pool workers must not run it again (the
+    Collect & Label page even fails outside a browser session)."""
+    import sys
+
+    from facecore.augment import AugmentConfig, augment_dataset
+
+    _ok(_app("pages/1_Collect_and_Label.py"))
+    assert str(getattr(sys.modules["__main__"], "__file__", "")).endswith("1_Collect_and_Label.py")
+    rep = augment_dataset(hostile_ws, AugmentConfig(), per_image=2, workers=2)
+    assert rep.written > 0 and rep.written + 2 * len(rep.failed) == rep.total
+    assert {stem for stem, _ in rep.failed} <= {"bomb", "liar"}  # the bombs fail with their message, alone
+    assert all("limit" in why for _, why in rep.failed)
