@@ -384,8 +384,12 @@ class Dataset:
                 continue
             h, w = img.shape[:2]
             if (lab.width, lab.height) != (w, h):
+                hint = ""
+                if (lab.width, lab.height) == (h, w):
+                    hint = (" (the photo is turned by its EXIF orientation and the label was drawn on the stored "
+                            "pixels: import the photo and label again, which turns the boxes, or redraw them)")
                 problems.append(Problem("size_mismatch", str(it.label),
-                                        f"{it.label.name}: label says {lab.width}x{lab.height}, image is {w}x{h}"))
+                                        f"{it.label.name}: label says {lab.width}x{lab.height}, image is {w}x{h}{hint}"))
             if lab.has_face and B.outside_image(lab.boxes).any():
                 problems.append(Problem("box_outside", str(it.label), f"{it.label.name}: a box reaches past the image edge"))
             if lab.has_face and not B.is_valid(lab.boxes).all():

@@ -33,7 +33,7 @@ from . import boxes as B
 from .detect import Detection, draw_detections
 from .cliargs import int_range, positive_float, probability
 from .errors import FaceCoreError, StorageError
-from .io import check_parents, publish, storage_errors, storage_message
+from .io import check_parents, publish, recover_swaps, storage_errors, storage_message
 
 VIDEO_EXTS = (".mp4", ".mov", ".avi", ".webm", ".mkv")
 DEFAULT_MAX_MB = 200
@@ -426,6 +426,7 @@ def process_video(src: str | os.PathLike, dst: str | os.PathLike, detector, conf
     check_output(dst, src)
     with storage_errors(f"write the video {dst}"):
         dst.parent.mkdir(parents=True, exist_ok=True)
+        recover_swaps(dst.parent)  # .part.mp4 files of killed runs
         fd, tmp_name = tempfile.mkstemp(prefix=f".{dst.stem[:80]}.{os.getpid()}-", suffix=".part.mp4", dir=dst.parent)
         os.close(fd)
     tmp = Path(tmp_name)

@@ -217,3 +217,17 @@ def test_dataset_folder_under_a_file(tmp_path, monkeypatch, capsys):
         ws.create_dataset("new")
     assert "is a file" in str(e.value) or "not a folder" in str(e.value)
     assert ws.datasets() == {}
+
+
+def test_stale_video_part_files_are_cleaned(tmp_path):
+    from facecore.detect import HaarDetector
+    from facecore.video import process_video
+
+    ok = _video(tmp_path / "ok.mov", 64, 48)
+    out = tmp_path / "out"
+    out.mkdir()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()
+    (out / f".o.{dead}-abcd1234.part.mp4").write_bytes(b"half a video")
+    process_video(ok, out / "o.mp4", HaarDetector())
+    assert sorted(p.name for p in out.iterdir()) == ["o.mp4"]

@@ -331,3 +331,11 @@ def test_import_of_the_dataset_into_itself_is_refused(tmp_path):
         with pytest.raises(ImportRejected, match="itself"):
             ds.import_folder(src)
     assert [it.stem for it in ds.items()] == ["a"]
+
+
+def test_exif_turned_photo_with_raw_label_in_a_dataset_is_named(tmp_path):
+    ds = Dataset.create(tmp_path / "ds")
+    (ds.images_dir / "rot.jpg").write_bytes(jpeg_bytes(64, 48, orientation=6))
+    (ds.labels_dir / "rot.json").write_bytes(labelme([rect(32, 0, 64, 48)], 64, 48))
+    (msg,) = [p.message for p in ds.validate() if p.kind == "size_mismatch"]
+    assert "EXIF" in msg and "import" in msg
