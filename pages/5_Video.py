@@ -15,7 +15,7 @@ import streamlit as st
 from facecore import FaceCoreError
 from facecore.video import (VIDEO_EXTS, VideoConfig, format_time, max_upload_mb, probe, process_video,
                             store_upload, timeline_figure)
-from pages.common import dataset_picker, detector_picker, show_error
+from pages.common import dataset_picker, detector_picker, newest_trained_detector, show_error
 
 DIR_KEY, UPLOAD_KEY, RESULT_KEY, RUNNING_KEY = "video_dir", "video_upload", "video_result", "video_running"
 
@@ -88,7 +88,7 @@ st.caption(f"Video codec {info.codec}" + (f", rotated {info.rotation}° for disp
 st.subheader("Settings")
 left, right = st.columns(2)
 with left:
-    det_name, det = detector_picker(key="video_detector")
+    det_name, det = detector_picker(key="video_detector", default=newest_trained_detector())
     threshold = st.slider("Threshold", 0.0, 1.0, 0.5, 0.05, key="video_threshold",
                           help="Faces whose probability reaches it are boxed (or blurred).")
     blur = st.toggle("Blur faces instead of boxing them (anonymize)", key="video_blur")
@@ -133,8 +133,10 @@ if start:
         last[0] = now
         fps = done / elapsed if elapsed > 0 else 0.0
         eta = (total - done) / fps if fps > 0 else 0.0
-        bar.progress(min(1.0, done / max(total, 1)),
-                     text=f"{done}/{total} frames · {fps:.1f} fps · ETA {format_time(eta)}")
+        if done >= total:  # every frame is detected; the encoder and the audio still finish the file
+            bar.progress(1.0, text=f"{done}/{total} frames · writing the video file...")
+        else:
+            bar.progress(done / max(total, 1), text=f"{done}/{total} frames · {fps:.1f} fps · ETA {format_time(eta)}")
 
     out_path = session_dir() / "output" / f"{Path(upload['name']).stem}_faces.mp4"
     try:

@@ -10,7 +10,7 @@ import streamlit as st
 from plotly.subplots import make_subplots
 
 from facecore import FaceCoreError
-from facecore.detect import detector_names
+from facecore.detect import DEFAULT_DETECTOR, detector_names
 from facecore.identity import (BACKBONES, COMPARISON_COLUMNS, DEFAULT_K, IdentityConfig, IdentitySet, compare,
                                create_identity_set, list_identity_sets, load_comparison, train_identity)
 from facecore.io import decode_image, read_image
@@ -87,8 +87,10 @@ with build_col:
             try:
                 rep = ids.build_from_dataset(b_ident, datasets[src], k=k,
                                              progress=lambda d, t: bar.progress(d / t, text=f"Cropping {d}/{t}"))
-                st.session_state["recognize_msg"] = (f"Added {rep.added} crop(s) to '{b_ident.strip()}' "
-                                                     f"({len(rep.skipped)} photo(s) skipped: no face label).")
+                st.session_state["recognize_msg"] = [("success", f"Added {rep.added} crop(s) to '{b_ident.strip()}'.")]
+                if rep.skipped:
+                    st.session_state["recognize_msg"].append(
+                        ("warning", f"{len(rep.skipped)} photo(s) of '{src}' skipped: they have no face label."))
                 st.rerun()
             except FaceCoreError as exc:
                 show_error(exc)
@@ -99,25 +101,26 @@ with upload_col:
     u_ident = st.text_input("Identity", value="not_me", key="recognize_upload_identity")
     files = st.file_uploader("Photos of this person", type=["jpg", "jpeg", "png", "webp", "bmp"],
                              accept_multiple_files=True, key="recognize_upload")
-    crop = st.checkbox("Find the face (Haar) and crop it with margin k", value=True, key="recognize_upload_crop",
+    crop = st.checkbox("Find the face (BlazeFace) and crop it with margin k", value=True, key="recognize_upload_crop",
                        help="Off: the photos are stored as they are (use this for ready-made face crops).")
     if st.button("Add photos", key="recognize_add", disabled=not files):
         added, skipped = 0, []
         try:
-            det = detector("haar") if crop else None
+            det = detector(DEFAULT_DETECTOR) if crop else None  # the built-in BlazeFace
             for f in files:
                 rep = ids.add_upload(u_ident, f.getvalue(), f.name, detector=det,
                                      k=st.session_state.get("recognize_build_k", DEFAULT_K))
                 added += rep.added
                 skipped += rep.skipped
-            st.session_state["recognize_msg"] = f"Added {added} photo(s) to '{u_ident.strip()}'." + (
-                " Skipped: " + "; ".join(f"{n} ({why})" for n, why in skipped) if skipped else "")
+            st.session_state["recognize_msg"] = [("success", f"Added {added} photo(s) to '{u_ident.strip()}'.")]
+            if skipped:
+                st.session_state["recognize_msg"].append(
+                    ("warning", f"Skipped {len(skipped)} photo(s): " + "; ".join(f"{n} ({why})" for n, why in skipped)))
             st.rerun()
         except FaceCoreError as exc:
             show_error(exc)
-msg = st.session_state.pop("recognize_msg", None)
-if msg:
-    st.success(msg)
+for kind, text in st.session_state.pop("recognize_msg", []):  # added: success; skipped: a warning
+    getattr(st, kind)(text)
 if counts:
     with st.expander("Remove an identity"):
         rm = st.selectbox("Identity", list(counts), key="recognize_rm_identity")
@@ -191,6 +194,7 @@ else:
                                  k=st.session_state.get("recognize_build_k", DEFAULT_K))
             res = train_identity(ids, cfg, ws.model_dir(model_name), progress=on_progress)
             bar.progress(1.0, text="Done")
+            chart.empty()  # the final chart below shows the same history: one chart, not two
             st.session_state["recognize_trained"] = res.meta
         except FaceCoreError as exc:
             show_error(exc)

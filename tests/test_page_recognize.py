@@ -44,6 +44,7 @@ def test_build_upload_train_and_recognize(workspace_env):
     at.text_input(key="recognize_build_identity").set_value("me")
     _click(at, "recognize_build")
     assert "Added 90 crop(s) to 'me'" in at.success[0].value
+    assert "16 photo(s) of 'sample' skipped: they have no face label" in at.warning[0].value
     assert {m.label: m.value for m in at.metric} == {"me": "90"}
     # ... and "not_me" from uploaded photos used as they are (plus one corrupt file, skipped)
     rng = np.random.default_rng(0)
@@ -53,7 +54,8 @@ def test_build_upload_train_and_recognize(workspace_env):
     at.file_uploader(key="recognize_upload").set_value(files + [("broken.jpg", b"nope", "image/jpeg")])
     at.run()
     _click(at, "recognize_add")
-    assert "Added 8 photo(s) to 'not_me'" in at.success[0].value and "broken.jpg" in at.success[0].value
+    assert "Added 8 photo(s) to 'not_me'" in at.success[0].value and "broken.jpg" not in at.success[0].value
+    assert "broken.jpg" in at.warning[0].value  # a skipped photo is a warning, not a success
     assert {m.label: m.value for m in at.metric} == {"me": "90", "not_me": "8"}
 
     # 2. train (random frozen weights: the page warns)
@@ -69,6 +71,7 @@ def test_build_upload_train_and_recognize(workspace_env):
     assert (models / "mine" / "model.keras").is_file()
     labels = [m.label for m in at.metric]
     assert "Val accuracy" in labels and "Latency / face" in labels
+    assert len(at.get("plotly_chart")) == 1  # the training history once (the live chart is gone)
 
     # 3. the comparison table and chart of the set (written here from the real trained model's metadata)
     import json

@@ -6,6 +6,7 @@ from streamlit.testing.v1 import AppTest
 
 from conftest import BROWSER_ARGS, CHROMIUM, ROOT, chromium_or_skip, serve_app
 from test_video import make_video
+from facecore.detect import DEFAULT_DETECTOR
 
 PAGE = str(ROOT / "pages" / "5_Video.py")
 
@@ -42,7 +43,8 @@ def test_upload_process_play_chart_and_download(workspace_env, clip_bytes):
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Duration"] == "0:02.0" and metrics["Frame rate (fps)"] == "6"
     assert metrics["Resolution"] == "160x120" and metrics["Audio"] == "aac"
-    assert at.selectbox(key="video_detector").value == "haar"
+    assert at.selectbox(key="video_detector").value == DEFAULT_DETECTOR  # no trained model yet
+    at.selectbox(key="video_detector").select("haar").run()
     at.radio(key="video_mode").set_value("every few seconds (faster)").run()
     at.number_input(key="video_every").set_value(0.5)
     at.toggle(key="video_blur").set_value(True)
@@ -66,6 +68,20 @@ def test_upload_process_play_chart_and_download(workspace_env, clip_bytes):
     # A rerun (any widget) keeps the result on screen without processing again.
     at.slider(key="video_threshold").set_value(0.7).run()
     assert at.session_state["video_result"] is result and len(at.get("video")) == 1
+
+
+def test_detector_defaults_to_the_newest_trained_model(workspace_env, clip_bytes):
+    import json
+
+    from test_inference import save_model_dir
+
+    _, models = workspace_env
+    for name, created in (("older", "2026-01-01T00:00:00"), ("newer", "2026-02-01T00:00:00")):
+        folder = save_model_dir(models / name, name=name)
+        meta = json.loads((folder / "meta.json").read_text())
+        (folder / "meta.json").write_text(json.dumps({**meta, "created": created}))
+    at = _upload(_page(), "walk.mp4", clip_bytes)
+    assert at.selectbox(key="video_detector").value == "newer"
 
 
 def test_bad_upload_shows_a_clear_error(workspace_env):

@@ -149,20 +149,29 @@ def detector(name: str):
     return cached_detector(name, str(ws.models_root), model_version(name, ws.models_root))
 
 
-def detector_picker(where=st, key: str = "detector"):
+def newest_trained_detector() -> str | None:
+    """The newest trained face-detector model's name (None when there is none yet)."""
+    from facecore.registry import list_models
+
+    models = list_models(workspace().models_root, kind="facetracker")
+    return models[0].name if models else None
+
+
+def detector_picker(where=st, key: str = "detector", default: str | None = None):
     """Detector selector shared by the Video, Webcam and Recognize pages.
 
     Returns ``(name, detector)``; ``detector`` is None (with the error shown) when loading failed.
     Haar needs no training, so it is always offered. When identity models exist, a "Recognize faces"
     checkbox wraps the chosen detector in a recognizer: its detections are labelled with the
     identity's name and scored with its probability (name then reads ``"<detector>+<identity>"``).
+    ``default``: the detector selected at first (e.g. ``newest_trained_detector()``); the first otherwise.
     """
     from facecore.detect import detector_names
     from facecore.recognize import identity_model_names
 
     models_root = workspace().models_root
     names = detector_names(models_root)
-    name = where.selectbox("Detector", names, key=key,
+    name = where.selectbox("Detector", names, index=names.index(default) if default in names else 0, key=key,
                            help="'haar' is OpenCV's built-in cascade; the others are your trained models.")
     identities = identity_model_names(models_root)
     if identities and where.checkbox("Recognize faces (me / not me)", key=f"{key}_recognize",
