@@ -100,7 +100,8 @@ def check_parents(path: str | os.PathLike) -> Path:
 # current folder aside to ``.<name>.old-<tag>`` and renames the new one into place. A process killed
 # between those renames leaves no ``<name>``; ``recover_dir`` finishes (from ``.new``) or undoes
 # (from ``.old``) the swap. Names without a pid come from older versions (``.old-<hex>``, mkdtemp ``.tmp-``).
-_SWAP_RE = re.compile(r"^\.(?P<name>.+?)\.(?P<kind>tmp|new|old)-(?P<tag>[^/]+)$")
+# greedy name, dot-free tag: a model called "a.new-1" still groups its ".a.new-1.tmp-<tag>" under "a.new-1"
+_SWAP_RE = re.compile(r"^\.(?P<name>.+)\.(?P<kind>tmp|new|old)-(?P<tag>[A-Za-z0-9_-]+)$")
 _PID_TAG_RE = re.compile(r"^(?P<pid>\d+)-[0-9a-f]{8}$")
 _FILE_LEFTOVER_RE = re.compile(r"^\.(?:upload\..*|.+\.tmp|.+\.part\.mp4|.+\.check)$")
 _NAME_ROOM = 80  # hidden names stay below the 255-byte limit of most file systems

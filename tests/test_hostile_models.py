@@ -287,3 +287,12 @@ def test_dataset_copy_killed_before_its_rename_is_finished_on_listing(tmp_path):
     assert list(ws.datasets()) == ["copy"]
     assert [it.stem for it in ws.dataset("copy").items()] == ["a"]
     assert sorted(p.name for p in ws.user_root.iterdir()) == ["copy"]
+
+
+def test_names_that_look_like_swap_stages_are_not_confused(tmp_path):
+    root = tmp_path / "models"
+    for name in ("a.new-1", "b.old-2"):
+        replace_dir(root / name, lambda t: (t / "meta.json").write_text('{"kind": "facetracker"}'))
+        replace_dir(root / name, lambda t: (t / "meta.json").write_text('{"kind": "facetracker", "v": 2}'))
+    assert sorted(m.name for m in list_models(root)) == ["a.new-1", "b.old-2"]
+    assert sorted(p.name for p in root.iterdir()) == ["a.new-1", "b.old-2"]
