@@ -100,3 +100,42 @@ def test_augment_workers_never_rerun_the_page_script(hostile_ws):
     assert rep.written > 0 and rep.written + 2 * len(rep.failed) == rep.total
     assert {stem for stem, _ in rep.failed} <= {"bomb", "liar"}  # the bombs fail with their message, alone
     assert all("limit" in why for _, why in rep.failed)
+
+
+@pytest.fixture
+def hostile_models(hostile_ws, workspace_env):
+    import shutil
+
+    from test_inference import save_model_dir
+
+    _, models = workspace_env
+    good = save_model_dir(models / "good", name="good")
+    trunc = models / "trunc"
+    shutil.copytree(good, trunc)
+    data = (trunc / "model.tflite").read_bytes()
+    (trunc / "model.tflite").write_bytes(data[: len(data) // 2])
+    (trunc / "model.keras").write_bytes(b"PK\x03\x04 not really")
+    liar = models / "liar"
+    shutil.copytree(good, liar)
+    (liar / "meta.json").write_text((good / "meta.json").read_text().replace('"input_size": 32', '"input_size": 100000'))
+    (models / "deep").mkdir()
+    (models / "deep" / "meta.json").write_text("[" * 100_000)
+    (models / ".m.old-1-0badc0de").mkdir()
+    return models
+
+
+@pytest.mark.parametrize("page", ["pages/4_Evaluate.py", "pages/5_Video.py", "pages/6_Webcam.py", "pages/3_Train.py",
+                                  "pages/7_Recognize.py", "streamlit_app.py"])
+def test_pages_render_with_broken_models(hostile_models, page):
+    _ok(_app(page))
+
+
+def test_evaluate_page_reports_a_truncated_model(hostile_models):
+    at = _ok(_app("pages/4_Evaluate.py"))
+    ms = at.multiselect(key="eval_detectors")
+    assert {"trunc", "liar", "good"} <= set(ms.options) and "deep" not in ms.options
+    ms.set_value(["trunc", "liar"])
+    at.button(key="eval_start").click()
+    _ok(at)
+    shown = " ".join(str(e.value) for e in at.error) + " ".join(str(e.value) for e in at.warning)
+    assert "trunc" in shown and "model.keras" in shown  # the broken one is named, the liar evaluates
