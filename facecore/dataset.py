@@ -366,6 +366,14 @@ class Dataset:
                                             "UTF-8, so the file is left out; rename it"))
         items = self.items()
         stems = {it.stem for it in items}
+        if self.labels_dir.is_dir():
+            seen: dict[str, str] = {}
+            for p in sorted(self.labels_dir.iterdir()):
+                if p.suffix.lower() in LABEL_EXTS and not p.name.startswith(".") and _printable_name(p.name):
+                    if p.stem in seen:
+                        problems.append(Problem("duplicate_label", str(p), f"{p.name}: {seen[p.stem]} labels the same "
+                                                f"image and is the one used; delete one of them"))
+                    seen.setdefault(p.stem, p.name)
         for stem, path in self._label_files().items():
             if stem not in stems:
                 problems.append(Problem("orphan_label", str(path), f"{path.name}: label without an image"))

@@ -133,7 +133,22 @@ def parse_labelme(data, path="labelme JSON", image_size: tuple[int, int] | None 
         if notes is not None:
             notes.append(f"{path}: ignored {what} shape(s); only rectangles, polygons and circles are faces")
     boxes = B.from_pixels(np.asarray(px, np.float32), w, h) if px else B.EMPTY.copy()
+    _note_boxes(path, boxes, w, h, notes)
     return ImageLabel(w, h, boxes)
+
+
+def _note_boxes(path, boxes: np.ndarray, w: int, h: int, notes: list[str] | None) -> None:
+    """Say which boxes cannot train anything: wholly outside the image, or without area (they are
+    kept, so nothing is lost, and ``Dataset.validate`` flags them too)."""
+    if notes is None or not len(boxes):
+        return
+    b = B.order_corners(boxes)
+    out = np.flatnonzero((b[:, 2] <= 0) | (b[:, 3] <= 0) | (b[:, 0] >= 1) | (b[:, 1] >= 1))
+    flat = np.flatnonzero(~B.is_valid(b))
+    if len(out):
+        notes.append(f"{path}: box {', '.join(str(i + 1) for i in out)} lies wholly outside the {w}x{h} image")
+    if len(flat):
+        notes.append(f"{path}: box {', '.join(str(i + 1) for i in flat)} has no width or height")
 
 
 def _read_label_bytes(path) -> bytes:
@@ -176,7 +191,7 @@ def parse_label_bytes(data: bytes, name: str, image_size: tuple[int, int] | None
         _fail(name, f"{len(data) / 1e6:.0f} MB is over the {MAX_LABEL_BYTES // 1024**2} MB limit per label file")
     ext = Path(str(name)).suffix.lower()
     if ext == ".xml":
-        return parse_voc(data, name)
+        return parse_voc(data, name, notes)
     if ext == ".json":
         return parse_labelme(loads_labelme(data, name), name, image_size, notes)
     _fail(name, f"unsupported label type {ext!r} (use labelme .json or Pascal VOC .xml)")
@@ -232,7 +247,7 @@ def read_voc(path) -> ImageLabel:
     return parse_voc(_read_label_bytes(path), path)
 
 
-def parse_voc(data: bytes | str, path="VOC XML") -> ImageLabel:
+def parse_voc(data: bytes | str, path="VOC XML", notes: list[str] | None = None) -> ImageLabel:
     """Parse Pascal VOC XML text; ``path`` only names the source in error messages."""
     try:
         root = ET.fromstring(data)
@@ -257,7 +272,9 @@ def parse_voc(data: bytes | str, path="VOC XML") -> ImageLabel:
                 _fail(path, f"object {i} <bndbox> lacks <{tag}>")
             vals.append(_num(path, bb.findtext(tag), tag, text_ok=True))
         px.append(vals)
-    return ImageLabel(w, h, B.from_pixels(np.asarray(px, np.float32), w, h) if px else B.EMPTY.copy())
+    boxes = B.from_pixels(np.asarray(px, np.float32), w, h) if px else B.EMPTY.copy()
+    _note_boxes(path, boxes, w, h, notes)
+    return ImageLabel(w, h, boxes)
 
 
 def voc_document(label: ImageLabel, image_filename: str, label_name: str = "face") -> str:

@@ -339,3 +339,16 @@ def test_exif_turned_photo_with_raw_label_in_a_dataset_is_named(tmp_path):
     (ds.labels_dir / "rot.json").write_bytes(labelme([rect(32, 0, 64, 48)], 64, 48))
     (msg,) = [p.message for p in ds.validate() if p.kind == "size_mismatch"]
     assert "EXIF" in msg and "import" in msg
+
+
+def test_boxes_that_cannot_train_and_duplicate_labels_are_named(tmp_path):
+    notes = []
+    lab = parse_label_bytes(labelme([rect(500, 500, 600, 600), rect(5, 5, 5, 20), rect(1, 1, 10, 10)]), "x.json",
+                            notes=notes)
+    assert len(lab.boxes) == 3  # kept: nothing is lost
+    assert any("wholly outside" in n for n in notes) and any("no width" in n for n in notes)
+    ds = Dataset.create(tmp_path / "ds")
+    rep = ds.import_zip(zip_bytes({"a.jpg": jpeg_bytes(), "a.json": labelme([rect(500, 500, 600, 600)])}))
+    assert "outside" in dict(rep.notes)["a.json"]
+    (ds.labels_dir / "a.xml").write_text("<annotation/>")
+    assert "duplicate_label" in [p.kind for p in ds.validate()]
