@@ -5,10 +5,12 @@ thread. So the page never calls into the model itself: it hands the processor a 
 ``LiveSettings`` (``configure``, lock-protected; the very next frame runs the model with them) and
 reads ``LiveStat`` records back from a bounded queue (``drain_stats``). Nothing here touches Streamlit.
 
-Frame rate, one definition: **delivered fps** is the number of new annotated frames handed back for
-the browser per second, over the last ``WINDOW_S`` seconds (``RateMeter``). streamlit-webrtc repeats
-the last annotated frame while the next one is being made; a repeat is not a new frame and is not
-counted. **Model latency** is the mean time of the detector calls in the same window. Both are
+Frame rate, one definition: **delivered fps** is the number of new annotated frames the WebRTC sender
+takes for the browser per second, over the last ``WINDOW_S`` seconds (``RateMeter``). Each annotated
+frame carries a ``SentMark``; the hook ``facecore.rtc.newest_video_frames`` installs on the sender's
+side calls it. Without that hook (tests, benchmarks) a frame counts when the callback returns it.
+streamlit-webrtc repeats the last annotated frame while the next one is being made; a repeat is not a
+new frame and is not counted. **Model latency** is the mean time of the detector calls in the same window. Both are
 computed here, once per frame, into the ``LiveStat`` that the overlay (``overlay_text``) and the
 page show, so the two always read the same.
 
@@ -177,6 +179,24 @@ class LoadGovernor:
         return self.level
 
 
+class SentMark:
+    """Tag on an annotated ``av.VideoFrame`` (its ``opaque``): ``sent()`` is called when the WebRTC
+    sender takes the frame and says whether this is the first time (streamlit-webrtc re-sends the
+    last frame); only the first call counts."""
+
+    __slots__ = ("_note", "_done")
+
+    def __init__(self, note):
+        self._note, self._done = note, False
+
+    def sent(self) -> bool:
+        if self._done:
+            return False
+        self._done = True
+        self._note()
+        return True
+
+
 class BoxSmoother:
     """Moving average of each face's box across frames, so boxes do not jitter.
 
@@ -259,6 +279,7 @@ class LiveProcessor:
     def __init__(self, detector: Detector | None = None, settings: LiveSettings = LiveSettings(),
                  stats_size: int = 300, adaptive: bool = True):
         self._lock = threading.Lock()  # guards _detector/_settings/_dirty/_pending_reset
+        self._sent_lock = threading.Lock()  # guards _sent/_observed (ticked from the WebRTC event loop)
         self._run_lock = threading.Lock()  # one frame at a time; guards the per-stream state below
         self._detector = _own_instance(detector)
         self._source: Detector | None = detector
@@ -274,7 +295,9 @@ class LiveProcessor:
         self._new_detector_state()
 
     def _new_stream_state(self) -> None:
-        self._delivered, self._arrived = RateMeter(), RateMeter()
+        self._made, self._arrived = RateMeter(), RateMeter()
+        with self._sent_lock:
+            self._sent, self._observed = RateMeter(), False
 
     def _new_detector_state(self) -> None:
         self._smoother = BoxSmoother(self._settings.smoothing)
@@ -357,14 +380,16 @@ class LiveProcessor:
                 self._detections.tick(now)
                 self._held = self._smoother.update([d for d in dets if d.score >= settings.threshold])
                 self._held_best, self._since_model, held = (dets[0] if dets else None), 0, False
+                with self._lock:  # a change made while the model ran is drawn on this frame already
+                    settings = self._settings
             else:
                 self._since_model, held = self._since_model + 1, True
             out = draw_detections(rgb, self._held, threshold=settings.threshold, blur=settings.blur)
             done = time.perf_counter()
-            self._delivered.tick(done)
+            self._made.tick(done)
             self.frames += 1
             self.last_frame_at = time.time()
-            fps, camera_fps = self._delivered.rate(done), self._arrived.rate(done)
+            fps, camera_fps = self._delivered_fps(done), self._arrived.rate(done)
             best = self._held_best
             stat = LiveStat(
                 time=self.last_frame_at, frame=self.frames, probability=float(best.score) if best else 0.0,
@@ -375,8 +400,8 @@ class LiveProcessor:
                 draw_overlay(out, overlay_text(stat))
             if error:
                 draw_overlay(out[out.shape[0] // 2:], error[:80])
-            if self.adaptive:
-                self._governor.update(done, fps, camera_fps)
+            if self.adaptive:  # the model's share only: a slow encoder is not helped by a lighter model path
+                self._governor.update(done, self._made.rate(done), camera_fps)
             self._push(stat)
             return out
 
@@ -387,7 +412,20 @@ class LiveProcessor:
         out = self.process(frame.to_ndarray(format="rgb24"), arrived)
         new = av.VideoFrame.from_ndarray(out, format="rgb24")
         new.pts, new.time_base = frame.pts, frame.time_base
+        new.opaque = SentMark(self._note_sent)
         return new
+
+    def _note_sent(self) -> None:
+        with self._sent_lock:
+            self._sent.tick(time.perf_counter())
+            self._observed = True
+
+    def _delivered_fps(self, now: float) -> float:
+        """Frames the sender took per second when it is observed, else frames made per second."""
+        with self._sent_lock:
+            if self._observed:
+                return self._sent.rate(now)
+        return self._made.rate(now)
 
     async def process_queued(self, frames: list) -> list:
         """streamlit-webrtc ``queued_video_frames_callback``: every frame that arrived since the last

@@ -171,6 +171,50 @@ def is_local_host(host: str | None) -> bool:
     return name in ("localhost", "::1") or name.startswith("127.")
 
 
+def newest_video_frames(relay) -> None:
+    """Make an aiortc ``MediaRelay`` (streamlit-webrtc's server-wide one) hand each video consumer the
+    newest frame instead of a queue of every frame, and tell each frame that carries a mark (an
+    ``opaque`` with ``sent()``, see ``facecore.live.SentMark``) when a consumer takes it: that is how
+    the Webcam page counts the frames really sent. A marked frame that was sent before (a repeat) is
+    not handed out again. Audio is left buffered. Idempotent.
+
+    Why: streamlit-webrtc relays the camera into the processing track, and the processed track into
+    the WebRTC sender, through buffered relays whose queues have no bound. Whenever a consumer falls
+    behind (the first frames while the model warms up, an encoder starved by a busy CPU) the frames
+    wait in the queue, and since the consumer then runs at the camera's pace the queue never drains:
+    the video stays seconds behind the camera for the rest of the stream (4.5 s measured on a loaded
+    2-core machine), and a settings change seems to take that long. Taking the newest frame bounds the
+    delay to about one frame per stage; the frames skipped are stale anyway.
+    """
+    if getattr(relay, "_facetrack_newest_video", False):
+        return
+    subscribe = relay.subscribe
+
+    def newest(track, buffered: bool = True):
+        if getattr(track, "kind", None) != "video":
+            return subscribe(track, buffered=buffered)
+        proxy = subscribe(track, buffered=False)
+        recv = proxy.recv
+
+        async def recv_marked():
+            while True:
+                frame = await recv()
+                mark = getattr(frame, "opaque", None)
+                if not callable(getattr(mark, "sent", None)):
+                    return frame
+                if mark.sent():
+                    return frame
+                # streamlit-webrtc re-sends the last annotated frame for every camera frame that came
+                # while the next was being made: encoding those repeats cost a busy CPU most of its
+                # time and showed nothing new, so the consumer waits for a new frame instead.
+
+        proxy.recv = recv_marked
+        return proxy
+
+    relay.subscribe = newest
+    relay._facetrack_newest_video = True
+
+
 def preload_srtp() -> None:
     """Import pylibsrtp (aiortc's SRTP library) so that it uses its own OpenSSL. Call it before
     importing aiortc or streamlit_webrtc; it does nothing once pylibsrtp is imported.

@@ -110,20 +110,31 @@ def connection_config(quiet: bool = False) -> dict:
         return {"iceServers": []}
 
 
+def current_settings() -> LiveSettings:
+    ss = st.session_state
+    return LiveSettings(threshold=ss.get("webcam_threshold", 0.5), blur=ss.get("webcam_mode", "Box") == "Blur",
+                        smoothing=ss.get("webcam_smoothing", 0.6), overlay=ss.get("webcam_overlay", True))
+
+
+def push_settings() -> None:
+    """Widget callback: hand the new settings to the stream before the page reruns (the next frame
+    uses them; under load a rerun can take a second)."""
+    processor().configure(settings=current_settings())
+
+
 proc = processor()
 with st.sidebar:
     st.header("Live settings")
     name, det = detector_picker(st.sidebar, key="webcam_detector")
-    threshold = st.slider("Threshold", 0.0, 1.0, 0.5, 0.05, key="webcam_threshold",
+    threshold = st.slider("Threshold", 0.0, 1.0, 0.5, 0.05, key="webcam_threshold", on_change=push_settings,
                           help="Boxes with a lower face probability are not drawn.")
-    mode = st.radio("Faces", ["Box", "Blur"], horizontal=True, key="webcam_mode",
-                    help="Blur hides each detected face instead of boxing it.")
-    smoothing = st.slider("Box smoothing", 0.0, 0.9, 0.6, 0.1, key="webcam_smoothing",
-                          help="Weight of the previous box in each new one: higher is steadier but lags "
-                               "behind fast moves. 0 shows the raw boxes.")
-    overlay = st.checkbox("FPS and latency on the video", value=True, key="webcam_overlay")
-proc.configure(detector=det, settings=LiveSettings(threshold=threshold, blur=mode == "Blur",
-                                                   smoothing=smoothing, overlay=overlay))
+    st.radio("Faces", ["Box", "Blur"], horizontal=True, key="webcam_mode", on_change=push_settings,
+             help="Blur hides each detected face instead of boxing it.")
+    st.slider("Box smoothing", 0.0, 0.9, 0.6, 0.1, key="webcam_smoothing", on_change=push_settings,
+              help="Weight of the previous box in each new one: higher is steadier but lags "
+                   "behind fast moves. 0 shows the raw boxes.")
+    st.checkbox("FPS, latency and detector on the video", value=True, key="webcam_overlay", on_change=push_settings)
+proc.configure(detector=det, settings=current_settings())
 
 config = connection_config()
 left, right = st.columns([3, 2], gap="medium")
@@ -144,6 +155,9 @@ with left:
     try:
         rtc.preload_srtp()  # before aiortc: TensorFlow may already be loaded by another page
         from streamlit_webrtc import WebRtcMode, webrtc_streamer
+        from streamlit_webrtc.relay import get_global_relay
+
+        rtc.newest_video_frames(get_global_relay())  # no queue of stale frames between camera and screen
 
         ctx = webrtc_streamer(
             key="webcam",

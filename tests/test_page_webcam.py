@@ -7,6 +7,7 @@ import time
 import pytest
 
 from conftest import run_page, texts as _texts, SAMPLE
+from facecore.detect import detector_names
 from facecore.io import read_image
 from facecore.live import overlay_text
 
@@ -18,7 +19,8 @@ def _run():
 def test_page_renders_without_the_component(workspace_env):
     at = _run()
     assert at.title[0].value.endswith("Webcam")
-    assert at.sidebar.selectbox(key="webcam_detector").value == "haar"
+    _, models = workspace_env
+    assert at.sidebar.selectbox(key="webcam_detector").value == detector_names(models)[0]  # the default
     assert "Press **Start**" in _texts(at.info)
     assert at.button(key="webcam_start").label == "Start"
     assert "Direct connection only" in _texts(at.caption)
@@ -29,7 +31,7 @@ def test_page_renders_without_the_component(workspace_env):
 def test_controls_reach_the_processor(workspace_env):
     at = _run()
     proc = at.session_state["webcam_processor"]
-    assert proc.detector_name == "haar"
+    assert proc.detector_name == at.sidebar.selectbox(key="webcam_detector").value
     at.sidebar.slider(key="webcam_threshold").set_value(0.8)
     at.sidebar.radio(key="webcam_mode").set_value("Blur")
     at.sidebar.slider(key="webcam_smoothing").set_value(0.0)
@@ -104,7 +106,8 @@ def test_trained_model_can_be_picked_while_streaming(workspace_env):
     at.sidebar.selectbox(key="webcam_detector").select("tiny").run()
     assert not at.exception, at.exception
     assert at.session_state["webcam_processor"] is proc and proc.detector_name == "tiny"
-    assert at.session_state["webcam_history"][-1].detector == "haar"  # the page took the earlier stats
+    default = detector_names(models)[0]
+    assert at.session_state["webcam_history"][-1].detector == default  # the page took the earlier stats
     proc.process(face)
     (stat,) = proc.drain_stats()
     assert stat.detector == "tiny" and 0.0 <= stat.probability <= 1.0 and not stat.error
