@@ -6,6 +6,8 @@ style fitted on the five training people; YuNet (OpenCV model zoo, ../shared/mod
 only, never shipped) raw and box-corrected the same way; the tutorials' FaceTracker from scratch
 (tinycnn); BlazeFace fine-tuned (heads only, and every layer).
 Second table (``--personal``): train on 10 labeled photos of one person, test on the rest of theirs.
+``--mosaic`` adds, per row, AP50 over every face of 2x2 mosaics of the held-out person's photos
+(``facecore.mosaic.mosaic``, 640x480: four faces at half size), scored by ``facecore.evaluate_all``.
 
     python benchmarks/accuracy.py                       # LOPO table (about 15-25 min on 2 cores)
     python benchmarks/accuracy.py --rows blazeface-ft --people usupal,mkhoa
@@ -35,9 +37,11 @@ from facecore.blazeface import BlazeFaceDetector, BoxStyle  # noqa: E402
 from facecore.dataset import Dataset  # noqa: E402
 from facecore.detect import Detection, HaarDetector  # noqa: E402
 from facecore.evaluate import EvalImage, collect_images, compute_metrics  # noqa: E402
+from facecore.evaluate_all import all_faces_metrics  # noqa: E402
 from facecore.io import read_image  # noqa: E402
 
 SHARED = ROOT.parent / "shared"
+LR = 3e-4
 PEOPLE = ("usupal", "mkhoa", "soncio", "sabhishek", "steve389", "amirtav")
 ALL_ROWS = ("haar", "blazeface-raw", "blazeface-style", "yunet-raw", "yunet-style", "tinycnn",
             "blazeface-ft-heads", "blazeface-ft")
@@ -88,6 +92,25 @@ def run_detector(det, data) -> dict:
     return m
 
 
+def make_mosaics(data) -> list[tuple[np.ndarray, np.ndarray]]:
+    """2x2 mosaics (640x480) of consecutive groups of four photos, with every face's box."""
+    from facecore.mosaic import mosaic
+
+    out = []
+    for i in range(0, len(data) - 3, 4):
+        group = data[i:i + 4]
+        out.append(mosaic([rgb for _, rgb in group], [im.boxes for im, _ in group], size=(640, 480)))
+    return out
+
+
+def run_all_faces(det, mosaics) -> dict:
+    t = time.perf_counter()
+    dets = [det.detect(img) for img, _ in mosaics]
+    m = all_faces_metrics([b for _, b in mosaics], dets)
+    m["ms"] = (time.perf_counter() - t) / max(len(mosaics), 1) * 1000
+    return m
+
+
 def fit_style(det, data) -> BoxStyle:
     """Box style of ``det`` (returning raw boxes) fitted on labeled faces of ``data``."""
     d, g = [], []
@@ -135,7 +158,7 @@ def train_detector(ds: Dataset, tmp: Path, backbone: str, **kw):
     return load(out.name, out.parent), secs
 
 
-def rows_for(rows, train_people, test_data, train_data, tmp, epochs, quick=False) -> dict:
+def rows_for(rows, train_people, test_data, train_data, tmp, epochs, mosaics=None, size=192) -> dict:
     out = {}
     ds = None
     for row in rows:
@@ -156,16 +179,31 @@ def rows_for(rows, train_people, test_data, train_data, tmp, epochs, quick=False
                 det, secs = train_detector(ds, tmp, "tinycnn", weights=None, epochs=60, batch_size=16,
                                            learning_rate=1e-3, head_units=256, augmentation="on_the_fly", patience=0)
             else:
-                det, secs = train_detector(ds, tmp, "blazeface", epochs=epochs, batch_size=16, learning_rate=1e-3,
-                                           augmentation="on_the_fly",
+                det, secs = train_detector(ds, tmp, "blazeface", epochs=epochs, batch_size=16, learning_rate=LR,
+                                           augmentation="on_the_fly", input_size=size,
                                            train_layers="heads" if row.endswith("heads") else "all")
         m = run_detector(det, test_data)
         m["train_s"] = secs
+        if mosaics:
+            m["mosaic"] = run_all_faces(det, mosaics)
+            print(f"  {row:18s} mosaics: ap50 {m['mosaic']['ap50']:.3f} recall50 {m['mosaic']['recall50']:.3f} "
+                  f"fp/image {m['mosaic']['fp_per_image']:.2f} {m['mosaic']['ms']:.1f} ms", flush=True)
         out[row] = m
         print(f"  {row:18s} ap50 {m['ap50']:.3f} ap30 {m['ap30']:.3f} iou {m['mean_iou']:.3f} "
               f"fp {m['fp_rate_noface'] if m['fp_rate_noface'] is not None else float('nan'):.3f} "
               f"{m['ms']:.1f} ms" + (f" train {secs:.0f} s" if secs else ""), flush=True)
     return out
+
+
+def mosaic_table(results: dict[str, dict[str, dict]], rows) -> str:
+    lines = ["| detector | AP50 all faces, mean | worst | recall50 | FP per image | ms / frame |", "|---|---|---|---|---|---|"]
+    for row in rows:
+        per = [r[row]["mosaic"] for r in results.values() if row in r and "mosaic" in r[row]]
+        if per:
+            ap = [p["ap50"] for p in per]
+            lines.append(f"| {row} | {np.mean(ap):.3f} | {np.min(ap):.3f} | {np.mean([p['recall50'] for p in per]):.3f} | "
+                         f"{np.mean([p['fp_per_image'] for p in per]):.2f} | {np.median([p['ms'] for p in per]):.1f} |")
+    return "\n".join(lines)
 
 
 def table(results: dict[str, dict[str, dict]], rows) -> str:
@@ -192,6 +230,8 @@ def main(argv=None) -> int:
     ap.add_argument("--rows", default=",".join(ALL_ROWS))
     ap.add_argument("--people", default=",".join(PEOPLE))
     ap.add_argument("--epochs", type=int, default=30)
+    ap.add_argument("--size", type=int, default=192, help="fine-tuned BlazeFace input: 192 (full range) or 128 (short)")
+    ap.add_argument("--mosaic", action="store_true", help="also score every face of 2x2 mosaics of the held-out person")
     ap.add_argument("--personal", action="store_true", help="the personalization table instead")
     ap.add_argument("--shots", type=int, default=10, help="labeled photos per person for --personal")
     args = ap.parse_args(argv)
@@ -211,18 +251,22 @@ def main(argv=None) -> int:
                 train_data = [(im, rgb) for im, rgb in data[p] if im.path.name in names]
                 test_data = [(im, rgb) for im, rgb in data[p] if im.path.name not in names]
                 print(f"{p}: {len(train_data)} labeled photos to learn from, {len(test_data)} to test", flush=True)
-                results[p] = rows_for_personal(rows, ds, train_data, test_data, tmp, args.epochs)
+                results[p] = rows_for_personal(rows, ds, train_data, test_data, tmp, args.epochs, args.size)
             else:
                 others = [q for q in PEOPLE if q != p]
                 train_data = [x for q in others for x in data[q]]
                 print(f"held out {p} ({len(data[p])} photos); training on {len(train_data)}", flush=True)
-                results[p] = rows_for(rows, others, data[p], train_data, tmp, args.epochs)
+                results[p] = rows_for(rows, others, data[p], train_data, tmp, args.epochs,
+                                      make_mosaics(data[p]) if args.mosaic else None, args.size)
     print()
     print(table(results, rows))
+    if args.mosaic:
+        print()
+        print(mosaic_table(results, rows))
     return 0
 
 
-def rows_for_personal(rows, ds, train_data, test_data, tmp, epochs) -> dict:
+def rows_for_personal(rows, ds, train_data, test_data, tmp, epochs, size=192) -> dict:
     """Personalization: the few labeled photos train (all of them: no val split) and fit box styles."""
     out = {}
     for row in rows:
@@ -238,8 +282,8 @@ def rows_for_personal(rows, ds, train_data, test_data, tmp, epochs) -> dict:
         elif row == "yunet-style":
             det = YuNet(fit_style(YuNet(), train_data))
         elif row.startswith("blazeface-ft"):
-            det, secs = train_detector(ds, tmp, "blazeface", epochs=epochs, batch_size=8, learning_rate=1e-3,
-                                       augmentation="on_the_fly", split=(1.0, 0.0, 0.0), patience=0,
+            det, secs = train_detector(ds, tmp, "blazeface", epochs=epochs, batch_size=8, learning_rate=LR,
+                                       augmentation="on_the_fly", split=(1.0, 0.0, 0.0), patience=0, input_size=size,
                                        train_layers="heads" if row.endswith("heads") else "all")
         else:
             continue

@@ -15,7 +15,8 @@ loss plus a localization loss), over SSD anchors instead of one box:
   negatives, normalized by the number of positives; ``corner_loss`` (L1 of the four box corners,
   relative to the face's size) over positives. Total = classification + ``localization_weight`` x localization.
 - **Augmentation** (on the fly, in the graph, training only, unless ``augmentation="off"``): random
-  zoom in/out and shift (a crop window of 60..130 % of the photo), horizontal flip, brightness,
+  zoom in/out and shift (a crop window of 60..220 % of the photo: faces from close-ups to small faces
+  across the room), horizontal flip, brightness,
   contrast and saturation; faces that keep under half their area leave the labels.
 
 Inputs are whole photos resized to the network's square (``facecore.preprocess.resize_for_model``),
@@ -37,7 +38,9 @@ from .errors import DatasetError
 from .preprocess import resize_for_model
 
 MAX_FACES = 16  # labeled faces per photo used in training (more are rare; the largest are kept)
-LOAD_SIZE = 192  # photos are kept at 1.5x the input so zoomed-in crops stay sharp
+LOAD_SCALE = 1.5  # photos are kept at 1.5x the input so zoomed-in crops stay sharp
+ZOOM = (0.6, 2.2)  # crop window side as a fraction of the photo: >1 zooms out (smaller faces, black border)
+VARIANT_BY_SIZE = {128: "short", 192: "full"}
 POS_IOU, IGNORE_IOU = 0.4, 0.25
 
 
@@ -115,10 +118,10 @@ def augment_batch(images, gt, mask, size: int, seed_tensor=None):
     tf = _tf()
     n = tf.shape(images)[0]
     u = lambda lo, hi, shape=None: tf.random.uniform(shape if shape is not None else [n], lo, hi)  # noqa: E731
-    side = u(0.6, 1.3)
+    side = u(*ZOOM)
     aspect = u(0.87, 1.15)
     w, h = side * aspect, side / aspect
-    x0 = u(0.0, 1.0) * (1.0 - w)
+    x0 = u(0.0, 1.0) * (1.0 - w)  # w > 1: a negative start puts the photo anywhere in the window
     y0 = u(0.0, 1.0) * (1.0 - h)
     crop = tf.stack([y0, x0, y0 + h, x0 + w], axis=1)
     out = tf.image.crop_and_resize(images, crop, tf.range(n), [size, size], extrapolation_value=0.0)
@@ -138,14 +141,14 @@ def augment_batch(images, gt, mask, size: int, seed_tensor=None):
     return tf.clip_by_value(out, 0.0, 255.0), boxes, mask
 
 
-def build_trainer(net, anchors: np.ndarray, size: int, localization_weight: float, augment: bool):
+def build_trainer(net, anchors: np.ndarray, size: int, localization_weight: float, augment: bool, style=None):
     """The Keras model that trains ``net`` (raw BlazeFace: ``[regressors, logits]``), keras-io style."""
     import keras
 
     from .blaze_keras import decode_matrix
 
     tf = _tf()
-    dec = tf.constant(decode_matrix(size))
+    dec = tf.constant(decode_matrix(size, style))
     centres = tf.constant(anchors[:, :2])
     offsets = tf.constant(np.concatenate([anchors[:, :2], anchors[:, :2]], axis=1))
 
@@ -209,6 +212,33 @@ def build_trainer(net, anchors: np.ndarray, size: int, localization_weight: floa
     return BlazeTrainer()
 
 
+def fit_start_style(net, anchors: np.ndarray, size: int, samples, warnings: list):
+    """The box style of the training labels around the pretrained network's best box (``BoxStyle.fit``),
+    built into the decoding before fine-tuning starts; None (with a warning) when too few faces match."""
+    from . import boxes as B
+    from .blaze_keras import decode_matrix
+    from .blazeface import BoxStyle, weighted_nms
+    from .errors import FaceCoreError
+
+    dec = decode_matrix(size)
+    centres = np.concatenate([anchors[:, :2], anchors[:, :2]], axis=1)
+    d, g = [], []
+    for i in range(0, len(samples), 64):
+        reg, logits = (np.asarray(o) for o in net.predict(resize_all(samples.images[i:i + 64], size), verbose=0))
+        for r, lg, truth in zip(reg, logits[..., 0], samples.all_boxes[i:i + 64]):
+            if not len(truth):
+                continue
+            found = weighted_nms(r @ dec + centres, 0.5 * (1 + np.tanh(lg / 2)), 0.3)
+            if found:
+                d.append(found[0][1])
+                g.append(truth[int(np.argmax(B.iou_matrix(found[0][1][None], truth)[0]))])
+    try:
+        return BoxStyle.fit(np.asarray(d), np.asarray(g), source="train split")
+    except FaceCoreError as exc:
+        warnings.append(f"box style not fitted before training ({exc}); training starts from BlazeFace's own boxes")
+        return None
+
+
 def dataset_of(images: np.ndarray, all_boxes: list[np.ndarray], batch: int, shuffle: bool, seed: int):
     """tf.data of ``(images uint8 -> float32, (boxes (K, 4), mask (K,)))``."""
     tf = _tf()
@@ -241,6 +271,8 @@ def train_blazeface(dataset: Dataset, config, out_dir: Path, emit: Callable, sta
     from .model import evaluate_predictions
 
     size = config.size
+    variant = VARIANT_BY_SIZE[size]
+    load_size = int(round(size * LOAD_SCALE))
     emit("loading", 0.0, "splitting the dataset")
     split = dataset.split(config.split, config.seed)
     train_items = dataset.training_items(split) if config.augmentation == "offline" else list(split.train)
@@ -252,9 +284,9 @@ def train_blazeface(dataset: Dataset, config, out_dir: Path, emit: Callable, sta
         if done[0] % 8 == 0 or done[0] == n_all:
             emit("loading", done[0] / max(n_all, 1), f"reading images {done[0]}/{n_all}")
 
-    samples = {"train": load_samples(train_items, LOAD_SIZE, warnings, on_item, cancel),
-               "val": load_samples(split.val, LOAD_SIZE, warnings, on_item, cancel),
-               "test": load_samples(split.test, LOAD_SIZE, warnings, on_item, cancel)}
+    samples = {"train": load_samples(train_items, load_size, warnings, on_item, cancel),
+               "val": load_samples(split.val, load_size, warnings, on_item, cancel),
+               "test": load_samples(split.test, load_size, warnings, on_item, cancel)}
     tr = samples["train"]
     if len(tr) < 2:
         raise DatasetError(f"{dataset.name}: the train split has {len(tr)} usable image(s); training needs at "
@@ -264,10 +296,12 @@ def train_blazeface(dataset: Dataset, config, out_dir: Path, emit: Callable, sta
                            f"on the Collect & Label page first")
     emit("loading", 1.0, "building BlazeFace (face-pretrained)" if config.weights else "building BlazeFace (from scratch)")
     keras.utils.set_random_seed(config.seed)
-    net = BK.raw_net("short", "blazeface" if config.weights else None)
+    net = BK.raw_net(variant, "blazeface" if config.weights else None)
     BK.set_trainable(net, config.train_layers)
-    anchors = ssd_anchors("short")
-    trainer = build_trainer(net, anchors, size, float(config.localization_weight), config.augmentation != "off")
+    anchors = ssd_anchors(variant)
+    emit("loading", 1.0, "measuring how the labels sit around the pretrained detector's boxes")
+    style = fit_start_style(net, anchors, size, tr, warnings)
+    trainer = build_trainer(net, anchors, size, float(config.localization_weight), config.augmentation != "off", style)
     trainer.compile(keras.optimizers.Adam(config.learning_rate))
     bs = int(config.batch_size)
     train_ds = dataset_of(tr.images, tr.all_boxes, bs, True, config.seed)
@@ -289,12 +323,12 @@ def train_blazeface(dataset: Dataset, config, out_dir: Path, emit: Callable, sta
     cbs = make_callbacks(keras, "training", 0, config.epochs, report, cancel, monitor, config, history, state)
     trainer.fit(train_ds, validation_data=val_ds, epochs=config.epochs, callbacks=cbs, verbose=0, shuffle=False)
     check_stop(state, cancel)
-    model = BK.detector_net(net, anchors, size)
+    model = BK.detector_net(net, anchors, size, style=style)
 
     emit("evaluating", 0.0, "evaluating on train, val and test")
     metrics = {}
     for key in ("train", "val", "test"):
-        s = samples[key] if key != "train" else load_samples(split.train, LOAD_SIZE)
+        s = samples[key] if key != "train" else load_samples(split.train, load_size)
         if len(s) == 0:
             continue
         prob, box, _ = predict_best(model, s.images)
@@ -307,18 +341,20 @@ def train_blazeface(dataset: Dataset, config, out_dir: Path, emit: Callable, sta
     meta = {
         **run_meta(out_dir, config, dataset, split, tr),
         "architecture": "blazeface",
+        "start_style": style.to_dict() if style is not None else None,
         "history": history,
         "metrics": metrics,
         "input": {"shape": [None, size, size, 3], "dtype": "float32", "range": "RGB 0..255",
                   "preprocess": "facecore.preprocess.resize_for_model"},
         "outputs": saved_outputs_doc(),
-        "attribution": "fine-tuned from MediaPipe BlazeFace short-range (Apache-2.0), see NOTICE",
+        "attribution": f"fine-tuned from MediaPipe BlazeFace {variant}-range (Apache-2.0), see NOTICE",
         "training": {"seconds": round(time.monotonic() - t_start, 2), "epochs_run": len(history),
                      "best_epoch": state.get("best_epoch"), "stopped_early": len(history) < config.epochs,
                      "train_layers": config.train_layers, "warnings": warnings},
     }
     sample = resize_all(np.concatenate([samples["train"].images[:2], val.images[:2]]), size)
-    path = save_model(model, out_dir, meta, export_tflite=config.export_tflite, sample=sample)
+    path = save_model(model, out_dir, meta, export_tflite=config.export_tflite, sample=sample,
+                      tflite_fixed_batch=True)
     emit("saving", 1.0, f"saved {path}")
     return path
 

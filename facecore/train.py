@@ -51,9 +51,21 @@ from .workspace import Workspace, check_name
 BLAZEFACE = "blazeface"
 BACKBONES = (BLAZEFACE, "vgg16", "mobilenetv2", "resnet50", "efficientnetb0", "tinycnn")
 PRETRAINED_BACKBONES = BACKBONES[1:5]
-DEFAULT_INPUT_SIZE = {BLAZEFACE: 128, "vgg16": 120, "mobilenetv2": 128, "resnet50": 128, "efficientnetb0": 128,
+DEFAULT_INPUT_SIZE = {BLAZEFACE: 192, "vgg16": 120, "mobilenetv2": 128, "resnet50": 128, "efficientnetb0": 128,
                       "tinycnn": 96}
 TRAIN_LAYERS = ("all", "heads")
+
+
+def preset(backbone: str, from_scratch: bool = False) -> dict:
+    """Default epochs, batch size, learning rate, augmentation and head width for a choice of model,
+    the same on the Train page and the CLI: BlazeFace fine-tunes the whole network with on-the-fly
+    augmentation; a frozen ImageNet backbone trains its heads as the tutorials do (40 / 8 / 1e-4);
+    a network from scratch needs larger steps, more epochs and narrower heads."""
+    if backbone == BLAZEFACE:
+        return {"epochs": 30, "batch_size": 16, "learning_rate": 1e-3, "augmentation": "on_the_fly", "head_units": 2048}
+    if from_scratch or backbone not in PRETRAINED_BACKBONES:
+        return {"epochs": 60, "batch_size": 16, "learning_rate": 1e-3, "augmentation": "on_the_fly", "head_units": 256}
+    return {"epochs": 40, "batch_size": 8, "learning_rate": 1e-4, "augmentation": "offline", "head_units": 2048}
 AUGMENTATION_MODES = ("off", "offline", "on_the_fly")
 MODEL_FILE = "model.keras"
 TFLITE_FILE = "model.tflite"
@@ -129,8 +141,9 @@ class TrainConfig:
             if self.weights is not None:
                 object.__setattr__(self, "weights", BLAZEFACE)
             object.__setattr__(self, "fine_tune_epochs", 0)
-            if self.input_size is not None and int(self.input_size) != DEFAULT_INPUT_SIZE[BLAZEFACE]:
-                raise TrainingError(f"blazeface takes {DEFAULT_INPUT_SIZE[BLAZEFACE]} px inputs, not {self.input_size}")
+            if self.input_size is not None and int(self.input_size) not in (128, 192):
+                raise TrainingError(f"blazeface takes 128 px (short-range model) or 192 px (full-range model) "
+                                    f"inputs, not {self.input_size}")
         for name, lo in (("epochs", 1), ("batch_size", 1), ("head_units", 1), ("fine_tune_epochs", 0),
                          ("fine_tune_layers", 0), ("patience", 0), ("lr_patience", 0)):
             v = getattr(self, name)
@@ -671,12 +684,14 @@ def _check_stop(state: dict, cancel) -> None:
 
 
 def save_model(net, out_dir: str | os.PathLike, meta: dict, export_tflite: bool = True,
-               sample: np.ndarray | None = None) -> Path:
+               sample: np.ndarray | None = None, tflite_fixed_batch: bool = False) -> Path:
     """Write ``model.keras``, ``model.tflite`` (if ``export_tflite``) and ``meta.json`` (last) into a
     temporary folder beside ``out_dir``, then rename it to ``out_dir`` (replacing an older model).
 
     ``sample`` (N, S, S, 3) float32: the TFLite file is checked against Keras on it and dropped (with
     a warning in ``meta["training"]["warnings"]``) if any output differs by more than ``TFLITE_TOLERANCE``.
+    ``tflite_fixed_batch``: the TFLite file takes exactly one photo (faster: see ``export_tflite``).
+    The check runs one photo at a time.
     """
     from . import model as M
 
@@ -689,12 +704,13 @@ def save_model(net, out_dir: str | os.PathLike, meta: dict, export_tflite: bool 
         files = {"keras": MODEL_FILE}
         if export_tflite:
             try:
-                M.export_tflite(net, tmp / TFLITE_FILE)
+                M.export_tflite(net, tmp / TFLITE_FILE, fixed_batch=tflite_fixed_batch)
                 diff = None
                 if sample is not None and len(sample):
                     lite = M.TFLiteNet(tmp / TFLITE_FILE)
                     ref = net.predict(sample, verbose=0)
-                    got = lite(sample)
+                    per = [lite(x[None]) for x in sample]
+                    got = [np.concatenate([p[i] for p in per]) for i in range(len(per[0]))]
                     diff = float(max(np.abs(np.asarray(r) - g).max() for r, g in zip(ref, got)))
                 if diff is not None and not diff <= TFLITE_TOLERANCE:
                     (tmp / TFLITE_FILE).unlink()
@@ -932,12 +948,15 @@ def _cli_train(args) -> int:
     ds = Dataset.open(args.data)
     out = Path(args.out) if args.out else Workspace.from_env().model_dir(f"{ds.name}-{args.backbone}")
     weights = None if args.weights.lower() == "none" else args.weights
+    defaults = preset(args.backbone, weights is None)
+    pick = lambda value, key: defaults[key] if value is None else value  # noqa: E731
     config = TrainConfig(
         name=check_name(out.name, "model"), backbone=args.backbone, input_size=args.input_size, weights=weights,
-        alpha=args.alpha, head_units=args.head_units, epochs=args.epochs, batch_size=args.batch_size,
-        learning_rate=args.lr, augmentation=args.augmentation, fine_tune_epochs=args.fine_tune_epochs,
+        alpha=args.alpha, head_units=pick(args.head_units, "head_units"), epochs=pick(args.epochs, "epochs"),
+        batch_size=pick(args.batch_size, "batch_size"), learning_rate=pick(args.lr, "learning_rate"),
+        augmentation=pick(args.augmentation, "augmentation"), fine_tune_epochs=args.fine_tune_epochs,
         patience=args.patience, seed=args.seed, cache_features=not args.no_cache,
-        export_tflite=not args.no_tflite)
+        export_tflite=not args.no_tflite, train_layers=args.train_layers)
     if config.weights is None:
         print("weights: none -> the whole network trains from scratch (slower; needs more data and epochs)",
               file=sys.stderr)
@@ -956,16 +975,20 @@ def add_parser(sub) -> None:
     p = sub.add_parser("train", help="train a face detector on a dataset and save it under models/")
     p.add_argument("--data", required=True, help="dataset folder (with images/ and labels/)")
     p.add_argument("--out", help="model folder to write (default: models/<dataset>-<backbone>)")
-    p.add_argument("--backbone", default="vgg16", choices=BACKBONES)
+    p.add_argument("--backbone", default=TrainConfig.backbone, choices=BACKBONES,
+                   help="blazeface (default): MediaPipe's face detector fine-tuned on the dataset; the others are "
+                        "the tutorials' FaceTracker")
     p.add_argument("--weights", default="imagenet",
-                   help="'imagenet' (downloaded by Keras into ~/.keras/models), 'none' (train from scratch) "
-                        "or a weights .h5 file")
-    p.add_argument("--epochs", type=int, default=TrainConfig.epochs)
-    p.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
-    p.add_argument("--lr", type=float, default=TrainConfig.learning_rate, help="learning rate")
+                   help="pretrained weights ('imagenet' for the FaceTracker backbones, downloaded by Keras into "
+                        "~/.keras/models; blazeface always starts from its built-in face weights), 'none' (train "
+                        "from scratch) or a weights .h5 file")
+    p.add_argument("--train-layers", default="all", choices=TRAIN_LAYERS, help="blazeface: every layer, or the heads only")
+    p.add_argument("--epochs", type=int, default=None, help="default: per model (facecore.train.preset)")
+    p.add_argument("--batch-size", type=int, default=None, help="default: per model")
+    p.add_argument("--lr", type=float, default=None, help="learning rate (default: per model)")
     p.add_argument("--input-size", type=int, default=None, help="input pixels (default: per backbone)")
-    p.add_argument("--augmentation", default="offline", choices=AUGMENTATION_MODES)
-    p.add_argument("--head-units", type=int, default=TrainConfig.head_units)
+    p.add_argument("--augmentation", default=None, choices=AUGMENTATION_MODES, help="default: per model")
+    p.add_argument("--head-units", type=int, default=None, help="FaceTracker head width (default: per model)")
     p.add_argument("--alpha", type=float, default=1.0, help="MobileNetV2 width multiplier")
     p.add_argument("--fine-tune-epochs", type=int, default=0)
     p.add_argument("--patience", type=int, default=TrainConfig.patience, help="early stopping patience (0: off)")

@@ -11,7 +11,7 @@ from plotly.subplots import make_subplots
 
 from facecore import Dataset, FaceCoreError
 from facecore.train import (AUGMENTATION_MODES, BACKBONES, BLAZEFACE, DEFAULT_INPUT_SIZE, JOB,
-                            PRETRAINED_BACKBONES, TRAIN_LAYERS, JobState, TrainConfig)
+                            PRETRAINED_BACKBONES, TRAIN_LAYERS, JobState, TrainConfig, preset)
 from facecore.train import preload_tensorflow
 from pages.common import CURVE_STYLE, dataset_picker, dataset_summary, show_error, workspace
 
@@ -170,23 +170,30 @@ else:
         weights = wpath.strip() or None
         if weights is None:
             mid.caption("Enter the path of the weights file.")
-    input_size = right.number_input("Input size (px)", 32, 512, DEFAULT_INPUT_SIZE[backbone], 8,
-                                    key=f"train_size_{backbone}", disabled=blaze,
-                                    help="Photos are resized to a square of this size (the whole frame, as at inference).")
+    if blaze:
+        input_size = right.selectbox(
+            "Input size (px)", [192, 128], key="train_size_blazeface",
+            format_func={192: "192: full-range model (faces near and far)", 128: "128: short-range model "
+                         "(faces close to the camera; about 3x faster)"}.get,
+            help="Photos are resized whole to this square, as at inference.")
+    else:
+        input_size = right.number_input("Input size (px)", 32, 512, DEFAULT_INPUT_SIZE[backbone], 8,
+                                        key=f"train_size_{backbone}",
+                                        help="Photos are resized to a square of this size (the whole frame, as at inference).")
     name = right.text_input("Model name", f"{dataset.name}-{backbone}", key=f"train_name_{dataset.name}_{backbone}",
                             help="Saved under models/<name>; a model with the same name is replaced when training ends.")
 
     left, mid, right = st.columns(3)
-    preset = "blaze" if blaze else weights is None  # BlazeFace and from-scratch runs want larger steps
-    epochs = left.number_input("Epochs", 1, 1000, 30 if blaze else 40 if weights is not None else 60,
-                               key=f"train_epochs_{preset}")
-    batch_size = mid.select_slider("Batch size", [2, 4, 8, 16, 32, 64], 8 if weights is not None and not blaze else 16,
-                                   key=f"train_batch_{preset}")
-    lr = right.select_slider("Learning rate", [1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2],
-                             1e-4 if weights is not None and not blaze else 1e-3, format_func=lambda v: f"{v:g}",
-                             key=f"train_lr_{preset}")
+    defaults = preset(backbone, weights is None)  # the CLI's defaults too
+    kind = "blaze" if blaze else weights is None
+    epochs = left.number_input("Epochs", 1, 1000, defaults["epochs"], key=f"train_epochs_{kind}")
+    batch_size = mid.select_slider("Batch size", [2, 4, 8, 16, 32, 64], defaults["batch_size"],
+                                   key=f"train_batch_{kind}")
+    lr = right.select_slider("Learning rate", [1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2], defaults["learning_rate"],
+                             format_func=lambda v: f"{v:g}", key=f"train_lr_{kind}")
     n_aug = counts.augmented if counts is not None else 0
-    augmentation = st.radio("Augmentation", AUGMENTATION_MODES, index=2 if blaze else 1 if n_aug else 0,
+    aug_default = "off" if defaults["augmentation"] == "offline" and not n_aug else defaults["augmentation"]
+    augmentation = st.radio("Augmentation", AUGMENTATION_MODES, index=AUGMENTATION_MODES.index(aug_default),
                             horizontal=True, format_func=AUG_LABELS.get, key=f"train_aug_{dataset.name}_{blaze}",
                             help="BlazeFace augments on the fly inside training (zoom, shift, flip, colour).")
     aug_config = None
@@ -199,7 +206,7 @@ else:
 
     with st.expander("Advanced"):
         a1, a2, a3 = st.columns(3)
-        head_units = a1.number_input("Head units", 8, 4096, 2048 if pretrained_ok else 256, 8,
+        head_units = a1.number_input("Head units", 8, 4096, defaults["head_units"], 8,
                                      key=f"train_head_{backbone}", help="Width of each head's hidden Dense layer.")
         loc_weight = a2.number_input("Localization weight", 0.1, 100.0, 2.0, 0.5, key="train_locw",
                                      help="Total loss = classification + this x localization.")

@@ -9,7 +9,7 @@ import pandas as pd
 import streamlit as st
 
 from facecore import FaceCoreError, ImageReadError
-from facecore.detect import BUILT_IN, HAAR, detector_names
+from facecore.detect import BLAZEFACE, BUILT_IN, HAAR, detector_names
 from facecore.evaluate import (collect_images, comparison_table, evaluate, iou_figure, pr_figure, render_result,
                                split_config)
 from facecore.inference import INT8_SUFFIX, quantize
@@ -35,7 +35,7 @@ if not models:
     st.info("No trained model yet: train one on the Train page. Meanwhile you can evaluate the Haar baseline.")
 
 left, mid, right = st.columns([3, 1, 1])
-default = [n for n in names if n not in BUILT_IN][:2] + [HAAR]  # your newest models, Haar as the baseline
+default = [n for n in names if n not in BUILT_IN][:2] + [BLAZEFACE, HAAR]  # your newest models beside the built-ins
 chosen = left.multiselect("Detectors", names, default=default, key="eval_detectors",
                           help="'haar' is OpenCV's built-in cascade (no training); the others are your models.")
 split = mid.selectbox("Split", ["test", "val", "train", "all"], key="eval_split",

@@ -35,7 +35,7 @@ def test_page_defaults_and_from_scratch_notice(tiny_ws):
     at = _page()
     assert at.selectbox(key="train_backbone").value == "blazeface"  # the face-pretrained default
     assert at.radio(key="train_weights_blazeface").value == "blazeface"
-    assert at.number_input(key="train_size_blazeface").disabled
+    assert at.selectbox(key="train_size_blazeface").value == 192  # the full-range model
     assert "MediaPipe's face weights" in _texts(at.caption)
     at.selectbox(key="train_backbone").select("vgg16").run()
     assert at.radio(key="train_weights_vgg16").value == "imagenet"

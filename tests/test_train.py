@@ -52,11 +52,36 @@ def test_config_rejects_bad_values(bad):
 
 def test_config_defaults_and_weights_spelling():
     c = TrainConfig()
+    assert (c.backbone, c.size, c.weights) == ("blazeface", 192, "blazeface")  # face-pretrained, full range
+    assert not c.uses_feature_cache and c.fine_tune_epochs == 0
+    with pytest.raises(TrainingError, match="128 px"):
+        TrainConfig(input_size=96)
+    assert TrainConfig(input_size=128).size == 128  # the short-range model
+    with pytest.raises(TrainingError, match="train_layers"):
+        TrainConfig(train_layers="some")
+    c = TrainConfig(backbone="vgg16")
     assert (c.backbone, c.size, c.weights, c.batch_size) == ("vgg16", 120, "imagenet", 8)
     assert c.frozen and c.uses_feature_cache
-    assert TrainConfig(weights="none").weights is None and not TrainConfig(weights=None).frozen
-    assert not TrainConfig(augmentation="on_the_fly").uses_feature_cache
+    assert TrainConfig(backbone="vgg16", weights="none").weights is None
+    assert not TrainConfig(backbone="vgg16", weights=None).frozen
+    assert not TrainConfig(backbone="vgg16", augmentation="on_the_fly").uses_feature_cache
     assert TrainConfig(backbone="mobilenetv2").to_dict()["input_size"] == 128
+
+
+@pytest.mark.parametrize("backbone,scratch,expected", [
+    ("blazeface", False, (30, 16, 1e-3, "on_the_fly")), ("vgg16", False, (40, 8, 1e-4, "offline")),
+    ("vgg16", True, (60, 16, 1e-3, "on_the_fly")), ("tinycnn", False, (60, 16, 1e-3, "on_the_fly"))])
+def test_cli_and_page_share_one_preset(backbone, scratch, expected):
+    import argparse
+
+    from facecore.train import add_parser, preset
+
+    p = preset(backbone, scratch)
+    assert (p["epochs"], p["batch_size"], p["learning_rate"], p["augmentation"]) == expected
+    parser = argparse.ArgumentParser()
+    add_parser(parser.add_subparsers())
+    args = parser.parse_args(["train", "--data", "x", "--backbone", backbone] + (["--weights", "none"] if scratch else []))
+    assert args.epochs is None and args.lr is None  # filled from the preset, as the Train page does
 
 
 def test_primary_box_is_the_largest():
