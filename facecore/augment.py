@@ -331,7 +331,8 @@ def _die_with(parent_pid: int) -> None:
             except OSError:
                 pass
 
-    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+    if os.name != "nt":  # on Windows os.kill(pid, 0) would terminate the parent
+        threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
 def _worker_init(config_dict: dict, cancel_event, pool: bool = True, parent_pid: int | None = None) -> None:

@@ -109,8 +109,10 @@ STALE_AFTER_S = 3600  # a leftover without a pid (older versions, mkstemp files)
 
 
 def _pid_alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True  # another thread of this process may be saving right now
+    if pid == os.getpid() or os.name == "nt":
+        # this process: another thread may be saving right now. Windows: os.kill(pid, 0) would
+        # terminate the process, so leftovers there only go by age.
+        return True
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
