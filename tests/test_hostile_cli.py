@@ -231,3 +231,22 @@ def test_stale_video_part_files_are_cleaned(tmp_path):
     (out / f".o.{dead}-abcd1234.part.mp4").write_bytes(b"half a video")
     process_video(ok, out / "o.mp4", HaarDetector())
     assert sorted(p.name for p in out.iterdir()) == ["o.mp4"]
+
+
+def test_video_output_storage_errors_blame_the_output(tmp_path, monkeypatch):
+    import errno
+    import tempfile
+
+    from facecore.detect import HaarDetector
+    from facecore.errors import StorageError
+    from facecore.video import process_video
+
+    ok = _video(tmp_path / "ok.mov", 64, 48)
+
+    def erofs(*a, **k):
+        raise OSError(errno.EROFS, "Read-only file system", str(tmp_path / "ro"))
+
+    monkeypatch.setattr(tempfile, "mkstemp", erofs)
+    with pytest.raises(StorageError) as e:
+        process_video(ok, tmp_path / "ro" / "o.mp4", HaarDetector())
+    assert "read-only" in str(e.value) and "o.mp4" in str(e.value) and "ok.mov" not in str(e.value)
