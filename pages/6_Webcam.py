@@ -142,16 +142,19 @@ ctx = None
 want = bool(st.session_state.setdefault(WANT_KEY, False))
 drops = st.session_state.get(DROPS_KEY, [])
 with left:
-    if want:
-        st.button("Stop", key="webcam_stop", on_click=set_wanted, args=(False,))
-    else:
-        st.button("Reconnect" if drops else "Start", key="webcam_start", type="primary",
-                  on_click=set_wanted, args=(True,), help="Starts the camera; allow it when the browser asks.")
-    if drops and want:
-        st.warning(f"The connection dropped: {drops[-1][1]} Reconnecting by itself "
-                   f"({len(drops)} of {AUTO_RECONNECTS} tries in {DROP_WINDOW_S // 60} minutes).")
-    elif drops:
-        st.error(f"The connection dropped {len(drops)} times: {drops[-1][1]} Press **Reconnect** to try again.")
+    # One container for the controls and messages: whatever shows in it, the component below keeps its
+    # place in the page, so Streamlit does not remount it (a remount would drop the running stream).
+    with st.container():
+        if want:
+            st.button("Stop", key="webcam_stop", on_click=set_wanted, args=(False,))
+        else:
+            st.button("Reconnect" if drops else "Start", key="webcam_start", type="primary",
+                      on_click=set_wanted, args=(True,), help="Starts the camera; allow it when the browser asks.")
+        if drops and want:
+            st.warning(f"The connection dropped: {drops[-1][1]} Reconnecting by itself "
+                       f"({len(drops)} of {AUTO_RECONNECTS} tries in {DROP_WINDOW_S // 60} minutes).")
+        elif drops:
+            st.error(f"The connection dropped {len(drops)} times: {drops[-1][1]} Press **Reconnect** to try again.")
     try:
         rtc.preload_srtp()  # before aiortc: TensorFlow may already be loaded by another page
         from streamlit_webrtc import WebRtcMode, webrtc_streamer
