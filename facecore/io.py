@@ -378,6 +378,8 @@ def read_image_bytes(path: str | os.PathLike) -> bytes:
     """The bytes of an image file, refusing files over ``MAX_IMAGE_FILE_BYTES`` before reading them."""
     path = Path(path)
     try:
+        if not path.is_file():  # a folder, or a link to /dev/zero or a pipe, which would read forever
+            raise ImageReadError(f"{path}: not a regular file")
         size = path.stat().st_size
         if size > MAX_IMAGE_FILE_BYTES:
             raise ImageReadError(f"{path}: {size / 1e6:.0f} MB is over the {MAX_IMAGE_FILE_BYTES // 1024**2} MB "

@@ -154,6 +154,8 @@ def _note_boxes(path, boxes: np.ndarray, w: int, h: int, notes: list[str] | None
 def _read_label_bytes(path) -> bytes:
     try:
         p = Path(path)
+        if not p.is_file():  # a folder, or a link to /dev/zero or a pipe, which would read forever
+            _fail(path, "not a regular file")
         if p.stat().st_size > MAX_LABEL_BYTES:
             _fail(path, f"{p.stat().st_size / 1e6:.0f} MB is over the {MAX_LABEL_BYTES // 1024**2} MB limit per label file")
         return p.read_bytes()

@@ -352,3 +352,17 @@ def test_boxes_that_cannot_train_and_duplicate_labels_are_named(tmp_path):
     assert "outside" in dict(rep.notes)["a.json"]
     (ds.labels_dir / "a.xml").write_text("<annotation/>")
     assert "duplicate_label" in [p.kind for p in ds.validate()]
+
+
+def test_links_to_devices_and_folders_never_read_forever(tmp_path):
+    ds = Dataset.create(tmp_path / "ds")
+    ds.add_image(png_bytes(), "a.png")
+    os.symlink("/dev/zero", ds.labels_dir / "a.json")
+    (ds.images_dir / "dir.jpg").mkdir()
+    os.symlink("/dev/zero", ds.images_dir / "zero.png")
+    with pytest.raises(LabelFormatError, match="regular file"):
+        read_label(ds.labels_dir / "a.json")
+    with pytest.raises(ImageReadError, match="regular file"):
+        read_image(ds.images_dir / "zero.png")
+    assert [it.stem for it in ds.items()] == ["a"]
+    assert [p.kind for p in ds.validate()] == ["malformed_label"]
