@@ -179,6 +179,8 @@ def loads_labelme(data: bytes | str, path="labelme JSON"):
         _fail(path, f"invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}")
     except RecursionError:
         _fail(path, "nested too deeply to be a labelme file")
+    except ValueError as exc:  # e.g. a number of 5000 digits (Python's int conversion limit)
+        _fail(path, f"invalid JSON ({str(exc)[:120]})")
 
 
 def read_labelme(path, image_size: tuple[int, int] | None = None, notes: list[str] | None = None) -> ImageLabel:
