@@ -53,6 +53,8 @@ MAX_LABEL_BYTES = 64 * 1024**2
 MAX_COORD = 1e6
 MAX_SIDE = 20_000  # = facecore.io.MAX_IMAGE_SIDE
 FACE_SHAPES = ("rectangle", "polygon", "circle")
+MAX_SHAPES = 10_000  # boxes per label (a hostile file of a million would take minutes to read)
+MAX_POINTS = 10_000  # points per shape
 
 
 def _fail(path, what: str):
@@ -84,6 +86,8 @@ def _size(path, w, h, text_ok: bool = False) -> tuple[int, int]:
 
 
 def _shape_box(path, i: int, kind: str, pts) -> list[float]:
+    if isinstance(pts, list) and len(pts) > MAX_POINTS:
+        _fail(path, f"shape {i} ({kind}) has {len(pts)} points, over the limit of {MAX_POINTS}")
     if not isinstance(pts, list) or len(pts) < 2 or not all(isinstance(p, (list, tuple)) and len(p) == 2 for p in pts):
         _fail(path, f"shape {i} ({kind}) needs at least two [x, y] points, got {str(pts)[:80]}")
     arr = np.array([[_num(path, v, f"shape {i} point") for v in p] for p in pts], np.float64)
@@ -116,6 +120,8 @@ def parse_labelme(data, path="labelme JSON", image_size: tuple[int, int] | None 
     shapes = data["shapes"]
     if not isinstance(shapes, list):
         _fail(path, "'shapes' must be a list")
+    if len(shapes) > MAX_SHAPES:
+        _fail(path, f"{len(shapes)} shapes is over the limit of {MAX_SHAPES} per label")
     px, other = [], {}
     for i, shape in enumerate(shapes):
         if not isinstance(shape, dict):
@@ -266,7 +272,10 @@ def parse_voc(data: bytes | str, path="VOC XML", notes: list[str] | None = None)
         _fail(path, "<size> with <width> and <height> is missing")
     w, h = _size(path, size.findtext("width"), size.findtext("height"), text_ok=True)
     px = []
-    for i, obj in enumerate(root.findall("object")):
+    objects = root.findall("object")
+    if len(objects) > MAX_SHAPES:
+        _fail(path, f"{len(objects)} objects is over the limit of {MAX_SHAPES} per label")
+    for i, obj in enumerate(objects):
         bb = obj.find("bndbox")
         if bb is None:
             _fail(path, f"object {i} has no <bndbox>")

@@ -108,6 +108,8 @@ def test_deeply_nested_label_costs_only_that_label(tmp_path):
     (labelme([rect(1, 2, 10, 20)], w=0, h=48), "positive"),
     (b"\xff\xfe{\x00}\x00", "UTF-8"),
     (b"[1, 2]", "JSON object"),
+    (labelme([rect(1, 1, 5, 5)] * 20_000), "limit"),
+    (labelme([{"label": "f", "points": [[1, 1]] * 20_000, "shape_type": "polygon"}]), "limit"),
     (b'{"imageWidth": ' + b"1" * 5000 + b', "imageHeight": 4, "shapes": []}', "invalid JSON"),
     (labelme([rect(1, 2, 10, 20)]).replace(b"10,", b"1" * 400 + b".5,", 1), "not finite|far outside"),
 ])
