@@ -123,10 +123,11 @@ def _typed() -> None:
     else:
         cand["boxes"][cand["sel"]] = box
         cand["srcs"][cand["sel"]] = "typed"
+    cand["drawing"] = None
 
 
 def _select() -> None:
-    ss["lab_cand"]["sel"] = ss.get("lab_sel")
+    ss["lab_cand"].update(sel=ss.get("lab_sel"), drawing=None)
     _bump("lab_nver")
 
 
@@ -143,6 +144,7 @@ def _delete_box() -> None:
     del cand["boxes"][i]
     del cand["srcs"][i]
     cand["sel"] = min(i, len(cand["boxes"]) - 1) if cand["boxes"] else None
+    cand["drawing"] = None
     _bump("lab_nver")
 
 
@@ -185,7 +187,7 @@ def label_view(ds, entries: list[L.Entry], readonly: bool) -> None:
     h, w = rgb.shape[:2]
     status = L.STATUS_TEXT[e.status]
     if e.status == L.BROKEN:
-        st.warning(f"The label file cannot be read: {e.error}. Save boxes or 'No face' to replace it.")
+        st.container().warning(f"The label file cannot be read: {e.error}. Save boxes or 'No face' to replace it.")
 
     if readonly:
         left, right = st.columns([3, 2])
@@ -213,6 +215,10 @@ def label_view(ds, entries: list[L.Entry], readonly: bool) -> None:
 def proposal_row(ds, cur: str, e: L.Entry, rgb, cand: dict, proposals: dict) -> None:
     h, w = rgb.shape[:2]
     c1, c2, c3 = st.columns([2, 1.5, 1.3], vertical_alignment="bottom")
+    # Messages and the Accept/Discard buttons come and go inside blocks that are always there, so the
+    # canvas and the buttons below keep their place (see label_views.show_flash).
+    note = st.container()
+    a1, a2, _ = st.columns([1.3, 1.3, 2.4])
     det_name = detector_select(c1, "lab_det")
     min_score = c2.slider("Minimum score", 0.0, 1.0, 0.5, 0.05, key="lab_min_score_one",
                           help="Faces scoring lower are not proposed.")
@@ -222,28 +228,29 @@ def proposal_row(ds, cur: str, e: L.Entry, rgb, cand: dict, proposals: dict) -> 
         try:
             p = L.propose(detector(det_name), rgb, min_score)
         except FaceCoreError as exc:
-            show_error(exc)
+            with note:
+                show_error(exc)
         else:
             if p is None:
-                st.info(f"{det_name} found no face here scoring {min_score:.2f} or more: draw the boxes or "
+                note.info(f"{det_name} found no face here scoring {min_score:.2f} or more: draw the boxes or "
                         "mark 'No face'.")
             else:
                 added = _add_proposal(cand, p, w, h)
                 if added:
                     proposals[cur] = p
                     cand["sig"] = _signature(ds, cur, e, p)  # keep the edits made so far: no reset
+                    cand["drawing"] = None
                     _bump("lab_nver")
                     st.rerun()
-                st.info(f"{det_name} found {len(p.boxes)} face(s) (score {scores_text(p)}), all already boxed: "
+                note.info(f"{det_name} found {len(p.boxes)} face(s) (score {scores_text(p)}), all already boxed: "
                         "nothing new to propose.")
     n_prop = sum(s == "proposal" for s in cand["srcs"])
     if not n_prop:
         return
     prop = proposals.get(cur)
     who = f"**{prop.detector}**, score {scores_text(prop)}" if prop is not None else "a detector"
-    st.markdown(f":orange[Proposal by {who}: {n_prop} orange box(es). *Accept* saves every box shown; select a "
-                "wrong one and delete it first, or adjust it.]")
-    a1, a2, _ = st.columns([1.3, 1.3, 2.4])
+    note.markdown(f":orange[Proposal by {who}: {n_prop} orange box(es). *Accept* saves every box shown; select a "
+                  "wrong one and delete it first, or adjust it.]")
     if a1.button("Accept proposal", type="primary", key="lab_accept", width="stretch",
                  help="Save every box on the photo: the orange ones and any others shown."):
         save_boxes(ds, cur, cand, w, h, "Saved {n} box(es) for {stem}, proposal included.")
@@ -254,6 +261,7 @@ def proposal_row(ds, cur: str, e: L.Entry, rgb, cand: dict, proposals: dict) -> 
         cand["sel"] = 0 if keep else None
         proposals.pop(cur, None)
         cand["sig"] = _signature(ds, cur, e, None)
+        cand["drawing"] = None
         _bump("lab_nver")
         st.rerun()
 
@@ -355,19 +363,25 @@ def _drawing(cand: dict, w: int, h: int, scale: float) -> dict:
 def draw_canvas(cur: str, rgb, cand: dict) -> None:
     """The photo with every box being edited. A drag draws one more box; the toolbar's pencil (edit) selects,
     moves, resizes and deletes boxes. Whatever the canvas reports is matched against the boxes: the ones the
-    user touched turn blue and the last one touched is selected for the corner inputs."""
+    user touched count as changed (blue from the next redraw) and the last one touched is selected for the
+    corner inputs."""
     h, w = rgb.shape[:2]
     if st_canvas is None:
         st.image(L.draw_label(rgb, L.ImageLabel(w, h, L.B.from_pixels(cand["boxes"], w, h)) if cand["boxes"]
                               else None))
         return
     scale = L.canvas_scale(w, h, max_width=700, max_height=520)
+    # The boxes are sent to the canvas again only after a change made here (typed, selected, deleted,
+    # proposed, another photo): each new drawing makes the canvas reload, which drops a change the user is
+    # making at that moment. Boxes drawn or moved on the canvas are already shown there as they are.
+    if cand.get("drawing") is None:
+        cand["drawing"] = _drawing(cand, w, h, scale)
     ckey = f"lab_canvas_{ss.get('lab_cver', 0)}"
     cw, ch = round(w * scale), round(h * scale)
     res = st_canvas(background_image=L.display_jpeg(rgb, cw, ch), background_image_fit="stretch",
                     drawing_mode="labeled_rect", label=str(len(cand["boxes"]) + 1), width=cw, height=ch,
                     stroke_color=COLORS["drawn"], stroke_width=2, fill_color="rgba(30, 144, 255, 0.06)",
-                    font_size=12, initial_drawing=_drawing(cand, w, h, scale), key=ckey)
+                    font_size=12, initial_drawing=cand["drawing"], key=ckey)
     # React only when the canvas output changes: after a redraw it still reports the old drawing, and
     # after it loads new boxes it echoes them (they match, so nothing changes).
     out = json.dumps(res.boxes)
@@ -383,11 +397,14 @@ def draw_canvas(cur: str, rgb, cand: dict) -> None:
         if len(rects) < len(res.boxes):
             _bump("lab_cver")  # a click without a drag: redraw without the speck
         if len(px) != len(cand["boxes"]) or any(m is None for m in match) or match != sorted(match):
+            n_before = len(cand["boxes"])
             srcs = [cand["srcs"][m] if m is not None else "drawn" for m in match]
             touched = [i for i, m in enumerate(match) if m is None]
             cand["boxes"] = [cand["boxes"][m] if m is not None else b for m, b in zip(match, px)]
             cand["srcs"] = srcs
             cand["sel"] = touched[-1] if touched else (min(cand.get("sel") or 0, len(px) - 1) if px else None)
+            if len(px) < n_before or not touched:  # deleted or reordered there: renumber the boxes
+                cand["drawing"] = None
             _bump("lab_nver")
             st.rerun()
         elif len(rects) < len(res.boxes):

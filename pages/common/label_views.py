@@ -38,8 +38,12 @@ def flash(kind: str, text: str) -> None:
 
 
 def show_flash() -> None:
+    """The queued messages, in a container of their own: the elements after it keep their place in the page
+    whether there are messages or not, so Streamlit does not remount them (a remounted button loses its
+    keyboard shortcut for a moment, a remounted canvas its edit mode)."""
+    box = st.container()
     for kind, text in ss.pop("lab_flash", []):
-        getattr(st, kind)(text)
+        getattr(box, kind)(text)
 
 
 def proposals_of(ds) -> dict[str, L.Proposal]:
