@@ -44,7 +44,7 @@ from albumentations.augmentations.crops.transforms import BaseCrop  # noqa: E402
 from . import boxes as B  # noqa: E402
 from .dataset import AUG_SEP, Dataset  # noqa: E402
 from .errors import BusyError, DatasetError, FaceCoreError  # noqa: E402
-from .io import atomic_write_text, encode_jpeg, read_image, storage_errors  # noqa: E402
+from .io import atomic_write_text, encode_jpeg, read_image, storage_errors, storage_message  # noqa: E402
 from .labels import ImageLabel, labelme_document, read_label, voc_document  # noqa: E402
 
 LABEL_FIELD = "class_labels"
@@ -408,6 +408,8 @@ def _augment_source(task: tuple) -> tuple[str, int, int, str | None]:
         return stem, written, no_face, None
     except FaceCoreError as exc:
         return stem, written, no_face, str(exc)
+    except OSError as exc:  # full disk, read-only folder, a name too long for a copy
+        return stem, written, no_face, storage_message(exc, f"write the copies of {stem}")
     except Exception as exc:  # noqa: BLE001 - one bad photo must not end the whole run
         return stem, written, no_face, f"{type(exc).__name__}: {exc}"
 
@@ -516,12 +518,16 @@ def _augment_locked(dataset, out, train, report, config, per_image, seed, split_
     tasks = []
     for it in train:
         todo = []
-        for k in range(per_image):
-            cs = copy_stem(it.stem, k)
-            if (out.images_dir / f"{cs}.jpg").exists() and (out.labels_dir / f"{cs}{label_ext}").exists():
-                report.skipped += 1
-            else:
-                todo.append(k)
+        try:
+            for k in range(per_image):
+                cs = copy_stem(it.stem, k)
+                if (out.images_dir / f"{cs}.jpg").exists() and (out.labels_dir / f"{cs}{label_ext}").exists():
+                    report.skipped += 1
+                else:
+                    todo.append(k)
+        except OSError as exc:  # e.g. a photo name too long for "<name>__aug000.jpg": costs only that photo
+            report.failed.append((it.stem, storage_message(exc, f"write the copies of {it.stem}")))
+            continue
         if todo:
             tasks.append((it.stem, str(it.image), str(it.label) if it.label else None, str(out.images_dir),
                           str(out.labels_dir), label_ext, seed, tuple(todo)))

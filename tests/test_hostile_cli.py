@@ -250,3 +250,19 @@ def test_video_output_storage_errors_blame_the_output(tmp_path, monkeypatch):
     with pytest.raises(StorageError) as e:
         process_video(ok, tmp_path / "ro" / "o.mp4", HaarDetector())
     assert "read-only" in str(e.value) and "o.mp4" in str(e.value) and "ok.mov" not in str(e.value)
+
+
+def test_augment_copy_name_too_long_is_reported_per_photo(tmp_path):
+    from facecore.augment import AugmentConfig, augment_dataset
+
+    from hostile import labelme, rect
+
+    ds = make_dataset(tmp_path / "ds", n_face=4, n_noface=1)
+    long = "L" * 240  # the photo fits in 255 bytes, "<stem>__aug000.jpg" does not
+    for it in ds.items()[1:]:  # the first photo keeps its short name and is augmented
+        it.image.rename(it.image.with_name(f"{long}{it.stem}{it.image.suffix}"[-250:]))
+        if it.label is not None:
+            it.label.rename(it.label.with_name(f"{long}{it.stem}.json"[-251:]))
+    rep = augment_dataset(ds, AugmentConfig(), per_image=1, workers=1)
+    assert rep.failed and all("too long" in why for _, why in rep.failed)
+    assert rep.written >= 1 and ds.items()[0].stem not in dict(rep.failed)
