@@ -98,7 +98,9 @@ def test_create_dataset_then_upload_images_zip_and_corrupt_file(workspace_env):
     assert sorted(p.name for p in ds.images_dir.iterdir()) == ["one.jpg", "two.jpg", "zipped.jpg"]
     np.testing.assert_allclose(read_label(ds.labels_dir / "zipped.json").pixel_boxes()[0], [5, 6, 50, 60])
     assert "Added 3 image(s) (1 with a label)" in texts(at)
-    assert "broken.jpg" in " ".join(w.value for w in at.warning)  # skipped, named, the rest kept
+    warned = " ".join(w.value for w in at.warning)
+    assert "broken.jpg" in warned and "broken.jpg: broken.jpg" not in warned  # skipped, named once, the rest kept
+    assert warned.count("broken.jpg") == 1
     assert at.progress[0].proto.text == "1 of 3 labeled"
     assert not at.file_uploader[0].value  # a fresh uploader: a rerun does not add them again
     run(at)
