@@ -17,6 +17,9 @@ from pages.common import dataset_picker, detector_picker, show_error
 PROC_KEY, HISTORY_KEY = "webcam_processor", "webcam_history"
 STARTED_KEY, ACTIVE_KEY = "webcam_started", "webcam_active"
 WANT_KEY, DROPS_KEY = "webcam_want", "webcam_drops"  # the user wants video on; unplanned stops (time, message)
+RETRY_KEY, WANT_SINCE_KEY = "webcam_retry_at", "webcam_want_since"  # when to start again; asked since
+RETRY_AFTER_S = 2
+NO_VIDEO_S = 15  # wanted but no video (and not playing) for this long: offer Reconnect
 REFRESH_S = 1.0
 HISTORY_SECONDS = 15
 NO_FRAMES_AFTER_S = 10
@@ -60,8 +63,10 @@ def processor() -> LiveProcessor:
 
 def on_stream_change() -> None:
     """The component started or stopped. A start begins fresh stats; a stop the user did not ask for
-    (Stop sets WANT_KEY off first) is a dropped connection: record why. The component reconnects by
-    itself while WANT_KEY is on; after AUTO_RECONNECTS drops in DROP_WINDOW_S it waits for a click."""
+    (Stop sets WANT_KEY off first) is a dropped connection: record why, stop wanting the stream for a
+    moment (the component would restart at once, before the server has let go of the old connection)
+    and start again RETRY_AFTER_S later (see live_stats); after AUTO_RECONNECTS drops in DROP_WINDOW_S
+    it waits for a click on Reconnect."""
     state = st.session_state["webcam"].state
     active = state.playing or state.signalling
     was_active = st.session_state.get(ACTIVE_KEY, False)
@@ -83,15 +88,24 @@ def on_stream_change() -> None:
         drops = [d for d in st.session_state.get(DROPS_KEY, []) if now - d[0] < DROP_WINDOW_S]
         drops.append((now, message))
         st.session_state[DROPS_KEY] = drops
-        if len(drops) > AUTO_RECONNECTS:
-            st.session_state[WANT_KEY] = False
+        st.session_state[WANT_KEY] = False
+        if len(drops) <= AUTO_RECONNECTS:
+            st.session_state[RETRY_KEY] = now + RETRY_AFTER_S
     st.session_state[ACTIVE_KEY] = active
 
 
 def set_wanted(on: bool) -> None:
     st.session_state[WANT_KEY] = on
+    st.session_state.pop(RETRY_KEY, None)
     if on:
         st.session_state[DROPS_KEY] = []
+        st.session_state[WANT_SINCE_KEY] = time.time()
+
+
+def restart() -> None:
+    """Reconnect button: stop the component for this run, start it again RETRY_AFTER_S later."""
+    st.session_state[WANT_KEY] = False
+    st.session_state[RETRY_KEY] = time.time() + RETRY_AFTER_S
 
 
 def connection_config(quiet: bool = False) -> dict:
@@ -141,17 +155,18 @@ left, right = st.columns([3, 2], gap="medium")
 ctx = None
 want = bool(st.session_state.setdefault(WANT_KEY, False))
 drops = st.session_state.get(DROPS_KEY, [])
+retrying = RETRY_KEY in st.session_state
 with left:
     # One container for the controls and messages: whatever shows in it, the component below keeps its
     # place in the page, so Streamlit does not remount it (a remount would drop the running stream).
     with st.container():
-        if want:
+        if want or retrying:
             st.button("Stop", key="webcam_stop", on_click=set_wanted, args=(False,))
         else:
             st.button("Reconnect" if drops else "Start", key="webcam_start", type="primary",
                       on_click=set_wanted, args=(True,), help="Starts the camera; allow it when the browser asks.")
-        if drops and want:
-            st.warning(f"The connection dropped: {drops[-1][1]} Reconnecting by itself "
+        if drops and (want or retrying):
+            st.warning(f"The connection dropped: {drops[-1][1]} It reconnects by itself "
                        f"({len(drops)} of {AUTO_RECONNECTS} tries in {DROP_WINDOW_S // 60} minutes).")
         elif drops:
             st.error(f"The connection dropped {len(drops)} times: {drops[-1][1]} Press **Reconnect** to try again.")
@@ -203,8 +218,19 @@ def probability_chart(history, threshold: float) -> go.Figure:
     return fig
 
 
-@st.fragment(run_every=REFRESH_S if playing or want else None)
+@st.fragment(run_every=REFRESH_S if playing or want or retrying else None)
 def live_stats() -> None:
+    retry_at = st.session_state.get(RETRY_KEY)
+    if retry_at is not None and time.time() >= retry_at:
+        st.session_state.pop(RETRY_KEY)
+        st.session_state[WANT_KEY], st.session_state[WANT_SINCE_KEY] = True, time.time()
+        st.rerun()  # the whole page: the component starts again
+    since = max(proc.last_frame_at, st.session_state.get(WANT_SINCE_KEY, 0.0))
+    if want and not playing and since and time.time() - since > NO_VIDEO_S:
+        # e.g. a reconnection that did not take: never a silent stop
+        st.warning(f"No video for {time.time() - since:.0f} s and the connection is not back: the network or the "
+                   "server may be down (see *Camera not working?*).")
+        st.button("Reconnect", key="webcam_reconnect", on_click=restart)
     history = st.session_state.setdefault(HISTORY_KEY, deque(maxlen=HISTORY_SECONDS * 30))
     history.extend(proc.drain_stats())
     st.subheader("Live stats")

@@ -128,7 +128,7 @@ def test_dropped_connection_says_why_and_offers_one_click(workspace_env):
     at.session_state["webcam_want"] = True
     at.session_state["webcam_drops"] = [(time.time(), why)]
     at.run()
-    assert "Reconnecting by itself (1 of 3" in _texts(at.warning) and why in _texts(at.warning)
+    assert "It reconnects by itself (1 of 3" in _texts(at.warning) and why in _texts(at.warning)
     at.session_state["webcam_want"] = False  # after too many drops the page stops retrying
     at.run()
     assert why in _texts(at.error) and "Press **Reconnect**" in _texts(at.error)
@@ -148,3 +148,13 @@ def test_lighter_path_is_announced(workspace_env):
     at.run()
     assert "Lighter path: model on every 2nd frame at 240 px wide" in _texts(at.info)
     assert "| light" in _texts(at.caption)
+
+
+def test_no_video_for_long_offers_reconnect(workspace_env):
+    at = _run()
+    at.session_state["webcam_want"] = True
+    at.session_state["webcam_want_since"] = time.time() - 60  # asked a minute ago, nothing came
+    at.run()
+    assert "No video for 60 s" in _texts(at.warning)
+    at.button(key="webcam_reconnect").click().run()
+    assert at.session_state["webcam_want"] is False and at.session_state["webcam_retry_at"] > time.time() - 1
