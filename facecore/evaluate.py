@@ -35,6 +35,8 @@ from .dataset import SPLITS, Dataset
 from .errors import DatasetError, FaceCoreError, ImageReadError, LabelFormatError
 from .cliargs import probability
 from .io import IMAGE_EXTS, model_path, read_image
+from .ap import average_precision, pr_curve  # noqa: F401  (re-exported: scripts import them from here)
+from .evaluate_all import all_faces_metrics
 from .labels import LABEL_EXTS, read_label
 
 EVAL_SPLITS = (*SPLITS, "all")
@@ -71,6 +73,7 @@ class ImageResult:
     ms: float
     error: float = 0.0
     outcome: str = ""
+    detections: list = field(default_factory=list)  # every detection (``Detection``), for every-face metrics
 
 
 @dataclass
@@ -120,35 +123,6 @@ def best_iou(pred_box, true_boxes) -> float:
     if pred_box is None or len(true_boxes) == 0:
         return 0.0
     return float(B.iou_matrix(B.as_boxes(pred_box), true_boxes).max())
-
-
-def pr_curve(scores, is_tp, n_pos: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Precision and recall after each prediction, predictions ranked by decreasing score.
-
-    ``scores`` (M,), ``is_tp`` (M,) bool, ``n_pos`` = number of positives. Returns
-    ``(precision (M,), recall (M,), sorted scores (M,))``; recall is 0 everywhere when ``n_pos`` is 0.
-    """
-    scores = np.asarray(scores, np.float64).reshape(-1)
-    is_tp = np.asarray(is_tp, bool).reshape(-1)
-    order = np.argsort(-scores, kind="stable")
-    tp = np.cumsum(is_tp[order])
-    fp = np.cumsum(~is_tp[order])
-    precision = tp / np.maximum(tp + fp, 1)
-    recall = tp / n_pos if n_pos > 0 else np.zeros_like(precision)
-    return precision.astype(np.float32), recall.astype(np.float32), scores[order].astype(np.float32)
-
-
-def average_precision(scores, is_tp, n_pos: int) -> float:
-    """All-point interpolated AP (area under the precision envelope). NaN when ``n_pos`` is 0."""
-    if n_pos <= 0:
-        return float("nan")
-    precision, recall, _ = pr_curve(scores, is_tp, n_pos)
-    if len(precision) == 0:
-        return 0.0
-    r = np.concatenate([[0.0], recall.astype(np.float64)])
-    p = np.concatenate([[0.0], precision.astype(np.float64)])
-    p = np.maximum.accumulate(p[::-1])[::-1]  # envelope: best precision at this recall or beyond
-    return float(np.sum((r[1:] - r[:-1]) * p[1:]))
 
 
 def compute_metrics(true_boxes: list, scores, pred_boxes: list, threshold: float = 0.5,
@@ -260,7 +234,8 @@ def evaluate(detector, images: list[EvalImage], threshold: float = 0.5,
         best = max(dets, key=lambda d: d.score) if dets else None
         score = float(best.score) if best is not None else 0.0
         box = np.asarray(best.box, np.float32) if best is not None else None
-        results.append(ImageResult(im.stem, str(im.path), im.boxes, score, box, best_iou(box, im.boxes), ms))
+        results.append(ImageResult(im.stem, str(im.path), im.boxes, score, box, best_iou(box, im.boxes), ms,
+                                   detections=list(dets)))
         if progress is not None:
             progress(i + 1, total)
     for r in results:
@@ -277,6 +252,9 @@ def evaluate(detector, images: list[EvalImage], threshold: float = 0.5,
     metrics = compute_metrics([r.true_boxes for r in results], [r.score for r in results],
                               [r.box for r in results], threshold, [r.ms for r in results])
     metrics["skipped"] = skipped
+    every = all_faces_metrics([r.true_boxes for r in results], [r.detections for r in results], threshold)
+    metrics.update(ap50_all=every["ap50"], recall50_all=every["recall50"], fp_per_image=every["fp_per_image"],
+                   n_faces_all=every["faces"])
     n_pos = metrics["n_face"]
     has = [r.box is not None for r in results]
     tp = [len(r.true_boxes) > 0 and r.iou >= 0.5 for r in results]
@@ -305,6 +283,8 @@ METRIC_LABELS = {
     "ap50": "AP @ IoU 0.5", "ap30": "AP @ IoU 0.3", "mean_iou": "mean IoU (face images)",
     "recall50": "recall @ IoU 0.5", "face_accuracy": "face-presence accuracy",
     "fp_rate_noface": "false-positive rate (no-face images)", "median_ms": "median latency (ms/image)",
+    "ap50_all": "AP @ IoU 0.5, every face", "recall50_all": "recall @ IoU 0.5, every face",
+    "fp_per_image": "false positives per image, every detection", "n_faces_all": "labeled faces",
     "n_images": "images", "n_face": "with a face", "n_noface": "without a face", "skipped": "skipped (unreadable)",
 }
 

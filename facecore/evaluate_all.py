@@ -1,7 +1,8 @@
 """Evaluation over every face in every photo (several faces per photo), the way object detectors are scored.
 
-``facecore.evaluate`` scores one prediction per photo (the tutorials' FaceTracker predicts one face);
-this module scores all of them:
+``facecore.evaluate`` scores one prediction per photo (the tutorials' FaceTracker predicts one face) and
+adds these figures to its metrics (``ap50_all``, ``recall50_all``, ``fp_per_image``); this module scores
+every detection:
 
 - every detection of every photo is ranked by score; going down the list, a detection is a true
   positive when it overlaps a not-yet-matched labeled face of its photo by IoU >= the threshold
@@ -19,7 +20,7 @@ from typing import Callable
 import numpy as np
 
 from . import boxes as B
-from .evaluate import EvalImage, average_precision
+from .ap import average_precision
 from .errors import ImageReadError
 from .io import read_image
 
@@ -65,10 +66,10 @@ def all_faces_metrics(truth: list[np.ndarray], detections: list[list], threshold
     return out
 
 
-def evaluate_all_faces(detector, images: list[EvalImage], threshold: float = 0.5,
+def evaluate_all_faces(detector, images: list, threshold: float = 0.5,
                        progress: Callable[[int, int], None] | None = None) -> dict:
-    """Run ``detector.detect`` on every image and score every face (unreadable images are skipped
-    and counted in ``skipped``)."""
+    """Run ``detector.detect`` on every image (``facecore.evaluate.EvalImage``: ``path``, ``boxes``) and
+    score every face (unreadable images are skipped and counted in ``skipped``)."""
     truth, dets, skipped = [], [], 0
     for i, im in enumerate(images):
         try:

@@ -27,15 +27,18 @@ def test_evaluate_haar_and_model_side_by_side(workspace_env):
     save_model_dir(models / "tiny", name="tiny")
     at = _run()
     ms = at.multiselect(key="eval_detectors")
-    assert ms.options == [*BUILT_IN, "tiny"] and ms.value == ["tiny", "haar"]
+    assert ms.options == [*BUILT_IN, "tiny"] and ms.value == ["tiny", "blazeface", "haar"]
     assert at.selectbox(key="eval_split").value == "test"
     assert "Choose detectors" in " ".join(i.value for i in at.info)
     at.button(key="eval_start").click()
     _run(at)
     df = at.dataframe[0].value
-    assert list(df.columns) == ["tiny", "haar"]
+    assert list(df.columns) == ["tiny", "blazeface", "haar"]
     assert {"AP @ IoU 0.5", "AP @ IoU 0.3", "mean IoU (face images)", "recall @ IoU 0.5",
-            "false-positive rate (no-face images)", "median latency (ms/image)"} <= set(df.index)
+            "false-positive rate (no-face images)", "median latency (ms/image)", "AP @ IoU 0.5, every face",
+            "false positives per image, every detection"} <= set(df.index)
+    # the built-in, face-pretrained detector beats the tutorials' Haar baseline out of the box
+    assert float(df.loc["AP @ IoU 0.5", "blazeface"]) > float(df.loc["AP @ IoU 0.5", "haar"])
     assert df.loc["images", "haar"] == "16" and df.loc["without a face", "haar"] == "3"
     fp = float(df.loc["false-positive rate (no-face images)", "haar"])  # measurable: the sample has negatives
     assert 0 <= fp <= 1
@@ -58,8 +61,8 @@ def test_evaluate_haar_and_model_side_by_side(workspace_env):
     assert any("tiny@int8` is ready" in s.value for s in at.success)
     assert at.multiselect(key="eval_detectors").options == [*BUILT_IN, "tiny", "tiny@int8"]
     # the results stay on screen: making the copy changes neither the selection nor the float model
-    assert at.multiselect(key="eval_detectors").value == ["tiny", "haar"]
-    assert list(at.dataframe[0].value.columns) == ["tiny", "haar"]
+    assert at.multiselect(key="eval_detectors").value == ["tiny", "blazeface", "haar"]
+    assert list(at.dataframe[0].value.columns) == ["tiny", "blazeface", "haar"]
     # Changing the threshold invalidates the results until Evaluate is pressed again.
     at.slider(key="eval_threshold").set_value(0.9)
     _run(at)
@@ -73,7 +76,7 @@ def test_evaluate_page_without_models_and_on_empty_split(workspace_env):
     make_dataset(data / "workspace" / "two", n_face=1, n_noface=1)
     at = _run()
     assert "No trained model yet" in " ".join(i.value for i in at.info)
-    assert at.multiselect(key="eval_detectors").value == ["haar"]
+    assert at.multiselect(key="eval_detectors").value == ["blazeface", "haar"]
     at.sidebar.selectbox[0].select("two")
     at.selectbox(key="eval_split").select("val")
     _run(at)
@@ -83,7 +86,7 @@ def test_evaluate_page_without_models_and_on_empty_split(workspace_env):
     at.button(key="eval_start").click()
     _run(at)
     df = at.dataframe[0].value
-    assert list(df.columns) == ["haar"] and df.loc["images", "haar"] == "2"
+    assert list(df.columns) == ["blazeface", "haar"] and df.loc["images", "haar"] == "2"
 
 
 def test_split_without_negatives_says_false_positives_are_not_measured(workspace_env):
