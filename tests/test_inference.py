@@ -188,7 +188,7 @@ def test_registry_loads_by_name_and_caches(tmp_path, model_dir):
     from facecore.detect import HaarDetector, detector_names, load_detector
 
     shutil.copytree(model_dir, tmp_path / "tiny")
-    assert detector_names(tmp_path) == ["haar", "tiny"]
+    assert detector_names(tmp_path) == ["blazeface", "blazeface-short", "haar", "tiny"]
     assert isinstance(load_detector("haar", tmp_path), HaarDetector)
     a = registry.load("tiny", tmp_path)
     assert a is registry.load("tiny", tmp_path) and a.name == "tiny" and a.backend == "tflite"
@@ -212,7 +212,7 @@ def test_int8_copy_is_close_and_listed(tmp_path, model_dir):
         load_detector("tiny@int8", tmp_path)
     info = quantize(tmp_path / "tiny")
     assert info["max_abs_diff"] < 0.05 and (tmp_path / "tiny" / "model_int8.tflite").is_file()
-    assert detector_names(tmp_path) == ["haar", "tiny", "tiny@int8"]
+    assert detector_names(tmp_path) == ["blazeface", "blazeface-short", "haar", "tiny", "tiny@int8"]
     q = load_detector("tiny@int8", tmp_path)
     f = FaceTrackerDetector.load(tmp_path / "tiny")
     assert q.name == "tiny@int8" and q.backend == "tflite-int8" and f.backend == "tflite"
