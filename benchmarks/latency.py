@@ -5,7 +5,9 @@ For each backbone (random weights: timing does not depend on them) it compares
   tf.function - the Keras model compiled once (``FaceTrackerDetector`` fallback path),
   tflite      - the fast path: TFLite interpreter with XNNPACK on all cores (``FaceTrackerDetector``),
   tflite int8 - the model's int8 copy (``facecore.inference.quantize``; ``NAME@int8`` in the app),
-and the OpenCV Haar cascade. Prints median and 90th-percentile milliseconds per frame.
+the OpenCV Haar cascade, the built-in BlazeFace (full and short range, letterbox + LiteRT + decode + weighted
+NMS) and a fine-tuned BlazeFace as Train saves it (MediaPipe's weights: timing does not depend on training;
+whole-frame resize + LiteRT + weighted NMS over every anchor). Prints median and 90th-percentile ms per frame.
 
     python benchmarks/latency.py                        # vgg16 and mobilenetv2 at their default sizes
     python benchmarks/latency.py --backbones mobilenetv2 --size 120 --frames 200
@@ -99,14 +101,36 @@ def bench_backbone(backbone: str, size: int | None, frames, runs: int, threads: 
     return rows
 
 
+def blazeface_rows(frames, runs: int, tmp: Path) -> list[dict]:
+    """The built-in BlazeFace detectors, and a fine-tuned BlazeFace model saved as training saves it."""
+    from facecore.blaze_keras import detector_net, raw_net
+    from facecore.blaze_model import TrainedBlazeDetector
+    from facecore.blazeface import BlazeFaceDetector, ssd_anchors
+    from facecore.train import save_model
+
+    rows = []
+    for variant in ("full", "short"):
+        det = BlazeFaceDetector(variant)
+        rows.append(dict(backbone=f"blazeface-{variant}", size=det.variant.size, path="built in (LiteRT)",
+                         ms=timeit(lambda f: draw_detections(f, det.detect(f)), frames, runs, 5)))
+        size = det.variant.size
+        model = detector_net(raw_net(variant), ssd_anchors(variant), size)
+        out = save_model(model, tmp / f"bf-{variant}", {"architecture": "blazeface"}, tflite_fixed_batch=True)
+        trained = TrainedBlazeDetector.load(out, {})
+        rows.append(dict(backbone=f"blazeface-{variant}", size=size, path=f"fine-tuned ({trained.backend})",
+                         ms=timeit(lambda f: draw_detections(f, trained.detect(f)), frames, runs, 5)))
+    return rows
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--backbones", nargs="+", default=["mobilenetv2", "vgg16"])
+    ap.add_argument("--backbones", nargs="*", default=["mobilenetv2", "vgg16"], help="FaceTracker backbones (none: skip)")
     ap.add_argument("--size", type=int, default=None, help="input size (default: each backbone's default)")
     ap.add_argument("--frames", type=int, default=100, help="timed frames per path (predict runs a tenth)")
     ap.add_argument("--threads", type=int, default=None, help="TFLite threads (default: all cores)")
     ap.add_argument("--no-int8", action="store_true", help="skip the int8 copy (quantize) rows")
     ap.add_argument("--json", action="store_true", help="also print the rows as JSON")
+    ap.add_argument("--no-blazeface", action="store_true", help="skip the BlazeFace rows")
     args = ap.parse_args(argv)
 
     frames = sample_frames()
@@ -115,6 +139,8 @@ def main(argv=None) -> int:
     rows.append(dict(backbone="haar", size=haar.max_width, path="opencv cascade",
                      ms=timeit(lambda f: draw_detections(f, haar.detect(f)), frames, args.frames, 5)))
     with tempfile.TemporaryDirectory(prefix="facetrack-bench-") as tmp:
+        if not args.no_blazeface:
+            rows.extend(blazeface_rows(frames, args.frames, Path(tmp)))
         for b in args.backbones:
             rows.extend(bench_backbone(b, args.size, frames, args.frames, args.threads, Path(tmp), not args.no_int8))
 

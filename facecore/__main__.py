@@ -13,7 +13,8 @@ import sys
 from .errors import FaceCoreError
 
 # Modules that provide a command, in --help order.
-COMMAND_MODULES = ["facecore.cli_data", "facecore.augment", "facecore.train", "facecore.video", "facecore.evaluate", "facecore.identity"]
+COMMAND_MODULES = ["facecore.cli_data", "facecore.augment", "facecore.train", "facecore.blazeface", "facecore.video",
+                   "facecore.evaluate", "facecore.identity"]
 
 
 def main(argv: list[str] | None = None) -> int:

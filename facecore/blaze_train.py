@@ -12,7 +12,8 @@ loss plus a localization loss), over SSD anchors instead of one box:
   no-face photo, are negatives. Matching on the network's own predictions keeps the anchors the
   pretrained detector already uses for faces. Every labeled face counts, so photos with several faces train.
 - **Losses**: ``focal_loss`` (sigmoid focal loss, RetinaNet's alpha 0.25 / gamma 2) over positives and
-  negatives, normalized by the number of positives; ``corner_loss`` (L1 of the four box corners,
+  negatives, normalized by the number of positives, plus the tutorials' binary cross-entropy of the
+  photo's face probability (its best anchor's) against "has a face"; ``corner_loss`` (L1 of the four box corners,
   relative to the face's size) over positives. Total = classification + ``localization_weight`` x localization.
 - **Augmentation** (on the fly, in the graph, training only, unless ``augmentation="off"``): random
   zoom in/out and shift (a crop window of 60..220 % of the photo: faces from close-ups to small faces
@@ -182,7 +183,12 @@ def build_trainer(net, anchors: np.ndarray, size: int, localization_weight: floa
             boxes = tf.einsum("nak,kc->nac", reg, dec) + offsets
             positive, ignore, target = match_anchors(boxes, centres, gt, mask)
             n_pos = tf.maximum(tf.reduce_sum(positive), 1.0)
-            cls = tf.reduce_sum(focal_loss(logits, positive, ignore)) / n_pos
+            # anchors, and the photo as a whole: "is there a face" is the best anchor's probability
+            # (the tutorials' classification loss), which teaches no-face photos to stay below 0.5
+            has_face = tf.cast(tf.reduce_max(mask, axis=1) > 0, logits.dtype)
+            photo = tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(labels=has_face,
+                                                                           logits=tf.reduce_max(logits, axis=1)))
+            cls = tf.reduce_sum(focal_loss(logits, positive, ignore)) / n_pos + photo
             loc = tf.reduce_sum(corner_loss(boxes, target, positive)) / n_pos
             return boxes, logits, gt, mask, cls + localization_weight * loc, cls, loc
 

@@ -377,3 +377,24 @@ def fit_dataset_style(dataset, out_dir: str | Path, split_fractions=(0.7, 0.15, 
             "attribution": "MediaPipe BlazeFace full-range (Apache-2.0), see NOTICE"}
     replace_dir(out, lambda tmp: atomic_write_text(tmp / "meta.json", json.dumps(meta, indent=2)), check=check_model_dir)
     return out
+
+
+def _cli_boxstyle(args) -> int:
+    from .dataset import Dataset
+    from .workspace import Workspace, check_name
+
+    ds = Dataset.open(args.data)
+    out = Path(args.out) if args.out else Workspace.from_env().model_dir(f"{ds.name}-boxstyle")
+    check_name(out.name, "model")
+    path = fit_dataset_style(ds, out)
+    meta = json.loads((path / "meta.json").read_text(encoding="utf-8"))
+    print(json.dumps({"model": str(path), "box_style": meta["box_style"], "metrics": meta["metrics"]}, indent=2))
+    return 0
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("boxstyle", help="fit the built-in BlazeFace's box style to a dataset's labels and save it "
+                                        "as a detector (seconds, no training)")
+    p.add_argument("--data", required=True, help="dataset folder (with images/ and labels/)")
+    p.add_argument("--out", help="model folder to write (default: models/<dataset>-boxstyle)")
+    p.set_defaults(func=_cli_boxstyle)

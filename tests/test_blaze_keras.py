@@ -99,4 +99,7 @@ def test_fine_tuning_runs_saves_and_detects(tmp_path):
     assert dets and dets[0].score >= 0.5
     wall = np.full((480, 640, 3), 150, np.uint8)
     assert [d for d in det.detect(wall) if d.score >= 0.5] == []
+    two = np.concatenate([face, face[:, ::-1]], axis=1)  # two people side by side: both are reported
+    both = [d for d in det.detect(two) if d.score >= 0.5]
+    assert len(both) == 2 and sorted(float(d.box[0] + d.box[2]) / 2 for d in both)[0] < 0.5
     assert meta["metrics"]["train"]["mean_iou"] > 0.5

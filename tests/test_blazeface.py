@@ -131,3 +131,21 @@ def test_default_style_still_fits_the_sample():
     fitted = BF.BoxStyle.fit(np.asarray(d), np.asarray(g))
     for side in ("left", "top", "right", "bottom"):
         assert abs(getattr(fitted, side) - getattr(BF.DEFAULT_STYLE, side)) < 0.02, (side, fitted)
+
+
+def test_boxstyle_cli_saves_a_detector_and_refuses_a_dataset_folder(tmp_path, capsys):
+    from facecore.__main__ import main
+
+    out = tmp_path / "models" / "sample-style"
+    assert main(["boxstyle", "--data", SAMPLE, "--out", str(out)]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["metrics"]["test"]["mean_iou"] > printed["metrics"]["test"]["mean_iou_before"] + 0.15
+    det = load_detector("sample-style", tmp_path / "models")
+    assert det.style.top < -0.2
+    # pointed at a dataset, it refuses instead of replacing its photos
+    import shutil
+
+    ds = tmp_path / "ds"
+    shutil.copytree(SAMPLE, ds)
+    assert main(["boxstyle", "--data", SAMPLE, "--out", str(ds)]) == 2
+    assert (ds / "images").is_dir() and len(list((ds / "images").iterdir())) > 90
