@@ -204,9 +204,12 @@ def label_view(ds, entries: list[L.Entry], readonly: bool) -> None:
     n_saved = len(e.label.boxes) if e.status == L.FACE else 0
     st.markdown(f"**{e.item.image.name}** · {w}x{h} · **{status}**" + (f" ({n_saved} boxes)" if n_saved > 1 else ""))
     proposal_row(ds, cur, e, rgb, cand, proposals)
-    st.caption("Drag on the photo to add a box around each face. The toolbar's pencil lets you select, move and "
-               "resize boxes, and its bin deletes the selected one. :green[Green]: saved. :orange[Orange]: "
-               "proposal. :blue[Blue]: changed, not saved yet. Fine-tune the selected box's corners below.")
+    # in the left part of the row: the canvas toolbar floats over the right end of the line above the photo
+    st.columns([3, 2])[0].caption("Drag on the photo to add a box around each face. The toolbar's pencil lets "
+                                  "you select, move and resize boxes, and its bin deletes the selected one. "
+                                  ":green[Green]: saved. "
+                                  ":orange[Orange]: proposal. :blue[Blue]: changed, not saved yet. Fine-tune the "
+                                  "selected box's corners below.")
     draw_canvas(cur, rgb, cand)
     box_editor(cand, w, h)
     actions(ds, cur, e, cand, w, h)
