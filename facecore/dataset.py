@@ -31,6 +31,7 @@ from .labels import (LABEL_EXTS, ImageLabel, labelme_document, orient_label, par
                      write_label)
 
 AUG_SEP = "__aug"
+MOSAIC_MANIFEST = "mosaic.json"  # written by facecore.mosaic beside the augmented copies
 _AUG_RE = re.compile(r"__aug\d+$")
 SPLITS = ("train", "val", "test")
 
@@ -438,10 +439,22 @@ class Dataset:
         return Split(*(tuple(sorted(parts[s], key=lambda i: i.stem)) for s in SPLITS), skipped=tuple(skipped))
 
     def training_items(self, split: Split) -> list[Item]:
-        """Training items: the train split plus augmented copies of train-split sources only."""
+        """Training items: the train split plus augmented copies of train-split sources only; a 2x2
+        mosaic (``facecore.mosaic``) only when all four of its photos are in the train split, so a
+        split that changed since the mosaics were made cannot leak val or test photos into training."""
         sources = {it.source for it in split.train}
-        aug = [it for it in self.augmented.items() if it.source in sources]
+        mosaics = self._mosaic_sources()
+        aug = [it for it in self.augmented.items()
+               if it.source in sources and all(s in sources for s in mosaics.get(it.stem, ()))]
         return list(split.train) + aug
+
+    def _mosaic_sources(self) -> dict[str, list[str]]:
+        """``{mosaic stem: its four source stems}`` from ``augmented/mosaic.json`` ({} if none or unreadable)."""
+        try:
+            entries = json.loads((self.augmented.root / MOSAIC_MANIFEST).read_text("utf-8"))
+            return {str(k): [str(x) for x in v["sources"]] for k, v in entries.items()}
+        except (OSError, ValueError, TypeError, KeyError, AttributeError, RecursionError):
+            return {}
 
     # -- export -------------------------------------------------------------------------
     def export_labelme_zip(self, dest: str | os.PathLike | io.BytesIO | None = None) -> bytes | Path:

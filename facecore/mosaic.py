@@ -24,13 +24,13 @@ import numpy as np
 
 from . import boxes as B
 from .augment import AugmentJob, _DatasetLock, _remove_copy, _source_signature
-from .dataset import AUG_SEP, Dataset, Item
+from .dataset import AUG_SEP, MOSAIC_MANIFEST, Dataset, Item
 from .errors import DatasetError, FaceCoreError
 from .io import atomic_write_bytes, atomic_write_text, encode_jpeg, read_image
 from .labels import ImageLabel, labelme_document, voc_document
 
 MOSAIC_BASE = 100_000  # copy numbers of mosaics: far above augment_dataset's (fewer than 1000 per photo)
-MANIFEST = "mosaic.json"
+MANIFEST = MOSAIC_MANIFEST
 
 
 def mosaic(images: list[np.ndarray], boxes: list, size: tuple[int, int] | None = None,

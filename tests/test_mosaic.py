@@ -161,3 +161,28 @@ def test_augment_page_mosaic_checkbox(workspace_env):
     n_train = len(ds.split().train)
     assert len(ds.augmented.items()) == n_train + 4
     assert {m.label: m.value for m in at.metric}["Training images"] == str(2 * n_train + 4)
+
+
+def test_training_skips_mosaics_whose_photos_left_the_train_split(tmp_path):
+    """A mosaic named after a train photo but holding a photo now in val/test is not trained on."""
+    import json
+    import shutil
+    from pathlib import Path
+
+    from facecore.dataset import Dataset
+    from facecore.mosaic import make_mosaics
+
+    root = tmp_path / "ds"
+    shutil.copytree(Path("data/sample"), root)
+    ds = Dataset.open(root)
+    make_mosaics(ds, 6, seed=0)
+    split = ds.split()
+    mosaics = [it for it in ds.training_items(split) if "__aug1000" in it.stem]
+    assert len(mosaics) == 6
+    manifest = root / "augmented" / "mosaic.json"
+    entries = json.loads(manifest.read_text())
+    victim = sorted(entries)[0]
+    entries[victim]["sources"][3] = next(iter(split.test)).stem  # as if the split had changed
+    manifest.write_text(json.dumps(entries))
+    kept = [it.stem for it in ds.training_items(split) if "__aug1000" in it.stem]
+    assert len(kept) == 5 and victim not in kept
