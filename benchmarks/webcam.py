@@ -13,14 +13,16 @@ draw, overlay, encode back). Two measurements per detector:
 Trained detectors are built with random weights (``weights=None``; speed does not depend on them),
 exported to TFLite and loaded by ``FaceTrackerDetector.load``, the path the app uses.
 
-    python benchmarks/webcam.py                      # haar, mobilenetv2, vgg16
+    python benchmarks/webcam.py                      # haar, blazeface, mobilenetv2
     python benchmarks/webcam.py --detectors haar mobilenetv2 --seconds 5 --size 1280x720
-    python benchmarks/webcam.py --serve mobilenetv2  # memory of `streamlit run` while streaming
+    python benchmarks/webcam.py --browser --seconds 20            # end to end, the machine as it is
+    python benchmarks/webcam.py --browser --seconds 20 --hogs 1   # ... with a CPU hog beside it
 
-``--serve``: starts the app with ``streamlit run``, opens the Webcam page in headless Chromium
-(/usr/bin/chromium, fake camera playing sample photos), picks the given trained model, streams, and
-prints the server's resident memory (RSS) at each step: what a host such as Streamlit Community
-Cloud must allow.
+``--browser``: starts the app with ``streamlit run``, opens the Webcam page in headless Chromium
+(/usr/bin/chromium, the fake-camera clip of tests/test_browser_webcam.py, 320x240 at 15 fps), starts
+the stream and switches through the detectors, printing for each the delivered fps and model latency
+the page shows, the fps the browser decodes (getStats), the lighter path taken, and the server's
+resident memory (RSS) while streaming: what a host such as Streamlit Community Cloud must allow.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
 from facecore import rtc  # noqa: E402
-from facecore.detect import HaarDetector  # noqa: E402
+from facecore.detect import load_detector  # noqa: E402
 from facecore.io import read_image  # noqa: E402
 from facecore.live import LiveProcessor, LiveSettings  # noqa: E402
 
@@ -127,14 +129,12 @@ def bench_live(proc: LiveProcessor, rgb_frames: list[np.ndarray], seconds: float
         def __init__(self, inner):
             self.inner = inner
 
-        def __call__(self, frame):
+        def __call__(self, frame, arrived: int = 1):
             ages.append(time.monotonic() - created[frame.pts // 3000])
-            return self.inner(frame)
+            return self.inner(frame, arrived)
 
         async def process_queued(self, frames):
-            with self.inner._run_lock:
-                self.inner.dropped += len(frames) - 1
-            return [self(frames[-1])]
+            return [self(frames[-1], len(frames))]
 
     proc.reset_stream()
     probe = Probe(proc)
@@ -174,83 +174,109 @@ def settled_rss_mb(pid: int, quiet_s: float = 3.0, timeout_s: float = 120.0) -> 
     return rss_mb(pid)[0]
 
 
-def serve_memory(backbone: str, seconds: float, input_size: int | None) -> None:
-    """RSS of a `streamlit run` server: idle, with the Webcam page open, then streaming with a model."""
+def server_pid(port: int) -> int:
+    """The pid of the `streamlit run` serving ``port`` (tests/conftest.serve_app does not expose it)."""
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                cmd = (proc / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if b"streamlit" in b" ".join(cmd) and str(port).encode() in cmd:
+                return int(proc.name)
+    raise SystemExit(f"no streamlit server on port {port}")
+
+
+def browser_run(detectors: list[str], seconds: float, hogs: int, input_size: int | None) -> None:
+    """End to end in headless Chromium, as tests/test_browser_webcam.py: per detector, the delivered fps
+    and model latency the page shows (medians of its 1 s refreshes), the frames per second the browser
+    decodes (its getStats), the lighter path if one was taken, and the server's memory while streaming.
+    ``hogs`` busy processes run beside it (0: the machine as it is)."""
     import shutil
     import subprocess
+    import urllib.parse
 
     sys.path.insert(0, str(ROOT / "tests"))
-    from test_browser_webcam import CHROMIUM, face_clip, free_port, wait_healthy
+    from conftest import BROWSER_ARGS, CHROMIUM, serve_app
     from playwright.sync_api import sync_playwright
+    from test_browser_webcam import COUNT_DECODED_JS, KEEP_PEER_CONNECTIONS_JS, decoded_rate, face_clip
 
     if not CHROMIUM.exists():
-        raise SystemExit(f"--serve needs {CHROMIUM}")
+        raise SystemExit(f"--browser needs {CHROMIUM}")
+    code = "import time\nend = time.time() + 3600\nwhile time.time() < end:\n    pass\n"
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         data, models = tmp / "data", tmp / "models"
         (data / "workspace").mkdir(parents=True)
         shutil.copytree(ROOT / "data" / "sample", data / "sample")
-        if backbone != "haar":
-            save_random_model(backbone, models, input_size)
-        clip, _ = face_clip(tmp / "faces.y4m")
-        port = free_port()
-        env = {**os.environ, "FACETRACK_DATA": str(data), "FACETRACK_MODELS": str(models)}
-        log = open(tmp / "server.log", "wb")
-        server = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "streamlit_app.py", "--server.port",
-                                   str(port), "--server.headless", "true", "--browser.gatherUsageStats", "false"],
-                                  cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-        url = f"http://127.0.0.1:{port}"
+        models.mkdir()
+        for name in detectors:
+            if name not in ("haar", "blazeface"):
+                save_random_model(name, models, input_size)
+        clip, _, _ = face_clip(tmp / "faces.y4m")
+        hog_procs = []
         try:
-            wait_healthy(url, server)
-            print(f"server started:              {rss_mb(server.pid)[0]:7.0f} MiB")
-            args = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-                    "--disable-background-networking", "--use-fake-ui-for-media-stream",
-                    "--use-fake-device-for-media-stream", f"--use-file-for-fake-video-capture={clip}"]
-            with sync_playwright() as p:
+            with serve_app(data, models, tmp, drop_ice_servers=True) as url, sync_playwright() as p:
+                pid = server_pid(urllib.parse.urlsplit(url).port)
+                print(f"server started: {rss_mb(pid)[0]:.0f} MiB; {os.cpu_count()} CPUs, load average "
+                      f"{os.getloadavg()[0]:.1f}, {hogs} CPU hog(s) added", flush=True)
+                hog_procs = [subprocess.Popen([sys.executable, "-c", code]) for _ in range(hogs)]
+                args = [*BROWSER_ARGS, "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+                        f"--use-file-for-fake-video-capture={clip}"]
                 browser = p.chromium.launch(executable_path=str(CHROMIUM), args=args)
-                page = browser.new_page(viewport={"width": 1280, "height": 900})
+                page = browser.new_page(viewport={"width": 1280, "height": 1000})
+                page.add_init_script(KEEP_PEER_CONNECTIONS_JS)
                 page.goto(url + "/Webcam")
                 page.get_by_text("Live stats").wait_for(timeout=120_000)
-                print(f"Webcam page open (haar):     {rss_mb(server.pid)[0]:7.0f} MiB")
-                if backbone != "haar":
-                    page.locator('[data-testid="stSelectbox"]', has_text="Detector").click()
-                    page.get_by_role("option", name=backbone).click()
-                    print(f"{backbone + ' loaded:':<28} {settled_rss_mb(server.pid):7.0f} MiB")
-                component = page.frame_locator('iframe[title*="webrtc"]')
-                component.get_by_role("button", name="Start").click()
-                page.get_by_text("frames processed").first.wait_for(timeout=120_000)
-                end, peak_now = time.time() + seconds, 0.0
-                while time.time() < end:
-                    peak_now = max(peak_now, rss_mb(server.pid)[0])
-                    time.sleep(0.5)
-                caption = page.get_by_text("frames processed").first.inner_text()
-                print(f"streaming {seconds:.0f} s ({caption.split(',')[0]}): {peak_now:7.0f} MiB "
-                      f"(peak since start {rss_mb(server.pid)[1]:.0f} MiB)")
-                if os.environ.get("WEBCAM_SHOT"):
-                    page.screenshot(path=os.environ["WEBCAM_SHOT"])
-                component.get_by_role("button", name="Stop").click()
+                sidebar = page.locator('[data-testid="stSidebar"]')
+                page.locator(".st-key-webcam_start").get_by_role("button", name="Start").click()
+                fps_metric = page.locator('[data-testid="stMetric"]', has_text="Delivered FPS")
+                fps_metric.wait_for(timeout=120_000)
+                page.locator('iframe[title*="webrtc"]').element_handle().content_frame().evaluate(COUNT_DECODED_JS)
+                frame = page.locator('iframe[title*="webrtc"]').element_handle().content_frame()
+                print(f"{'detector':<14} {'page fps':>8} {'decoded fps':>11} {'latency ms':>10} {'camera fps':>10} "
+                      f"{'server MiB':>10}  lighter path", flush=True)
+                for name in detectors:
+                    sidebar.locator('[data-testid="stSelectbox"]', has_text="Detector").click()
+                    page.get_by_role("option", name=name, exact=True).click()
+                    page.get_by_text(f"| {name}").first.wait_for(timeout=120_000)
+                    time.sleep(5)  # the window of the figures holds only this detector's frames
+                    t0, figures, lat, cam, light, peak = time.time(), [], [], [], set(), 0.0
+                    while time.time() - t0 < seconds:
+                        time.sleep(1)
+                        figures.append(float(fps_metric.locator('[data-testid="stMetricValue"]').inner_text()))
+                        lat.append(float(page.locator('[data-testid="stMetric"]', has_text="Model latency")
+                                         .locator('[data-testid="stMetricValue"]').inner_text().split()[0]))
+                        caption = page.get_by_text("the camera sends").first.inner_text()
+                        cam.append(float(caption.split("the camera sends")[1].split()[0]))
+                        if page.get_by_text("Lighter path:").count():
+                            light.add(page.get_by_text("Lighter path:").first.inner_text().split(",")[0][14:])
+                        peak = max(peak, rss_mb(pid)[0])
+                    decoded = decoded_rate(frame.evaluate("window.__decoded"), t0, time.time())
+                    print(f"{name:<14} {np.median(figures):>8.1f} {decoded:>11.1f} {np.median(lat):>10.0f} "
+                          f"{np.median(cam):>10.1f} {peak:>10.0f}  {'; '.join(sorted(light)) or '-'}", flush=True)
+                print(f"load average at the end: {os.getloadavg()[0]:.1f}; peak server memory "
+                      f"{rss_mb(pid)[1]:.0f} MiB")
                 browser.close()
-        except Exception:
-            print("server log (end):\n" + (tmp / "server.log").read_text(errors="replace")[-4000:])
-            raise
         finally:
-            server.terminate()
-            server.wait(timeout=30)
-            log.close()
+            for h in hog_procs:
+                h.kill()
+                h.wait()
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--detectors", nargs="+", default=["haar", "mobilenetv2", "vgg16"])
+    ap.add_argument("--detectors", nargs="+", default=["haar", "blazeface", "mobilenetv2"])
     ap.add_argument("--seconds", type=float, default=4.0, help="per measurement")
     ap.add_argument("--size", default="640x480", help="camera frame size WxH")
     ap.add_argument("--input-size", type=int, default=None, help="model input size (default: the backbone's)")
     ap.add_argument("--smoothing", type=float, default=0.6)
-    ap.add_argument("--serve", metavar="DETECTOR", default=None,
-                    help="measure the memory of `streamlit run` streaming with DETECTOR (haar or a backbone)")
+    ap.add_argument("--browser", action="store_true",
+                    help="end to end through `streamlit run` and headless Chromium (see browser_run)")
+    ap.add_argument("--hogs", type=int, default=0, help="with --browser: busy processes to run beside it")
     args = ap.parse_args(argv)
-    if args.serve:
-        serve_memory(args.serve, args.seconds * 5, args.input_size)
+    if args.browser:
+        browser_run(args.detectors, args.seconds, args.hogs, args.input_size)
         return 0
     w, h = (int(v) for v in args.size.lower().split("x"))
     rgb = sample_frames(w, h)
@@ -262,8 +288,8 @@ def main(argv=None) -> int:
     print("-" * len(header))
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.detectors:
-            if name == "haar":
-                det, label = HaarDetector(), "haar (OpenCV cascade)"
+            if name in ("haar", "blazeface"):  # built in
+                det, label = load_detector(name, Path(tmp)), name
             else:
                 det, label = trained_detector(name, Path(tmp), args.input_size)
             proc = LiveProcessor(det, LiveSettings(threshold=0.5, smoothing=args.smoothing))
