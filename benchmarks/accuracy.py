@@ -39,9 +39,9 @@ from facecore.detect import Detection, HaarDetector  # noqa: E402
 from facecore.evaluate import EvalImage, collect_images, compute_metrics  # noqa: E402
 from facecore.evaluate_all import all_faces_metrics  # noqa: E402
 from facecore.io import read_image  # noqa: E402
+from facecore.train import preset  # noqa: E402
 
 SHARED = ROOT.parent / "shared"
-LR = 3e-4
 PEOPLE = ("usupal", "mkhoa", "soncio", "sabhishek", "steve389", "amirtav")
 ALL_ROWS = ("haar", "blazeface-raw", "blazeface-style", "yunet-raw", "yunet-style", "tinycnn",
             "blazeface-ft-heads", "blazeface-ft")
@@ -179,8 +179,8 @@ def rows_for(rows, train_people, test_data, train_data, tmp, epochs, mosaics=Non
                 det, secs = train_detector(ds, tmp, "tinycnn", weights=None, epochs=60, batch_size=16,
                                            learning_rate=1e-3, head_units=256, augmentation="on_the_fly", patience=0)
             else:
-                det, secs = train_detector(ds, tmp, "blazeface", epochs=epochs, batch_size=16, learning_rate=LR,
-                                           augmentation="on_the_fly", input_size=size,
+                det, secs = train_detector(ds, tmp, "blazeface", **{**preset("blazeface"), "epochs": epochs},
+                                           input_size=size,
                                            train_layers="heads" if row.endswith("heads") else "all")
         m = run_detector(det, test_data)
         m["train_s"] = secs
@@ -229,7 +229,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rows", default=",".join(ALL_ROWS))
     ap.add_argument("--people", default=",".join(PEOPLE))
-    ap.add_argument("--epochs", type=int, default=30)
+    ap.add_argument("--epochs", type=int, default=preset("blazeface")["epochs"])
     ap.add_argument("--size", type=int, default=192, help="fine-tuned BlazeFace input: 192 (full range) or 128 (short)")
     ap.add_argument("--mosaic", action="store_true", help="also score every face of 2x2 mosaics of the held-out person")
     ap.add_argument("--personal", action="store_true", help="the personalization table instead")
@@ -282,8 +282,8 @@ def rows_for_personal(rows, ds, train_data, test_data, tmp, epochs, size=192) ->
         elif row == "yunet-style":
             det = YuNet(fit_style(YuNet(), train_data))
         elif row.startswith("blazeface-ft"):
-            det, secs = train_detector(ds, tmp, "blazeface", epochs=epochs, batch_size=8, learning_rate=LR,
-                                       augmentation="on_the_fly", split=(1.0, 0.0, 0.0), patience=0, input_size=size,
+            det, secs = train_detector(ds, tmp, "blazeface", **{**preset("blazeface"), "epochs": epochs, "batch_size": 8},
+                                       split=(1.0, 0.0, 0.0), patience=0, input_size=size,
                                        train_layers="heads" if row.endswith("heads") else "all")
         else:
             continue

@@ -43,6 +43,7 @@ LOAD_SCALE = 1.5  # photos are kept at 1.5x the input so zoomed-in crops stay sh
 ZOOM = (0.6, 2.2)  # crop window side as a fraction of the photo: >1 zooms out (smaller faces, black border)
 VARIANT_BY_SIZE = {128: "short", 192: "full"}
 POS_IOU, IGNORE_IOU = 0.4, 0.25
+PHOTO_WEIGHT = 3.0  # the photo-level face/no-face loss: keeps hands, dark frames and walls below 0.5
 
 
 def pad_boxes(all_boxes: list[np.ndarray], k: int = MAX_FACES) -> tuple[np.ndarray, np.ndarray]:
@@ -188,7 +189,7 @@ def build_trainer(net, anchors: np.ndarray, size: int, localization_weight: floa
             has_face = tf.cast(tf.reduce_max(mask, axis=1) > 0, logits.dtype)
             photo = tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(labels=has_face,
                                                                            logits=tf.reduce_max(logits, axis=1)))
-            cls = tf.reduce_sum(focal_loss(logits, positive, ignore)) / n_pos + photo
+            cls = tf.reduce_sum(focal_loss(logits, positive, ignore)) / n_pos + PHOTO_WEIGHT * photo
             loc = tf.reduce_sum(corner_loss(boxes, target, positive)) / n_pos
             return boxes, logits, gt, mask, cls + localization_weight * loc, cls, loc
 
