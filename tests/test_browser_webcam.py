@@ -392,3 +392,41 @@ def test_webcam_holds_up_on_a_busy_machine(app_server, cpu_hog, tmp_path):
             assert page.locator(".st-key-webcam_start").get_by_role("button", name="Start").is_visible()
         finally:
             browser.close()
+
+
+def test_dropped_connection_is_explained_and_restored(app_server, tmp_path):
+    """The peer connection dies under the page (closed, as the browser closes it when the network
+    fails): the page says so and why, and the stream comes back by itself (the page stops the component
+    and starts it again 2 s later, so the new connection does not pick up the old one's answer)."""
+    playwright = chromium_or_skip()
+    url, log_path = app_server
+    clip, _, _ = face_clip(tmp_path / "faces.y4m", n_images=2, repeat=10)
+    args = [*BROWSER_ARGS, "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+            f"--use-file-for-fake-video-capture={clip}"]
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=args)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 1000})
+            page.add_init_script(KEEP_PEER_CONNECTIONS_JS)
+            page.goto(url + "/Webcam", wait_until="domcontentloaded")
+            page.locator(".st-key-webcam_start").get_by_role("button", name="Start").click()
+            caption = page.get_by_text("frames delivered this stream").first
+            caption.wait_for(timeout=90_000)
+            frame = page.locator('iframe[title*="webrtc"]').element_handle().content_frame()
+            frame.evaluate("""() => { const pc = window.__pcs[window.__pcs.length - 1];
+                                      pc.close(); pc.dispatchEvent(new Event('connectionstatechange')); }""")
+            warning = page.get_by_text("The connection dropped").first
+            warning.wait_for(timeout=30_000)
+            assert "It reconnects by itself" in warning.inner_text(), warning.inner_text()
+            frame.wait_for_function("window.__pcs.some(pc => pc.connectionState === 'connected')",
+                                    timeout=90_000)
+
+            def delivered() -> int:
+                return int(caption.inner_text().split()[0])
+
+            first, end = delivered(), time.time() + 30
+            while delivered() <= first and time.time() < end:
+                time.sleep(0.5)
+            assert delivered() > first, "no frames after reconnecting\n" + log_path.read_text(errors="replace")[-3000:]
+        finally:
+            browser.close()
