@@ -158,22 +158,29 @@ def train_detector(ds: Dataset, tmp: Path, backbone: str, **kw):
     return load(out.name, out.parent), secs
 
 
+def baseline(row: str, train_data):
+    """A detector that needs no training: haar, or BlazeFace / YuNet raw or with a box style fitted on
+    ``train_data``; None for rows that train."""
+    if row == "haar":
+        return HaarDetector()
+    if row == "blazeface-raw":
+        return BlazeFaceDetector(style=BoxStyle())
+    if row == "blazeface-style":
+        return BlazeFaceDetector(style=fit_style(BlazeFaceDetector(style=BoxStyle()), train_data))
+    if row == "yunet-raw":
+        return YuNet()
+    if row == "yunet-style":
+        return YuNet(fit_style(YuNet(), train_data))
+    return None
+
+
 def rows_for(rows, train_people, test_data, train_data, tmp, epochs, mosaics=None, size=192) -> dict:
     out = {}
     ds = None
     for row in rows:
         secs = None
-        if row == "haar":
-            det = HaarDetector()
-        elif row == "blazeface-raw":
-            det = BlazeFaceDetector(style=BoxStyle())
-        elif row == "blazeface-style":
-            det = BlazeFaceDetector(style=fit_style(BlazeFaceDetector(style=BoxStyle()), train_data))
-        elif row == "yunet-raw":
-            det = YuNet()
-        elif row == "yunet-style":
-            det = YuNet(fit_style(YuNet(), train_data))
-        else:
+        det = baseline(row, train_data)
+        if det is None:
             ds = ds or pooled_dataset(train_people, tmp)
             if row == "tinycnn":
                 det, secs = train_detector(ds, tmp, "tinycnn", weights=None, epochs=60, batch_size=16,
@@ -271,16 +278,9 @@ def rows_for_personal(rows, ds, train_data, test_data, tmp, epochs, size=192) ->
     out = {}
     for row in rows:
         secs = None
-        if row == "haar":
-            det = HaarDetector()
-        elif row == "blazeface-raw":
-            det = BlazeFaceDetector(style=BoxStyle())
-        elif row == "blazeface-style":
-            det = BlazeFaceDetector(style=fit_style(BlazeFaceDetector(style=BoxStyle()), train_data))
-        elif row == "yunet-raw":
-            det = YuNet()
-        elif row == "yunet-style":
-            det = YuNet(fit_style(YuNet(), train_data))
+        det = baseline(row, train_data)
+        if det is not None:
+            pass
         elif row.startswith("blazeface-ft"):
             det, secs = train_detector(ds, tmp, "blazeface", **{**preset("blazeface"), "epochs": epochs, "batch_size": 8},
                                        split=(1.0, 0.0, 0.0), patience=0, input_size=size,

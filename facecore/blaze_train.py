@@ -35,7 +35,6 @@ from typing import Callable
 import numpy as np
 
 from .dataset import Dataset
-from .errors import DatasetError
 from .preprocess import resize_for_model
 
 MAX_FACES = 16  # labeled faces per photo used in training (more are rare; the largest are kept)
@@ -263,44 +262,27 @@ def resize_all(images: np.ndarray, size: int) -> np.ndarray:
 
 def train_blazeface(dataset: Dataset, config, out_dir: Path, emit: Callable, state: dict, history: list,
                     warnings: list, cancel: threading.Event | None, t_start: float, *, make_callbacks: Callable,
-                    load_samples: Callable, save_model: Callable, run_meta: Callable,
+                    read_splits: Callable, load_samples: Callable, save_model: Callable, run_meta: Callable,
                     check_stop: Callable) -> Path:
     """Split, read, fine-tune, evaluate in eval mode, save; returns the model folder.
 
-    Called by ``facecore.train.train`` (whose ``emit``, callbacks, sample loader and saver are passed in,
+    Called by ``facecore.train.train`` (whose ``emit``, callbacks, photo readers and saver are passed in,
     so progress, history, early stopping, cancel and non-finite-loss checks behave as for every model).
     """
     import keras
 
     from . import blaze_keras as BK
-    from .blazeface import ssd_anchors
+    from .blazeface import model_path, ssd_anchors
     from .evaluate import compute_metrics
     from .model import evaluate_predictions
 
     size = config.size
     variant = VARIANT_BY_SIZE[size]
     load_size = int(round(size * LOAD_SCALE))
-    emit("loading", 0.0, "splitting the dataset")
-    split = dataset.split(config.split, config.seed)
-    train_items = dataset.training_items(split) if config.augmentation == "offline" else list(split.train)
-    n_all = len(train_items) + len(split.val) + len(split.test)
-    done = [0]
-
-    def on_item(i, n):
-        done[0] += 1
-        if done[0] % 8 == 0 or done[0] == n_all:
-            emit("loading", done[0] / max(n_all, 1), f"reading images {done[0]}/{n_all}")
-
-    samples = {"train": load_samples(train_items, load_size, warnings, on_item, cancel),
-               "val": load_samples(split.val, load_size, warnings, on_item, cancel),
-               "test": load_samples(split.test, load_size, warnings, on_item, cancel)}
+    model_path(variant)  # the pretrained network must be there before any photo is read
+    split, *parts = read_splits(dataset, config, load_size, emit, warnings, cancel)
+    samples = dict(zip(("train", "val", "test"), parts))
     tr = samples["train"]
-    if len(tr) < 2:
-        raise DatasetError(f"{dataset.name}: the train split has {len(tr)} usable image(s); training needs at "
-                           f"least 2 (better: a few dozen photos, some without a face). Add and label photos first.")
-    if tr.n_face == 0:
-        raise DatasetError(f"{dataset.name}: no photo in the train split has a labeled face; label some faces "
-                           f"on the Collect & Label page first")
     emit("loading", 1.0, "building BlazeFace (face-pretrained)" if config.weights else "building BlazeFace (from scratch)")
     keras.utils.set_random_seed(config.seed)
     net = BK.raw_net(variant, "blazeface" if config.weights else None)

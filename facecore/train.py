@@ -496,7 +496,8 @@ def train(dataset: Dataset, config: TrainConfig, progress: Callable[[Progress], 
         from .blaze_train import train_blazeface
 
         return train_blazeface(dataset, config, out_dir, emit, state, history, warnings, cancel, t_start,
-                               make_callbacks=_make_callbacks, load_samples=load_samples, save_model=save_model,
+                               make_callbacks=_make_callbacks, read_splits=read_splits, load_samples=load_samples,
+                               save_model=save_model,
                                run_meta=_run_meta, check_stop=_check_stop)
 
     # 1. the network first: unavailable pretrained weights fail now, not after reading every image
@@ -510,30 +511,7 @@ def train(dataset: Dataset, config: TrainConfig, progress: Callable[[Progress], 
     net = M.build_model(config.backbone, size, config.weights, config.head_units, config.alpha)
 
     # 2. data
-    emit("loading", 0.0, "splitting the dataset")
-    split = dataset.split(config.split, config.seed)
-    warnings.extend(f"left out {name}: {why}" for name, why in split.skipped)
-    train_items = dataset.training_items(split) if config.augmentation == "offline" else list(split.train)
-    if config.augmentation == "offline" and len(train_items) == len(split.train):
-        warnings.append("augmentation 'offline' but the dataset has no augmented copies of its train split "
-                        "(make them on the Augment page); trained on the original photos only")
-    n_all = len(train_items) + len(split.val) + len(split.test)
-    done = [0]
-
-    def on_item(i, n):
-        done[0] += 1
-        if done[0] % 8 == 0 or done[0] == n_all:
-            emit("loading", done[0] / max(n_all, 1), f"reading images {done[0]}/{n_all}")
-
-    train_s = load_samples(train_items, size, warnings, on_item, cancel)
-    val_s = load_samples(split.val, size, warnings, on_item, cancel)
-    test_s = load_samples(split.test, size, warnings, on_item, cancel)
-    if len(train_s) < 2:
-        raise DatasetError(f"{dataset.name}: the train split has {len(train_s)} usable image(s); training needs "
-                           f"at least 2 (better: dozens of labeled faces). Add and label photos first.")
-    if train_s.n_face == 0:
-        raise DatasetError(f"{dataset.name}: no image in the train split has a labeled face; label some faces "
-                           f"on the Collect & Label page first")
+    split, train_s, val_s, test_s = read_splits(dataset, config, size, emit, warnings, cancel)
     train_orig = train_s if config.augmentation != "offline" else load_samples(split.train, size)
 
     bs = int(config.batch_size)
@@ -666,6 +644,39 @@ def train(dataset: Dataset, config: TrainConfig, progress: Callable[[Progress], 
     path = save_model(net, out_dir, meta, export_tflite=config.export_tflite, sample=sample)
     emit("saving", 1.0, f"saved {path}")
     return path
+
+
+def read_splits(dataset: Dataset, config: TrainConfig, size: int, emit: Callable, warnings: list[str],
+                cancel: threading.Event | None = None) -> tuple:
+    """Split ``dataset`` by source photo and read every photo at ``size`` (the train split with its
+    offline copies when ``config.augmentation == "offline"``); returns ``(split, train, val, test)``
+    ``Samples``. Reports "loading" progress through ``emit``; raises DatasetError when the train split
+    cannot train a model (fewer than 2 photos, or no labeled face)."""
+    emit("loading", 0.0, "splitting the dataset")
+    split = dataset.split(config.split, config.seed)
+    warnings.extend(f"left out {name}: {why}" for name, why in split.skipped)
+    train_items = dataset.training_items(split) if config.augmentation == "offline" else list(split.train)
+    if config.augmentation == "offline" and len(train_items) == len(split.train):
+        warnings.append("augmentation 'offline' but the dataset has no augmented copies of its train split "
+                        "(make them on the Augment page); trained on the original photos only")
+    n_all = len(train_items) + len(split.val) + len(split.test)
+    done = [0]
+
+    def on_item(i, n):
+        done[0] += 1
+        if done[0] % 8 == 0 or done[0] == n_all:
+            emit("loading", done[0] / max(n_all, 1), f"reading images {done[0]}/{n_all}")
+
+    train_s = load_samples(train_items, size, warnings, on_item, cancel)
+    val_s = load_samples(split.val, size, warnings, on_item, cancel)
+    test_s = load_samples(split.test, size, warnings, on_item, cancel)
+    if len(train_s) < 2:
+        raise DatasetError(f"{dataset.name}: the train split has {len(train_s)} usable image(s); training needs "
+                           f"at least 2 (better: dozens of labeled faces). Add and label photos first.")
+    if train_s.n_face == 0:
+        raise DatasetError(f"{dataset.name}: no image in the train split has a labeled face; label some faces "
+                           f"on the Collect & Label page first")
+    return split, train_s, val_s, test_s
 
 
 def _run_meta(out_dir: Path, config: TrainConfig, dataset: Dataset, split, train_s: Samples) -> dict:
