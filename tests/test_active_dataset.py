@@ -79,7 +79,7 @@ def test_browser_created_dataset_survives_page_change_and_reload(tmp_path):
     chromium_or_skip()
     from playwright.sync_api import sync_playwright
 
-    from test_browser_label import idle
+    from test_browser_label import idle, wait_until
 
     data, models = tmp_path / "data", tmp_path / "models"
     make_dataset(data / "workspace" / "older", n_face=2, n_noface=1)
@@ -95,14 +95,16 @@ def test_browser_created_dataset_survives_page_change_and_reload(tmp_path):
             page.get_by_placeholder("my-faces").fill("brand-new")
             page.get_by_role("button", name="Create dataset").click()
             idle(page)
-            page.wait_for_timeout(1500)  # the old bug switched back after about half a second
             picker = page.locator("[data-testid=stSidebar] [data-testid=stSelectbox]")
 
             def picked() -> str:
                 """The picker's shown value (an input's value or the box's text, by Streamlit version)."""
                 return picker.evaluate("e => (e.querySelector('input') || {}).value || e.innerText")
 
-            assert "brand-new" in picked()
+            wait_until(lambda: "brand-new" in picked(), 30, what="the new dataset in the picker")
+            page.wait_for_timeout(2000)  # the old bug switched back after about half a second
+            idle(page)
+            assert "brand-new" in picked(), (picked(), page.url)
             assert "dataset=brand-new" in page.url
             page.locator("[data-testid=stSidebar]").get_by_role("link", name="Train").click()
             page.get_by_role("heading", name="Train").first.wait_for()
@@ -111,11 +113,11 @@ def test_browser_created_dataset_survives_page_change_and_reload(tmp_path):
             page.reload()
             page.get_by_role("heading", name="Train").first.wait_for()
             idle(page)
-            assert "brand-new" in picked()
+            assert "brand-new" in picked(), (picked(), page.url)
             # a direct page URL opens in the wide layout too
             page.goto(f"{url}/Evaluate?dataset=brand-new")
             idle(page)
-            assert "brand-new" in picked()
+            assert "brand-new" in picked(), (picked(), page.url)
             width = page.evaluate("document.querySelector('[data-testid=stMainBlockContainer]').offsetWidth")
             assert width > 900, f"main column {width}px wide: not the wide layout"
         finally:
