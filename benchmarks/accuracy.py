@@ -4,7 +4,7 @@ For each of the six people: train on the other five (their photos pooled, split 
 early stopping), test on every photo of the sixth. Rows: Haar; built-in BlazeFace raw and with a box
 style fitted on the five training people; YuNet (OpenCV model zoo, ../shared/models/yunet: a peer
 only, never shipped) raw and box-corrected the same way; the tutorials' FaceTracker from scratch
-(tinycnn); BlazeFace fine-tuned (heads only, and every layer).
+(tinycnn); BlazeFace fine-tuned (box heads only: the default, detection heads, and every layer).
 Second table (``--personal``): train on 10 labeled photos of one person, test on the rest of theirs.
 ``--mosaic`` adds, per row, AP50 over every face of 2x2 mosaics of the held-out person's photos
 (``facecore.mosaic.mosaic``, 640x480: four faces at half size), scored by ``facecore.evaluate_all``.
@@ -44,7 +44,7 @@ from facecore.train import preset  # noqa: E402
 SHARED = ROOT.parent / "shared"
 PEOPLE = ("usupal", "mkhoa", "soncio", "sabhishek", "steve389", "amirtav")
 ALL_ROWS = ("haar", "blazeface-raw", "blazeface-style", "yunet-raw", "yunet-style", "tinycnn",
-            "blazeface-ft-heads", "blazeface-ft")
+            "blazeface-ft-box", "blazeface-ft-heads", "blazeface-ft")
 
 
 class YuNet:
@@ -158,6 +158,11 @@ def train_detector(ds: Dataset, tmp: Path, backbone: str, **kw):
     return load(out.name, out.parent), secs
 
 
+def layers_of(row: str) -> str:
+    """blazeface-ft: every layer; blazeface-ft-heads: the detection heads; blazeface-ft-box: the box heads."""
+    return {"heads": "heads", "box": "box"}.get(row.rsplit("-", 1)[-1], "all")
+
+
 def baseline(row: str, train_data):
     """A detector that needs no training: haar, or BlazeFace / YuNet raw or with a box style fitted on
     ``train_data``; None for rows that train."""
@@ -188,7 +193,7 @@ def rows_for(rows, train_people, test_data, train_data, tmp, epochs, mosaics=Non
             else:
                 det, secs = train_detector(ds, tmp, "blazeface", **{**preset("blazeface"), "epochs": epochs},
                                            input_size=size,
-                                           train_layers="heads" if row.endswith("heads") else "all")
+                                           train_layers=layers_of(row))
         m = run_detector(det, test_data)
         m["train_s"] = secs
         if mosaics:
@@ -284,7 +289,7 @@ def rows_for_personal(rows, ds, train_data, test_data, tmp, epochs, size=192) ->
         elif row.startswith("blazeface-ft"):
             det, secs = train_detector(ds, tmp, "blazeface", **{**preset("blazeface"), "epochs": epochs, "batch_size": 8},
                                        split=(1.0, 0.0, 0.0), patience=0, input_size=size,
-                                       train_layers="heads" if row.endswith("heads") else "all")
+                                       train_layers=layers_of(row))
         else:
             continue
         m = run_detector(det, test_data)

@@ -196,9 +196,17 @@ def head_layers(net) -> list:
 
 
 def set_trainable(net, layers: str = "all") -> None:
-    """``"all"``: every layer trains; ``"heads"``: only the detection heads (the backbone is frozen)."""
+    """``"all"``: every layer trains; ``"heads"``: only the detection heads (the backbone is frozen);
+    ``"box"``: only the box-regression heads (the face/no-face heads keep MediaPipe's judgement)."""
     for ly in net.layers:
-        ly.trainable = (layers == "all" or ly.name.startswith("head_")) and not ly.name.startswith("chanpad")
+        if ly.name.startswith("chanpad"):
+            ly.trainable = False
+        elif layers == "all":
+            ly.trainable = True
+        elif layers == "heads":
+            ly.trainable = ly.name.startswith("head_")
+        else:  # a regression head has 16 outputs per anchor, a classifier 1
+            ly.trainable = ly.name.startswith("head_") and int(ly.filters) % 16 == 0
 
 
 def decode_matrix(size: int, style=None) -> np.ndarray:

@@ -42,6 +42,7 @@ LOAD_SCALE = 1.5  # photos are kept at 1.5x the input so zoomed-in crops stay sh
 ZOOM = (0.6, 2.2)  # crop window side as a fraction of the photo: >1 zooms out (smaller faces, black border)
 VARIANT_BY_SIZE = {128: "short", 192: "full"}
 POS_IOU, IGNORE_IOU = 0.4, 0.25
+SOFTMAX_SHARPEN = 4.0  # as facecore.blaze_keras.detector_net's default temperature
 PHOTO_WEIGHT = 3.0  # the photo-level face/no-face loss: keeps hands, dark frames and walls below 0.5
 
 
@@ -156,7 +157,9 @@ def build_trainer(net, anchors: np.ndarray, size: int, localization_weight: floa
     class BlazeTrainer(keras.Model):
         """Fine-tunes ``net`` on ``(images (N, L, L, 3) 0..255, (boxes (N, K, 4), mask (N, K)))``.
 
-        Logs ``loss``, ``class_loss``, ``loc_loss``, ``mean_iou`` (best face vs. its label, face photos)
+        Logs ``loss``, ``class_loss``, ``loc_loss``, ``mean_iou`` (best face vs. its label, face photos),
+        ``box_error`` (1 - that IoU: what early stopping watches, since the loss per matched anchor rises
+        as better predictions match more anchors)
         and ``face_accuracy`` (the best anchor's probability >= 0.5 agrees with "has a face").
         """
 
@@ -164,7 +167,7 @@ def build_trainer(net, anchors: np.ndarray, size: int, localization_weight: floa
             super().__init__(**kwargs)
             self.net = net
             self.trackers = [keras.metrics.Mean(name=k) for k in
-                             ("loss", "class_loss", "loc_loss", "mean_iou", "face_accuracy")]
+                             ("loss", "class_loss", "loc_loss", "mean_iou", "face_accuracy", "box_error")]
 
         @property
         def metrics(self):
@@ -194,12 +197,12 @@ def build_trainer(net, anchors: np.ndarray, size: int, localization_weight: floa
 
         def _update(self, boxes, logits, gt, mask, total, cls, loc):
             has_face = tf.cast(tf.reduce_max(mask, axis=1) > 0, total.dtype)
-            w = tf.nn.softmax(logits, axis=1)
+            w = tf.nn.softmax(SOFTMAX_SHARPEN * logits, axis=1)  # the saved model's best-face box
             best = tf.einsum("na,nac->nc", w, boxes)
             iou = tf.reduce_max(pairwise_iou(best[:, None, :], gt)[:, 0, :] * mask, axis=1)
             said_face = tf.cast(tf.reduce_max(logits, axis=1) >= 0.0, total.dtype)
-            for t, v, sw in zip(self.trackers, (total, cls, loc, iou, tf.cast(tf.equal(said_face, has_face), total.dtype)),
-                                (None, None, None, has_face, None)):
+            for t, v, sw in zip(self.trackers, (total, cls, loc, iou, tf.cast(tf.equal(said_face, has_face), total.dtype),
+                                                1.0 - iou), (None, None, None, has_face, None, has_face)):
                 t.update_state(v, sample_weight=sw)
             return {t.name: t.result() for t in self.trackers}
 
@@ -263,7 +266,7 @@ def resize_all(images: np.ndarray, size: int) -> np.ndarray:
 def train_blazeface(dataset: Dataset, config, out_dir: Path, emit: Callable, state: dict, history: list,
                     warnings: list, cancel: threading.Event | None, t_start: float, *, make_callbacks: Callable,
                     read_splits: Callable, load_samples: Callable, save_model: Callable, run_meta: Callable,
-                    check_stop: Callable) -> Path:
+                    check_stop: Callable, eta_of: Callable) -> Path:
     """Split, read, fine-tune, evaluate in eval mode, save; returns the model folder.
 
     Called by ``facecore.train.train`` (whose ``emit``, callbacks, photo readers and saver are passed in,
@@ -300,15 +303,11 @@ def train_blazeface(dataset: Dataset, config, out_dir: Path, emit: Callable, sta
     state["batches_total"] = steps * config.epochs
 
     def report(phase: str):
-        if state["t_train"] is None:
-            state["t_train"] = time.monotonic()
-        done_b = state["batches_done"]
-        elapsed = time.monotonic() - state["t_train"]
-        eta = elapsed / done_b * (state["batches_total"] - done_b) if done_b else None
-        emit(phase, done_b / max(state["batches_total"], 1),
-             f"{phase}: epoch {min(len(history) + 1, config.epochs)}/{config.epochs}", eta, len(history), config.epochs)
+        emit(phase, state["batches_done"] / max(state["batches_total"], 1),
+             f"{phase}: epoch {min(len(history) + 1, config.epochs)}/{config.epochs}", eta_of(state), len(history),
+             config.epochs)
 
-    monitor = "val_loss" if val_ds is not None else "loss"
+    monitor = "val_box_error" if val_ds is not None else "box_error"
     cbs = make_callbacks(keras, "training", 0, config.epochs, report, cancel, monitor, config, history, state)
     trainer.fit(train_ds, validation_data=val_ds, epochs=config.epochs, callbacks=cbs, verbose=0, shuffle=False)
     check_stop(state, cancel)

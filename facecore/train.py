@@ -53,7 +53,7 @@ BACKBONES = (BLAZEFACE, "vgg16", "mobilenetv2", "resnet50", "efficientnetb0", "t
 PRETRAINED_BACKBONES = BACKBONES[1:5]
 DEFAULT_INPUT_SIZE = {BLAZEFACE: 192, "vgg16": 120, "mobilenetv2": 128, "resnet50": 128, "efficientnetb0": 128,
                       "tinycnn": 96}
-TRAIN_LAYERS = ("all", "heads")
+TRAIN_LAYERS = ("heads", "box", "all")
 
 
 def preset(backbone: str, from_scratch: bool = False) -> dict:
@@ -62,9 +62,10 @@ def preset(backbone: str, from_scratch: bool = False) -> dict:
     augmentation; a frozen ImageNet backbone trains its heads as the tutorials do (40 / 8 / 1e-4);
     a network from scratch needs larger steps, more epochs and narrower heads."""
     if backbone == BLAZEFACE:
-        # heads only: on people it never saw, fine-tuning every layer did worse (it forgets small faces)
-        return {"epochs": 20, "batch_size": 16, "learning_rate": 3e-4, "augmentation": "on_the_fly", "head_units": 2048,
-                "train_layers": "heads"}
+        # box heads only: on people it never saw, retraining the face/no-face head made it say "face" on
+        # hands and toys, and every layer forgot small faces (benchmarks/accuracy.py, README)
+        return {"epochs": 20, "batch_size": 16, "learning_rate": 1e-3, "augmentation": "on_the_fly", "head_units": 2048,
+                "train_layers": "box"}
     if from_scratch or backbone not in PRETRAINED_BACKBONES:
         return {"epochs": 60, "batch_size": 16, "learning_rate": 1e-3, "augmentation": "on_the_fly", "head_units": 256}
     return {"epochs": 40, "batch_size": 8, "learning_rate": 1e-4, "augmentation": "offline", "head_units": 2048}
@@ -125,7 +126,7 @@ class TrainConfig:
     seed: int = 0
     cache_features: bool = True
     export_tflite: bool = True
-    train_layers: str = "heads"  # blazeface: "heads" (the detection heads) or "all" layers
+    train_layers: str = "box"  # blazeface: "box" (box heads), "heads" (detection heads) or "all" layers
 
     def __post_init__(self):
         check_name(self.name, "model")
@@ -422,9 +423,9 @@ def _make_callbacks(keras, phase: str, epoch_offset: int, total_epochs: int, rep
 
     cbs = [Watch()]
     if config.patience > 0:
-        cbs.append(keras.callbacks.EarlyStopping(monitor=monitor, patience=config.patience))
+        cbs.append(keras.callbacks.EarlyStopping(monitor=monitor, mode="min", patience=config.patience))
     if config.lr_patience > 0:
-        cbs.append(keras.callbacks.ReduceLROnPlateau(monitor=monitor, factor=config.lr_factor,
+        cbs.append(keras.callbacks.ReduceLROnPlateau(monitor=monitor, mode="min", factor=config.lr_factor,
                                                      patience=config.lr_patience, min_lr=1e-7))
     return cbs
 
@@ -500,7 +501,7 @@ def train(dataset: Dataset, config: TrainConfig, progress: Callable[[Progress], 
         return train_blazeface(dataset, config, out_dir, emit, state, history, warnings, cancel, t_start,
                                make_callbacks=_make_callbacks, read_splits=read_splits, load_samples=load_samples,
                                save_model=save_model,
-                               run_meta=_run_meta, check_stop=_check_stop)
+                               run_meta=_run_meta, check_stop=_check_stop, eta_of=training_eta)
 
     # 1. the network first: unavailable pretrained weights fail now, not after reading every image
     emit("loading", 0.0, "loading TensorFlow")
@@ -969,7 +970,7 @@ def _cli_train(args) -> int:
         batch_size=pick(args.batch_size, "batch_size"), learning_rate=pick(args.lr, "learning_rate"),
         augmentation=pick(args.augmentation, "augmentation"), fine_tune_epochs=args.fine_tune_epochs,
         patience=args.patience, seed=args.seed, cache_features=not args.no_cache,
-        export_tflite=not args.no_tflite, train_layers=args.train_layers or defaults.get("train_layers", "heads"))
+        export_tflite=not args.no_tflite, train_layers=args.train_layers or defaults.get("train_layers", "box"))
     if config.weights is None:
         print("weights: none -> the whole network trains from scratch (slower; needs more data and epochs)",
               file=sys.stderr)
@@ -996,7 +997,7 @@ def add_parser(sub) -> None:
                         "~/.keras/models; blazeface always starts from its built-in face weights), 'none' (train "
                         "from scratch) or a weights .h5 file")
     p.add_argument("--train-layers", default=None, choices=TRAIN_LAYERS,
-                   help="blazeface: the detection heads only (default) or every layer")
+                   help="blazeface: the box-regression heads (default), all detection heads, or every layer")
     p.add_argument("--epochs", type=int, default=None, help="default: per model (facecore.train.preset)")
     p.add_argument("--batch-size", type=int, default=None, help="default: per model")
     p.add_argument("--lr", type=float, default=None, help="learning rate (default: per model)")

@@ -220,12 +220,14 @@ else:
                  if backbone == "mobilenetv2" else 1.0)
         seed = a3.number_input("Seed", 0, 2**31 - 1, 0, key="train_seed")
         train_layers = (a1.radio("Layers to train", TRAIN_LAYERS, key="train_layers", horizontal=True,
-                                 index=TRAIN_LAYERS.index(defaults.get("train_layers", "heads")),
-                                 format_func={"all": "every layer", "heads": "detection heads only"}.get,
-                                 help="Heads only (the default) keeps the pretrained backbone as it is: it generalizes "
-                                      "best to people and face sizes not in your photos and trains 2-3x faster. "
-                                      "Every layer fits your own photos more closely.")
-                        if blaze else "heads")
+                                 index=TRAIN_LAYERS.index(defaults.get("train_layers", "box")),
+                                 format_func={"box": "box heads", "heads": "all detection heads",
+                                              "all": "every layer"}.get,
+                                 help="Box heads (the default) learn where your boxes go and keep MediaPipe's "
+                                      "judgement of what is a face: on people not in your photos it kept false "
+                                      "alarms at zero. All detection heads also relearn face/no-face; every layer "
+                                      "fits your own photos most closely and forgets more.")
+                        if blaze else "box")
 
     if blaze and weights is not None:
         st.caption("Starts from MediaPipe's face weights (shipped with the app, nothing to download); every photo "

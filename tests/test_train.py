@@ -69,7 +69,7 @@ def test_config_defaults_and_weights_spelling():
 
 
 @pytest.mark.parametrize("backbone,scratch,expected", [
-    ("blazeface", False, (20, 16, 3e-4, "on_the_fly")), ("vgg16", False, (40, 8, 1e-4, "offline")),
+    ("blazeface", False, (20, 16, 1e-3, "on_the_fly")), ("vgg16", False, (40, 8, 1e-4, "offline")),
     ("vgg16", True, (60, 16, 1e-3, "on_the_fly")), ("tinycnn", False, (60, 16, 1e-3, "on_the_fly"))])
 def test_cli_and_page_share_one_preset(backbone, scratch, expected):
     import argparse
