@@ -191,9 +191,8 @@ def rows_for(rows, train_people, test_data, train_data, tmp, epochs, mosaics=Non
                 det, secs = train_detector(ds, tmp, "tinycnn", weights=None, epochs=60, batch_size=16,
                                            learning_rate=1e-3, head_units=256, augmentation="on_the_fly", patience=0)
             else:
-                det, secs = train_detector(ds, tmp, "blazeface", **{**preset("blazeface"), "epochs": epochs},
-                                           input_size=size,
-                                           train_layers=layers_of(row))
+                det, secs = train_detector(ds, tmp, "blazeface", **{**preset("blazeface"), "epochs": epochs,
+                                                                    "input_size": size, "train_layers": layers_of(row)})
         m = run_detector(det, test_data)
         m["train_s"] = secs
         if mosaics:
@@ -226,7 +225,7 @@ def table(results: dict[str, dict[str, dict]], rows) -> str:
         if not per:
             continue
         ap50 = [p["ap50"] for p in per]
-        fp = [p["fp_rate_noface"] for p in per if p["fp_rate_noface"] is not None]
+        fp = [p["fp_rate_noface"] for p in per if p["fp_rate_noface"] is not None and np.isfinite(p["fp_rate_noface"])]
         tr = [p["train_s"] for p in per if p.get("train_s")]
         lines.append(f"| {row} | {np.mean(ap50):.3f} | {np.min(ap50):.3f} | {np.mean([p['ap30'] for p in per]):.3f} | "
                      f"{np.mean([p['mean_iou'] for p in per]):.3f} | {np.mean(fp) if fp else float('nan'):.3f} | "
@@ -287,9 +286,9 @@ def rows_for_personal(rows, ds, train_data, test_data, tmp, epochs, size=192) ->
         if det is not None:
             pass
         elif row.startswith("blazeface-ft"):
-            det, secs = train_detector(ds, tmp, "blazeface", **{**preset("blazeface"), "epochs": epochs, "batch_size": 8},
-                                       split=(1.0, 0.0, 0.0), patience=0, input_size=size,
-                                       train_layers=layers_of(row))
+            det, secs = train_detector(ds, tmp, "blazeface", **{**preset("blazeface"), "epochs": epochs, "batch_size": 8,
+                                                                "input_size": size, "train_layers": layers_of(row)},
+                                       split=(1.0, 0.0, 0.0), patience=0)
         else:
             continue
         m = run_detector(det, test_data)
