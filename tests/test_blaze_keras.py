@@ -83,8 +83,10 @@ def test_fine_tuning_runs_saves_and_detects(tmp_path):
 
     ds = Dataset.open(_small_dataset(tmp_path))
     seen = []
+    # every layer, so that the loss has something to lower in 4 epochs (the default trains the box heads
+    # only; tests/test_page_train.py runs that one)
     out = train(ds, TrainConfig(name="bf", epochs=4, batch_size=8, learning_rate=1e-3, augmentation="on_the_fly",
-                                patience=0), seen.append, tmp_path / "models" / "bf")
+                                patience=0, train_layers="all"), seen.append, tmp_path / "models" / "bf")
     meta = json.loads((out / "meta.json").read_text())
     assert meta["architecture"] == "blazeface" and meta["config"]["backbone"] == "blazeface"
     assert (out / "model.keras").is_file() and (out / "model.tflite").is_file()
@@ -103,3 +105,25 @@ def test_fine_tuning_runs_saves_and_detects(tmp_path):
     both = [d for d in det.detect(two) if d.score >= 0.5]
     assert len(both) == 2 and sorted(float(d.box[0] + d.box[2]) / 2 for d in both)[0] < 0.5
     assert meta["metrics"]["train"]["mean_iou"] > 0.5
+
+
+@pytest.mark.slow
+def test_default_training_moves_boxes_and_keeps_mediapipes_face_judgement(tmp_path):
+    """The default ('box' layers): the box-regression heads train, the face/no-face heads stay MediaPipe's."""
+    import keras
+
+    from facecore.dataset import Dataset
+    from facecore.train import TrainConfig, train
+
+    ds = Dataset.open(_small_dataset(tmp_path, n_faces=12, n_walls=4))
+    cfg = TrainConfig(name="bfbox", epochs=2, batch_size=8, patience=0)
+    assert cfg.train_layers == "box"
+    out = train(ds, cfg, None, tmp_path / "models" / "bfbox")
+    saved = keras.models.load_model(out / "model.keras", compile=False)
+    pretrained = BK.raw_net("full")
+    heads = BK.head_layers(pretrained)
+    assert heads
+    for ly in heads:
+        before, after = ly.get_weights(), saved.get_layer(ly.name).get_weights()
+        same = all(np.array_equal(a, b) for a, b in zip(before, after))
+        assert same == (ly.filters % 16 != 0), ly.name  # classifiers unchanged, box regressors trained
