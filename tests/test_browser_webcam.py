@@ -413,13 +413,30 @@ def test_dropped_connection_is_explained_and_restored(app_server, tmp_path):
             caption = page.get_by_text("frames delivered this stream").first
             caption.wait_for(timeout=90_000)
             frame = page.locator('iframe[title*="webrtc"]').element_handle().content_frame()
-            frame.evaluate("""() => { const pc = window.__pcs[window.__pcs.length - 1];
-                                      pc.close(); pc.dispatchEvent(new Event('connectionstatechange')); }""")
+            # close the connection that carries the stream (streamlit-webrtc may have made a second,
+            # idle one, so "the last one made" is not always it)
+            closed = frame.evaluate("""() => { const live = window.__pcs.filter(pc => pc.connectionState === 'connected');
+                                              live.forEach(pc => { pc.close(); pc.dispatchEvent(new Event('connectionstatechange')); });
+                                              return live.length; }""")
+            assert closed >= 1, "no connected peer connection to drop"
             warning = page.get_by_text("The connection dropped").first
             warning.wait_for(timeout=30_000)
             assert "It reconnects by itself" in warning.inner_text(), warning.inner_text()
-            frame.wait_for_function("window.__pcs.some(pc => pc.connectionState === 'connected')",
-                                    timeout=90_000)
+
+            def reconnected() -> bool:
+                # any frame: the restarted component may live in a new iframe
+                for f in page.frames:
+                    try:
+                        if f.evaluate("() => (window.__pcs || []).some(pc => pc.connectionState === 'connected')"):
+                            return True
+                    except playwright.Error:  # a frame detached meanwhile
+                        continue
+                return False
+
+            end = time.time() + 90
+            while not reconnected() and time.time() < end:
+                time.sleep(0.5)
+            assert reconnected(), "no new connection after the drop\n" + log_path.read_text(errors="replace")[-3000:]
 
             def delivered() -> int:
                 return int(caption.inner_text().split()[0])
