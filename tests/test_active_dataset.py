@@ -92,7 +92,10 @@ def test_browser_created_dataset_survives_page_change_and_reload(tmp_path):
             page.goto(f"{url}/Collect_and_Label")
             idle(page)
             page.get_by_text("New dataset").first.click()
-            page.get_by_placeholder("my-faces").fill("brand-new")
+            name = page.get_by_placeholder("my-faces")
+            name.fill("brand-new")
+            name.press("Enter")  # commit the text before the click: a click racing the input's own rerun loses it
+            idle(page)
             page.get_by_role("button", name="Create dataset").click()
             idle(page)
             picker = page.locator("[data-testid=stSidebar] [data-testid=stSelectbox]")
