@@ -67,9 +67,20 @@ def to_video_frame(rgb: np.ndarray, i: int) -> av.VideoFrame:
 
 
 def save_random_model(backbone: str, models_root: Path, input_size: int | None) -> Path:
-    """A random-weight model of ``backbone`` saved as training saves one (model.keras, model.tflite, meta.json)."""
+    """A random-weight model of ``backbone`` saved as training saves one (model.keras, model.tflite, meta.json);
+    ``blazeface-finetuned``: BlazeFace saved as fine-tuning saves it (MediaPipe's weights: timing and memory
+    do not depend on training)."""
     from facecore.model import build_model
     from facecore.train import save_model
+
+    if backbone == "blazeface-finetuned":
+        from facecore.blaze_keras import detector_net, raw_net
+        from facecore.blazeface import ssd_anchors
+
+        meta = {"name": backbone, "kind": "facetracker", "architecture": "blazeface", "created": "benchmark",
+                "config": {"backbone": "blazeface", "input_size": 192}}
+        return save_model(detector_net(raw_net("full"), ssd_anchors("full"), 192), models_root / backbone, meta,
+                          tflite_fixed_batch=True)
 
     net = build_model(backbone, input_size=input_size, weights=None)
     size = int(net.inputs[0].shape[1])
