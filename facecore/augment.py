@@ -232,16 +232,14 @@ def copy_stem(stem: str, k: int) -> str:
 # -- offline mode -------------------------------------------------------------------------------
 
 @dataclass
-class AugmentReport:
-    """What ``augment_dataset`` did. ``failed`` holds ``(source stem, reason)``."""
+class CopyReport:
+    """What a run that writes derived copies into ``augmented/`` did (augmentation, mosaics).
+    ``failed`` holds ``(source stem, reason)``."""
 
-    sources: int = 0
-    per_image: int = 0
-    total: int = 0          # copies wanted: sources x per_image
+    total: int = 0          # copies wanted
     written: int = 0
     skipped: int = 0        # already on disk from an earlier (interrupted) run
     removed: int = 0        # stale copies deleted (sources no longer in train, or another config)
-    no_face: int = 0        # written copies whose crop lost the face (or whose source had none)
     failed: list[tuple[str, str]] = field(default_factory=list)
     cancelled: bool = False
     seconds: float = 0.0
@@ -249,6 +247,15 @@ class AugmentReport:
     @property
     def done(self) -> int:
         return self.written + self.skipped
+
+
+@dataclass
+class AugmentReport(CopyReport):
+    """What ``augment_dataset`` did: ``total`` = sources x per_image."""
+
+    sources: int = 0
+    per_image: int = 0
+    no_face: int = 0        # written copies whose crop lost the face (or whose source had none)
 
 
 def _write_fast(path: Path, data: bytes) -> None:

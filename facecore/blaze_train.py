@@ -370,7 +370,3 @@ def saved_outputs_doc() -> list[str]:
             "box (N, 4) the best face, normalized [x1, y1, x2, y2] (softmax-weighted anchors)",
             "anchor_probs (N, 896, 1) every anchor's face probability",
             "anchor_boxes (N, 896, 4) every anchor's decoded box (weighted NMS gives every face)"]
-
-
-__all__ = ["train_blazeface", "predict_best", "match_anchors", "focal_loss", "corner_loss", "augment_batch", "pad_boxes",
-           "Path"]

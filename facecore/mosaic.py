@@ -16,14 +16,14 @@ from __future__ import annotations
 import json
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import cv2
 import numpy as np
 
 from . import boxes as B
-from .augment import AugmentJob, _DatasetLock, _remove_copy, _source_signature
+from .augment import AugmentJob, CopyReport, _DatasetLock, _remove_copy, _source_signature
 from .dataset import AUG_SEP, MOSAIC_MANIFEST, Dataset, Item
 from .errors import DatasetError, FaceCoreError
 from .io import atomic_write_bytes, atomic_write_text, encode_jpeg, read_image
@@ -88,21 +88,10 @@ def mosaic_number(stem: str) -> int | None:
 
 
 @dataclass
-class MosaicReport:
+class MosaicReport(CopyReport):
     """What ``make_mosaics`` did: mosaics wanted, written, kept from before, stale ones removed, failures."""
 
-    total: int = 0
-    written: int = 0
-    skipped: int = 0
-    removed: int = 0
     faces: int = 0  # boxes in the mosaics written
-    failed: list[tuple[str, str]] = field(default_factory=list)
-    cancelled: bool = False
-    seconds: float = 0.0
-
-    @property
-    def done(self) -> int:
-        return self.written + self.skipped
 
 
 def _plan(train: list, count: int, seed: int) -> list[list[int]]:
