@@ -96,7 +96,15 @@ def test_browser_created_dataset_survives_page_change_and_reload(tmp_path):
             name.fill("brand-new")
             name.press("Enter")  # commit the text before the click: a click racing the input's own rerun loses it
             idle(page)
-            page.get_by_role("button", name="Create dataset").click()
+            created = data / "workspace" / "brand-new"
+            for _ in range(3):  # a click that lands while Streamlit is still rerunning can be dropped by it
+                page.get_by_role("button", name="Create dataset").click()
+                idle(page)
+                try:
+                    wait_until(created.is_dir, 10, what="the dataset folder")
+                    break
+                except AssertionError:
+                    continue
             idle(page)
             picker = page.locator("[data-testid=stSidebar] [data-testid=stSelectbox]")
 

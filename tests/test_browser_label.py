@@ -243,7 +243,7 @@ def test_propose_on_a_labeled_photo_draws_orange_and_keeps_green(server, tmp_pat
         idle(page)
         # the canvas loads the new boxes after the run: wait for the orange to be painted
         after = wait_until(lambda: (lambda png: png if colour_pixels(png, (255, 140, 0)) > 300 else None)(
-            area.screenshot()), 20, step=0.5, what="the orange proposal on the canvas")
+            area.screenshot()), 45, step=0.5, what="the orange proposal on the canvas")
         (tmp_path / "proposed.png").write_bytes(after)
     green, orange = (0, 200, 0), (255, 140, 0)
     assert colour_pixels(before, orange) < 50 and colour_pixels(before, green) > 300
