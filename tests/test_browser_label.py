@@ -241,11 +241,16 @@ def test_propose_on_a_labeled_photo_draws_orange_and_keeps_green(server, tmp_pat
                     raise
                 idle(page)
         idle(page)
-        # the canvas loads the new boxes after the run: wait for the orange to be painted
-        after = wait_until(lambda: (lambda png: png if colour_pixels(png, (255, 140, 0)) > 300 else None)(
-            area.screenshot()), 45, step=0.5, what="the orange proposal on the canvas")
-        (tmp_path / "proposed.png").write_bytes(after)
-    green, orange = (0, 200, 0), (255, 140, 0)
+        # The canvas loads the new boxes after the run and may paint them over more than one frame: wait
+        # for a frame with both the orange proposal and the green saved box (a box left blue or gone fails).
+        green, orange = (0, 200, 0), (255, 140, 0)
+
+        def both_painted():
+            png = area.screenshot()
+            (tmp_path / "proposed.png").write_bytes(png)  # the last frame seen, to look at if this fails
+            return png if colour_pixels(png, orange) > 300 and colour_pixels(png, green) > 300 else None
+
+        after = wait_until(both_painted, 45, step=0.5, what="the orange proposal beside the green saved box")
     assert colour_pixels(before, orange) < 50 and colour_pixels(before, green) > 300
     assert colour_pixels(after, orange) > 300  # the proposal is drawn, in orange
     assert colour_pixels(after, green) > 300  # the saved box keeps its colour
