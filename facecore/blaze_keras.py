@@ -211,18 +211,23 @@ def set_trainable(net, layers: str = "all") -> None:
 
 def decode_matrix(size: int, style=None) -> np.ndarray:
     """(16, 4): regressors -> box corners relative to the anchor centre, normalized:
-    ``x1 = (dx - w / 2) / size`` and so on (keypoint columns get weight 0).
+    ``x1 = (dx - w / 2) / size`` and so on, with ``style`` (a ``facecore.boxstyle.BoxStyle``) in the same
+    matrix: both its forms are linear in the regressors (offsets move each side by a fraction of ``w`` or
+    ``h``; the keypoint map adds multiples of each keypoint's offset from the box centre, ``kx - dx``). The
+    network then starts out drawing boxes the way the training labels are drawn, and fine-tuning only has
+    to refine them. Without a style: MediaPipe's own box."""
+    from .boxstyle import N_FEATURES, NUM_KEYPOINTS, offsets_matrix
 
-    ``style`` (a ``facecore.blazeface.BoxStyle``) moves each side by a fraction of the box's size, in
-    the same matrix (``x1 = (dx + (left - 0.5) w) / size``): the network then starts out drawing boxes
-    the way the training labels are drawn, and fine-tuning only has to refine them."""
-    left, top, right, bottom = (style.left, style.top, style.right, style.bottom) if style is not None else (0, 0, 0, 0)
-    m = np.zeros((16, 4), np.float32)
-    m[0, [0, 2]] = 1.0
-    m[1, [1, 3]] = 1.0
-    m[2, 0], m[2, 2] = left - 0.5, 0.5 + right
-    m[3, 1], m[3, 3] = top - 0.5, 0.5 + bottom
-    return m / float(size)
+    weights = style.weights() if style is not None else offsets_matrix(0, 0, 0, 0)
+    jac = np.zeros((N_FEATURES, 16))  # regressors -> boxstyle.features: [w, h, k0x - cx, k0y - cy, ...]
+    jac[0, 2] = jac[1, 3] = 1.0
+    for j in range(NUM_KEYPOINTS):
+        jac[2 + 2 * j, 4 + 2 * j], jac[2 + 2 * j, 0] = 1.0, -1.0
+        jac[3 + 2 * j, 5 + 2 * j], jac[3 + 2 * j, 1] = 1.0, -1.0
+    m = jac.T @ weights
+    m[0, [0, 2]] += 1.0
+    m[1, [1, 3]] += 1.0
+    return (m / float(size)).astype(np.float32)
 
 
 def detector_net(net, anchors: np.ndarray, size: int, temperature: float = 4.0, style=None):

@@ -222,30 +222,52 @@ def build_trainer(net, anchors: np.ndarray, size: int, localization_weight: floa
 
 
 def fit_start_style(net, anchors: np.ndarray, size: int, samples, warnings: list):
-    """The box style of the training labels around the pretrained network's best box (``BoxStyle.fit``),
-    built into the decoding before fine-tuning starts; None (with a warning) when too few faces match."""
+    """The box style of the training labels around the pretrained network's best box and keypoints
+    (``BoxStyle.fit``, pulled toward the built-in ``DEFAULT_STYLE`` when few faces are labeled), built into
+    the decoding before fine-tuning starts; None (with a warning) when too few faces match.
+
+    The network sees each photo stretched to a square, which distorts a face's keypoint geometry by the
+    photo's aspect ratio: the fit runs with every photo's coordinates scaled back to its true aspect, and
+    the style is then written for the most common aspect among the training photos."""
     from . import boxes as B
     from .blaze_keras import decode_matrix
-    from .blazeface import BoxStyle, weighted_nms
-    from .errors import FaceCoreError
+    from .blazeface import DEFAULT_STYLE, NUM_KEYPOINTS, weighted_nms
+    from .boxstyle import BoxStyle
+    from .errors import FaceCoreError, ImageReadError
+    from .io import image_size
 
     dec = decode_matrix(size)
     centres = np.concatenate([anchors[:, :2], anchors[:, :2]], axis=1)
-    d, g = [], []
+    kp_centres = np.tile(anchors[:, :2], NUM_KEYPOINTS)
+    d, g, k, aspect = [], [], [], []
     for i in range(0, len(samples), 64):
         reg, logits = (np.asarray(o) for o in net.predict(resize_all(samples.images[i:i + 64], size), verbose=0))
-        for r, lg, truth in zip(reg, logits[..., 0], samples.all_boxes[i:i + 64]):
+        for r, lg, truth, path in zip(reg, logits[..., 0], samples.all_boxes[i:i + 64], samples.paths[i:i + 64]):
             if not len(truth):
                 continue
-            found = weighted_nms(r @ dec + centres, 0.5 * (1 + np.tanh(lg / 2)), 0.3)
-            if found:
-                d.append(found[0][1])
-                g.append(truth[int(np.argmax(B.iou_matrix(found[0][1][None], truth)[0]))])
+            rows = np.concatenate([r @ dec + centres, r[:, 4:] / size + kp_centres], axis=1)
+            found = weighted_nms(rows, 0.5 * (1 + np.tanh(lg / 2)), 0.3)
+            if not found:
+                continue
+            try:
+                w, h = image_size(path)
+            except ImageReadError:
+                w, h = 1, 1
+            sx, sy = w / max(w, h), h / max(w, h)  # stretched square -> the photo's own aspect
+            best = found[0][1]
+            d.append(best[:4] * [sx, sy, sx, sy])
+            k.append(best[4:].reshape(NUM_KEYPOINTS, 2) * [sx, sy])
+            g.append(truth[int(np.argmax(B.iou_matrix(best[None, :4], truth)[0]))] * [sx, sy, sx, sy])
+            aspect.append((sx, sy))
     try:
-        return BoxStyle.fit(np.asarray(d), np.asarray(g), source="train split")
+        style = BoxStyle.fit(np.asarray(d), np.asarray(g), keypoints=np.asarray(k) if k else None,
+                             prior=DEFAULT_STYLE, source="train split")
     except FaceCoreError as exc:
         warnings.append(f"box style not fitted before training ({exc}); training starts from BlazeFace's own boxes")
         return None
+    values, counts = np.unique(np.round(np.asarray(aspect), 3), axis=0, return_counts=True)
+    sx, sy = values[int(np.argmax(counts))]
+    return style.scaled(1.0 / sx, 1.0 / sy)
 
 
 def dataset_of(images: np.ndarray, all_boxes: list[np.ndarray], batch: int, shuffle: bool, seed: int):

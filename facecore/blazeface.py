@@ -12,7 +12,8 @@ This module holds what MediaPipe's graph does around the network, in numpy:
   (``TensorsToDetectionsCalculator``);
 - ``weighted_nms``: MediaPipe's weighted non-maximum suppression (overlapping detections are averaged,
   weighted by score), so several faces per frame come out, best first;
-- ``BoxStyle``: a 4-number correction from the detector's face box to the way a dataset's boxes are drawn;
+- ``DEFAULT_STYLE``: the built-in ``facecore.boxstyle.BoxStyle`` (the way people draw face boxes, learned
+  from the shipped sample's labels around BlazeFace's box and keypoints); ``fit_dataset_style`` fits one;
 - ``BlazeFaceDetector``: the ``Detector`` behind the built-in ``blazeface`` name, run by LiteRT (XNNPACK).
 
 Preprocessing as in MediaPipe: the frame is letterboxed (kept aspect, zero border) to the network's
@@ -24,13 +25,14 @@ from __future__ import annotations
 import json
 import math
 import threading
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from . import boxes as B
+from .boxstyle import BoxStyle
 from .detect import Detection
 from .errors import FaceCoreError
 
@@ -131,7 +133,8 @@ def weighted_nms(boxes: np.ndarray, scores: np.ndarray, min_score: float, iou_th
                  max_faces: int = 20, max_candidates: int = 128) -> list[tuple[float, np.ndarray]]:
     """MediaPipe's weighted NMS: take the best remaining candidate, average the boxes of every
     candidate overlapping it by more than ``iou_threshold`` (weighted by score), keep the best score.
-    ``boxes`` (A, 4) normalized, ``scores`` (A,). Returns ``[(score, box (4,))]``, best first.
+    ``boxes`` (A, 4) normalized, or (A, 4 + K) with K more columns (flattened keypoints) averaged the same
+    way; ``scores`` (A,). Returns ``[(score, row (4 + K,))]``, best first.
     Only the ``max_candidates`` best anchors take part (a low ``min_score`` stays cheap)."""
     keep = np.flatnonzero(scores >= min_score)
     if keep.size == 0:
@@ -143,7 +146,7 @@ def weighted_nms(boxes: np.ndarray, scores: np.ndarray, min_score: float, iou_th
     for i in range(len(keep)):
         if not alive[i]:
             continue
-        overlap = B.iou_matrix(cand_boxes[i:i + 1], cand_boxes)[0]
+        overlap = B.iou_matrix(cand_boxes[i:i + 1, :4], cand_boxes[:, :4])[0]
         members = alive & (overlap > iou_threshold)
         members[i] = True
         w = cand_scores[members]
@@ -155,71 +158,19 @@ def weighted_nms(boxes: np.ndarray, scores: np.ndarray, min_score: float, iou_th
     return out
 
 
-# -- box style -------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class BoxStyle:
-    """How a dataset's boxes sit around a detector's face box: each side moves by a fraction of the
-    detector box's width (``left``, ``right``) or height (``top``, ``bottom``); positive = right/down.
-
-    ``apply(boxes)`` maps detector boxes (N, 4) normalized to the dataset's style. The default moves nothing.
-    ``fit`` records the IoU with the labels before and after, on the faces used to fit it.
-    """
-
-    left: float = 0.0
-    top: float = 0.0
-    right: float = 0.0
-    bottom: float = 0.0
-    n_faces: int = 0
-    iou_before: float | None = None
-    iou_after: float | None = None
-    source: str = ""
-
-    def apply(self, boxes: np.ndarray) -> np.ndarray:
-        b = np.asarray(boxes, np.float32).reshape(-1, 4)
-        w, h = b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]
-        off = np.stack([self.left * w, self.top * h, self.right * w, self.bottom * h], axis=1)
-        return B.clip(b + off)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "BoxStyle":
-        try:
-            vals = {k: float(d[k]) for k in ("left", "top", "right", "bottom")}
-        except (KeyError, TypeError, ValueError) as exc:
-            raise FaceCoreError(f"a box style needs numbers left, top, right, bottom ({exc})") from exc
-        if not all(math.isfinite(v) and abs(v) <= 1.0 for v in vals.values()):
-            raise FaceCoreError(f"box style offsets must be finite fractions within [-1, 1], got {vals}")
-        extra = {k: d.get(k) for k in ("n_faces", "iou_before", "iou_after", "source") if d.get(k) is not None}
-        return cls(**vals, **extra)
-
-    @classmethod
-    def fit(cls, detector_boxes: np.ndarray, label_boxes: np.ndarray, source: str = "",
-            min_iou: float = 0.3) -> "BoxStyle":
-        """Fit the median offset of each side from pairs ``detector_boxes[i]`` / ``label_boxes[i]`` (both
-        (N, 4) normalized, the same face), keeping pairs that overlap by at least ``min_iou``.
-        Raises FaceCoreError with fewer than 3 such faces."""
-        d = np.asarray(detector_boxes, np.float32).reshape(-1, 4)
-        g = np.asarray(label_boxes, np.float32).reshape(-1, 4)
-        ok = B.iou(d, g) >= min_iou
-        d, g = d[ok], g[ok]
-        if len(d) < 3:
-            raise FaceCoreError(f"fitting a box style needs at least 3 labeled faces that the detector finds; "
-                                f"found {len(d)}. Label more photos with a face.")
-        w, h = d[:, 2] - d[:, 0], d[:, 3] - d[:, 1]
-        rel = (g - d) / np.stack([w, h, w, h], axis=1)
-        med = np.median(rel, axis=0).clip(-1, 1)
-        style = cls(*(float(round(x, 4)) for x in med), n_faces=int(len(d)), source=source)
-        return cls(*(float(round(x, 4)) for x in med), n_faces=int(len(d)),
-                   iou_before=float(B.iou(d, g).mean()), iou_after=float(B.iou(style.apply(d), g).mean()),
-                   source=source)
-
-
 # The style of the shipped sample's labels (forehead to chin, drawn loosely) around the full-range
-# model's boxes, fitted on data/sample (tests/test_blazeface.py checks it still fits): people label
-# faces taller and wider than BlazeFace's box, and reaching higher.
-DEFAULT_STYLE = BoxStyle(left=-0.0702, top=-0.3612, right=0.1223, bottom=0.1384, source="data/sample")
+# model's boxes and keypoints, fitted on data/sample in the letterboxed input square
+# (tests/test_blazeface.py checks it still fits): people label faces taller and wider than BlazeFace's
+# box, and reaching higher. It is also the prior that ``fit_dataset_style`` and training start from.
+DEFAULT_STYLE_DICT = {
+    "left": -0.0702, "top": -0.3612, "right": 0.1223, "bottom": 0.1384, "method": "keypoints",
+    "matrix": [[-0.5405, 0.2054, 0.7966, 0.3294], [0.0305, -0.6545, 0.1713, 0.9647], [0.1631, 0.844, 0.7379, 1.5177],
+               [-0.1831, 0.0164, 1.8316, 2.2074], [0.9339, 0.326, -0.183, -0.9767], [-0.1783, 0.0032, -0.6347, -0.1686],
+               [0.5805, 1.1589, -0.1555, 0.4701], [1.0437, 0.6858, -0.7786, -0.9782], [-0.1593, 0.2297, -1.3592, -0.6566],
+               [-0.1927, -0.15, -0.2662, -0.3619], [0.7824, 0.6223, -0.1496, -0.4055], [-0.0989, 0.3769, 0.5303, -0.0929],
+               [0.1413, 0.0395, 0.2774, 0.385], [0.4943, 0.5773, 0.1454, 0.4936]],
+    "n_faces": 90, "iou_before": 0.5453, "iou_after": 0.8766, "cv_iou": 0.8647, "source": "data/sample"}
+DEFAULT_STYLE = BoxStyle.from_dict(DEFAULT_STYLE_DICT)
 
 
 # -- the detector ---------------------------------------------------------------------------------------
@@ -245,6 +196,13 @@ def unletterbox(boxes: np.ndarray, geometry) -> np.ndarray:
     b[:, [0, 2]] = (b[:, [0, 2]] - ox) / sx
     b[:, [1, 3]] = (b[:, [1, 3]] - oy) / sy
     return b
+
+
+def to_square(boxes: np.ndarray, geometry) -> np.ndarray:
+    """Boxes (N, 4) normalized in the frame -> normalized in the letterboxed square (``unletterbox``'s inverse)."""
+    sx, sy, ox, oy = geometry
+    b = np.asarray(boxes, np.float32).reshape(-1, 4)
+    return np.stack([ox + sx * b[:, 0], oy + sy * b[:, 1], ox + sx * b[:, 2], oy + sy * b[:, 3]], axis=1)
 
 
 def make_interpreter(path: Path, num_threads: int | None = None):
@@ -290,19 +248,26 @@ class BlazeFaceDetector:
 
     def detect(self, frame: np.ndarray) -> list[Detection]:
         """RGB uint8 (H, W, 3) -> every face, best first (boxes normalized to the frame, in ``style``)."""
-        square, geom = letterbox(frame, self.variant.size)
-        reg, logits = self.raw(square)
-        boxes, _, scores = decode(reg, logits, self.anchors, self.variant.size)
-        found = weighted_nms(boxes, scores, self.min_score)
-        if not found:
+        boxes, kps, scores, geom = self.raw_faces(frame, self.min_score)
+        if not len(boxes):
             return []
-        b = unletterbox(np.stack([f[1] for f in found]), geom)
-        b = B.clip(self.style.apply(b))
-        return [Detection(s, b[i]) for i, (s, _) in enumerate(found) if b[i, 2] > b[i, 0] and b[i, 3] > b[i, 1]]
+        # the style applies in the letterboxed square, where the keypoint geometry is undistorted, to the
+        # averaged faces, as it was fitted (``style_pairs``)
+        b = B.clip(unletterbox(self.style.apply(boxes, kps), geom))
+        return [Detection(float(s), b[i]) for i, s in enumerate(scores) if b[i, 2] > b[i, 0] and b[i, 3] > b[i, 1]]
 
     def detect_batch(self, frames: list[np.ndarray]) -> list[list[Detection]]:
         """One detection list per RGB frame."""
         return [self.detect(f) for f in frames]
+
+    def raw_faces(self, frame: np.ndarray, min_score: float = 0.3):
+        """The network's own faces, no style: ``(boxes (n, 4), keypoints (n, 6, 2), scores (n,), geometry)``,
+        boxes and keypoints normalized in the letterboxed square (``unletterbox``/``to_square`` convert)."""
+        square, geom = letterbox(frame, self.variant.size)
+        boxes, kp, scores = decode(*self.raw(square), self.anchors, self.variant.size)
+        found = weighted_nms(np.concatenate([boxes, kp.reshape(len(kp), -1)], axis=1), scores, min_score)
+        rows = np.asarray([f[1] for f in found], np.float32).reshape(-1, 4 + 2 * NUM_KEYPOINTS)
+        return rows[:, :4], rows[:, 4:].reshape(-1, NUM_KEYPOINTS, 2), np.asarray([f[0] for f in found]), geom
 
 
 def style_path(dataset_root: str | Path) -> Path:
@@ -316,6 +281,18 @@ def load_style(path: str | Path) -> BoxStyle:
         return BoxStyle.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
     except (OSError, ValueError, RecursionError) as exc:
         raise FaceCoreError(f"{Path(path).name}: not a readable box style ({type(exc).__name__}: {exc})") from exc
+
+
+def style_pairs(raw: "BlazeFaceDetector", rgb: np.ndarray, truth: np.ndarray):
+    """For every labeled face (``truth`` (N, 4) normalized in the frame) the raw detection that overlaps it
+    most: ``(detector boxes (M, 4), label boxes (M, 4), keypoints (M, 6, 2))``, all in the letterboxed
+    square, as ``BoxStyle.fit`` takes them."""
+    boxes, kps, _, geom = raw.raw_faces(rgb)
+    if not len(boxes) or not len(truth):
+        return np.zeros((0, 4), np.float32), np.zeros((0, 4), np.float32), np.zeros((0, NUM_KEYPOINTS, 2), np.float32)
+    t = to_square(truth, geom)
+    i = np.argmax(B.iou_matrix(t, boxes), axis=1)
+    return boxes[i], t, kps[i]
 
 
 def fit_dataset_style(dataset, out_dir: str | Path, split_fractions=(0.7, 0.15, 0.15), seed: int = 0,
@@ -335,7 +312,7 @@ def fit_dataset_style(dataset, out_dir: str | Path, split_fractions=(0.7, 0.15, 
     split = dataset.split(split_fractions, seed)
     parts = {"fit": list(split.train) + list(split.val), "test": list(split.test)}
     total, done = sum(len(v) for v in parts.values()), 0
-    pairs = {"fit": ([], []), "test": ([], [])}
+    pairs = {"fit": ([], [], []), "test": ([], [], [])}  # detector box, label box, keypoints (in the square)
     for key, items in parts.items():
         for it in items:
             done += 1
@@ -347,22 +324,20 @@ def fit_dataset_style(dataset, out_dir: str | Path, split_fractions=(0.7, 0.15, 
                 truth = B.clip(read_label(it.label).boxes)
                 if not len(truth):
                     continue
-                dets = raw.detect(read_image(it.image))
+                rgb = read_image(it.image)
             except (ImageReadError, LabelFormatError):
                 continue
-            for t in truth:  # every labeled face, with the detection that overlaps it most
-                if dets:
-                    best = max(dets, key=lambda d: float(B.iou(d.box[None], t[None])[0]))
-                    pairs[key][0].append(best.box)
-                    pairs[key][1].append(t)
-    style = BoxStyle.fit(np.asarray(pairs["fit"][0]), np.asarray(pairs["fit"][1]), source=dataset.name)
+            for col, v in zip(pairs[key], style_pairs(raw, rgb, truth)):
+                col.extend(v)
+    d, g, k = (np.asarray(c) for c in pairs["fit"])
+    style = BoxStyle.fit(d, g, keypoints=k if len(k) else None, prior=DEFAULT_STYLE, source=dataset.name)
     test = {}
     if len(pairs["test"][0]):
-        d, g = np.asarray(pairs["test"][0]), np.asarray(pairs["test"][1])
+        d, g, k = (np.asarray(c) for c in pairs["test"])
         ok = B.iou(d, g) >= 0.3
         if ok.any():
             test = {"n_faces": int(ok.sum()), "iou_before": float(B.iou(d[ok], g[ok]).mean()),
-                    "iou_after": float(B.iou(style.apply(d[ok]), g[ok]).mean())}
+                    "iou_after": float(B.iou(style.apply(d[ok], k[ok]), g[ok]).mean())}
     out = check_model_dir(out_dir)
     meta = {"name": out.name, "kind": "facetracker", "architecture": "blazeface-style",
             "created": datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds"),
