@@ -193,7 +193,7 @@ def baseline(row: str, train_data):
     return None
 
 
-def rows_for(rows, train_people, test_data, train_data, tmp, epochs, mosaics=None, size=192) -> dict:
+def rows_for(rows, train_people, test_data, train_data, tmp, epochs, mosaics=None, size=192, lr=None) -> dict:
     out = {}
     ds = None
     for row in rows:
@@ -206,7 +206,8 @@ def rows_for(rows, train_people, test_data, train_data, tmp, epochs, mosaics=Non
                                            learning_rate=1e-3, head_units=256, augmentation="on_the_fly", patience=0)
             else:
                 det, secs = train_detector(ds, tmp, "blazeface", **{**preset("blazeface"), "epochs": epochs,
-                                                                    "input_size": size, "train_layers": layers_of(row)})
+                                                                    "input_size": size, "train_layers": layers_of(row),
+                                                                    **({"learning_rate": lr} if lr else {})})
         m = run_detector(det, test_data)
         m["train_s"] = secs
         if mosaics:
@@ -255,6 +256,7 @@ def main(argv=None) -> int:
     ap.add_argument("--rows", default=",".join(ALL_ROWS))
     ap.add_argument("--people", default=",".join(PEOPLE))
     ap.add_argument("--epochs", type=int, default=preset("blazeface")["epochs"])
+    ap.add_argument("--learning-rate", type=float, default=preset("blazeface")["learning_rate"])
     ap.add_argument("--size", type=int, default=192, help="fine-tuned BlazeFace input: 192 (full range) or 128 (short)")
     ap.add_argument("--mosaic", action="store_true", help="also score every face of 2x2 mosaics of the held-out person")
     ap.add_argument("--personal", action="store_true", help="the personalization table instead")
@@ -282,7 +284,7 @@ def main(argv=None) -> int:
                 train_data = [x for q in others for x in data[q]]
                 print(f"held out {p} ({len(data[p])} photos); training on {len(train_data)}", flush=True)
                 results[p] = rows_for(rows, others, data[p], train_data, tmp, args.epochs,
-                                      make_mosaics(data[p]) if args.mosaic else None, args.size)
+                                      make_mosaics(data[p]) if args.mosaic else None, args.size, args.learning_rate)
     print()
     print(table(results, rows))
     if args.mosaic:

@@ -330,7 +330,13 @@ def train_blazeface(dataset: Dataset, config, out_dir: Path, emit: Callable, sta
              config.epochs)
 
     monitor = "val_box_error" if val_ds is not None else "box_error"
-    cbs = make_callbacks(keras, "training", 0, config.epochs, report, cancel, monitor, config, history, state)
+    # The start (pretrained network + the fitted style) is a candidate too: fine-tuning that never beats
+    # it on the val split leaves it in place.
+    start = trainer.evaluate(val_ds, verbose=0, return_dict=True).get("box_error") if val_ds is not None else None
+    start = float(start) if start is not None and math.isfinite(float(start)) else math.inf
+    state["best_epoch"] = 0 if math.isfinite(start) else None
+    cbs = make_callbacks(keras, "training", 0, config.epochs, report, cancel, monitor, config, history, state,
+                         best=start, best_weights=net.get_weights() if math.isfinite(start) else None)
     trainer.fit(train_ds, validation_data=val_ds, epochs=config.epochs, callbacks=cbs, verbose=0, shuffle=False)
     check_stop(state, cancel)
     model = BK.detector_net(net, anchors, size, style=style)

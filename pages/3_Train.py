@@ -313,8 +313,11 @@ def show_job(s: JobState) -> None:
                    "Measure it on the Evaluate page.")
         st.table(metrics_table(s.meta.get("metrics", {})).set_index("split").style.format(precision=3, na_rep="--"))
         tr = s.meta.get("training", {})
-        st.caption(f"{tr.get('epochs_run')} epoch(s), best epoch {tr.get('best_epoch')}"
-                   f"{' (stopped early)' if tr.get('stopped_early') else ''}; "
+        best = tr.get("best_epoch")
+        st.caption(f"{tr.get('epochs_run')} epoch(s), "
+                   + ("no epoch beat the start (the pretrained network with the fitted box style), which was kept"
+                      if best == 0 else f"best epoch {best}")
+                   + f"{' (stopped early)' if tr.get('stopped_early') else ''}; "
                    f"{'feature cache' if tr.get('feature_cache') else 'full network'}; "
                    f"files: {', '.join(s.meta.get('files', {}).values())}")
         for w in tr.get("warnings", []):

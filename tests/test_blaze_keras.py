@@ -123,7 +123,30 @@ def test_default_training_moves_boxes_and_keeps_mediapipes_face_judgement(tmp_pa
     pretrained = BK.raw_net("full")
     heads = BK.head_layers(pretrained)
     assert heads
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["start_style"]["method"] in ("offsets", "keypoints", "keypoints, prior 3", "keypoints, prior 30")
+    kept_start = meta["training"]["best_epoch"] == 0  # no epoch beat the pretrained net with the fitted style
     for ly in heads:
         before, after = ly.get_weights(), saved.get_layer(ly.name).get_weights()
         same = all(np.array_equal(a, b) for a, b in zip(before, after))
-        assert same == (ly.filters % 16 != 0), ly.name  # classifiers unchanged, box regressors trained
+        assert same == (ly.filters % 16 != 0 or kept_start), ly.name  # classifiers unchanged, box regressors trained
+
+
+@pytest.mark.slow
+def test_fine_tuning_that_only_hurts_keeps_the_start(tmp_path):
+    """A learning rate far too high wrecks every epoch: the pretrained weights and the fitted style are kept,
+    and the saved model boxes faces as well as the style alone does."""
+    import keras
+
+    from facecore.dataset import Dataset
+    from facecore.train import TrainConfig, train
+
+    ds = Dataset.open(_small_dataset(tmp_path, n_faces=12, n_walls=4))
+    out = train(ds, TrainConfig(name="wreck", epochs=2, batch_size=8, patience=0, learning_rate=50.0),
+                None, tmp_path / "models" / "wreck")
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["training"]["best_epoch"] == 0
+    saved = keras.models.load_model(out / "model.keras", compile=False)
+    for ly in BK.head_layers(BK.raw_net("full")):
+        assert all(np.array_equal(a, b) for a, b in zip(ly.get_weights(), saved.get_layer(ly.name).get_weights()))
+    assert meta["metrics"]["train"]["mean_iou"] > 0.6
