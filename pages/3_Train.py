@@ -256,8 +256,10 @@ else:
 
     with st.expander("No time to train? Fit the built-in detector's box style (seconds)"):
         st.write("The built-in **blazeface** finds faces without training, but its box is tighter than the way "
-                 "most people draw faces. This measures how your labels sit around its boxes (four numbers) "
-                 "and saves a detector that draws boxes your way; it appears in every detector list.")
+                 "most people draw faces. This measures how your labels sit around its boxes and face keypoints "
+                 "(eyes, nose, mouth, ears) and saves a detector that draws boxes your way; it appears in every "
+                 "detector list. With a dozen or more labeled faces it learns from the keypoints; with fewer, "
+                 "it adjusts the built-in style.")
         style_name = st.text_input("Name", f"{dataset.name}-boxstyle", key=f"style_name_{dataset.name}")
         if st.button("Fit box style", key="style_fit"):
             from facecore.blazeface import fit_dataset_style
@@ -273,7 +275,9 @@ else:
                 m = model_info(path.name, path.parent).meta["metrics"]
                 rows = [{"split": k, "faces": v.get("n_face"), "IoU before": v.get("mean_iou_before"),
                          "IoU after": v.get("mean_iou")} for k, v in m.items()]
-                st.success(f"Saved detector **{path.name}**: pick it on the Evaluate, Video or Webcam page.")
+                style = model_info(path.name, path.parent).meta.get("box_style", {})
+                st.success(f"Saved detector **{path.name}** (style from {style.get('method', 'offsets')}, "
+                           f"{style.get('n_faces')} faces): pick it on the Evaluate, Video or Webcam page.")
                 st.dataframe(pd.DataFrame(rows), hide_index=True)
 
 if state.running:

@@ -179,3 +179,6 @@ def test_page_fits_a_box_style_detector(workspace_env):
 
     det = load_detector("faces-boxstyle", models)
     assert det.name == "faces-boxstyle" and det.style.top < 0  # labels reach higher than BlazeFace's box
+    # 60-odd labeled faces: the keypoint form, and the page says so
+    assert det.style.method.startswith("keypoints") and det.style.matrix is not None
+    assert "style from keypoints" in _texts(at.success)
