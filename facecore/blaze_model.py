@@ -37,6 +37,23 @@ def _pick(outputs) -> tuple[np.ndarray, np.ndarray]:
     return probs, boxes
 
 
+def pad_to_aspect(frame: np.ndarray, aspect) -> tuple[np.ndarray, tuple[float, float, float, float]]:
+    """Pad RGB (H, W, 3) with mid-grey, centred, to width / height = ``aspect`` (None or within 2 %: as is).
+    Returns ``(padded, (sx, sy, ox, oy))``: a normalized x in the frame is ``ox + sx * x`` in the padded one."""
+    h, w = frame.shape[:2]
+    try:
+        aspect = float(aspect)
+    except (TypeError, ValueError):
+        return frame, (1.0, 1.0, 0.0, 0.0)
+    if not (0.2 <= aspect <= 5.0) or abs(w / h / aspect - 1.0) <= 0.02:
+        return frame, (1.0, 1.0, 0.0, 0.0)
+    pw, ph = max(w, round(h * aspect)), max(h, round(w / aspect))
+    x0, y0 = (pw - w) // 2, (ph - h) // 2
+    out = np.full((ph, pw, 3), 127, np.uint8)
+    out[y0:y0 + h, x0:x0 + w] = frame
+    return out, (w / pw, h / ph, x0 / pw, y0 / ph)
+
+
 class TrainedBlazeDetector:
     """A fine-tuned BlazeFace: ``detect(rgb)`` -> every face (score >= ``min_score``), best first."""
 
@@ -92,11 +109,16 @@ class TrainedBlazeDetector:
         return det
 
     def detect(self, frame: np.ndarray) -> list[Detection]:
-        """RGB uint8 (H, W, 3) -> every face, best first; boxes normalized to the frame."""
-        probs, boxes = _pick(self._run(resize_for_model(frame, self.input_size)))
+        """RGB uint8 (H, W, 3) -> every face, best first; boxes normalized to the frame.
+
+        A frame of another shape than the training photos (``meta["frame_aspect"]``, width / height) is
+        first padded to their shape: the box style in the graph was fitted on faces stretched as theirs."""
+        padded, (sx, sy, ox, oy) = pad_to_aspect(frame, self.meta.get("frame_aspect"))
+        probs, boxes = _pick(self._run(resize_for_model(padded, self.input_size)))
         found = weighted_nms(boxes, probs, self.min_score, NMS_IOU)
         out = []
         for score, box in found:
+            box = (np.asarray(box, np.float32) - [ox, oy, ox, oy]) / [sx, sy, sx, sy]
             b = B.clip(B.order_corners(box))[0]
             if b[2] > b[0] and b[3] > b[1] and np.isfinite(score):
                 out.append(Detection(score, b))

@@ -228,7 +228,8 @@ def fit_start_style(net, anchors: np.ndarray, size: int, samples, warnings: list
 
     The network sees each photo stretched to a square, which distorts a face's keypoint geometry by the
     photo's aspect ratio: the fit runs with every photo's coordinates scaled back to its true aspect, and
-    the style is then written for the most common aspect among the training photos."""
+    the style is then written for the most common aspect among the training photos. Returns
+    ``(style, that aspect as width / height)``; inference pads other frames to it (``blaze_model``)."""
     from . import boxes as B
     from .blaze_keras import decode_matrix
     from .blazeface import DEFAULT_STYLE, NUM_KEYPOINTS, weighted_nms
@@ -264,10 +265,10 @@ def fit_start_style(net, anchors: np.ndarray, size: int, samples, warnings: list
                              prior=DEFAULT_STYLE, source="train split")
     except FaceCoreError as exc:
         warnings.append(f"box style not fitted before training ({exc}); training starts from BlazeFace's own boxes")
-        return None
+        return None, None
     values, counts = np.unique(np.round(np.asarray(aspect), 3), axis=0, return_counts=True)
     sx, sy = values[int(np.argmax(counts))]
-    return style.scaled(1.0 / sx, 1.0 / sy)
+    return style.scaled(1.0 / sx, 1.0 / sy), float(sx / sy)
 
 
 def dataset_of(images: np.ndarray, all_boxes: list[np.ndarray], batch: int, shuffle: bool, seed: int):
@@ -314,7 +315,7 @@ def train_blazeface(dataset: Dataset, config, out_dir: Path, emit: Callable, sta
     BK.set_trainable(net, config.train_layers)
     anchors = ssd_anchors(variant)
     emit("loading", 1.0, "measuring how the labels sit around the pretrained detector's boxes")
-    style = fit_start_style(net, anchors, size, tr, warnings)
+    style, frame_aspect = fit_start_style(net, anchors, size, tr, warnings)
     trainer = build_trainer(net, anchors, size, float(config.localization_weight), config.augmentation != "off", style)
     trainer.compile(keras.optimizers.Adam(config.learning_rate))
     bs = int(config.batch_size)
@@ -358,6 +359,7 @@ def train_blazeface(dataset: Dataset, config, out_dir: Path, emit: Callable, sta
         **run_meta(out_dir, config, dataset, split, tr),
         "architecture": "blazeface",
         "start_style": style.to_dict() if style is not None else None,
+        "frame_aspect": frame_aspect,  # width / height of most training photos: other frames are padded to it
         "history": history,
         "metrics": metrics,
         "input": {"shape": [None, size, size, 3], "dtype": "float32", "range": "RGB 0..255",

@@ -149,3 +149,18 @@ def test_boxstyle_cli_saves_a_detector_and_refuses_a_dataset_folder(tmp_path, ca
     shutil.copytree(SAMPLE, ds)
     assert main(["boxstyle", "--data", SAMPLE, "--out", str(ds)]) == 2
     assert (ds / "images").is_dir() and len(list((ds / "images").iterdir())) > 90
+
+
+@pytest.mark.parametrize("shape,aspect,padded", [((720, 1280), 4 / 3, (960, 1280)), ((480, 640), 4 / 3, (480, 640)),
+                                                 ((480, 640), None, (480, 640)), ((640, 480), 4 / 3, (640, 853)),
+                                                 ((480, 640), "wide", (480, 640)), ((480, 640), 1e9, (480, 640))])
+def test_trained_blazeface_pads_frames_to_the_training_aspect(shape, aspect, padded):
+    from facecore.blaze_model import pad_to_aspect
+
+    frame = np.zeros((*shape, 3), np.uint8)
+    frame[shape[0] // 4:shape[0] // 2, shape[1] // 4:shape[1] // 2] = 255  # a white box at [.25, .25, .5, .5]
+    out, (sx, sy, ox, oy) = pad_to_aspect(frame, aspect)
+    assert out.shape[:2] == padded
+    ys, xs = np.nonzero(out[..., 0] == 255)
+    box = np.array([xs.min() / padded[1], ys.min() / padded[0], (xs.max() + 1) / padded[1], (ys.max() + 1) / padded[0]])
+    assert np.allclose((box - [ox, oy, ox, oy]) / [sx, sy, sx, sy], [0.25, 0.25, 0.5, 0.5], atol=2e-3)
