@@ -230,23 +230,67 @@ def decode_matrix(size: int, style=None) -> np.ndarray:
     return (m / float(size)).astype(np.float32)
 
 
-def detector_net(net, anchors: np.ndarray, size: int, temperature: float = 4.0, style=None):
+def letterbox_geometry(size: int, aspect: float | None) -> tuple[float, float, float, float]:
+    """Where a frame of ``aspect`` (width / height) sits in the network's square once letterboxed, as
+    ``facecore.blazeface.letterbox`` puts it: ``(sx, sy, ox, oy)``, a normalized x of the frame is
+    ``ox + sx * x`` in the square. ``(1, 1, 0, 0)`` (the whole square) for None or a square frame."""
+    if aspect is None or abs(float(aspect) - 1.0) <= 0.02:
+        return 1.0, 1.0, 0.0, 0.0
+    aspect = float(aspect)
+    cw, ch = (size, max(1, round(size / aspect))) if aspect > 1 else (max(1, round(size * aspect)), size)
+    return cw / size, ch / size, ((size - cw) // 2) / size, ((size - ch) // 2) / size
+
+
+def letterbox_model(size: int, aspect: float | None):
+    """A Keras model (stock layers) that turns a frame stretched to ``size`` x ``size`` (RGB 0..255) back
+    into the letterboxed square MediaPipe's network was trained on: resized to the frame's own shape
+    (``aspect``), centred on a mid-grey border. The identity for a square frame."""
+    import keras
+
+    x = inp = keras.Input((size, size, 3), name="frame")
+    sx, sy, ox, oy = letterbox_geometry(size, aspect)
+    if (sx, sy) != (1.0, 1.0):
+        cw, ch = round(sx * size), round(sy * size)
+        top, left = round(oy * size), round(ox * size)
+        x = keras.layers.Resizing(ch, cw, interpolation="bilinear", name="unstretch")(x)
+        x = keras.layers.Rescaling(1.0, offset=-127.5, name="centre_grey")(x)  # the border: mid-grey
+        x = keras.layers.ZeroPadding2D(((top, size - ch - top), (left, size - cw - left)), name="letterbox")(x)
+        x = keras.layers.Rescaling(1.0, offset=127.5, name="uncentre_grey")(x)
+    return keras.Model(inp, x, name="letterbox")
+
+
+def frame_decoding(size: int, anchors: np.ndarray, style=None, aspect: float | None = None):
+    """``(matrix (16, 4), offsets (A, 4), centres (A, 2))``: ``regressors @ matrix + offsets`` are every
+    anchor's box in ``style``, normalized to the frame, when the network ran on the letterboxed square
+    (``letterbox_model``); ``centres``, the anchors' centres in the frame's terms."""
+    sx, sy, ox, oy = letterbox_geometry(size, aspect)
+    scale = np.array([sx, sy, sx, sy], np.float32)
+    origin = np.array([ox, oy, ox, oy], np.float32)
+    matrix = decode_matrix(size, style) / scale
+    offsets = (np.concatenate([anchors[:, :2], anchors[:, :2]], axis=1) - origin) / scale
+    return matrix.astype(np.float32), offsets.astype(np.float32), offsets[:, :2].copy()
+
+
+def detector_net(net, anchors: np.ndarray, size: int, temperature: float = 4.0, style=None,
+                 aspect: float | None = None):
     """Wrap a raw BlazeFace net with the decoding in the graph; stock layers only, so
     ``keras.models.load_model(path, compile=False)`` loads the saved file.
 
     Outputs ``[prob (N, 1), box (N, 4), anchor_probs (N, A, 1), anchor_boxes (N, A, 4)]``, boxes
     normalized ``[x1, y1, x2, y2]`` in the input frame (whole frame resized), in ``style`` (see
-    ``decode_matrix``).
+    ``decode_matrix``). With ``aspect`` (the training photos' width / height) the stretched input is
+    letterboxed in the graph first (``letterbox_model``), so the network sees faces undistorted.
     """
     import keras
 
-    reg, logits = net.outputs
+    inp = keras.Input((size, size, 3), name="image")
+    reg, logits = net(letterbox_model(size, aspect)(inp))
     a = len(anchors)
+    matrix, offsets, _ = frame_decoding(size, anchors, style, aspect)
     dense = keras.layers.Dense(4, use_bias=False, trainable=False, name="decode_box")
     rel = dense(reg)
-    dense.set_weights([decode_matrix(size, style)])
-    centres = np.concatenate([anchors[:, :2], anchors[:, :2]], axis=1).astype(np.float32)
-    boxes = keras.layers.Rescaling(1.0, offset=centres, name="anchor_boxes")(rel)
+    dense.set_weights([matrix])
+    boxes = keras.layers.Rescaling(1.0, offset=offsets, name="anchor_boxes")(rel)
     probs = keras.layers.Activation("sigmoid", name="anchor_probs")(logits)
     prob = keras.layers.GlobalMaxPooling1D(name="prob")(probs)
     flat = keras.layers.Reshape((a,), name="logits_flat")(logits)
@@ -254,4 +298,4 @@ def detector_net(net, anchors: np.ndarray, size: int, temperature: float = 4.0, 
     weights = keras.layers.Reshape((a, 1), name="anchor_weights_col")(weights)
     best = keras.layers.Dot(axes=1, name="weighted_box")([weights, boxes])
     box = keras.layers.Reshape((4,), name="box")(best)
-    return keras.Model(net.inputs, [prob, box, probs, boxes], name="blazeface_detector")
+    return keras.Model(inp, [prob, box, probs, boxes], name="blazeface_detector")

@@ -21,7 +21,8 @@ loss plus a localization loss), over SSD anchors instead of one box:
   contrast and saturation; faces that keep under half their area leave the labels.
 
 Inputs are whole photos resized to the network's square (``facecore.preprocess.resize_for_model``),
-exactly as at inference.
+exactly as at inference; the graph then letterboxes them back to the photos' shape
+(``facecore.blaze_keras.letterbox_model``), so the network sees faces as MediaPipe trained it to.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from .preprocess import resize_for_model
 
 MAX_FACES = 16  # labeled faces per photo used in training (more are rare; the largest are kept)
 LOAD_SCALE = 1.5  # photos are kept at 1.5x the input so zoomed-in crops stay sharp
-ZOOM = (0.6, 2.2)  # crop window side as a fraction of the photo: >1 zooms out (smaller faces, black border)
+ZOOM = (0.6, 2.2)  # crop window side as a fraction of the photo: >1 zooms out (smaller faces, grey border)
 VARIANT_BY_SIZE = {128: "short", 192: "full"}
 POS_IOU, IGNORE_IOU = 0.4, 0.25
 SOFTMAX_SHARPEN = 4.0  # as facecore.blaze_keras.detector_net's default temperature
@@ -126,7 +127,8 @@ def augment_batch(images, gt, mask, size: int, seed_tensor=None):
     x0 = u(0.0, 1.0) * (1.0 - w)  # w > 1: a negative start puts the photo anywhere in the window
     y0 = u(0.0, 1.0) * (1.0 - h)
     crop = tf.stack([y0, x0, y0 + h, x0 + w], axis=1)
-    out = tf.image.crop_and_resize(images, crop, tf.range(n), [size, size], extrapolation_value=0.0)
+    # outside the photo: mid-grey, the border letterboxing gives (MediaPipe pads with 0 in [-1, 1])
+    out = tf.image.crop_and_resize(images, crop, tf.range(n), [size, size], extrapolation_value=127.5)
     b = (gt - tf.stack([x0, y0, x0, y0], axis=1)[:, None, :]) / tf.stack([w, h, w, h], axis=1)[:, None, :]
     clipped = tf.clip_by_value(b, 0.0, 1.0)
     area = lambda t: tf.nn.relu(t[..., 2] - t[..., 0]) * tf.nn.relu(t[..., 3] - t[..., 1])  # noqa: E731
@@ -143,16 +145,18 @@ def augment_batch(images, gt, mask, size: int, seed_tensor=None):
     return tf.clip_by_value(out, 0.0, 255.0), boxes, mask
 
 
-def build_trainer(net, anchors: np.ndarray, size: int, localization_weight: float, augment: bool, style=None):
-    """The Keras model that trains ``net`` (raw BlazeFace: ``[regressors, logits]``), keras-io style."""
+def build_trainer(net, anchors: np.ndarray, size: int, localization_weight: float, augment: bool, style=None,
+                  aspect: float | None = None):
+    """The Keras model that trains ``net`` (raw BlazeFace: ``[regressors, logits]``), keras-io style; photos
+    (stretched squares) are letterboxed to ``aspect`` in the graph first, as the saved model does."""
     import keras
 
-    from .blaze_keras import decode_matrix
+    from .blaze_keras import frame_decoding, letterbox_model
 
     tf = _tf()
-    dec = tf.constant(decode_matrix(size, style))
-    centres = tf.constant(anchors[:, :2])
-    offsets = tf.constant(np.concatenate([anchors[:, :2], anchors[:, :2]], axis=1))
+    matrix, box_offsets, anchor_centres = frame_decoding(size, anchors, style, aspect)
+    dec, offsets, centres = tf.constant(matrix), tf.constant(box_offsets), tf.constant(anchor_centres)
+    unstretch = letterbox_model(size, aspect)
 
     class BlazeTrainer(keras.Model):
         """Fine-tunes ``net`` on ``(images (N, L, L, 3) 0..255, (boxes (N, K, 4), mask (N, K)))``.
@@ -181,7 +185,7 @@ def build_trainer(net, anchors: np.ndarray, size: int, localization_weight: floa
                 x, gt, mask = augment_batch(images, gt, mask, size)
             else:
                 x = tf.image.resize(images, [size, size], method="area") if images.shape[1] != size else images
-            reg, logits = self.net(x, training=training)
+            reg, logits = self.net(unstretch(x), training=training)
             logits = logits[..., 0]
             boxes = tf.einsum("nak,kc->nac", reg, dec) + offsets
             positive, ignore, target = match_anchors(boxes, centres, gt, mask)
@@ -221,28 +225,47 @@ def build_trainer(net, anchors: np.ndarray, size: int, localization_weight: floa
     return BlazeTrainer()
 
 
-def fit_start_style(net, anchors: np.ndarray, size: int, samples, warnings: list):
+def dominant_aspect(paths) -> float:
+    """Width / height shared by most of the photos at ``paths`` (read from their headers; 4:3 if none)."""
+    from .errors import ImageReadError
+    from .io import image_size
+
+    seen = []
+    for p in paths:
+        try:
+            w, h = image_size(p)
+        except ImageReadError:
+            continue
+        seen.append(round(w / h, 3))
+    if not seen:
+        return 4 / 3
+    values, counts = np.unique(seen, return_counts=True)
+    return float(values[int(np.argmax(counts))])
+
+
+def fit_start_style(net, anchors: np.ndarray, size: int, samples, warnings: list, aspect: float):
     """The box style of the training labels around the pretrained network's best box and keypoints
     (``BoxStyle.fit``, pulled toward the built-in ``DEFAULT_STYLE`` when few faces are labeled), built into
     the decoding before fine-tuning starts; None (with a warning) when too few faces match.
 
-    The network sees each photo stretched to a square, which distorts a face's keypoint geometry by the
-    photo's aspect ratio: the fit runs with every photo's coordinates scaled back to its true aspect, and
-    the style is then written for the most common aspect among the training photos. Returns
-    ``(style, that aspect as width / height)``; inference pads other frames to it (``blaze_model``)."""
+    Fitted where the network looks, in the square letterboxed to ``aspect`` (undistorted, like the
+    built-in style), on the photos of that shape (others are distorted there) unless too few faces are."""
     from . import boxes as B
-    from .blaze_keras import decode_matrix
+    from .blaze_keras import decode_matrix, letterbox_geometry, letterbox_model
     from .blazeface import DEFAULT_STYLE, NUM_KEYPOINTS, weighted_nms
-    from .boxstyle import BoxStyle
+    from .boxstyle import MIN_KEYPOINT_FACES, BoxStyle
     from .errors import FaceCoreError, ImageReadError
     from .io import image_size
 
     dec = decode_matrix(size)
     centres = np.concatenate([anchors[:, :2], anchors[:, :2]], axis=1)
     kp_centres = np.tile(anchors[:, :2], NUM_KEYPOINTS)
-    d, g, k, aspect = [], [], [], []
+    sx, sy, ox, oy = letterbox_geometry(size, aspect)
+    unstretch = letterbox_model(size, aspect)
+    d, g, k, same = [], [], [], []
     for i in range(0, len(samples), 64):
-        reg, logits = (np.asarray(o) for o in net.predict(resize_all(samples.images[i:i + 64], size), verbose=0))
+        x = unstretch.predict(resize_all(samples.images[i:i + 64], size), verbose=0)
+        reg, logits = (np.asarray(o) for o in net.predict(x, verbose=0))
         for r, lg, truth, path in zip(reg, logits[..., 0], samples.all_boxes[i:i + 64], samples.paths[i:i + 64]):
             if not len(truth):
                 continue
@@ -250,25 +273,24 @@ def fit_start_style(net, anchors: np.ndarray, size: int, samples, warnings: list
             found = weighted_nms(rows, 0.5 * (1 + np.tanh(lg / 2)), 0.3)
             if not found:
                 continue
+            best = found[0][1]
+            t = np.asarray(truth, np.float32) * [sx, sy, sx, sy] + [ox, oy, ox, oy]
+            d.append(best[:4])
+            k.append(best[4:].reshape(NUM_KEYPOINTS, 2))
+            g.append(t[int(np.argmax(B.iou_matrix(best[None, :4], t)[0]))])
             try:
                 w, h = image_size(path)
+                same.append(abs(w / h / aspect - 1.0) <= 0.02)
             except ImageReadError:
-                w, h = 1, 1
-            sx, sy = w / max(w, h), h / max(w, h)  # stretched square -> the photo's own aspect
-            best = found[0][1]
-            d.append(best[:4] * [sx, sy, sx, sy])
-            k.append(best[4:].reshape(NUM_KEYPOINTS, 2) * [sx, sy])
-            g.append(truth[int(np.argmax(B.iou_matrix(best[None, :4], truth)[0]))] * [sx, sy, sx, sy])
-            aspect.append((sx, sy))
+                same.append(False)
+    d, g, k, same = np.asarray(d).reshape(-1, 4), np.asarray(g).reshape(-1, 4), np.asarray(k), np.asarray(same, bool)
+    if same.sum() >= MIN_KEYPOINT_FACES:
+        d, g, k = d[same], g[same], k[same]
     try:
-        style = BoxStyle.fit(np.asarray(d), np.asarray(g), keypoints=np.asarray(k) if k else None,
-                             prior=DEFAULT_STYLE, source="train split")
+        return BoxStyle.fit(d, g, keypoints=k if len(k) else None, prior=DEFAULT_STYLE, source="train split")
     except FaceCoreError as exc:
         warnings.append(f"box style not fitted before training ({exc}); training starts from BlazeFace's own boxes")
-        return None, None
-    values, counts = np.unique(np.round(np.asarray(aspect), 3), axis=0, return_counts=True)
-    sx, sy = values[int(np.argmax(counts))]
-    return style.scaled(1.0 / sx, 1.0 / sy), float(sx / sy)
+        return None
 
 
 def dataset_of(images: np.ndarray, all_boxes: list[np.ndarray], batch: int, shuffle: bool, seed: int):
@@ -315,8 +337,10 @@ def train_blazeface(dataset: Dataset, config, out_dir: Path, emit: Callable, sta
     BK.set_trainable(net, config.train_layers)
     anchors = ssd_anchors(variant)
     emit("loading", 1.0, "measuring how the labels sit around the pretrained detector's boxes")
-    style, frame_aspect = fit_start_style(net, anchors, size, tr, warnings)
-    trainer = build_trainer(net, anchors, size, float(config.localization_weight), config.augmentation != "off", style)
+    frame_aspect = dominant_aspect(tr.paths)
+    style = fit_start_style(net, anchors, size, tr, warnings, frame_aspect)
+    trainer = build_trainer(net, anchors, size, float(config.localization_weight), config.augmentation != "off", style,
+                            frame_aspect)
     trainer.compile(keras.optimizers.Adam(config.learning_rate))
     bs = int(config.batch_size)
     train_ds = dataset_of(tr.images, tr.all_boxes, bs, True, config.seed)
@@ -340,7 +364,7 @@ def train_blazeface(dataset: Dataset, config, out_dir: Path, emit: Callable, sta
                          best=start, best_weights=net.get_weights() if math.isfinite(start) else None)
     trainer.fit(train_ds, validation_data=val_ds, epochs=config.epochs, callbacks=cbs, verbose=0, shuffle=False)
     check_stop(state, cancel)
-    model = BK.detector_net(net, anchors, size, style=style)
+    model = BK.detector_net(net, anchors, size, style=style, aspect=frame_aspect)
 
     emit("evaluating", 0.0, "evaluating on train, val and test")
     metrics = {}
@@ -359,7 +383,9 @@ def train_blazeface(dataset: Dataset, config, out_dir: Path, emit: Callable, sta
         **run_meta(out_dir, config, dataset, split, tr),
         "architecture": "blazeface",
         "start_style": style.to_dict() if style is not None else None,
-        "frame_aspect": frame_aspect,  # width / height of most training photos: other frames are padded to it
+        # width / height of most training photos: the graph letterboxes its input to it, and inference
+        # pads frames of another shape to it first
+        "frame_aspect": frame_aspect,
         "history": history,
         "metrics": metrics,
         "input": {"shape": [None, size, size, 3], "dtype": "float32", "range": "RGB 0..255",
