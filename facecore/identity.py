@@ -85,11 +85,15 @@ def crop_face(rgb: np.ndarray, box, k: float = DEFAULT_K) -> np.ndarray:
     return rgb[y1:y2, x1:x2].copy()
 
 
-def largest_box(detections) -> np.ndarray | None:
-    """The box of the largest detection (the person in front), or None."""
-    if not detections:
+FACE_SCORE = 0.5  # detectors report weak candidates too (a trained BlazeFace from 0.05): they are no face
+
+
+def largest_box(detections, min_score: float = FACE_SCORE) -> np.ndarray | None:
+    """The box of the largest detection scoring ``min_score`` or more (the person in front), or None."""
+    faces = [d for d in detections if d.score >= min_score]
+    if not faces:
         return None
-    return max(detections, key=lambda d: float(B.area(d.box)[0])).box
+    return max(faces, key=lambda d: float(B.area(d.box)[0])).box
 
 
 # ---------------------------------------------------------------------------------------------

@@ -222,3 +222,16 @@ def test_cli_train_and_compare(tmp_path, capsys):
         assert 0 <= r["val_accuracy"] <= 1 and r["params"] > 0 and r["size_mb"] > 0 and r["latency_ms"] > 0
     assert sorted(m.name for m in list_models(tmp_path / "models", kind="identity")) == \
         ["cli", "cmp-mobilenetv2-aug0", "cmp-mobilenetv2-aug1"]
+
+
+@pytest.mark.parametrize("scores,expected", [([0.9, 0.3], 0), ([0.2, 0.4], None), ([0.6, 0.7], 1), ([], None)])
+def test_largest_box_ignores_weak_candidates(scores, expected):
+    """Detectors report weak candidates (a trained BlazeFace from 0.05): the largest *face* is chosen."""
+    from facecore.detect import Detection
+    from facecore.identity import largest_box
+
+    small = np.array([0.4, 0.4, 0.5, 0.5], np.float32)
+    big = np.array([0.1, 0.1, 0.9, 0.9], np.float32)
+    dets = [Detection(s, b) for s, b in zip(scores, (small, big))]
+    got = largest_box(dets)
+    assert (got is None) if expected is None else np.array_equal(got, (small, big)[expected])
