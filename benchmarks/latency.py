@@ -7,7 +7,7 @@ For each backbone (random weights: timing does not depend on them) it compares
   tflite int8 - the model's int8 copy (``facecore.inference.quantize``; ``NAME@int8`` in the app),
 the OpenCV Haar cascade, the built-in BlazeFace (full and short range, letterbox + LiteRT + decode + weighted
 NMS) and a fine-tuned BlazeFace as Train saves it (MediaPipe's weights: timing does not depend on training;
-whole-frame resize + LiteRT + weighted NMS over every anchor). Prints median and 90th-percentile ms per frame.
+whole-frame resize, letterboxed in the graph + LiteRT + weighted NMS over every anchor). Prints median and 90th-percentile ms per frame.
 
     python benchmarks/latency.py                        # vgg16 and mobilenetv2 at their default sizes
     python benchmarks/latency.py --backbones mobilenetv2 --size 120 --frames 200
@@ -105,7 +105,7 @@ def blazeface_rows(frames, runs: int, tmp: Path) -> list[dict]:
     """The built-in BlazeFace detectors, and a fine-tuned BlazeFace model saved as training saves it."""
     from facecore.blaze_keras import detector_net, raw_net
     from facecore.blaze_model import TrainedBlazeDetector
-    from facecore.blazeface import BlazeFaceDetector, ssd_anchors
+    from facecore.blazeface import DEFAULT_STYLE, BlazeFaceDetector, ssd_anchors
     from facecore.train import save_model
 
     rows = []
@@ -114,9 +114,11 @@ def blazeface_rows(frames, runs: int, tmp: Path) -> list[dict]:
         rows.append(dict(backbone=f"blazeface-{variant}", size=det.variant.size, path="built in (LiteRT)",
                          ms=timeit(lambda f: draw_detections(f, det.detect(f)), frames, runs, 5)))
         size = det.variant.size
-        model = detector_net(raw_net(variant), ssd_anchors(variant), size)
-        out = save_model(model, tmp / f"bf-{variant}", {"architecture": "blazeface"}, tflite_fixed_batch=True)
-        trained = TrainedBlazeDetector.load(out, {})
+        # as training saves it for 4:3 photos: the graph letterboxes the stretched frame, the style decodes
+        model = detector_net(raw_net(variant), ssd_anchors(variant), size, style=DEFAULT_STYLE, aspect=4 / 3)
+        meta = {"architecture": "blazeface", "frame_aspect": 4 / 3}
+        out = save_model(model, tmp / f"bf-{variant}", meta, tflite_fixed_batch=True)
+        trained = TrainedBlazeDetector.load(out, meta)
         rows.append(dict(backbone=f"blazeface-{variant}", size=size, path=f"fine-tuned ({trained.backend})",
                          ms=timeit(lambda f: draw_detections(f, trained.detect(f)), frames, runs, 5)))
     return rows
