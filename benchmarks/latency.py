@@ -4,7 +4,7 @@ For each backbone (random weights: timing does not depend on them) it compares
   predict     - ``model.predict`` on every frame (the tutorials' way),
   tf.function - the Keras model compiled once (``FaceTrackerDetector`` fallback path),
   tflite      - the fast path: TFLite interpreter with XNNPACK on all cores (``FaceTrackerDetector``),
-  tflite int8 - the model's int8 copy (``facecore.inference.quantize``; ``NAME@int8`` in the app),
+  tflite int8 - the model's int8 copy (``facecore.registry.quantize``; ``NAME@int8`` in the app),
 the OpenCV Haar cascade, the built-in BlazeFace (full and short range, letterbox + LiteRT + decode + weighted
 NMS) and a fine-tuned BlazeFace as Train saves it (MediaPipe's weights: timing does not depend on training;
 whole-frame resize, letterboxed in the graph + LiteRT + weighted NMS over every anchor). Prints median and 90th-percentile ms per frame.
@@ -64,7 +64,7 @@ def timeit(step, frames, runs: int, warmup: int) -> np.ndarray:
 
 def bench_backbone(backbone: str, size: int | None, frames, runs: int, threads: int | None, tmp: Path,
                    quantized: bool = True) -> list[dict]:
-    from facecore.inference import FaceTrackerDetector, quantize
+    from facecore.registry import load_facetracker, quantize
     from facecore.model import build_model, resolve_input_size
     from facecore.train import save_model
 
@@ -84,9 +84,9 @@ def bench_backbone(backbone: str, size: int | None, frames, runs: int, threads: 
 
     ms = timeit(predict_step, frames, max(5, runs // 10), 3)
     rows.append(dict(backbone=backbone, size=size, path="predict", ms=ms))
-    det = FaceTrackerDetector.load(folder, backend="tf.function")
+    det = load_facetracker(folder, backend="tf.function")
     rows.append(dict(backbone=backbone, size=size, path="tf.function", ms=timeit(detector_step(det), frames, runs, 5)))
-    det = FaceTrackerDetector.load(folder, backend="tflite", num_threads=threads)
+    det = load_facetracker(folder, backend="tflite", num_threads=threads)
     rows.append(dict(backbone=backbone, size=size, path="tflite", ms=timeit(detector_step(det), frames, runs, 10)))
     # The model alone, without preprocessing and drawing, to show where the time goes.
     x = resize_for_model(frames[0], size)[None]
@@ -95,7 +95,7 @@ def bench_backbone(backbone: str, size: int | None, frames, runs: int, threads: 
     if quantized:
         sample = np.stack([resize_for_model(f, size) for f in frames])
         info = quantize(folder, sample)
-        q = FaceTrackerDetector.load(folder, backend="tflite-int8", num_threads=threads)
+        q = load_facetracker(folder, backend="tflite-int8", num_threads=threads)
         rows.append(dict(backbone=backbone, size=size, path="tflite int8", ms=timeit(detector_step(q), frames, runs, 10),
                          note=f"max output diff {info['max_abs_diff']:.1e}"))
     return rows
@@ -104,8 +104,8 @@ def bench_backbone(backbone: str, size: int | None, frames, runs: int, threads: 
 def blazeface_rows(frames, runs: int, tmp: Path) -> list[dict]:
     """The built-in BlazeFace detectors, and a fine-tuned BlazeFace model saved as training saves it."""
     from facecore.blaze_keras import detector_net, raw_net
-    from facecore.blaze_model import TrainedBlazeDetector
     from facecore.blazeface import DEFAULT_STYLE, BlazeFaceDetector, ssd_anchors
+    from facecore.registry import load_detector
     from facecore.train import save_model
 
     rows = []
@@ -118,7 +118,7 @@ def blazeface_rows(frames, runs: int, tmp: Path) -> list[dict]:
         model = detector_net(raw_net(variant), ssd_anchors(variant), size, style=DEFAULT_STYLE, aspect=4 / 3)
         meta = {"architecture": "blazeface", "frame_aspect": 4 / 3}
         out = save_model(model, tmp / f"bf-{variant}", meta, tflite_fixed_batch=True)
-        trained = TrainedBlazeDetector.load(out, meta)
+        trained = load_detector(out.name, out.parent)
         rows.append(dict(backbone=f"blazeface-{variant}", size=size, path=f"fine-tuned ({trained.backend})",
                          ms=timeit(lambda f: draw_detections(f, trained.detect(f)), frames, runs, 5)))
     return rows

@@ -78,8 +78,9 @@ def timed_epochs(trainer, x, cls, box, batch: int, epochs: int) -> tuple[float, 
 def bench(backbone: str, n: int, epochs: int, batch: int, total_epochs: int) -> dict:
     import keras
 
+    from facecore import losses as L
     from facecore import model as M
-    from facecore.train import DEFAULT_INPUT_SIZE
+    from facecore.backbones import DEFAULT_INPUT_SIZE
 
     size = DEFAULT_INPUT_SIZE[backbone]
     x, cls, box = make_samples(n, size)
@@ -93,11 +94,11 @@ def bench(backbone: str, n: int, epochs: int, batch: int, total_epochs: int) -> 
     t_features, c_features = time.perf_counter() - t, time.process_time() - c
 
     # as facecore.train does: heads on cached features with XLA; the full network without
-    cached = M.FaceTracker(M.heads_of(net))
+    cached = L.FaceTracker(M.heads_of(net))
     cached.compile(keras.optimizers.Adam(1e-4), localization_weight=2.0, jit_compile=True, steps_per_execution=16)
     t_cached, c_cached = timed_epochs(cached, feats, cls, box, batch, epochs)
 
-    plain = M.FaceTracker(net)
+    plain = L.FaceTracker(net)
     plain.compile(keras.optimizers.Adam(1e-4), localization_weight=2.0, jit_compile=False)
     t_plain, c_plain = timed_epochs(plain, x, cls, box, batch, epochs)
     return {"backbone": backbone, "size": size, "features_s": t_features, "features_cpu": c_features,

@@ -30,8 +30,9 @@ import av  # noqa: E402
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
-from facecore.detect import HaarDetector, draw_detections, load_detector  # noqa: E402
+from facecore.detect import Detector, HaarDetector, draw_detections  # noqa: E402
 from facecore.io import read_image  # noqa: E402
+from facecore.registry import load_detector, load_facetracker  # noqa: E402
 from facecore.video import VideoConfig, process_video  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -128,10 +129,13 @@ def stage_decode(clip: Path) -> tuple[int, float]:
     return n, time.perf_counter() - t0
 
 
-class NoFaces:
+class NoFaces(Detector):
     """A detector that costs nothing: process_video's overhead alone (decode, draw, encode, audio)."""
 
     name = "none"
+
+    def detect(self, frame):
+        return []
 
     def detect_batch(self, frames):
         return [[] for _ in frames]
@@ -162,9 +166,7 @@ def main(argv=None) -> int:
         det = load_detector(name, tmp / "models")
         size = det.input_size
         run_pipeline(f"mobilenetv2 {size}px, every frame", clip, tmp / "o1.mp4", det, VideoConfig(), rows)
-        from facecore.inference import FaceTrackerDetector
-
-        det_tf = FaceTrackerDetector.load(tmp / "models" / name, backend="tf.function")
+        det_tf = load_facetracker(tmp / "models" / name, backend="tf.function")
         run_pipeline(f"mobilenetv2 {size}px, every frame, tf.function", clip, tmp / "o2.mp4", det_tf,
                      VideoConfig(batch_size=16), rows)
         run_pipeline(f"mobilenetv2 {size}px, every 0.3 s", clip, tmp / "o3.mp4", det, VideoConfig(every=0.3), rows)

@@ -11,7 +11,7 @@ draw, overlay, encode back). Two measurements per detector:
   (stays about one model call when stale frames are dropped).
 
 Trained detectors are built with random weights (``weights=None``; speed does not depend on them),
-exported to TFLite and loaded by ``FaceTrackerDetector.load``, the path the app uses.
+exported to TFLite and loaded by ``facecore.registry.load_facetracker``, the path the app uses.
 
     python benchmarks/webcam.py                      # haar, blazeface, mobilenetv2
     python benchmarks/webcam.py --detectors haar mobilenetv2 --seconds 5 --size 1280x720
@@ -45,7 +45,7 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
 from facecore import rtc  # noqa: E402
-from facecore.detect import load_detector  # noqa: E402
+from facecore.registry import load_detector, load_facetracker  # noqa: E402
 from facecore.io import read_image  # noqa: E402
 from facecore.live import LiveProcessor, LiveSettings  # noqa: E402
 
@@ -91,9 +91,7 @@ def save_random_model(backbone: str, models_root: Path, input_size: int | None) 
 
 def trained_detector(backbone: str, workdir: Path, input_size: int | None):
     """A random-weight model of ``backbone``, loaded as the app does."""
-    from facecore.inference import FaceTrackerDetector
-
-    det = FaceTrackerDetector.load(save_random_model(backbone, workdir, input_size))
+    det = load_facetracker(save_random_model(backbone, workdir, input_size))
     return det, f"{backbone} {det.input_size}px {det.backend}"
 
 

@@ -14,7 +14,7 @@ from .errors import FaceCoreError
 
 # Modules that provide a command, in --help order.
 COMMAND_MODULES = ["facecore.cli_data", "facecore.augment", "facecore.train", "facecore.blazeface", "facecore.video",
-                   "facecore.evaluate", "facecore.identity"]
+                   "facecore.evaluate", "facecore.identity_compare"]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,5 +1,5 @@
 """A fine-tuned BlazeFace model (``models/<name>/`` with ``"architecture": "blazeface"`` in meta.json)
-behind the ``Detector`` interface: every face in the frame, best first.
+behind the ``Detector`` interface: every face in the frame, best first. ``facecore.registry`` opens it.
 
 Inference runs ``model.tflite`` on LiteRT (XNNPACK, all cores), so a page that only detects never
 imports TensorFlow; ``model.keras`` through ``tf.function`` is the fallback. The frame is resized
@@ -16,7 +16,7 @@ import numpy as np
 
 from . import boxes as B
 from .blazeface import NMS_IOU, weighted_nms
-from .detect import Detection
+from .detect import Detection, Detector
 from .errors import FaceCoreError
 from .preprocess import resize_for_model
 
@@ -54,7 +54,7 @@ def pad_to_aspect(frame: np.ndarray, aspect) -> tuple[np.ndarray, tuple[float, f
     return out, (w / pw, h / ph, x0 / pw, y0 / ph)
 
 
-class TrainedBlazeDetector:
+class TrainedBlazeDetector(Detector):
     """A fine-tuned BlazeFace: ``detect(rgb)`` -> every face (score >= ``min_score``), best first."""
 
     def __init__(self, name: str, size: int, run, meta: dict, backend: str, min_score: float = MIN_SCORE):
@@ -63,50 +63,40 @@ class TrainedBlazeDetector:
         self.fallback_reason = ""
 
     @classmethod
-    def load(cls, model_dir: Path, meta: dict, num_threads: int | None = None) -> "TrainedBlazeDetector":
-        """Load ``model_dir``: ``model.tflite`` on LiteRT, else ``model.keras``. Raises FaceCoreError."""
-        from .inference import KERAS_FILE, TFLITE_FILE, _interpreter_class, default_threads, load_keras_model
+    def from_tflite(cls, path: Path, name: str, meta: dict, num_threads: int | None = None) -> "TrainedBlazeDetector":
+        """Run ``model.tflite`` at ``path`` on LiteRT. Raises FaceCoreError when its outputs are not per anchor;
+        a file the interpreter refuses raises its own error (``facecore.registry`` then tries ``model.keras``)."""
+        from .inference import _interpreter_class, default_threads
 
-        d = Path(model_dir)
-        tfl = d / TFLITE_FILE
-        reason = ""
-        if tfl.is_file():
-            try:
-                interp = _interpreter_class()(model_path=str(tfl), num_threads=num_threads or default_threads())
-                interp.allocate_tensors()
-                inp = interp.get_input_details()[0]
-                size = int(inp["shape"][1])
-                outs = [o["index"] for o in interp.get_output_details()]
-                lock = threading.Lock()
+        interp = _interpreter_class()(model_path=str(path), num_threads=num_threads or default_threads())
+        interp.allocate_tensors()
+        inp = interp.get_input_details()[0]
+        size = int(inp["shape"][1])
+        outs = [o["index"] for o in interp.get_output_details()]
+        lock = threading.Lock()
 
-                def run(x):
-                    with lock:
-                        interp.set_tensor(inp["index"], x[None])
-                        interp.invoke()
-                        return [interp.get_tensor(i) for i in outs]
+        def run(x):
+            with lock:
+                interp.set_tensor(inp["index"], x[None])
+                interp.invoke()
+                return [interp.get_tensor(i) for i in outs]
 
-                det = cls(d.name, size, run, meta, "tflite")
-                det.detect(np.zeros((size, size, 3), np.uint8))  # warm up, and check the outputs
-                return det
-            except FaceCoreError:
-                raise
-            except Exception as exc:  # noqa: BLE001  a corrupt file raises ValueError/RuntimeError
-                reason = f"{TFLITE_FILE} could not be loaded ({type(exc).__name__}: {exc})"
-        if not (d / KERAS_FILE).is_file():
-            raise FaceCoreError(f"model {d.name!r} has neither a usable {TFLITE_FILE} nor {KERAS_FILE}"
-                                + (f" ({reason})" if reason else ""))
+        det = cls(name, size, run, meta, "tflite")
+        det.detect(np.zeros((size, size, 3), np.uint8))  # warm up, and check the outputs
+        return det
+
+    @classmethod
+    def from_keras(cls, net, name: str, meta: dict) -> "TrainedBlazeDetector":
+        """Run a loaded ``model.keras`` network through ``tf.function`` (the fallback)."""
         import tensorflow as tf
 
-        net = load_keras_model(d / KERAS_FILE)
         size = int(net.inputs[0].shape[1])
         fn = tf.function(lambda x: net(x, training=False))
 
         def run_keras(x):
             return [o.numpy() for o in fn(tf.constant(x[None]))]
 
-        det = cls(d.name, size, run_keras, meta, "tf.function")
-        det.fallback_reason = reason or f"no {TFLITE_FILE}"
-        return det
+        return cls(name, size, run_keras, meta, "tf.function")
 
     def detect(self, frame: np.ndarray) -> list[Detection]:
         """RGB uint8 (H, W, 3) -> every face, best first; boxes normalized to the frame.
@@ -123,7 +113,3 @@ class TrainedBlazeDetector:
             if b[2] > b[0] and b[3] > b[1] and np.isfinite(score):
                 out.append(Detection(score, b))
         return out
-
-    def detect_batch(self, frames: list[np.ndarray]) -> list[list[Detection]]:
-        """One detection list per RGB frame."""
-        return [self.detect(f) for f in frames]

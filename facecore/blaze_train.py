@@ -322,7 +322,7 @@ def train_blazeface(dataset: Dataset, config, out_dir: Path, emit: Callable, sta
     from . import blaze_keras as BK
     from .blazeface import model_path, ssd_anchors
     from .evaluate import compute_metrics
-    from .model import evaluate_predictions
+    from .losses import evaluate_predictions
 
     size = config.size
     variant = VARIANT_BY_SIZE[size]

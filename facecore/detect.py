@@ -1,14 +1,19 @@
-"""Face detectors behind one interface, and the drawing every page shares.
+"""The face-detector interface (``Detection``, ``Detector``), OpenCV's Haar detector, and the drawing
+every page shares.
 
 A detector takes an RGB uint8 frame (H, W, 3) and returns ``Detection``s, best first, each with a
 score in [0, 1] and a box in the facecore convention (float32 normalized ``[x1, y1, x2, y2]``).
+The other detectors subclass ``Detector`` in their own modules (``facecore.blazeface``,
+``facecore.inference``, ``facecore.blaze_model``, ``facecore.recognize``); ``facecore.registry`` loads
+any of them by name.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from typing import NamedTuple, Protocol
+from abc import ABC, abstractmethod
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -31,15 +36,26 @@ class Detection(NamedTuple):
     label: str = "face"
 
 
-class Detector(Protocol):
-    """Anything with ``name`` and ``detect(frame RGB uint8 (H, W, 3)) -> list[Detection]``, best first."""
+class Detector(ABC):
+    """A face detector: ``name`` (what the pages list), ``backend`` (what runs it, for captions), and
+    ``detect`` / ``detect_batch`` on RGB uint8 frames (H, W, 3), best detection first.
 
-    name: str
+    Subclasses implement ``detect``; ``detect_batch`` calls it per frame unless a subclass batches.
+    """
 
-    def detect(self, frame: np.ndarray) -> list[Detection]: ...
+    name: str = "detector"
+    backend: str = ""
+
+    @abstractmethod
+    def detect(self, frame: np.ndarray) -> list[Detection]:
+        """RGB uint8 (H, W, 3) -> every face found, best first (boxes normalized)."""
+
+    def detect_batch(self, frames: list[np.ndarray]) -> list[list[Detection]]:
+        """One detection list per RGB frame (frames may differ in size)."""
+        return [self.detect(f) for f in frames]
 
 
-class HaarDetector:
+class HaarDetector(Detector):
     """OpenCV's frontal-face Haar cascade (the me/not-me tutorial's detector): several faces per frame.
 
     The cascade has no probability; ``score`` squashes its level weight, ``1 - exp(-w / 2)``, so
@@ -56,6 +72,7 @@ class HaarDetector:
     """
 
     name = HAAR
+    backend = "opencv"
 
     def __init__(self, scale_factor: float = 1.1, min_neighbors: int = 4, min_size: float = 0.1,
                  max_width: int = 320, stretch: float = 1.3, shift: float = 0.05):
@@ -94,57 +111,6 @@ class HaarDetector:
         scores = 1.0 - np.exp(-np.maximum(np.asarray(weights, np.float32).reshape(-1), 0) / 2.0)
         order = np.argsort(-scores)
         return [Detection(float(scores[i]), norm[i]) for i in order]
-
-    def detect_batch(self, frames: list[np.ndarray]) -> list[list[Detection]]:
-        """One detection list per RGB frame."""
-        return [self.detect(f) for f in frames]
-
-
-def load_detector(name: str, models_root) -> Detector:
-    """A built-in detector (``"blazeface"``, ``"blazeface-short"``, ``"haar"``) or the name of a trained
-    model folder in ``models_root`` (``NAME@int8`` for its int8 copy). Raises FaceCoreError."""
-    if name == HAAR:
-        return HaarDetector()
-    if name in (BLAZEFACE, BLAZEFACE_SHORT):
-        from .blazeface import BlazeFaceDetector
-
-        return BlazeFaceDetector("full" if name == BLAZEFACE else "short", name=name)
-    import json
-    from pathlib import Path
-
-    from .io import model_path
-
-    model_path(models_root, name)  # refuses a name that is a path outside models_root
-    folder = Path(models_root) / name.split("@")[0]
-    try:
-        meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError, RecursionError):
-        meta = {}
-    if isinstance(meta, dict) and meta.get("architecture") == "blazeface-style":
-        from .blazeface import BlazeFaceDetector, BoxStyle
-
-        return BlazeFaceDetector("full", style=BoxStyle.from_dict(meta.get("box_style") or {}), name=folder.name)
-    if isinstance(meta, dict) and meta.get("architecture") == "blazeface" and "@" not in name:
-        from .blaze_model import TrainedBlazeDetector
-
-        return TrainedBlazeDetector.load(folder, meta)
-    from .inference import FaceTrackerDetector
-
-    return FaceTrackerDetector.load(Path(models_root) / name)
-
-
-def detector_names(models_root) -> list[str]:
-    """The built-in detectors (``blazeface`` first: the default) followed by the trained face-detector
-    models, newest first; a model with an int8 copy (``facecore.inference.quantize``) is followed by
-    ``"<name>@int8"``."""
-    from .registry import list_models
-
-    names = list(BUILT_IN)
-    for m in list_models(models_root, kind="facetracker"):
-        names.append(m.name)
-        if (m.path / "model_int8.tflite").is_file():
-            names.append(m.name + "@int8")
-    return names
 
 
 def above(detections: list[Detection], threshold: float) -> list[Detection]:

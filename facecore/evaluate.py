@@ -34,7 +34,7 @@ from . import boxes as B
 from .dataset import SPLITS, Dataset
 from .errors import DatasetError, FaceCoreError, ImageReadError, LabelFormatError
 from .cliargs import probability
-from .io import IMAGE_EXTS, model_path, read_image
+from .io import IMAGE_EXTS, read_image
 from .ap import average_precision, pr_curve  # noqa: F401  (re-exported: scripts import them from here)
 from .evaluate_all import all_faces_metrics
 from .labels import LABEL_EXTS, read_label
@@ -260,7 +260,7 @@ def evaluate(detector, images: list[EvalImage], threshold: float = 0.5,
     tp = [len(r.true_boxes) > 0 and r.iou >= 0.5 for r in results]
     p, rc, s = pr_curve(np.array([r.score for r in results])[has] if results else [],
                         np.array(tp, bool)[has] if results else [], n_pos)
-    return EvalResult(getattr(detector, "name", type(detector).__name__), float(threshold), metrics, results, p, rc, s)
+    return EvalResult(detector.name, float(threshold), metrics, results, p, rc, s)
 
 
 def split_config(meta: dict | None) -> tuple[int, tuple[float, float, float]]:
@@ -369,7 +369,7 @@ def render_result(r: ImageResult, threshold: float, max_side: int = 360) -> np.n
 # -- CLI -----------------------------------------------------------------------------------
 
 def _cli(args) -> int:
-    from .detect import load_detector
+    from .registry import load_detector, model_meta
     from .workspace import Workspace
 
     ws = Workspace.from_env()
@@ -378,7 +378,7 @@ def _cli(args) -> int:
     data = Path(args.data)
     if not data.exists() and args.data in ws.datasets():
         data = ws.dataset(args.data).root  # a dataset name, as the pages show it
-    seed, fractions = split_config(getattr(det, "meta", None))
+    seed, fractions = split_config(model_meta(args.model, models_root))
     if args.seed is not None:
         seed = args.seed
     images, skipped = collect_images(data, args.split, seed, fractions)
@@ -405,8 +405,8 @@ def _cli(args) -> int:
 
 
 def _quantize_cli(args) -> int:
-    from .inference import quantize
     from .preprocess import resize_for_model
+    from .registry import KERAS_FILE, model_path, quantize
     from .workspace import Workspace
 
     models_root = Path(args.models) if args.models else Workspace.from_env().models_root
@@ -415,7 +415,7 @@ def _quantize_cli(args) -> int:
     if args.data:
         from .inference import load_keras_model
 
-        size = int(load_keras_model(folder / "model.keras").inputs[0].shape[1])  # the network's own, not meta.json's
+        size = int(load_keras_model(folder / KERAS_FILE).inputs[0].shape[1])  # the network's own, not meta.json's
         images, _ = collect_images(args.data, "all")
         sample = np.stack([resize_for_model(read_image(im.path), size) for im in images[:8]]) if images else None
     info = quantize(folder, sample)

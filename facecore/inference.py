@@ -1,10 +1,11 @@
-"""Fast inference for a trained face tracker: TFLite (XNNPACK) first, a ``tf.function`` fallback.
+"""Fast inference for a trained face tracker: TFLite (XNNPACK) first, a ``tf.function`` fallback; and
+the runtimes every saved network runs on (a checked TFLite interpreter, a ``.keras`` loader).
 
-A saved model is a folder ``models/<name>/`` with ``model.keras`` (functional Keras model: input
-float32 (N, S, S, 3) RGB 0..255, preprocessing inside; outputs ``[prob (N, 1), box (N, 4)]``, box
-normalized ``[x1, y1, x2, y2]``), ``model.tflite`` (same inputs and outputs) and ``meta.json``
-(``config.input_size``). Frames go through ``facecore.preprocess.resize_for_model``: the whole
-frame is resized, so the normalized box the model predicts is already the box in the original frame.
+A face tracker's network (``model.keras`` or ``model.tflite`` of a saved model, which
+``facecore.registry`` finds and opens) takes float32 (N, S, S, 3) RGB 0..255 (preprocessing inside) and
+returns ``[prob (N, 1), box (N, 4)]``, box normalized ``[x1, y1, x2, y2]``. Frames go through
+``facecore.preprocess.resize_for_model``: the whole frame is resized, so the normalized box the model
+predicts is already the box in the original frame.
 
 ``model.predict`` is never used per frame: its per-call overhead (~160 ms on a 2-core machine) is
 far above the model's own cost.
@@ -12,7 +13,6 @@ far above the model's own cost.
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 import warnings
@@ -23,16 +23,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow loads: k
 import numpy as np  # noqa: E402
 
 from . import boxes as B  # noqa: E402
-from .detect import Detection  # noqa: E402
+from .detect import Detection, Detector  # noqa: E402
 from .errors import FaceCoreError, ModelFileError  # noqa: E402
 from .preprocess import resize_for_model  # noqa: E402
 
-KERAS_FILE = "model.keras"
-TFLITE_FILE = "model.tflite"
-INT8_FILE = "model_int8.tflite"
-META_FILE = "meta.json"
 BACKENDS = ("tflite", "tflite-int8", "tf.function")
-INT8_SUFFIX = "@int8"  # "name@int8": the model's int8 copy, offered beside it wherever detectors are listed
 
 
 def default_threads() -> int:
@@ -128,26 +123,13 @@ def check_tflite_file(path: str | os.PathLike, probe: bool = True) -> None:
         raise ModelFileError(f"{path}: unusable TFLite model ({why}); export or quantize the model again")
 
 
-def _meta_input_size(meta: dict) -> int | None:
-    """``config.input_size`` from meta.json when it is a sane whole number, else None (the model
-    file's own input shape decides; meta.json is only a hint)."""
-    try:
-        v = meta["config"]["input_size"]
-    except (KeyError, TypeError):
-        return None
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not float(v).is_integer():
-        return None
-    v = int(v)
-    return v if MIN_INPUT_SIZE <= v <= MAX_INPUT_SIZE else None
-
-
 def _check_input_size(size, where: str) -> int:
     if size is None or not MIN_INPUT_SIZE <= int(size) <= MAX_INPUT_SIZE:
         raise ModelFileError(f"{where}: input size {size} is outside {MIN_INPUT_SIZE}..{MAX_INPUT_SIZE} pixels")
     return int(size)
 
 
-class _TFLiteRunner:
+class TFLiteRunner:
     """A TFLite interpreter (XNNPACK delegate, on by default), batch 1.
 
     An interpreter is not thread-safe and the detector is shared by sessions and the webcam
@@ -212,7 +194,7 @@ def _interpreter_class():
     return make
 
 
-class _KerasRunner:
+class KerasRunner:
     """The Keras model compiled once with ``tf.function`` (one trace for any batch size)."""
 
     backend = "tf.function"
@@ -250,7 +232,7 @@ def load_keras_model(path: str | os.PathLike):
                              f"({type(exc).__name__}: {str(exc)[:300]})") from exc
 
 
-class FaceTrackerDetector:
+class FaceTrackerDetector(Detector):
     """A trained face tracker behind the ``Detector`` interface: one face (the best box) per frame.
 
     ``detect(rgb)`` returns ``[Detection(prob, box)]`` when ``prob >= threshold`` (default 0: always
@@ -273,73 +255,10 @@ class FaceTrackerDetector:
         return self._run.backend
 
     @classmethod
-    def load(cls, model_dir: str | os.PathLike, threshold: float = 0.0, num_threads: int | None = None,
-             backend: str = "auto") -> "FaceTrackerDetector":
-        """Load ``model_dir`` (``meta.json`` + ``model.tflite`` and/or ``model.keras``).
-
-        ``backend``: ``"auto"`` (TFLite, else tf.function), ``"tflite"``, ``"tf.function"`` (forced) or
-        ``"tflite-int8"`` (the int8 copy written by ``quantize``). A folder name ending in ``@int8``
-        means ``tflite-int8``. Raises FaceCoreError when the folder holds no usable model.
-        """
-        d = Path(model_dir)
-        if d.name.endswith(INT8_SUFFIX):
-            d, backend = d.with_name(d.name[: -len(INT8_SUFFIX)]), "tflite-int8"
-        if backend not in ("auto", *BACKENDS):
-            raise ValueError(f"backend must be auto, {', '.join(BACKENDS)}, not {backend!r}")
-        if not d.is_dir():
-            from .io import recover_dir
-
-            recover_dir(d)  # a save killed between its two renames
-        if not d.is_dir():
-            raise FaceCoreError(f"no model called {d.name!r} (looked in {d.parent})")
-        try:
-            meta = json.loads((d / META_FILE).read_text(encoding="utf-8"))
-            if not isinstance(meta, dict) or not isinstance(meta.get("config"), dict):
-                raise ValueError("no config object")
-        except (OSError, ValueError, RecursionError) as exc:
-            raise FaceCoreError(f"model {d.name!r}: {META_FILE} is missing or has no config.input_size "
-                                f"(is training still running?) ({type(exc).__name__}: {exc})") from exc
-        size = _meta_input_size(meta)
-        threads = num_threads or default_threads()
-        if backend == "tflite-int8":
-            if not (d / INT8_FILE).is_file():
-                raise FaceCoreError(f"model {d.name!r} has no int8 copy yet: make one on the Evaluate page "
-                                    f"or with `python -m facecore quantize --model {d.name}`")
-            try:
-                runner = _TFLiteRunner(d / INT8_FILE, None, threads, "tflite-int8")
-            except Exception as exc:  # noqa: BLE001
-                raise FaceCoreError(f"model {d.name!r}: {INT8_FILE} could not be loaded ({exc})") from exc
-            det = cls(d.name + INT8_SUFFIX, runner.input_size, runner, meta, threshold)
-            det.warm_up()
-            return det
-        reason = ""
-        runner = None
-        if backend in ("auto", "tflite"):
-            if (d / TFLITE_FILE).is_file():
-                try:
-                    runner = _TFLiteRunner(d / TFLITE_FILE, None, threads)  # the file's own input shape decides
-                except Exception as exc:  # noqa: BLE001  a corrupt file raises ValueError/RuntimeError
-                    reason = f"{TFLITE_FILE} could not be loaded ({type(exc).__name__}: {exc})"
-                    if backend == "tflite":
-                        raise FaceCoreError(f"model {d.name!r}: {reason}") from exc
-            else:
-                reason = f"no {TFLITE_FILE}"
-                if backend == "tflite":
-                    raise FaceCoreError(f"model {d.name!r} has no {TFLITE_FILE}")
-        if runner is None:
-            if not (d / KERAS_FILE).is_file():
-                raise FaceCoreError(f"model {d.name!r} has neither a usable {TFLITE_FILE} nor {KERAS_FILE}"
-                                    + (f" ({reason})" if reason else ""))
-            runner = _KerasRunner(load_keras_model(d / KERAS_FILE), size)
-        det = cls(d.name, runner.input_size, runner, meta, threshold, reason)
-        det.warm_up()
-        return det
-
-    @classmethod
     def from_keras(cls, model, name: str = "model", threshold: float = 0.0) -> "FaceTrackerDetector":
         """Wrap an in-memory Keras model (tf.function path), e.g. right after training."""
         size = int(model.inputs[0].shape[1])
-        return cls(name, size, _KerasRunner(model, size), {}, threshold)
+        return cls(name, size, KerasRunner(model, size), {}, threshold)
 
     def warm_up(self) -> None:
         """Run once on a blank frame so the first real frame does not pay for tracing/allocation."""
@@ -372,24 +291,19 @@ class FaceTrackerDetector:
         return [self._to_detections(p, b) for p, b in zip(prob, box)]
 
 
-def quantize(model_dir: str | os.PathLike, sample: np.ndarray | None = None) -> dict:
-    """Write ``model_int8.tflite`` beside ``model.keras``: dynamic-range int8 weights (activations are
-    quantized on the fly), about 4x smaller and 2-4x faster on CPUs with int8 dot products (VGG16 at
-    120 px: ~94 -> ~24 ms of CPU per frame), at a small cost in precision measured here.
+def int8_tflite(net, name: str, check_path: Path, sample: np.ndarray | None = None) -> tuple[bytes, float]:
+    """Convert Keras network ``net`` (of model ``name``) to a TFLite file with dynamic-range int8 weights
+    (activations are quantized on the fly): about 4x smaller and 2-4x faster on CPUs with int8 dot
+    products (VGG16 at 120 px: ~94 -> ~24 ms of CPU per frame), at a small cost in precision measured here.
 
     ``sample``: float32 (N, S, S, 3) 0..255 frames to compare against the Keras model (random noise
-    when None). Returns ``{"file", "max_abs_diff", "mb"}``. Raises FaceCoreError.
+    when None); ``check_path``: a file the copy is written to for that check, removed afterwards.
+    Returns ``(the file's bytes, largest output difference)``. Raises FaceCoreError.
     """
     import tempfile
 
     import tensorflow as tf
 
-    from .io import atomic_write_bytes
-
-    d = Path(model_dir)
-    if not (d / KERAS_FILE).is_file():
-        raise FaceCoreError(f"model {d.name!r} has no {KERAS_FILE} to quantize")
-    net = load_keras_model(d / KERAS_FILE)
     size = int(net.inputs[0].shape[1])
     try:
         with tempfile.TemporaryDirectory(prefix="facecore-int8-") as tmp, warnings.catch_warnings():
@@ -399,17 +313,15 @@ def quantize(model_dir: str | os.PathLike, sample: np.ndarray | None = None) -> 
             conv.optimizations = [tf.lite.Optimize.DEFAULT]
             data = conv.convert()
     except Exception as exc:  # noqa: BLE001  converter errors come in many types
-        raise FaceCoreError(f"could not quantize {d.name!r}: {type(exc).__name__}: {exc}") from exc
-    tmp_path = d / f".{INT8_FILE}.check"
-    tmp_path.write_bytes(data)
+        raise FaceCoreError(f"could not quantize {name!r}: {type(exc).__name__}: {exc}") from exc
+    check_path.write_bytes(data)
     try:
-        lite = _TFLiteRunner(tmp_path, size, default_threads(), "tflite-int8")
+        lite = TFLiteRunner(check_path, size, default_threads(), "tflite-int8")
         if sample is None:
             sample = np.random.default_rng(0).uniform(0, 255, (4, size, size, 3)).astype(np.float32)
-        ref = _KerasRunner(net, size)(np.asarray(sample, np.float32))
+        ref = KerasRunner(net, size)(np.asarray(sample, np.float32))
         got = lite(np.asarray(sample, np.float32))
         diff = float(max(np.abs(r - g).max() for r, g in zip(ref, got)))
     finally:
-        tmp_path.unlink(missing_ok=True)
-    atomic_write_bytes(d / INT8_FILE, data)
-    return {"file": str(d / INT8_FILE), "max_abs_diff": diff, "mb": round(len(data) / 1e6, 2)}
+        check_path.unlink(missing_ok=True)
+    return data, diff

@@ -414,32 +414,6 @@ def image_size(path: str | os.PathLike) -> tuple[int, int]:
 
 
 # -- model folders --------------------------------------------------------------------------------
-MODEL_KINDS = ("facetracker", "identity")
-
-
-def model_path(models_root: str | os.PathLike, name: str) -> Path:
-    """The folder of model ``name`` (``NAME`` or ``NAME@int8``, the suffix kept) inside ``models_root``.
-    Refuses (ModelFileError) names that are paths: absolute, with a separator or ``..``, or resolving
-    outside the models folder (a symlink), so no load or write can reach another folder."""
-    from .errors import ModelFileError
-
-    raw = str(name or "")
-    base = raw[: -len("@int8")] if raw.endswith("@int8") else raw
-    if (not base or base in (".", "..") or "/" in raw or "\\" in raw or "\x00" in raw or os.path.isabs(raw)
-            or base.startswith(".") or len(raw) > 200):
-        raise ModelFileError(f"model name {raw[:80]!r} is not allowed: give the name of a folder in "
-                             f"{models_root} (letters, digits, '_', '.', '-'), not a path")
-    root = Path(models_root)
-    folder = root / base
-    try:
-        inside = folder.resolve().parent == root.resolve()
-    except (OSError, RuntimeError):
-        inside = False
-    if not inside:
-        raise ModelFileError(f"model {raw!r} resolves outside the models folder {root}; refused")
-    return root / raw
-
-
 def check_model_dir(out_dir: str | os.PathLike, kind: str = "facetracker") -> Path:
     """Make sure saving a ``kind`` model to ``out_dir`` can only replace an older model of that kind:
     a missing or empty folder is fine; a file, a folder that is not a saved model (no ``meta.json``, or

@@ -386,14 +386,14 @@ def _proposal(dets: list[Detection], name: str, min_score: float = 0.0) -> Propo
 def propose(detector: Detector, rgb: np.ndarray, min_score: float = 0.0) -> Proposal | None:
     """Every face the detector finds in ``rgb`` (H, W, 3) scoring at least ``min_score``, as one Proposal
     (best first), or None when it finds none."""
-    return _proposal(detector.detect(rgb), getattr(detector, "name", "detector"), min_score)
+    return _proposal(detector.detect(rgb), detector.name, min_score)
 
 
 PREFERRED_DETECTORS = ("blazeface",)  # built-in multi-face detectors, best first: the proposals' default
 
 
 def default_detector(names: list[str]) -> int:
-    """Index in ``names`` (``facecore.detect.detector_names``) of the detector proposals start with:
+    """Index in ``names`` (``facecore.registry.detector_names``) of the detector proposals start with:
     a built-in multi-face detector when there is one, else the first."""
     for preferred in PREFERRED_DETECTORS:
         if preferred in names:
@@ -414,16 +414,13 @@ def prelabel(dataset: Dataset, detector: Detector, stems: Iterable[str] | None =
     (the result then holds what was done so far, ``cancelled=True``). With ``skip_labeled`` (the
     default when ``stems`` is None) images labeled meanwhile, e.g. in another tab, are skipped.
     Each proposal holds every face found scoring at least ``min_score``; an image with none counts as
-    no face. Detectors with ``detect_batch`` get
-    ``batch_size`` images at a time.
+    no face. The detector gets ``batch_size`` images at a time (``detect_batch``).
     """
     items = {it.stem: it for it in dataset.items()}  # listed once: per-image lookups would be O(n^2)
     todo = [s for s, it in items.items() if it.label is None] if stems is None else list(stems)
     if skip_labeled is None:
         skip_labeled = stems is None
-    name = getattr(detector, "name", "detector")
-    batch = getattr(detector, "detect_batch", None)
-    chunk = max(1, batch_size) if batch is not None else 1
+    name, chunk = detector.name, max(1, batch_size)
     result = PrelabelResult()
     total, done = len(todo), 0
     for first in range(0, total, chunk):
@@ -439,7 +436,7 @@ def prelabel(dataset: Dataset, detector: Detector, stems: Iterable[str] | None =
             except FaceCoreError as exc:
                 why[stem] = str(exc)
         try:
-            found = batch(list(frames.values())) if batch is not None else [detector.detect(f) for f in frames.values()]
+            found = detector.detect_batch(list(frames.values()))
         except FaceCoreError as exc:
             why.update({s: str(exc) for s in frames})
             found = []

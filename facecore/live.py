@@ -263,7 +263,7 @@ def _warm_up(detector: Detector | None) -> None:
     try:
         detector.detect(np.zeros((120, 160, 3), np.uint8))
     except Exception:  # noqa: BLE001 - a failing model is reported on the frames it fails on
-        log.debug("warm-up of %s failed", getattr(detector, "name", detector), exc_info=True)
+        log.debug("warm-up of %s failed", detector.name, exc_info=True)
 
 
 class LiveProcessor:
@@ -333,7 +333,7 @@ class LiveProcessor:
     @property
     def detector_name(self) -> str:
         with self._lock:
-            return getattr(self._detector, "name", "")
+            return self._detector.name if self._detector is not None else ""
 
     def drain_stats(self, limit: int | None = None) -> list[LiveStat]:
         """The stats produced since the last call, oldest first (at most ``limit``)."""
@@ -367,7 +367,7 @@ class LiveProcessor:
             self._arrived.tick(now, arrived)
             self.dropped += arrived - 1
             level = LEVELS[self._governor.level if self.adaptive else 0]
-            error, name = "", getattr(detector, "name", "")
+            error, name = "", detector.name if detector is not None else ""
             if dirty or self._since_model + 1 >= level.stride:
                 self._smoother.alpha = settings.smoothing
                 t0 = time.perf_counter()

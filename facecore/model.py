@@ -2,7 +2,8 @@
 
 Saved format (what ``facecore.inference`` loads): ``model.keras`` holds the *inference network*, a
 plain functional ``keras.Model`` built only from stock Keras layers, so
-``keras.models.load_model(path, compile=False)`` (or ``load_net``) needs no custom objects.
+``keras.models.load_model(path, compile=False)`` (or ``facecore.inference.load_keras_model``) needs no
+custom objects.
 
 - input: float32 ``(N, S, S, 3)``, RGB, values 0..255, made by ``facecore.preprocess.resize_for_model``;
   the backbone's own scaling (caffe BGR mean subtraction, or [-1, 1]) is a layer inside the model.
@@ -11,8 +12,8 @@ plain functional ``keras.Model`` built only from stock Keras layers, so
 
 The network is ``preprocess -> backbone -> GlobalMaxPooling2D ("pool") -> heads``, where ``heads`` is a
 nested model taking the pooled features (N, C): that is what makes training on cached features
-possible (``feature_model`` and ``heads_of``). ``FaceTracker`` wraps either the full network or the
-heads for training, with the custom ``train_step`` of the keras-io guide.
+possible (``feature_model`` and ``heads_of``). ``facecore.losses.FaceTracker`` wraps either the full
+network or the heads for training. The backbones themselves are listed in ``facecore.backbones``.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -28,21 +28,13 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from . import backbones as BB  # noqa: E402
 from .errors import FaceCoreError  # noqa: E402
 
-# "tinycnn" is a small CNN with no pretrained weights: from-scratch training that is quick on a CPU
-# (and in tests); the others are keras.applications backbones with ImageNet weights.
-BACKBONES = ("vgg16", "mobilenetv2", "resnet50", "efficientnetb0", "tinycnn")
-PRETRAINED_BACKBONES = BACKBONES[:4]
-# The tutorials train VGG16 at 120 px; 128 is the nearest size MobileNetV2 has ImageNet weights for.
-DEFAULT_INPUT_SIZE = {"vgg16": 120, "mobilenetv2": 128, "resnet50": 128, "efficientnetb0": 128, "tinycnn": 96}
-MIN_INPUT_SIZE = 32
 # With weights=None the backbone trains from scratch; Keras' default BN momentum (0.99-0.999) leaves
 # the moving statistics far from the batch statistics after a short run, so the model is good in
 # training mode and poor in eval mode. 0.9 lets them follow the weights.
 SCRATCH_BN_MOMENTUM = 0.9
-_CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
-_MOBILENET_IMAGENET_SIZES = (96, 128, 160, 192, 224)
 
 
 class WeightsUnavailable(FaceCoreError):
@@ -77,41 +69,25 @@ def keras_cache_dir() -> Path:
 
 
 def _check_backbone(backbone: str) -> str:
-    b = (backbone or "").lower()
-    if b not in BACKBONES:
-        raise FaceCoreError(f"unknown backbone {backbone!r}; choose one of {', '.join(BACKBONES)}")
-    return b
+    return BB.get(backbone, BB.FACETRACKER_BACKBONES).name
 
 
 def resolve_input_size(backbone: str, input_size: int | None) -> int:
     """``input_size`` or the backbone's default; checks the minimum."""
     b = _check_backbone(backbone)
-    size = int(input_size or DEFAULT_INPUT_SIZE[b])
-    if size < MIN_INPUT_SIZE:
-        raise FaceCoreError(f"input size {size} is too small: the backbones need at least {MIN_INPUT_SIZE} px")
+    size = int(input_size or BB.DEFAULT_INPUT_SIZE[b])
+    if size < BB.MIN_INPUT_SIZE:
+        raise FaceCoreError(f"input size {size} is too small: the backbones need at least {BB.MIN_INPUT_SIZE} px")
     return size
 
 
 def imagenet_weights_file(backbone: str, input_size: int, alpha: float = 1.0) -> WeightsFile:
-    """The file name and URL Keras uses for ``backbone``'s ImageNet weights without the classifier top."""
-    b = _check_backbone(backbone)
-    base = "https://storage.googleapis.com/tensorflow/keras-applications/"
-    if b == "vgg16":
-        name = "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"
-        url = base + "vgg16/" + name
-    elif b == "resnet50":
-        name = "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
-        url = base + "resnet/" + name
-    elif b == "mobilenetv2":
-        # Keras falls back to the 224 px weights for sizes it has none for (with a warning).
-        rows = input_size if input_size in _MOBILENET_IMAGENET_SIZES else 224
-        name = f"mobilenet_v2_weights_tf_dim_ordering_tf_kernels_{float(alpha)}_{rows}_no_top.h5"
-        url = base + "mobilenet_v2/" + name
-    elif b == "efficientnetb0":
-        name = "efficientnetb0_notop.h5"
-        url = "https://storage.googleapis.com/keras-applications/" + name
-    else:
-        raise WeightsUnavailable(f"{b} has no ImageNet weights")
+    """The file name and URL Keras uses for ``backbone``'s ImageNet weights without the classifier top,
+    and the Keras cache folder it goes into."""
+    entry = BB.CATALOGUE[_check_backbone(backbone)]
+    if not entry.imagenet:
+        raise WeightsUnavailable(f"{entry.name} has no ImageNet weights")
+    name, url = entry.imagenet_weights(input_size, alpha)
     return WeightsFile(name, url, keras_cache_dir())
 
 
@@ -135,17 +111,9 @@ def _application(backbone: str, size: int, weights, alpha: float) -> keras.Model
             net.load_weights(weights)
         return net
     kw = dict(include_top=False, weights=weights, input_shape=(size, size, 3), name="backbone")
-    if backbone == "vgg16":
-        return keras.applications.VGG16(**kw)
-    if backbone == "resnet50":
-        return keras.applications.ResNet50(**kw)
     if backbone == "mobilenetv2":
-        return keras.applications.MobileNetV2(alpha=alpha, **kw)
-    return keras.applications.EfficientNetB0(**kw)
-
-
-def _describe_weights(weights) -> str:
-    return "none" if weights is None else str(weights)
+        kw["alpha"] = alpha
+    return getattr(keras.applications, BB.CATALOGUE[backbone].keras_app)(**kw)
 
 
 def build_backbone(backbone: str, input_size: int, weights="imagenet", alpha: float = 1.0) -> keras.Model:
@@ -160,9 +128,9 @@ def build_backbone(backbone: str, input_size: int, weights="imagenet", alpha: fl
     if weights is None:
         return _application(b, size, None, alpha)
     if isinstance(weights, str) and weights.lower() == "imagenet":
-        if b not in PRETRAINED_BACKBONES:
+        if b not in BB.IMAGENET_BACKBONES:
             raise WeightsUnavailable(f"{b} has no ImageNet weights: train it from scratch (weights: none) "
-                                     f"or choose one of {', '.join(PRETRAINED_BACKBONES)}")
+                                     f"or choose one of {', '.join(BB.IMAGENET_BACKBONES)}")
         wf = imagenet_weights_file(b, size, alpha)
         if wf.path.is_file():
             # A file someone put there by hand (or an earlier download): load it directly.
@@ -194,21 +162,23 @@ def build_backbone(backbone: str, input_size: int, weights="imagenet", alpha: fl
             path.name, str(path.parent)) from exc
 
 
-def _preprocess_layer(backbone: str, size: int):
-    """Backbone-specific scaling of 0..255 RGB, as a stock layer (no Lambda: it must load safely)."""
-    if backbone in ("vgg16", "resnet50"):
-        # caffe mode: RGB -> BGR and subtract the ImageNet mean, as a fixed 3x3 permutation + bias.
+def preprocess_layer(backbone: str, size: int):
+    """The catalogue's scaling of 0..255 RGB for ``backbone`` (``facecore.backbones.PREPROCESSING``), as
+    a stock layer (no Lambda: the saved model must load safely), or None when the network scales itself."""
+    how = BB.CATALOGUE[backbone].preprocessing
+    if how == "caffe":
+        # RGB -> BGR and subtract the ImageNet mean, as a fixed 3x3 permutation + bias.
         layer = keras.layers.Dense(3, name="caffe_preprocess", trainable=False)
         layer.build((None, size, size, 3))
         perm = np.zeros((3, 3), np.float32)
         perm[0, 2] = perm[1, 1] = perm[2, 0] = 1.0  # out[c] = in[2 - c]
-        layer.set_weights([perm, -np.array(_CAFFE_MEAN_BGR, np.float32)])
+        layer.set_weights([perm, -np.array(BB.CAFFE_MEAN_BGR, np.float32)])
         return layer
-    if backbone == "mobilenetv2":
+    if how == "pm1":
         return keras.layers.Rescaling(1.0 / 127.5, offset=-1.0, name="scale_to_pm1")
-    if backbone == "tinycnn":
+    if how == "unit":
         return keras.layers.Rescaling(1.0 / 255.0, name="scale_to_01")
-    return None  # EfficientNet scales and normalizes inside itself
+    return None
 
 
 def set_bn_momentum(model: keras.Model, momentum: float) -> int:
@@ -249,7 +219,7 @@ def build_model(backbone: str = "vgg16", input_size: int | None = None, weights=
         base.trainable = False
 
     image = keras.Input((size, size, 3), name="image", dtype="float32")
-    pre = _preprocess_layer(b, size)
+    pre = preprocess_layer(b, size)
     x = pre(image) if pre is not None else image
     pooled = keras.layers.GlobalMaxPooling2D(name="pool")(base(x))
     heads = build_heads(int(pooled.shape[-1]), head_units)
@@ -298,143 +268,6 @@ def unfreeze_top(net: keras.Model, n_layers: int) -> int:
         layer.trainable = on
         n += bool(on and layer.weights)
     return n
-
-
-def load_net(path: str | Path) -> keras.Model:
-    """Load a saved inference network (``model.keras``) for prediction."""
-    path = Path(path)
-    if not path.is_file():
-        raise FaceCoreError(f"{path}: no such model file")
-    try:
-        return keras.models.load_model(path, compile=False)
-    except Exception as exc:  # noqa: BLE001
-        raise FaceCoreError(f"{path}: could not load the model ({type(exc).__name__}: {exc})") from exc
-
-
-# -- losses and metrics ----------------------------------------------------------------------------
-def classification_loss(y_true, y_pred):
-    """Binary cross-entropy per sample: y_true, y_pred (N, 1) -> (N,)."""
-    return keras.losses.binary_crossentropy(tf.cast(y_true, y_pred.dtype), y_pred)
-
-
-def localization_loss(y_true, y_pred):
-    """The tutorials' box loss per sample: boxes (N, 4) normalized [x1, y1, x2, y2] -> (N,).
-
-    Squared error of the top-left corner plus squared error of width and height. Only samples that
-    hold a face may count: ``FaceTracker`` averages it over those (``masked_mean``).
-    """
-    y_true = tf.cast(y_true, y_pred.dtype)
-    d_coord = tf.reduce_sum(tf.square(y_true[:, :2] - y_pred[:, :2]), axis=-1)
-    w_t, h_t = y_true[:, 2] - y_true[:, 0], y_true[:, 3] - y_true[:, 1]
-    w_p, h_p = y_pred[:, 2] - y_pred[:, 0], y_pred[:, 3] - y_pred[:, 1]
-    d_size = tf.square(w_t - w_p) + tf.square(h_t - h_p)
-    return d_coord + d_size
-
-
-def masked_mean(values, mask):
-    """Mean of ``values`` (N,) over samples where ``mask`` (N,) is 1; 0 when there are none."""
-    mask = tf.cast(mask, values.dtype)
-    return tf.math.divide_no_nan(tf.reduce_sum(values * mask), tf.reduce_sum(mask))
-
-
-def box_iou(a, b):
-    """Element-wise IoU of boxes (N, 4) [x1, y1, x2, y2] -> (N,); inverted boxes have no area."""
-    ix = tf.nn.relu(tf.minimum(a[:, 2], b[:, 2]) - tf.maximum(a[:, 0], b[:, 0]))
-    iy = tf.nn.relu(tf.minimum(a[:, 3], b[:, 3]) - tf.maximum(a[:, 1], b[:, 1]))
-    inter = ix * iy
-    area_a = tf.nn.relu(a[:, 2] - a[:, 0]) * tf.nn.relu(a[:, 3] - a[:, 1])
-    area_b = tf.nn.relu(b[:, 2] - b[:, 0]) * tf.nn.relu(b[:, 3] - b[:, 1])
-    return tf.math.divide_no_nan(inter, area_a + area_b - inter)
-
-
-class FaceTracker(keras.Model):
-    """Trains ``net`` (the full network, or just its heads on cached features) on
-    ``(x, (has_face (N, 1), box (N, 4)))``; a no-face sample's box is ignored (zeros by convention).
-
-    Total loss = classification + ``localization_weight`` * localization, where the localization
-    loss is averaged over the samples that hold a face only. Logs: ``loss``, ``class_loss``,
-    ``loc_loss``, ``mean_iou`` (over face samples) and ``face_accuracy`` (threshold 0.5).
-    """
-
-    def __init__(self, net: keras.Model, **kwargs):
-        super().__init__(**kwargs)
-        self.net = net
-        self.total_tracker = keras.metrics.Mean(name="loss")
-        self.class_tracker = keras.metrics.Mean(name="class_loss")
-        self.loc_tracker = keras.metrics.Mean(name="loc_loss")
-        self.iou_tracker = keras.metrics.Mean(name="mean_iou")
-        self.acc_tracker = keras.metrics.Mean(name="face_accuracy")
-
-    def call(self, x, training=False):
-        return self.net(x, training=training)
-
-    def compile(self, optimizer, classloss: Callable = classification_loss,
-                localizationloss: Callable = localization_loss, localization_weight: float = 1.0, **kwargs):
-        """``classloss`` and ``localizationloss`` take ``(y_true, y_pred)`` and return per-sample values (N,)."""
-        super().compile(optimizer=optimizer, **kwargs)
-        self.classloss = classloss
-        self.localizationloss = localizationloss
-        self.localization_weight = float(localization_weight)
-
-    @property
-    def metrics(self):
-        return [self.total_tracker, self.class_tracker, self.loc_tracker, self.iou_tracker, self.acc_tracker]
-
-    def compute_losses(self, y_cls, y_box, prob, box):
-        """(total, classification, localization) scalars for one batch."""
-        has_face = tf.cast(tf.reshape(y_cls, [-1]) > 0.5, prob.dtype)
-        cls = tf.reduce_mean(self.classloss(y_cls, prob))
-        loc = masked_mean(self.localizationloss(y_box, box), has_face)
-        return cls + self.localization_weight * loc, cls, loc
-
-    def _update(self, y_cls, y_box, prob, box, total, cls, loc):
-        y = tf.reshape(tf.cast(y_cls, prob.dtype), [-1])
-        has_face = tf.cast(y > 0.5, prob.dtype)
-        self.total_tracker.update_state(total)
-        self.class_tracker.update_state(cls)
-        self.loc_tracker.update_state(loc)
-        self.iou_tracker.update_state(box_iou(tf.cast(y_box, box.dtype), box), sample_weight=has_face)
-        correct = tf.cast(tf.equal(tf.reshape(prob, [-1]) > 0.5, y > 0.5), prob.dtype)
-        self.acc_tracker.update_state(correct)
-        return {m.name: m.result() for m in self.metrics}
-
-    def train_step(self, data):
-        x, (y_cls, y_box) = data
-        with tf.GradientTape() as tape:
-            prob, box = self(x, training=True)
-            total, cls, loc = self.compute_losses(y_cls, y_box, prob, box)
-        grads = tape.gradient(total, self.trainable_variables)
-        self.optimizer.apply(grads, self.trainable_variables)
-        return self._update(y_cls, y_box, prob, box, total, cls, loc)
-
-    def test_step(self, data):
-        x, (y_cls, y_box) = data
-        prob, box = self(x, training=False)
-        total, cls, loc = self.compute_losses(y_cls, y_box, prob, box)
-        return self._update(y_cls, y_box, prob, box, total, cls, loc)
-
-
-def evaluate_predictions(y_cls, y_box, prob, box, localization_weight: float = 1.0) -> dict:
-    """Metrics of predictions against labels, all numpy: ``y_cls``/``prob`` (N, 1), boxes (N, 4).
-
-    Returns ``loss``, ``class_loss``, ``loc_loss``, ``mean_iou`` (face samples), ``face_accuracy``
-    and ``n`` / ``n_face``, as plain floats (``mean_iou`` is None without face samples).
-    """
-    y_cls = np.asarray(y_cls, np.float32).reshape(-1, 1)
-    if len(y_cls) == 0:
-        return {"n": 0, "n_face": 0}
-    prob = np.asarray(prob, np.float32).reshape(-1, 1)
-    y_box, box = np.asarray(y_box, np.float32).reshape(-1, 4), np.asarray(box, np.float32).reshape(-1, 4)
-    face = y_cls[:, 0] > 0.5
-    cls = float(np.mean(classification_loss(tf.constant(y_cls), tf.constant(prob)).numpy()))
-    loc = float(masked_mean(localization_loss(tf.constant(y_box), tf.constant(box)), tf.constant(face)).numpy())
-    ious = box_iou(tf.constant(y_box), tf.constant(box)).numpy()
-    return {
-        "loss": cls + localization_weight * loc, "class_loss": cls, "loc_loss": loc,
-        "mean_iou": float(ious[face].mean()) if face.any() else None,
-        "face_accuracy": float(np.mean((prob[:, 0] > 0.5) == face)),
-        "n": int(len(y_cls)), "n_face": int(face.sum()),
-    }
 
 
 # -- TFLite --------------------------------------------------------------------------------------

@@ -8,19 +8,15 @@ score reaches ``face_threshold``; the pages' threshold then applies to the ident
 
 from __future__ import annotations
 
-import json
 import threading
 import time
-from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 
-from .detect import Detection
-from .errors import FaceCoreError
-from .identity import DEFAULT_K, MODEL_FILE, crop_face
+from .detect import Detection, Detector
+from .identity import DEFAULT_K, crop_face
 from .preprocess import resize_for_model
-from .registry import META_FILE
 
 
 class IdentityClassifier:
@@ -28,6 +24,7 @@ class IdentityClassifier:
 
     Inference goes through one ``tf.function`` traced for any batch size (never ``model.predict``
     per face), under a lock: one instance may be shared by the webcam thread and page reruns.
+    ``facecore.registry.load_identity`` loads a saved one.
     """
 
     def __init__(self, model, classes: list[str], input_size: int, k: float = DEFAULT_K, name: str = "identity"):
@@ -37,37 +34,6 @@ class IdentityClassifier:
         spec = tf.TensorSpec([None, self.input_size, self.input_size, 3], tf.float32)
         self._fn = tf.function(lambda x: model(x, training=False), input_signature=[spec])
         self._lock = threading.Lock()
-
-    @classmethod
-    def load(cls, model_dir: str | Path) -> "IdentityClassifier":
-        """Load ``models/<name>/`` (``model.keras`` + ``meta.json`` of kind "identity"). Raises FaceCoreError."""
-        d = Path(model_dir)
-        try:
-            meta = json.loads((d / META_FILE).read_text(encoding="utf-8"))
-            if not isinstance(meta, dict):
-                raise ValueError("not a JSON object")
-        except (OSError, ValueError, RecursionError) as exc:
-            raise FaceCoreError(f"{d}: no readable {META_FILE}; train an identity model on the Recognize page first") from exc
-        if meta.get("kind") != "identity":
-            raise FaceCoreError(f"{d.name} is a {meta.get('kind', 'facetracker')} model, not an identity classifier")
-        if not (d / MODEL_FILE).is_file():
-            raise FaceCoreError(f"{d}: {MODEL_FILE} is missing; retrain the identity model")
-        import keras
-
-        try:
-            model = keras.saving.load_model(d / MODEL_FILE, compile=False)
-        except Exception as exc:  # a truncated or foreign file: say which one
-            raise FaceCoreError(f"{d / MODEL_FILE}: cannot load the model ({exc}); retrain it") from exc
-        # the network's own input size and class count win over meta.json's (a lying size would allocate GBs)
-        size = int(model.inputs[0].shape[1] or 0)
-        classes = meta.get("classes")
-        n_out = int(model.outputs[0].shape[-1] or 0)
-        k = meta.get("crop_margin", DEFAULT_K)
-        if (not 16 <= size <= 1024 or not isinstance(classes, list) or len(classes) != n_out
-                or not isinstance(k, (int, float)) or isinstance(k, bool) or not 0 <= k <= 10):
-            raise FaceCoreError(f"{d}: {META_FILE} does not match {MODEL_FILE} (input {size} px, {n_out} classes, "
-                                f"crop margin {k!r}); retrain the identity model")
-        return cls(model, [str(c) for c in classes], size, float(k), name=d.name)
 
     def predict(self, crops: list[np.ndarray]) -> np.ndarray:
         """RGB uint8 crops (any sizes) -> float32 (N, C) class probabilities."""
@@ -106,7 +72,7 @@ class Recognition(NamedTuple):
     probs: np.ndarray
 
 
-class Recognizer:
+class Recognizer(Detector):
     """Detector + identity classifier, as a Detector (several faces per frame).
 
     ``detect(frame)`` returns ``Detection(score=identity probability, box=face box, label=name)``
@@ -115,11 +81,13 @@ class Recognizer:
     thread-safe) and the classifier locks itself.
     """
 
-    def __init__(self, detector, classifier: IdentityClassifier, k: float | None = None, face_threshold: float = 0.5):
+    def __init__(self, detector: Detector, classifier: IdentityClassifier, k: float | None = None,
+                 face_threshold: float = 0.5):
         self.detector, self.classifier = detector, classifier
         self.k = classifier.k if k is None else float(k)
         self.face_threshold = face_threshold
-        self.name = f"{getattr(detector, 'name', 'detector')}+{classifier.name}"
+        self.name = f"{detector.name}+{classifier.name}"
+        self.backend = detector.backend
         self._lock = threading.Lock()
 
     @property
@@ -157,12 +125,9 @@ class Recognizer:
 
     def recognize_batch(self, frames: list[np.ndarray]) -> list[list[Recognition]]:
         """Several frames; all their faces go through the classifier in one batch."""
-        if hasattr(self.detector, "detect_batch"):
-            with self._lock:
-                batch = self.detector.detect_batch(frames)
-            faces = [[d for d in dets if d.score >= self.face_threshold] for dets in batch]
-        else:
-            faces = [self._faces(f) for f in frames]
+        with self._lock:
+            batch = self.detector.detect_batch(frames)
+        faces = [[d for d in dets if d.score >= self.face_threshold] for dets in batch]
         return self._classify(frames, faces)
 
     def detect(self, frame: np.ndarray) -> list[Detection]:
@@ -170,22 +135,6 @@ class Recognizer:
 
     def detect_batch(self, frames: list[np.ndarray]) -> list[list[Detection]]:
         return [[Detection(r.score, r.box, r.name) for r in rs] for rs in self.recognize_batch(frames)]
-
-
-def load_recognizer(detector_name: str, identity_name: str, models_root, face_threshold: float = 0.5) -> Recognizer:
-    """``detector_name`` ("haar" or a face-detector model) + identity model ``identity_name`` from ``models_root``."""
-    from .detect import load_detector
-    from .io import model_path
-
-    return Recognizer(load_detector(detector_name, models_root),
-                      IdentityClassifier.load(model_path(models_root, identity_name)), face_threshold=face_threshold)
-
-
-def identity_model_names(models_root) -> list[str]:
-    """Trained identity models in ``models_root``, newest first."""
-    from .registry import list_models
-
-    return [m.name for m in list_models(models_root, kind="identity")]
 
 
 COLORS = [(0, 170, 0), (220, 0, 0), (0, 90, 220), (230, 140, 0), (150, 0, 170), (0, 160, 160)]

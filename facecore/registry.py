@@ -1,8 +1,19 @@
-"""The trained models in ``models/``: each is a folder with ``meta.json`` beside its weights.
+"""Saved models, in one place: their names and files, ``meta.json``, versions, and loading every kind.
 
-``meta.json`` keys written by training: ``name``, ``kind`` (``"facetracker"`` or ``"identity"``),
-``created`` (ISO time), ``config`` (the training config), ``dataset`` (name, fingerprint, split
-sizes), ``history`` (per-epoch metrics) and ``metrics`` (``{"val": {...}, "test": {...}}``).
+A saved model is a folder ``models/<name>/``:
+
+- ``meta.json`` (``META_FILE``), written last: ``name``, ``kind`` (``"facetracker"``, a face detector, or
+  ``"identity"``), ``created`` (ISO time), ``config`` (the training config), ``dataset`` (name,
+  fingerprint, split sizes), ``history`` (per-epoch metrics), ``metrics`` (``{"val": {...}, "test": {...}}``)
+  and, for face detectors that are not the tutorials' FaceTracker, ``architecture``:
+  ``"blazeface"`` (a fine-tuned BlazeFace, ``facecore.blaze_model``) or ``"blazeface-style"`` (the built-in
+  BlazeFace with a fitted ``box_style``, no network file);
+- ``model.keras`` (``KERAS_FILE``) and ``model.tflite`` (``TFLITE_FILE``): the network;
+- ``model_int8.tflite`` (``INT8_FILE``): a FaceTracker's int8 copy (``quantize``), listed and loaded as
+  ``"<name>@int8"`` (``INT8_SUFFIX``).
+
+Built-in detectors (``facecore.detect.BUILT_IN``) need no folder. Nothing here imports TensorFlow until a
+model is loaded; the detector modules never import this one (it imports them).
 """
 
 from __future__ import annotations
@@ -12,7 +23,15 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .errors import FaceCoreError, ModelFileError
+from .io import atomic_write_bytes, atomic_write_text, recover_dir, recover_swaps, storage_errors
+
 META_FILE = "meta.json"
+KERAS_FILE = "model.keras"
+TFLITE_FILE = "model.tflite"
+INT8_FILE = "model_int8.tflite"
+INT8_SUFFIX = "@int8"
+BLAZEFACE_ARCH, STYLE_ARCH = "blazeface", "blazeface-style"
 
 
 @dataclass(frozen=True)
@@ -33,31 +52,80 @@ class ModelInfo:
         return dict(metrics.get("test") or metrics.get("val") or {})
 
 
+# -- names and metadata -----------------------------------------------------------------------------
+def split_name(name: str) -> tuple[str, bool]:
+    """``"NAME@int8"`` -> ``("NAME", True)``; ``"NAME"`` -> ``("NAME", False)``."""
+    name = str(name or "")
+    return (name[: -len(INT8_SUFFIX)], True) if name.endswith(INT8_SUFFIX) else (name, False)
+
+
+def model_path(models_root: str | Path, name: str) -> Path:
+    """The folder of model ``name`` (``NAME`` or ``NAME@int8``, the suffix kept) inside ``models_root``.
+    Refuses (ModelFileError) names that are paths: absolute, with a separator or ``..``, or resolving
+    outside the models folder (a symlink), so no load or write can reach another folder."""
+    import os
+
+    raw = str(name or "")
+    base = split_name(raw)[0]
+    if (not base or base in (".", "..") or "/" in raw or "\\" in raw or "\x00" in raw or os.path.isabs(raw)
+            or base.startswith(".") or len(raw) > 200):
+        raise ModelFileError(f"model name {raw[:80]!r} is not allowed: give the name of a folder in "
+                             f"{models_root} (letters, digits, '_', '.', '-'), not a path")
+    root = Path(models_root)
+    try:
+        inside = (root / base).resolve().parent == root.resolve()
+    except (OSError, RuntimeError):
+        inside = False
+    if not inside:
+        raise ModelFileError(f"model {raw!r} resolves outside the models folder {root}; refused")
+    return root / raw
+
+
+def read_meta(folder: str | Path) -> dict:
+    """The parsed ``meta.json`` of model folder ``folder``; raises ModelFileError when it is missing,
+    unreadable or not a JSON object (e.g. a training still running)."""
+    folder = Path(folder)
+    try:
+        meta = json.loads((folder / META_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError) as exc:
+        raise ModelFileError(f"model {folder.name!r}: no readable {META_FILE} (is training still running?) "
+                             f"({type(exc).__name__}: {exc})") from exc
+    if not isinstance(meta, dict):
+        raise ModelFileError(f"model {folder.name!r}: {META_FILE} is not a JSON object")
+    return meta
+
+
+def write_meta(folder: str | Path, meta: dict) -> Path:
+    """Write ``meta`` as ``folder/meta.json`` (atomically); savers write it last."""
+    return atomic_write_text(Path(folder) / META_FILE, json.dumps(meta, indent=2))
+
+
+def model_meta(name: str, models_root: str | Path) -> dict:
+    """The ``meta.json`` of model ``name`` (``NAME@int8``: of ``NAME``); ``{}`` for a built-in detector or
+    a model whose metadata cannot be read."""
+    try:
+        return read_meta(model_path(models_root, split_name(name)[0]))
+    except ModelFileError:
+        return {}
+
+
 def list_models(models_root: str | Path, kind: str | None = None) -> list[ModelInfo]:
     """Models under ``models_root`` that have a readable ``meta.json``, newest first.
 
     A folder whose ``meta.json`` is missing or broken (e.g. a training still running) is skipped.
     """
-    from .io import recover_swaps
-
     root = Path(models_root)
     out = []
     if not root.is_dir():
         return out
     recover_swaps(root)  # finish or undo a save killed half way; drop stale temp folders
     for p in root.iterdir():
-        if p.name.startswith("."):  # a save in progress (temp folders are dot-named)
-            continue
-        meta_path = p / META_FILE
-        if not meta_path.is_file():
+        if p.name.startswith(".") or not (p / META_FILE).is_file():  # dot-named: a save in progress
             continue
         try:
-            meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        except (OSError, ValueError, RecursionError):  # one broken model must not hide the others
+            info = ModelInfo(p.name, p, read_meta(p))
+        except ModelFileError:  # one broken model must not hide the others
             continue
-        if not isinstance(meta, dict):
-            continue
-        info = ModelInfo(p.name, p, meta)
         if kind is None or info.kind == kind:
             out.append(info)
     return sorted(out, key=lambda m: (m.meta.get("created", ""), m.name), reverse=True)
@@ -65,8 +133,6 @@ def list_models(models_root: str | Path, kind: str | None = None) -> list[ModelI
 
 def model_info(name: str, models_root: str | Path) -> ModelInfo:
     """The model called ``name`` in ``models_root``; raises FaceCoreError naming the ones there."""
-    from .errors import FaceCoreError
-
     for m in list_models(models_root):
         if m.name == name:
             return m
@@ -74,24 +140,195 @@ def model_info(name: str, models_root: str | Path) -> ModelInfo:
     raise FaceCoreError(f"no model called {name!r} in {models_root} (available: {names})")
 
 
+def detector_names(models_root: str | Path) -> list[str]:
+    """The built-in detectors (``blazeface`` first: the default) followed by the trained face-detector
+    models, newest first; a model with an int8 copy (``quantize``) is followed by ``"<name>@int8"``."""
+    from .detect import BUILT_IN
+
+    names = list(BUILT_IN)
+    for m in list_models(models_root, kind="facetracker"):
+        names.append(m.name)
+        if (m.path / INT8_FILE).is_file():
+            names.append(m.name + INT8_SUFFIX)
+    return names
+
+
+def identity_model_names(models_root: str | Path) -> list[str]:
+    """Trained identity models in ``models_root``, newest first."""
+    return [m.name for m in list_models(models_root, kind="identity")]
+
+
+def model_version(name: str, models_root: str | Path) -> tuple:
+    """Changes when model ``name`` is retrained (``meta.json`` is written last) or, for ``NAME@int8``,
+    re-quantized: the files' ``st_mtime_ns`` (0 when missing, e.g. a built-in detector). Caches of
+    loaded models and of results computed with them are keyed by it."""
+    base, int8 = split_name(name)
+    folder = Path(models_root) / base
+    files = (folder / META_FILE, folder / INT8_FILE) if int8 else (folder / META_FILE,)
+    return tuple(p.stat().st_mtime_ns if p.is_file() else 0 for p in files)
+
+
+# -- loading ----------------------------------------------------------------------------------------
+def load_detector(name: str, models_root: str | Path):
+    """A ``facecore.detect.Detector``: a built-in one (``"blazeface"``, ``"blazeface-short"``, ``"haar"``) or
+    the model folder ``name`` in ``models_root`` (``NAME@int8`` for its int8 copy), whatever its
+    architecture. Raises FaceCoreError."""
+    from .detect import BLAZEFACE, BLAZEFACE_SHORT, HAAR, HaarDetector
+
+    if name == HAAR:
+        return HaarDetector()
+    if name in (BLAZEFACE, BLAZEFACE_SHORT):
+        from .blazeface import BlazeFaceDetector
+
+        return BlazeFaceDetector("full" if name == BLAZEFACE else "short", name=name)
+    path = model_path(models_root, name)  # refuses a name that is a path outside models_root
+    base, int8 = split_name(path.name)
+    meta = model_meta(base, models_root)
+    if meta.get("architecture") == STYLE_ARCH:
+        from .blazeface import BlazeFaceDetector, BoxStyle
+
+        return BlazeFaceDetector("full", style=BoxStyle.from_dict(meta.get("box_style") or {}), name=base)
+    if meta.get("architecture") == BLAZEFACE_ARCH and not int8:
+        return _load_trained_blazeface(path, meta)
+    return load_facetracker(path)
+
+
+def load_facetracker(model_dir: str | Path, threshold: float = 0.0, num_threads: int | None = None,
+                     backend: str = "auto"):
+    """A tutorials' FaceTracker folder as a ``facecore.inference.FaceTrackerDetector``.
+
+    ``backend``: ``"auto"`` (``model.tflite``, else ``model.keras`` through tf.function), ``"tflite"``,
+    ``"tf.function"`` (forced) or ``"tflite-int8"`` (the int8 copy, as a folder name ending in ``@int8``
+    also asks). Raises FaceCoreError when the folder holds no usable model.
+    """
+    from .inference import BACKENDS, MAX_INPUT_SIZE, MIN_INPUT_SIZE, FaceTrackerDetector, KerasRunner, TFLiteRunner
+    from .inference import default_threads
+
+    d = Path(model_dir)
+    base, int8 = split_name(d.name)
+    if int8:
+        d, backend = d.with_name(base), "tflite-int8"
+    if backend not in ("auto", *BACKENDS):
+        raise ValueError(f"backend must be auto, {', '.join(BACKENDS)}, not {backend!r}")
+    if not d.is_dir():
+        recover_dir(d)  # a save killed between its two renames
+    if not d.is_dir():
+        raise FaceCoreError(f"no model called {d.name!r} (looked in {d.parent})")
+    try:
+        meta = read_meta(d)
+        if not isinstance(meta.get("config"), dict):
+            raise ValueError("no config object")
+    except (ModelFileError, ValueError) as exc:
+        raise FaceCoreError(f"model {d.name!r}: {META_FILE} is missing or has no config.input_size "
+                            f"(is training still running?) ({type(exc).__name__}: {exc})") from exc
+    size = meta["config"].get("input_size")  # a hint only: the model file's own input shape decides
+    if isinstance(size, bool) or not isinstance(size, (int, float)) or not float(size).is_integer() \
+            or not MIN_INPUT_SIZE <= size <= MAX_INPUT_SIZE:
+        size = None
+    threads = num_threads or default_threads()
+    if backend == "tflite-int8":
+        if not (d / INT8_FILE).is_file():
+            raise FaceCoreError(f"model {d.name!r} has no int8 copy yet: make one on the Evaluate page "
+                                f"or with `python -m facecore quantize --model {d.name}`")
+        try:
+            runner = TFLiteRunner(d / INT8_FILE, None, threads, "tflite-int8")
+        except Exception as exc:  # noqa: BLE001
+            raise FaceCoreError(f"model {d.name!r}: {INT8_FILE} could not be loaded ({exc})") from exc
+        det = FaceTrackerDetector(d.name + INT8_SUFFIX, runner.input_size, runner, meta, threshold)
+    else:
+        runner, reason = _tflite_or_keras(d, lambda p: TFLiteRunner(p, None, threads),
+                                          lambda net: KerasRunner(net, int(size) if size else None), backend)
+        det = FaceTrackerDetector(d.name, runner.input_size, runner, meta, threshold, reason)
+    det.warm_up()
+    return det
+
+
+def _load_trained_blazeface(folder: Path, meta: dict, num_threads: int | None = None):
+    """A fine-tuned BlazeFace folder (``architecture: "blazeface"``) as a ``TrainedBlazeDetector``."""
+    from .blaze_model import TrainedBlazeDetector
+
+    det, reason = _tflite_or_keras(folder, lambda p: TrainedBlazeDetector.from_tflite(p, folder.name, meta, num_threads),
+                                   lambda net: TrainedBlazeDetector.from_keras(net, folder.name, meta))
+    det.fallback_reason = reason
+    return det
+
+
+def _tflite_or_keras(folder: Path, from_tflite, from_keras, backend: str = "auto"):
+    """``(from_tflite(folder/model.tflite), "")``, or, when that file is missing or unusable (or ``backend``
+    is ``"tf.function"``), ``(from_keras(the loaded model.keras), why TFLite is not used)``. A FaceCoreError
+    other than a bad file (e.g. a network with the wrong outputs) is raised, as is any failure when
+    ``backend`` is ``"tflite"``."""
+    from .inference import load_keras_model
+
+    tfl, reason = folder / TFLITE_FILE, ""
+    if backend in ("auto", "tflite"):
+        if not tfl.is_file():
+            reason = f"no {TFLITE_FILE}"
+            if backend == "tflite":
+                raise FaceCoreError(f"model {folder.name!r} has no {TFLITE_FILE}")
+        else:
+            try:
+                return from_tflite(tfl), ""
+            except Exception as exc:  # noqa: BLE001  a corrupt file raises ValueError/RuntimeError
+                if isinstance(exc, FaceCoreError) and not isinstance(exc, ModelFileError):
+                    raise
+                reason = f"{TFLITE_FILE} could not be loaded ({type(exc).__name__}: {exc})"
+                if backend == "tflite":
+                    raise FaceCoreError(f"model {folder.name!r}: {reason}") from exc
+    if not (folder / KERAS_FILE).is_file():
+        raise FaceCoreError(f"model {folder.name!r} has neither a usable {TFLITE_FILE} nor {KERAS_FILE}"
+                            + (f" ({reason})" if reason else ""))
+    return from_keras(load_keras_model(folder / KERAS_FILE)), reason
+
+
+def load_identity(model_dir: str | Path):
+    """An identity model folder (``kind: "identity"``) as a ``facecore.recognize.IdentityClassifier``.
+    The network's own input size and class count must agree with ``meta.json``. Raises FaceCoreError."""
+    from .identity import DEFAULT_K
+    from .inference import MAX_INPUT_SIZE, MIN_INPUT_SIZE, load_keras_model
+    from .recognize import IdentityClassifier
+
+    d = Path(model_dir)
+    try:
+        meta = read_meta(d)
+    except ModelFileError as exc:
+        raise FaceCoreError(f"{d}: no readable {META_FILE}; train an identity model on the Recognize page first") from exc
+    if meta.get("kind") != "identity":
+        raise FaceCoreError(f"{d.name} is a {meta.get('kind', 'facetracker')} model, not an identity classifier")
+    if not (d / KERAS_FILE).is_file():
+        raise FaceCoreError(f"{d}: {KERAS_FILE} is missing; retrain the identity model")
+    try:
+        model = load_keras_model(d / KERAS_FILE)
+    except ModelFileError as exc:  # a truncated or foreign file: say which one
+        raise FaceCoreError(f"{d / KERAS_FILE}: cannot load the model ({exc}); retrain it") from exc
+    # the network's own input size and class count win over meta.json's (a lying size would allocate GBs)
+    size = int(model.inputs[0].shape[1] or 0)
+    classes, n_out = meta.get("classes"), int(model.outputs[0].shape[-1] or 0)
+    k = meta.get("crop_margin", DEFAULT_K)
+    if (not MIN_INPUT_SIZE <= size <= MAX_INPUT_SIZE or not isinstance(classes, list) or len(classes) != n_out
+            or not isinstance(k, (int, float)) or isinstance(k, bool) or not 0 <= k <= 10):
+        raise FaceCoreError(f"{d}: {META_FILE} does not match {KERAS_FILE} (input {size} px, {n_out} classes, "
+                            f"crop margin {k!r}); retrain the identity model")
+    return IdentityClassifier(model, [str(c) for c in classes], size, float(k), name=d.name)
+
+
+def load_recognizer(detector_name: str, identity_name: str, models_root: str | Path, face_threshold: float = 0.5):
+    """Detector ``detector_name`` + identity model ``identity_name`` from ``models_root``, as a
+    ``facecore.recognize.Recognizer``."""
+    from .recognize import Recognizer
+
+    return Recognizer(load_detector(detector_name, models_root),
+                      load_identity(model_path(models_root, identity_name)), face_threshold=face_threshold)
+
+
 _CACHE: dict = {}
 _CACHE_LOCK = threading.Lock()
 
 
-def model_version(name: str, models_root: str | Path) -> tuple:
-    """Changes when model ``name`` (``"haar"``, ``NAME`` or ``NAME@int8``) is retrained or re-quantized:
-    the mtimes of its ``meta.json`` and ``model_int8.tflite``. Cache keys use it."""
-    folder = Path(models_root) / name.split("@")[0]
-    return tuple(p.stat().st_mtime_ns if p.is_file() else 0
-                 for p in (folder / META_FILE, folder / "model_int8.tflite"))
-
-
 def load(name: str, models_root: str | Path):
-    """The detector ``name`` (``"haar"`` or a trained model), loaded once per process and reused
-    until the model's ``meta.json`` changes (retrained). For scripts and the CLI; Streamlit pages
-    use ``pages.common.detector``, which caches per server the same way. Raises FaceCoreError."""
-    from .detect import load_detector
-
+    """The detector ``name`` (as ``load_detector``), loaded once per process and reused until its
+    ``model_version`` changes (retrained). For scripts and the CLI; Streamlit pages use
+    ``pages.common.detector``, which caches per server the same way. Raises FaceCoreError."""
     version = model_version(name, models_root)
     key = (name, str(Path(models_root).resolve()))
     with _CACHE_LOCK:
@@ -103,15 +340,27 @@ def load(name: str, models_root: str | Path):
         return det
 
 
-# -- managing saved models ------------------------------------------------------------------------
+# -- making and managing saved models ---------------------------------------------------------------
+def quantize(model_dir: str | Path, sample=None) -> dict:
+    """Write ``model_int8.tflite`` beside ``model.keras`` (``facecore.inference.int8_tflite``: about 4x
+    smaller, 2-4x faster on CPUs), loaded as ``NAME@int8``. ``sample``: float32 (N, S, S, 3) 0..255 frames
+    to compare it with the float model on. Returns ``{"file", "max_abs_diff", "mb"}``. Raises FaceCoreError."""
+    from .inference import int8_tflite, load_keras_model
+
+    d = Path(model_dir)
+    if not (d / KERAS_FILE).is_file():
+        raise FaceCoreError(f"model {d.name!r} has no {KERAS_FILE} to quantize")
+    data, diff = int8_tflite(load_keras_model(d / KERAS_FILE), d.name, d / f".{INT8_FILE}.check", sample)
+    atomic_write_bytes(d / INT8_FILE, data)
+    return {"file": str(d / INT8_FILE), "max_abs_diff": diff, "mb": round(len(data) / 1e6, 2)}
+
+
 def delete_model(name: str, models_root: str | Path) -> None:
     """Delete model ``name`` (its whole folder, int8 copy included). Raises FaceCoreError for a name
     that is not a saved model here; the folder leaves the model list at once (renamed to a hidden name
     before its files are removed)."""
     import shutil
     import uuid
-
-    from .io import model_path, storage_errors
 
     folder = model_path(models_root, name)
     info = model_info(folder.name, models_root)  # only a saved model, never an arbitrary folder
@@ -126,8 +375,6 @@ def model_zip(name: str, models_root: str | Path) -> bytes:
     ``model_int8.tflite`` when made), whichever exist. Raises FaceCoreError for an unknown model."""
     import io
     import zipfile
-
-    from .io import model_path, storage_errors
 
     info = model_info(model_path(models_root, name).name, models_root)
     files = [p for p in sorted(info.path.iterdir()) if p.is_file() and not p.name.startswith(".")]

@@ -39,20 +39,16 @@ import numpy as np
 from . import boxes as B
 from .dataset import Dataset, Item
 from .errors import DatasetError, FaceCoreError, ImageReadError, LabelFormatError
-from .io import atomic_write_text, check_model_dir, read_image, replace_dir
+from .backbones import BLAZEFACE, CATALOGUE, DEFAULT_INPUT_SIZE, DETECTOR_BACKBONES, IMAGENET_BACKBONES
+from .io import check_model_dir, read_image, replace_dir
 from .labels import read_label
 from .preprocess import resize_for_model
-from .registry import META_FILE
+from .registry import KERAS_FILE, TFLITE_FILE, read_meta, write_meta
 from .workspace import Workspace, check_name
 
-# Mirrors facecore.model (kept here so that importing this module does not import TensorFlow).
-# "blazeface" (the default) fine-tunes MediaPipe's face detector (facecore.blaze_train); the others are
-# the tutorials' FaceTracker (one box) on an ImageNet backbone, or tinycnn from scratch.
-BLAZEFACE = "blazeface"
-BACKBONES = (BLAZEFACE, "vgg16", "mobilenetv2", "resnet50", "efficientnetb0", "tinycnn")
-PRETRAINED_BACKBONES = BACKBONES[1:5]
-DEFAULT_INPUT_SIZE = {BLAZEFACE: 192, "vgg16": 120, "mobilenetv2": 128, "resnet50": 128, "efficientnetb0": 128,
-                      "tinycnn": 96}
+# Backbones come from facecore.backbones: "blazeface" (the default) fine-tunes MediaPipe's face detector
+# (facecore.blaze_train); the others are the tutorials' FaceTracker (one box) on an ImageNet backbone, or
+# tinycnn from scratch.
 TRAIN_LAYERS = ("heads", "box", "all")
 
 
@@ -66,12 +62,10 @@ def preset(backbone: str, from_scratch: bool = False) -> dict:
         # hands and toys, and every layer forgot small faces (benchmarks/accuracy.py, README)
         return {"epochs": 20, "batch_size": 16, "learning_rate": 1e-3, "augmentation": "on_the_fly", "head_units": 2048,
                 "train_layers": "box"}
-    if from_scratch or backbone not in PRETRAINED_BACKBONES:
+    if from_scratch or backbone not in IMAGENET_BACKBONES:
         return {"epochs": 60, "batch_size": 16, "learning_rate": 1e-3, "augmentation": "on_the_fly", "head_units": 256}
     return {"epochs": 40, "batch_size": 8, "learning_rate": 1e-4, "augmentation": "offline", "head_units": 2048}
 AUGMENTATION_MODES = ("off", "offline", "on_the_fly")
-MODEL_FILE = "model.keras"
-TFLITE_FILE = "model.tflite"
 # Threads that decode images for training (bounded: each holds a full-size photo while it works).
 LOAD_THREADS = max(1, min(4, os.cpu_count() or 1))
 # The TFLite file must reproduce the Keras outputs to this tolerance, or it is not shipped.
@@ -130,8 +124,8 @@ class TrainConfig:
 
     def __post_init__(self):
         check_name(self.name, "model")
-        if self.backbone not in BACKBONES:
-            raise TrainingError(f"unknown backbone {self.backbone!r}; choose one of {', '.join(BACKBONES)}")
+        if self.backbone not in DETECTOR_BACKBONES:
+            raise TrainingError(f"unknown backbone {self.backbone!r}; choose one of {', '.join(DETECTOR_BACKBONES)}")
         if self.augmentation not in AUGMENTATION_MODES:
             raise TrainingError(f"unknown augmentation mode {self.augmentation!r}; "
                                 f"choose one of {', '.join(AUGMENTATION_MODES)}")
@@ -144,7 +138,7 @@ class TrainConfig:
             if self.weights is not None:
                 object.__setattr__(self, "weights", BLAZEFACE)
             object.__setattr__(self, "fine_tune_epochs", 0)
-            if self.input_size is not None and int(self.input_size) not in (128, 192):
+            if self.input_size is not None and int(self.input_size) not in CATALOGUE[BLAZEFACE].sizes:
                 raise TrainingError(f"blazeface takes 128 px (short-range model) or 192 px (full-range model) "
                                     f"inputs, not {self.input_size}")
         for name, lo in (("epochs", 1), ("batch_size", 1), ("head_units", 1), ("fine_tune_epochs", 0),
@@ -507,6 +501,7 @@ def train(dataset: Dataset, config: TrainConfig, progress: Callable[[Progress], 
     emit("loading", 0.0, "loading TensorFlow")
     import keras
 
+    from . import losses as L
     from . import model as M
 
     emit("loading", 0.0, f"building {config.backbone} ({'pretrained' if config.frozen else 'from scratch'})")
@@ -553,11 +548,11 @@ def train(dataset: Dataset, config: TrainConfig, progress: Callable[[Progress], 
     state["batches_total"] = steps * total_epochs
 
     # 3. phase 1: heads on cached features, or the whole network on images
-    trainer = M.FaceTracker(M.heads_of(net) if fast else net)
+    trainer = L.FaceTracker(M.heads_of(net) if fast else net)
     # XLA halves the CPU time of a heads-only step (mostly Adam's update of the two wide Dense layers);
     # it is off for the full network, where compiling the backbone's gradient would take minutes on a CPU.
     # Heads steps take milliseconds, so running 16 per call halves an epoch by saving Python dispatch.
-    trainer.compile(keras.optimizers.Adam(config.learning_rate), M.classification_loss, M.localization_loss,
+    trainer.compile(keras.optimizers.Adam(config.learning_rate), L.classification_loss, L.localization_loss,
                     config.localization_weight, jit_compile=bool(fast),
                     steps_per_execution=min(16, steps) if fast else 1)
     if fast:
@@ -585,8 +580,8 @@ def train(dataset: Dataset, config: TrainConfig, progress: Callable[[Progress], 
             backbone_changed = True
             state["batches_done"] = steps * config.epochs  # skipped epochs of phase 1 count as done
             state["t_train"] = None  # its steps run through the backbone: measure their rate afresh
-            tuner = M.FaceTracker(net)
-            tuner.compile(keras.optimizers.Adam(config.fine_tune_lr), M.classification_loss, M.localization_loss,
+            tuner = L.FaceTracker(net)
+            tuner.compile(keras.optimizers.Adam(config.fine_tune_lr), L.classification_loss, L.localization_loss,
                           config.localization_weight)
             train_ds = (_on_the_fly_dataset(train_s, size, bs, config.seed + 1, config.augment_config())
                         if config.augmentation == "on_the_fly"
@@ -611,7 +606,7 @@ def train(dataset: Dataset, config: TrainConfig, progress: Callable[[Progress], 
             prob, box = _predict(net, s.images, bs * 4)
         else:
             prob, box = _predict(M.heads_of(net), feats["train_orig" if key == "train" else key], 256)
-        metrics[key] = M.evaluate_predictions(s.has_face, s.boxes, prob, box, config.localization_weight)
+        metrics[key] = L.evaluate_predictions(s.has_face, s.boxes, prob, box, config.localization_weight)
     best_row = next((h for h in history if h["epoch"] == state.get("best_epoch")), None)
     if best_row and metrics.get("train", {}).get("mean_iou") is not None and best_row.get("mean_iou") is not None:
         # Training-mode figures use batch statistics; eval mode uses BatchNorm's moving statistics.
@@ -714,8 +709,8 @@ def save_model(net, out_dir: str | os.PathLike, meta: dict, export_tflite: bool 
     warnings = meta.setdefault("training", {}).setdefault("warnings", [])
 
     def write(tmp: Path) -> None:
-        net.save(tmp / MODEL_FILE)
-        files = {"keras": MODEL_FILE}
+        net.save(tmp / KERAS_FILE)
+        files = {"keras": KERAS_FILE}
         if export_tflite:
             try:
                 M.export_tflite(net, tmp / TFLITE_FILE, fixed_batch=tflite_fixed_batch)
@@ -738,7 +733,7 @@ def save_model(net, out_dir: str | os.PathLike, meta: dict, export_tflite: bool 
                 (tmp / TFLITE_FILE).unlink(missing_ok=True)
                 warnings.append(f"TFLite export failed ({type(exc).__name__}: {exc}); model.keras is complete")
         meta["files"] = files
-        atomic_write_text(tmp / META_FILE, json.dumps(_jsonable(meta), indent=2))
+        write_meta(tmp, _jsonable(meta))
 
     replace_dir(out_dir, write, check=lambda d: check_model_dir(d, "facetracker"))
     return out_dir
@@ -879,7 +874,7 @@ class TrainingJob:
                 status, error, kind = "failed", str(exc), "weights"
             else:
                 result = str(path)
-                meta = json.loads((path / META_FILE).read_text(encoding="utf-8"))
+                meta = read_meta(path)
         except TrainingCancelled as exc:
             status, error, kind = "cancelled", str(exc), "cancelled"
         except DatasetError as exc:
@@ -976,7 +971,7 @@ def _cli_train(args) -> int:
               file=sys.stderr)
     path = train(ds, config, _cli_progress(), out)
     print(file=sys.stderr)
-    meta = json.loads((path / META_FILE).read_text(encoding="utf-8"))
+    meta = read_meta(path)
     for w in meta["training"]["warnings"]:
         print(f"warning: {w}", file=sys.stderr)
     print(json.dumps({"model": str(path), "metrics": meta["metrics"],
@@ -989,7 +984,7 @@ def add_parser(sub) -> None:
     p = sub.add_parser("train", help="train a face detector on a dataset and save it under models/")
     p.add_argument("--data", required=True, help="dataset folder (with images/ and labels/)")
     p.add_argument("--out", help="model folder to write (default: models/<dataset>-<backbone>)")
-    p.add_argument("--backbone", default=TrainConfig.backbone, choices=BACKBONES,
+    p.add_argument("--backbone", default=TrainConfig.backbone, choices=DETECTOR_BACKBONES,
                    help="blazeface (default): MediaPipe's face detector fine-tuned on the dataset; the others are "
                         "the tutorials' FaceTracker")
     p.add_argument("--weights", default="imagenet",

@@ -118,7 +118,7 @@ class VideoConfig:
     every: seconds between detector runs; 0 runs it on every frame. Frames in between hold the last boxes.
     smooth: 0..0.95, the weight of the previous box when a face is seen again (exponential smoothing).
     blur: blur faces instead of boxing them.
-    batch_size: frames per inference call (``detect_batch``) when the detector has one.
+    batch_size: frames per inference call (``detect_batch``).
     crf, preset: libx264 quality (lower crf = better, bigger) and speed.
     encoder_threads: libx264 threads (0: its default, about 1.5 per core).
     gallery_size: annotated frames kept, evenly spaced, for a preview gallery.
@@ -414,7 +414,7 @@ def process_video(src: str | os.PathLike, dst: str | os.PathLike, detector, conf
     """Detect faces in every frame (or every ``config.every`` seconds) of ``src`` and write the
     annotated H.264 MP4 to ``dst``.
 
-    ``detector`` has ``name`` and ``detect(rgb)``; ``detect_batch(list of rgb)`` is used when present.
+    ``detector``: a ``facecore.detect.Detector`` (its ``detect_batch`` gets ``config.batch_size`` frames at a time).
     ``progress(frames_done, frames_expected, seconds_elapsed)`` is called after each chunk; returning
     True cancels (VideoCancelled). Whatever stops processing, ``dst`` is left untouched and the
     temporary file removed. Raises VideoError for unusable input.
@@ -466,8 +466,7 @@ def _run(src: Path, tmp: Path, info: VideoInfo, detector, config: VideoConfig, p
     import av
 
     t_start = time.perf_counter()
-    batch_fn = getattr(detector, "detect_batch", None)
-    name = getattr(detector, "name", type(detector).__name__)
+    name = detector.name
     # libx264 with yuv420p needs even sides: drop a last odd row/column rather than rescale.
     out_w, out_h = info.width - info.width % 2, info.height - info.height % 2
     max_buffer = max(1, min(4 * config.batch_size, _BUFFER_BYTES // max(1, info.width * info.height * 3)))
@@ -574,7 +573,7 @@ def _run(src: Path, tmp: Path, info: VideoInfo, detector, config: VideoConfig, p
             found: dict[int, list[Detection]] = {}
             if sampled:
                 frames = [buffer[k][4] for k in sampled]
-                results = batch_fn(frames) if batch_fn is not None else [detector.detect(f) for f in frames]
+                results = detector.detect_batch(frames)
                 found = dict(zip(sampled, results))
             drawn = []
             for k, (index, t, pts, is_sample, rgb) in enumerate(buffer):
@@ -684,7 +683,7 @@ def timeline_figure(result: VideoResult):
 # ---------------------------------------------------------------- command line
 
 def _cli(args) -> int:
-    from .detect import load_detector
+    from .registry import load_detector
     from .workspace import Workspace
 
     models_root = args.models or Workspace.from_env().models_root

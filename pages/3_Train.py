@@ -10,8 +10,8 @@ import streamlit as st
 from plotly.subplots import make_subplots
 
 from facecore import Dataset, FaceCoreError
-from facecore.train import (AUGMENTATION_MODES, BACKBONES, BLAZEFACE, DEFAULT_INPUT_SIZE, JOB,
-                            PRETRAINED_BACKBONES, TRAIN_LAYERS, JobState, TrainConfig, preset)
+from facecore.backbones import BLAZEFACE, CATALOGUE, DEFAULT_INPUT_SIZE, DETECTOR_BACKBONES, IMAGENET_BACKBONES
+from facecore.train import AUGMENTATION_MODES, JOB, TRAIN_LAYERS, JobState, TrainConfig, preset
 from facecore.train import preload_tensorflow
 from pages.common import CURVE_STYLE, dataset_picker, dataset_summary, show_error, workspace
 
@@ -155,10 +155,10 @@ else:
                        "*No face*) on the Collect & Label page.")
 
     left, mid, right = st.columns(3)
-    backbone = left.selectbox("Model", BACKBONES, key="train_backbone", help=" ".join(BACKBONE_HELP.values()))
+    backbone = left.selectbox("Model", DETECTOR_BACKBONES, key="train_backbone", help=" ".join(BACKBONE_HELP.values()))
     blaze = backbone == BLAZEFACE
     left.caption(BACKBONE_HELP[backbone])
-    pretrained_ok = backbone in PRETRAINED_BACKBONES
+    pretrained_ok = backbone in IMAGENET_BACKBONES
     weight_opts = (["blazeface", "none"] if blaze else ["imagenet", "none", "file"] if pretrained_ok
                    else ["none", "file"])
     weights_choice = mid.radio("Weights", weight_opts, format_func=WEIGHTS_LABELS.get, key=f"train_weights_{backbone}")
@@ -172,7 +172,7 @@ else:
             mid.caption("Enter the path of the weights file.")
     if blaze:
         input_size = right.selectbox(
-            "Input size (px)", [192, 128], key="train_size_blazeface",
+            "Input size (px)", list(CATALOGUE[BLAZEFACE].sizes), key="train_size_blazeface",
             format_func={192: "192: full-range model (faces near and far)", 128: "128: short-range model "
                          "(faces close to the camera; about 3x faster)"}.get,
             help="Photos are resized whole to this square, as at inference.")

@@ -9,14 +9,13 @@ import pandas as pd
 import streamlit as st
 
 from facecore import FaceCoreError, ImageReadError
-from facecore.detect import BLAZEFACE, BUILT_IN, HAAR, detector_names
+from facecore.detect import BLAZEFACE, BUILT_IN, HAAR
 from facecore.evaluate import (collect_images, comparison_table, evaluate, iou_figure, pr_figure, render_result,
                                split_config)
-from facecore.inference import INT8_SUFFIX, quantize
 from facecore.io import read_image
 from facecore.preprocess import resize_for_model
-from facecore.registry import list_models
-from pages.common import cached_detector, dataset_picker, detector, show_error, workspace
+from facecore.registry import INT8_SUFFIX, detector_names, list_models, model_version, quantize, split_name
+from pages.common import cached_model, dataset_picker, detector, show_error, workspace
 
 RESULTS_KEY = "eval_results"
 
@@ -45,7 +44,7 @@ threshold = right.slider("Threshold", 0.05, 0.95, 0.5, 0.05, key="eval_threshold
                               "false positives). AP and mean IoU do not depend on it.")
 
 # All detectors are measured on the same photos: the split of the first trained model chosen.
-trained = list({models[b]: None for b in (n.split("@")[0] for n in chosen) if b in models})
+trained = list({models[b]: None for b in (split_name(n)[0] for n in chosen) if b in models})
 seed, fractions = split_config(trained[0].meta if trained else None)
 for m in trained:
     trained_on = (m.meta.get("dataset") or {}).get("name")
@@ -95,7 +94,7 @@ with st.expander("Make a model faster: an int8 copy"):
                 except FaceCoreError as exc:
                     show_error(exc)
                 else:
-                    cached_detector.clear()  # an older int8 copy of this model may be cached
+                    cached_model.clear()  # an older int8 copy of this model may be cached
                     st.session_state["eval_quantized"] = (f"`{to_quantize}{INT8_SUFFIX}` is ready ({info['mb']} MB); "
                                                           f"largest output difference {info['max_abs_diff']:.2g}.")
                     st.rerun()
@@ -106,12 +105,8 @@ fingerprint = dataset.fingerprint()
 
 
 def selection_key(name: str):
-    """Results are reused while the model, the photos and the settings are unchanged."""
-    folder = ws.models_root / name.split("@")[0]
-    files = [folder / "meta.json"] + ([folder / "model_int8.tflite"] if name.endswith(INT8_SUFFIX) else [])
-    # the float model's results stay valid when its int8 copy is made: only the copy's file is in its key
-    version = tuple(p.stat().st_mtime if p.exists() else 0.0 for p in files)
-    return (name, version, fingerprint, split, seed, tuple(fractions), round(threshold, 3))
+    """Results are reused while the model (its version), the photos and the settings are unchanged."""
+    return (name, model_version(name, ws.models_root), fingerprint, split, seed, tuple(fractions), round(threshold, 3))
 
 
 def fmt(v) -> str:
@@ -165,7 +160,7 @@ elif n_noface < 5:
                f"{1 / n_noface:.0%}.")
 rows_ = [{k: (v if k == "metric" else fmt(v)) for k, v in row.items()} for row in comparison_table(results)]
 st.dataframe(pd.DataFrame(rows_).set_index("metric"), height="content", key="eval_table")
-backends = [f"`{n}`: {getattr(detector(n), 'backend', 'opencv')}" for n in results if n != HAAR]
+backends = [f"`{n}`: {detector(n).backend}" for n in results if n != HAAR]
 st.caption("AP ranks every photo's best prediction by score (a box on a no-face photo is a false positive). "
            "Latency is per photo, preprocessing included, on this server."
            + (f" Inference: {', '.join(backends)}." if backends else ""))

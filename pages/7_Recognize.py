@@ -10,11 +10,14 @@ import streamlit as st
 from plotly.subplots import make_subplots
 
 from facecore import FaceCoreError
-from facecore.detect import DEFAULT_DETECTOR, detector_names
-from facecore.identity import (BACKBONES, COMPARISON_COLUMNS, DEFAULT_K, IdentityConfig, IdentitySet, compare,
-                               create_identity_set, list_identity_sets, load_comparison, train_identity)
+from facecore.backbones import IDENTITY_BACKBONES
+from facecore.detect import DEFAULT_DETECTOR
+from facecore.identity import DEFAULT_K, IdentitySet, create_identity_set, list_identity_sets
+from facecore.identity_compare import COMPARISON_COLUMNS, compare, load_comparison
+from facecore.identity_train import IdentityConfig, train_identity
 from facecore.io import decode_image, read_image
-from facecore.recognize import draw_recognitions, identity_model_names
+from facecore.recognize import draw_recognitions
+from facecore.registry import detector_names, identity_model_names
 from pages.common import CURVE_STYLE, dataset_picker, detector, recognizer, show_error, workspace
 
 st.title("🙋 Recognize")
@@ -151,7 +154,7 @@ def settings(prefix: str, with_backbone: bool = True) -> dict:
     cols = st.columns(4 if with_backbone else 3)
     out = {}
     if with_backbone:
-        out["backbone"] = cols[0].selectbox("Backbone", BACKBONES, key=f"{prefix}_backbone")
+        out["backbone"] = cols[0].selectbox("Backbone", IDENTITY_BACKBONES, key=f"{prefix}_backbone")
     c2, c3, c4 = cols[-3:]
     out["weights"] = c2.selectbox("Weights", list(WEIGHTS), format_func=WEIGHTS.get, key=f"{prefix}_weights")
     out["input_size"] = c3.selectbox("Input size", [64, 96, 128, 160, 224], index=2, key=f"{prefix}_size")
@@ -228,7 +231,7 @@ st.header("3. Compare backbones")
 if ready:
     st.caption("Trains one model per backbone, without and with augmentation, on the same crops and split; "
                "each is saved as `<prefix>-<backbone>-aug<N>`.")
-    backbones = st.multiselect("Backbones", BACKBONES, default=["mobilenetv2", "efficientnetb0"],
+    backbones = st.multiselect("Backbones", IDENTITY_BACKBONES, default=["mobilenetv2", "efficientnetb0"],
                                key="recognize_cmp_backbones")
     s2 = settings("recognize_cmp", with_backbone=False)
     c1, c2 = st.columns(2)

@@ -91,7 +91,7 @@ def _small_dataset(tmp_path: Path, n_faces: int = 24, n_walls: int = 8) -> Path:
 @pytest.mark.slow
 def test_fine_tuning_runs_saves_and_detects(tmp_path):
     from facecore.dataset import Dataset
-    from facecore.detect import load_detector
+    from facecore.registry import load_detector
     from facecore.train import TrainConfig, train
 
     ds = Dataset.open(_small_dataset(tmp_path))

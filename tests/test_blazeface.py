@@ -7,7 +7,8 @@ import pytest
 
 from facecore import blazeface as BF
 from facecore import boxes as B
-from facecore.detect import BLAZEFACE, DEFAULT_DETECTOR, Detection, detector_names, load_detector
+from facecore.detect import BLAZEFACE, DEFAULT_DETECTOR, Detection
+from facecore.registry import detector_names, load_detector
 from facecore.evaluate import collect_images, evaluate
 from facecore.io import read_image
 

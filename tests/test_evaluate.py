@@ -11,7 +11,7 @@ import pytest
 
 from conftest import ROOT
 from facecore import boxes as B
-from facecore.detect import Detection
+from facecore.detect import Detection, Detector
 from facecore.errors import DatasetError, FaceCoreError
 from facecore.evaluate import (METRIC_KEYS, average_precision, collect_images, compute_metrics, evaluate,
                                pr_curve)
@@ -86,7 +86,7 @@ def test_multi_face_image_matches_best_box():
     assert m["mean_iou"] == pytest.approx(1) and m["recall50"] == 1
 
 
-class Oracle:
+class Oracle(Detector):
     """Predicts the true box with a score from a table: lets tests choose every outcome."""
 
     name = "oracle"

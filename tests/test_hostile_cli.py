@@ -200,7 +200,7 @@ def test_identity_and_video_side_outputs(tmp_path, capsys):
     for args in (["--k", "nan"], ["--k", "-1"], ["--lr", "0"], ["--lr", "inf"]):
         rc, text = run(["identity", "train", "--data", tmp_path, "--out", tmp_path / "m", *args], capsys)
         assert rc == 2, text
-    from facecore.identity import IdentityConfig
+    from facecore.identity_train import IdentityConfig
 
     for bad in ({"k": float("nan")}, {"learning_rate": float("nan")}, {"augment": 10**6}):
         with pytest.raises(Exception) as e:

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 from facecore.errors import FaceCoreError, ModelFileError
-from facecore.io import check_model_dir, model_path, recover_dir, replace_dir
-from facecore.registry import list_models
+from facecore.io import check_model_dir, recover_dir, replace_dir
+from facecore.registry import detector_names, list_models, load_detector, load_facetracker, model_path
 
 from test_inference import SIZE, save_model_dir
 
@@ -35,7 +35,7 @@ def _copy(good, tmp_path, name="m"):
 # -- .tflite files -----------------------------------------------------------------------------
 @pytest.mark.parametrize("cut", ["half", "tail", "head100", "zero", "forged", "random"])
 def test_broken_tflite_never_reaches_the_interpreter(good, tmp_path, cut):
-    from facecore.inference import FaceTrackerDetector, check_tflite_file
+    from facecore.inference import check_tflite_file
 
     d = _copy(good, tmp_path)
     f = d / "model.tflite"
@@ -46,8 +46,8 @@ def test_broken_tflite_never_reaches_the_interpreter(good, tmp_path, cut):
     with pytest.raises(ModelFileError):
         check_tflite_file(f)
     with pytest.raises(FaceCoreError, match="model.tflite"):
-        FaceTrackerDetector.load(d, backend="tflite")
-    det = FaceTrackerDetector.load(d)  # auto: falls back to model.keras and says why
+        load_facetracker(d, backend="tflite")
+    det = load_facetracker(d)  # auto: falls back to model.keras and says why
     assert det.backend == "tf.function" and "model.tflite" in det.fallback_reason
     assert len(det.detect(np.zeros((40, 50, 3), np.uint8))) == 1
 
@@ -59,7 +59,7 @@ def test_broken_tflite_in_a_fresh_process_exits_cleanly(good, tmp_path):
     (d / "model.tflite").write_bytes(data[: len(data) * 2 // 3])
     (d / "model.keras").write_bytes(b"PK\x03\x04 truncated")
     code = textwrap.dedent(f"""
-        from facecore.detect import load_detector
+        from facecore.registry import load_detector
         from facecore.errors import FaceCoreError
         try:
             load_detector("m", {str(tmp_path)!r})
@@ -85,34 +85,28 @@ def test_corrupt_keras_file_is_not_reported_as_missing(good, tmp_path):
 # -- meta.json ---------------------------------------------------------------------------------
 @pytest.mark.parametrize("size", [128, 0, -5, 100_000, "96px", None, True, 2.5, [32]])
 def test_lying_meta_input_size_uses_the_model_file(good, tmp_path, size):
-    from facecore.inference import FaceTrackerDetector
-
     d = _copy(good, tmp_path)
     meta = json.loads((d / "meta.json").read_text())
     meta["config"]["input_size"] = size
     (d / "meta.json").write_text(json.dumps(meta))
     for backend in ("auto", "tf.function"):
-        det = FaceTrackerDetector.load(d, backend=backend)
+        det = load_facetracker(d, backend=backend)
         assert det.input_size == SIZE
         assert len(det.detect(np.zeros((30, 30, 3), np.uint8))) == 1
 
 
 @pytest.mark.parametrize("meta", ["[]", "{}", '{"config": 5}', "not json", "[" * 100_000])
 def test_broken_meta_is_a_clear_error(good, tmp_path, meta):
-    from facecore.inference import FaceTrackerDetector
-
     d = _copy(good, tmp_path)
     (d / "meta.json").write_text(meta)
     with pytest.raises(FaceCoreError, match="meta.json"):
-        FaceTrackerDetector.load(d)
+        load_facetracker(d)
 
 
 # -- model names -------------------------------------------------------------------------------
 @pytest.mark.parametrize("name", ["../elsewhere/m", "/abs/m", "a/b", "..", ".hidden", "", "m\\..\\x",
                                   "../elsewhere/m@int8"])
 def test_model_names_that_are_paths_are_refused(tmp_path, name):
-    from facecore.detect import load_detector
-
     (tmp_path / "models").mkdir()
     with pytest.raises(ModelFileError, match="not allowed|outside"):
         model_path(tmp_path / "models", name)
@@ -246,20 +240,16 @@ def test_legacy_leftovers_without_pid_are_recovered(tmp_path):
 
 
 def test_loading_a_model_recovers_it(good, tmp_path):
-    from facecore.inference import FaceTrackerDetector
-
     root = tmp_path / "models"
     root.mkdir()
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
                           text=True).stdout.strip()
     shutil.copytree(good, root / f".m.old-{dead}-0badc0de")
-    det = FaceTrackerDetector.load(root / "m")
+    det = load_facetracker(root / "m")
     assert det.input_size == SIZE and (root / "m").is_dir()
 
 
 def test_one_broken_meta_does_not_hide_the_other_models(good, tmp_path):
-    from facecore.detect import detector_names
-
     root = tmp_path / "models"
     _copy(good, root, "ok")
     for name, text in (("deep", "[" * 100_000), ("list", "[1, 2]"), ("bom", "\ufeff{}")):

@@ -7,10 +7,11 @@ import pytest
 
 from facecore import boxes as B
 from facecore.errors import DatasetError, FaceCoreError
-from facecore.identity import (IdentityConfig, build_backbone, create_identity_set, crop_box,
-                               crop_face, list_identity_sets, load_comparison, stratified_split, train_identity)
+from facecore.identity import create_identity_set, crop_box, crop_face, list_identity_sets
+from facecore.identity_compare import load_comparison
+from facecore.identity_train import IdentityConfig, build_backbone, stratified_split, train_identity
 from facecore.io import encode_jpeg, read_image
-from facecore.registry import list_models
+from facecore.registry import list_models, load_identity
 from identity_synth import PEOPLE, person_dataset, person_image
 
 
@@ -155,8 +156,6 @@ def make_people(root, n=12):
 
 @pytest.mark.slow
 def test_training_separates_two_people_and_saves_model(tmp_path):
-    from facecore.recognize import IdentityClassifier
-
     ids = make_people(tmp_path)
     assert ids.counts() == {"ann": 12, "bob": 12}
     seen = []
@@ -175,7 +174,7 @@ def test_training_separates_two_people_and_saves_model(tmp_path):
     assert not [p for p in (tmp_path / "models").iterdir() if p.name.startswith(".")]  # no temp folder left
 
     # the saved model, loaded afresh, names new photos of each person correctly
-    clf = IdentityClassifier.load(res.path)
+    clf = load_identity(res.path)
     rng = np.random.default_rng(99)
     for who in PEOPLE:
         crops = [crop_face(*person_image(rng, who), 0.5) for _ in range(20)]

@@ -88,10 +88,10 @@ def test_box_maps_back_to_original_pixels(shape):
 
 
 def test_fast_path_and_keras_path_agree(model_dir):
-    from facecore.inference import FaceTrackerDetector
+    from facecore.registry import load_facetracker
 
-    fast = FaceTrackerDetector.load(model_dir)
-    slow = FaceTrackerDetector.load(model_dir, backend="tf.function")
+    fast = load_facetracker(model_dir)
+    slow = load_facetracker(model_dir, backend="tf.function")
     assert fast.backend == "tflite" and slow.backend == "tf.function"
     batch = np.random.default_rng(1).uniform(0, 255, (5, SIZE, SIZE, 3)).astype(np.float32)
     pf, bf = fast.predict(batch)
@@ -106,9 +106,9 @@ def test_fast_path_and_keras_path_agree(model_dir):
 
 
 def test_detect_batch_matches_detect_and_threshold(model_dir):
-    from facecore.inference import FaceTrackerDetector
+    from facecore.registry import load_facetracker
 
-    det = FaceTrackerDetector.load(model_dir)
+    det = load_facetracker(model_dir)
     rng = np.random.default_rng(3)
     frames = [rng.integers(0, 255, s + (3,), np.uint8) for s in [(120, 160), (64, 64), (300, 200)]]
     batch = det.detect_batch(frames)
@@ -123,9 +123,9 @@ def test_detect_batch_matches_detect_and_threshold(model_dir):
 
 
 def test_shared_detector_is_thread_safe(model_dir):
-    from facecore.inference import FaceTrackerDetector
+    from facecore.registry import load_facetracker
 
-    det = FaceTrackerDetector.load(model_dir)
+    det = load_facetracker(model_dir)
     rng = np.random.default_rng(4)
     frames = [rng.integers(0, 255, (90, 120, 3), np.uint8) for _ in range(6)]
     expected = [det.detect(f)[0].score for f in frames]
@@ -149,35 +149,35 @@ def test_shared_detector_is_thread_safe(model_dir):
 def test_falls_back_to_tf_function(tmp_path, model_dir):
     import shutil
 
-    from facecore.inference import FaceTrackerDetector
+    from facecore.registry import load_facetracker
 
     d = tmp_path / "broken"
     shutil.copytree(model_dir, d)
     (d / "model.tflite").write_bytes(b"not a flatbuffer")
-    det = FaceTrackerDetector.load(d)
+    det = load_facetracker(d)
     assert det.backend == "tf.function" and "model.tflite could not be loaded" in det.fallback_reason
     with pytest.raises(FaceCoreError, match="could not be loaded"):
-        FaceTrackerDetector.load(d, backend="tflite")
+        load_facetracker(d, backend="tflite")
     (d / "model.tflite").unlink()
-    det = FaceTrackerDetector.load(d)
+    det = load_facetracker(d)
     assert det.backend == "tf.function" and det.fallback_reason == "no model.tflite"
     assert len(det.detect(np.zeros((50, 50, 3), np.uint8))) == 1
 
 
 def test_load_errors_are_clear(tmp_path):
-    from facecore.inference import FaceTrackerDetector
+    from facecore.registry import load_facetracker
 
     with pytest.raises(FaceCoreError, match="no model called 'nope'"):
-        FaceTrackerDetector.load(tmp_path / "nope")
+        load_facetracker(tmp_path / "nope")
     (tmp_path / "half").mkdir()
     with pytest.raises(FaceCoreError, match="meta.json is missing"):
-        FaceTrackerDetector.load(tmp_path / "half")
+        load_facetracker(tmp_path / "half")
     (tmp_path / "half" / "meta.json").write_text(json.dumps({"config": {"input_size": 32}}))
     with pytest.raises(FaceCoreError, match="neither a usable model.tflite nor model.keras"):
-        FaceTrackerDetector.load(tmp_path / "half")
+        load_facetracker(tmp_path / "half")
     (tmp_path / "half" / "model.keras").write_bytes(b"garbage")
     with pytest.raises(FaceCoreError, match="could not load"):
-        FaceTrackerDetector.load(tmp_path / "half")
+        load_facetracker(tmp_path / "half")
 
 
 def test_registry_loads_by_name_and_caches(tmp_path, model_dir):
@@ -185,7 +185,8 @@ def test_registry_loads_by_name_and_caches(tmp_path, model_dir):
     import shutil
 
     from facecore import registry
-    from facecore.detect import HaarDetector, detector_names, load_detector
+    from facecore.detect import HaarDetector
+    from facecore.registry import detector_names, load_detector
 
     shutil.copytree(model_dir, tmp_path / "tiny")
     assert detector_names(tmp_path) == ["blazeface", "blazeface-short", "haar", "tiny"]
@@ -204,17 +205,19 @@ def test_registry_loads_by_name_and_caches(tmp_path, model_dir):
 def test_int8_copy_is_close_and_listed(tmp_path, model_dir):
     import shutil
 
-    from facecore.detect import detector_names, load_detector
-    from facecore.inference import FaceTrackerDetector, quantize
+    from facecore.registry import detector_names, load_detector, load_facetracker, model_version, quantize
 
     shutil.copytree(model_dir, tmp_path / "tiny")
     with pytest.raises(FaceCoreError, match="no int8 copy yet"):
         load_detector("tiny@int8", tmp_path)
+    float_version, int8_version = model_version("tiny", tmp_path), model_version("tiny@int8", tmp_path)
     info = quantize(tmp_path / "tiny")
+    # the float model's cached results stay valid; the copy's version changes
+    assert model_version("tiny", tmp_path) == float_version and model_version("tiny@int8", tmp_path) != int8_version
     assert info["max_abs_diff"] < 0.05 and (tmp_path / "tiny" / "model_int8.tflite").is_file()
     assert detector_names(tmp_path) == ["blazeface", "blazeface-short", "haar", "tiny", "tiny@int8"]
     q = load_detector("tiny@int8", tmp_path)
-    f = FaceTrackerDetector.load(tmp_path / "tiny")
+    f = load_facetracker(tmp_path / "tiny")
     assert q.name == "tiny@int8" and q.backend == "tflite-int8" and f.backend == "tflite"
     frame = np.random.default_rng(5).integers(0, 255, (120, 160, 3), np.uint8)
     [a], [b] = q.detect(frame), f.detect(frame)

@@ -12,14 +12,14 @@ from conftest import SAMPLE
 from facecore import ImageLabel
 from facecore import boxes as B
 from facecore import labeling as L
-from facecore.detect import Detection, HaarDetector
+from facecore.detect import Detection, Detector, HaarDetector
 from facecore.errors import FaceCoreError
 from facecore.io import encode_jpeg, read_image
 from facecore.labels import read_label
 from synth import face_image
 
 
-class FixedDetector:
+class FixedDetector(Detector):
     """Proposes the same box on every image (score 0.9), or nothing when ``box`` is None."""
 
     name = "fixed"

@@ -14,7 +14,7 @@ import pytest
 from conftest import ROOT
 from facecore import FaceCoreError, rtc
 
-from facecore.detect import Detection, HaarDetector
+from facecore.detect import Detection, Detector, HaarDetector
 from facecore import live
 from facecore.live import (LEVELS, WINDOW_S, BoxSmoother, LiveProcessor, LiveSettings, LoadGovernor, RateMeter,
                            overlay_text)
@@ -24,7 +24,7 @@ rtc.preload_srtp()  # other test modules may have imported TensorFlow already
 RED = np.array([255, 0, 0], np.uint8)
 
 
-class FakeDetector:
+class FakeDetector(Detector):
     """Returns ``dets`` for every frame; optionally slow or failing; records the frames it saw."""
 
     def __init__(self, dets=(), delay=0.0, fail=False, name="fake"):

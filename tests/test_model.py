@@ -1,4 +1,5 @@
-"""facecore.model: losses on hand-computed cases, the network's shape and saved format, weights loading."""
+"""facecore.model and facecore.losses: losses on hand-computed cases, the network's shape and saved format,
+weights loading."""
 
 import math
 import subprocess
@@ -10,20 +11,22 @@ import pytest
 keras = pytest.importorskip("keras")
 import tensorflow as tf  # noqa: E402
 
+from facecore import backbones as BB  # noqa: E402
+from facecore import losses as L  # noqa: E402
 from facecore import model as M  # noqa: E402
-from facecore import train as T  # noqa: E402
+from facecore.inference import load_keras_model  # noqa: E402
 
 
 def _t(x):
     return tf.constant(np.asarray(x, np.float32))
 
 
-def test_backbone_lists_agree():
-    # facecore.train mirrors the FaceTracker's so that importing it does not import TensorFlow; it adds
-    # BlazeFace (facecore.blaze_train), which facecore.model does not build.
-    assert T.BACKBONES == (T.BLAZEFACE, *M.BACKBONES)
-    assert {k: v for k, v in T.DEFAULT_INPUT_SIZE.items() if k != T.BLAZEFACE} == M.DEFAULT_INPUT_SIZE
-    assert T.PRETRAINED_BACKBONES == M.PRETRAINED_BACKBONES
+def test_model_builds_the_catalogue_facetracker_backbones():
+    # BlazeFace is built by facecore.blaze_keras, not here
+    assert {b: M.resolve_input_size(b, None) for b in BB.FACETRACKER_BACKBONES} == {
+        b: BB.DEFAULT_INPUT_SIZE[b] for b in BB.FACETRACKER_BACKBONES}
+    with pytest.raises(M.FaceCoreError, match="unknown backbone 'blazeface'"):
+        M.resolve_input_size("blazeface", None)
 
 
 @pytest.mark.parametrize("true, pred, expected", [
@@ -36,18 +39,18 @@ def test_backbone_lists_agree():
     ([0.2, 0.2, 0.7, 0.45], [0.2, 0.2, 0.2, 0.2], 0.25 + 0.0625),
 ])
 def test_localization_loss_hand_computed(true, pred, expected):
-    got = M.localization_loss(_t([true]), _t([pred])).numpy()
+    got = L.localization_loss(_t([true]), _t([pred])).numpy()
     assert got.shape == (1,)
     assert got[0] == pytest.approx(expected, abs=1e-6)
 
 
 def test_classification_loss_is_bce_per_sample():
-    got = M.classification_loss(_t([[1.0], [0.0]]), _t([[0.8], [0.3]])).numpy()
+    got = L.classification_loss(_t([[1.0], [0.0]]), _t([[0.8], [0.3]])).numpy()
     assert got == pytest.approx([-math.log(0.8), -math.log(0.7)], abs=1e-5)
 
 
 def _tracker(weight=2.0):
-    ft = M.FaceTracker(M.build_heads(4, 2))
+    ft = L.FaceTracker(M.build_heads(4, 2))
     ft.compile(keras.optimizers.Adam(1e-3), localization_weight=weight)
     return ft
 
@@ -81,20 +84,20 @@ def test_batch_without_faces_has_zero_localization_loss():
     ([0, 0, 0.5, 0.5], [0.4, 0.4, 0.1, 0.1], 0.0),  # inverted prediction has no area
 ])
 def test_box_iou(a, b, expected):
-    assert M.box_iou(_t([a]), _t([b])).numpy()[0] == pytest.approx(expected, abs=1e-6)
+    assert L.box_iou(_t([a]), _t([b])).numpy()[0] == pytest.approx(expected, abs=1e-6)
 
 
 def test_evaluate_predictions_counts_faces_only_for_iou():
-    m = M.evaluate_predictions([[1], [0], [1]], [[0, 0, 0.5, 0.5], [0, 0, 0, 0], [0, 0, 0.5, 0.5]],
+    m = L.evaluate_predictions([[1], [0], [1]], [[0, 0, 0.5, 0.5], [0, 0, 0, 0], [0, 0, 0.5, 0.5]],
                                [[0.9], [0.6], [0.2]], [[0, 0, 0.5, 0.5], [0.5, 0.5, 1, 1], [0.25, 0, 0.75, 0.5]])
     assert m["mean_iou"] == pytest.approx((1 + 1 / 3) / 2, abs=1e-6)
     assert m["face_accuracy"] == pytest.approx(1 / 3)
     assert m["n"] == 3 and m["n_face"] == 2
-    assert M.evaluate_predictions(np.zeros((0, 1)), np.zeros((0, 4)), np.zeros((0, 1)), np.zeros((0, 4))) == {
+    assert L.evaluate_predictions(np.zeros((0, 1)), np.zeros((0, 4)), np.zeros((0, 1)), np.zeros((0, 4))) == {
         "n": 0, "n_face": 0}
 
 
-@pytest.mark.parametrize("backbone", M.BACKBONES)
+@pytest.mark.parametrize("backbone", BB.FACETRACKER_BACKBONES)
 def test_build_model_shapes_and_trainability(backbone):
     net = M.build_model(backbone, 64, None, head_units=16, alpha=0.35)
     prob, box = net(np.random.default_rng(0).uniform(0, 255, (2, 64, 64, 3)).astype(np.float32))
@@ -110,7 +113,7 @@ def test_build_model_shapes_and_trainability(backbone):
 def test_caffe_preprocessing_matches_keras():
     from keras.applications.vgg16 import preprocess_input
 
-    layer = M._preprocess_layer("vgg16", 8)
+    layer = M.preprocess_layer("vgg16", 8)
     x = np.random.default_rng(1).uniform(0, 255, (2, 8, 8, 3)).astype(np.float32)
     np.testing.assert_allclose(layer(x).numpy(), preprocess_input(x.copy()), atol=1e-4)
 
@@ -212,7 +215,7 @@ def test_saved_model_loads_without_facecore_and_tflite_matches(tmp_path):
     np.testing.assert_allclose(b, ref[1], atol=1e-3)
     p1, b1 = lite(x[0])  # a single image, batch resized back to 1
     np.testing.assert_allclose(b1, ref[1][:1], atol=1e-3)
-    assert M.input_size_of(M.load_net(tmp_path / "model.keras")) == 48
+    assert M.input_size_of(load_keras_model(tmp_path / "model.keras")) == 48
 
 
 def test_recalibrate_batchnorm_sets_average_batch_statistics():

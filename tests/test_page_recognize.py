@@ -5,8 +5,11 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from conftest import run_page, ROOT
+from facecore.backbones import IDENTITY_BACKBONES
 from facecore.detect import BUILT_IN
-from facecore.identity import IdentitySet, comparison_row, save_comparison, TrainResult, IdentityConfig
+from facecore.identity import IdentitySet
+from facecore.identity_compare import comparison_row, save_comparison
+from facecore.identity_train import IdentityConfig, TrainResult
 from facecore.io import encode_jpeg
 from identity_synth import person_image
 
@@ -58,7 +61,9 @@ def test_build_upload_train_and_recognize(workspace_env):
     assert "broken.jpg" in at.warning[0].value  # a skipped photo is a warning, not a success
     assert {m.label: m.value for m in at.metric} == {"me": "90", "not_me": "8"}
 
-    # 2. train (random frozen weights: the page warns)
+    # 2. train (random frozen weights: the page warns); the backbones offered are the catalogue's
+    assert at.selectbox(key="recognize_train_backbone").options == list(IDENTITY_BACKBONES)
+    assert at.multiselect(key="recognize_cmp_backbones").options == list(IDENTITY_BACKBONES)
     at.selectbox(key="recognize_train_weights").set_value("none")
     at.selectbox(key="recognize_train_size").set_value(64)
     at.number_input(key="recognize_train_epochs").set_value(3)
@@ -111,7 +116,8 @@ def test_detector_picker_recognition_toggle(workspace_env):
     at.selectbox(key="detector").select("haar").run()
     assert at.markdown[0].value == "haar|HaarDetector|None"
 
-    from facecore.identity import create_identity_set, train_identity
+    from facecore.identity import create_identity_set
+    from facecore.identity_train import train_identity
     ids = create_identity_set(data, "s")
     rng = np.random.default_rng(1)
     for who in ("ann", "bob"):

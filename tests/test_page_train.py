@@ -6,6 +6,7 @@ from streamlit.testing.v1 import AppTest
 
 from conftest import ROOT, run_page, texts as _texts
 from facecore import list_models
+from facecore.backbones import DETECTOR_BACKBONES
 from facecore.train import JOB
 from synth import make_dataset
 
@@ -34,6 +35,7 @@ def _choose_tiny(at):
 def test_page_defaults_and_from_scratch_notice(tiny_ws):
     at = _page()
     assert at.selectbox(key="train_backbone").value == "blazeface"  # the face-pretrained default
+    assert at.selectbox(key="train_backbone").options == list(DETECTOR_BACKBONES)  # the catalogue's
     assert at.radio(key="train_weights_blazeface").value == "blazeface"
     assert at.selectbox(key="train_size_blazeface").value == 192  # the full-range model
     assert "MediaPipe's face weights" in _texts(at.caption)
@@ -157,7 +159,7 @@ def test_page_fine_tunes_blazeface_by_default(tiny_ws):
     assert s.config.backbone == "blazeface" and s.meta["architecture"] == "blazeface"
     at.run()
     assert "tiny-blazeface" in _texts(at.success)
-    from facecore.detect import detector_names
+    from facecore.registry import detector_names
 
     assert "tiny-blazeface" in detector_names(models)
 
@@ -175,7 +177,7 @@ def test_page_fits_a_box_style_detector(workspace_env):
     assert "faces-boxstyle" in _texts(at.success), _texts(at.error)
     df = at.dataframe[0].value
     assert (df["IoU after"] > df["IoU before"]).all()
-    from facecore.detect import load_detector
+    from facecore.registry import load_detector
 
     det = load_detector("faces-boxstyle", models)
     assert det.name == "faces-boxstyle" and det.style.top < 0  # labels reach higher than BlazeFace's box

@@ -7,7 +7,7 @@ import time
 import pytest
 
 from conftest import run_page, texts as _texts, SAMPLE
-from facecore.detect import detector_names
+from facecore.registry import detector_names
 from facecore.io import read_image
 from facecore.live import overlay_text
 

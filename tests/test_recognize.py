@@ -6,11 +6,13 @@ import numpy as np
 import pytest
 
 from conftest import SAMPLE
-from facecore.detect import Detection, HaarDetector, detector_names
+from facecore.detect import Detection, Detector, HaarDetector
 from facecore.errors import FaceCoreError
-from facecore.identity import IdentityConfig, create_identity_set, train_identity
+from facecore.identity import create_identity_set
+from facecore.identity_train import IdentityConfig, train_identity
 from facecore.io import read_image
-from facecore.recognize import IdentityClassifier, Recognizer, draw_recognitions, identity_model_names, load_recognizer
+from facecore.recognize import Recognizer, draw_recognitions
+from facecore.registry import detector_names, identity_model_names, load_identity, load_recognizer
 from identity_synth import PEOPLE, background, draw_person, person_dataset
 
 pytestmark = pytest.mark.slow
@@ -28,7 +30,7 @@ def trained(tmp_path_factory):
     return root / "models", res
 
 
-class KnownBoxes:
+class KnownBoxes(Detector):
     """A real Detector over boxes known in advance (Haar does not see cartoon faces)."""
 
     name = "known"
@@ -53,7 +55,7 @@ def test_two_faces_get_two_names(trained):
     frame, ann, bob = two_people_frame()
     weak = np.array([0.45, 0.0, 0.55, 0.1], np.float32)
     det = KnownBoxes([Detection(0.9, bob), Detection(0.8, ann), Detection(0.2, weak)])
-    rec = Recognizer(det, IdentityClassifier.load(res.path), face_threshold=0.5)
+    rec = Recognizer(det, load_identity(res.path), face_threshold=0.5)
     results = rec.recognize(frame)
     assert len(results) == 2  # the 0.2 "face" is below the face threshold
     by_name = {r.name: r for r in results}
@@ -75,7 +77,7 @@ def test_two_faces_get_two_names(trained):
 def test_recognizer_is_thread_safe(trained):
     models, res = trained
     frame, ann, bob = two_people_frame()
-    rec = Recognizer(KnownBoxes([Detection(0.9, ann), Detection(0.9, bob)]), IdentityClassifier.load(res.path))
+    rec = Recognizer(KnownBoxes([Detection(0.9, ann), Detection(0.9, bob)]), load_identity(res.path))
     expected = [(d.label, round(d.score, 4)) for d in rec.detect(frame)]
     got, errors = [], []
 
@@ -116,16 +118,16 @@ def test_identity_models_are_listed_apart_from_detectors(trained):
 def test_load_errors_are_clear(trained, tmp_path):
     models, res = trained
     with pytest.raises(FaceCoreError, match="no readable meta.json"):
-        IdentityClassifier.load(tmp_path / "nothing")
+        load_identity(tmp_path / "nothing")
     (tmp_path / "det").mkdir()
     (tmp_path / "det" / "meta.json").write_text('{"kind": "facetracker"}')
     with pytest.raises(FaceCoreError, match="not an identity classifier"):
-        IdentityClassifier.load(tmp_path / "det")
+        load_identity(tmp_path / "det")
     (tmp_path / "broken").mkdir()
     (tmp_path / "broken" / "meta.json").write_text((res.path / "meta.json").read_text())
     (tmp_path / "broken" / "model.keras").write_bytes(b"truncated")
     with pytest.raises(FaceCoreError, match="cannot load the model"):
-        IdentityClassifier.load(tmp_path / "broken")
+        load_identity(tmp_path / "broken")
 
 
 def test_video_pipeline_names_faces(trained, tmp_path):
@@ -143,7 +145,7 @@ def test_video_pipeline_names_faces(trained, tmp_path):
         for _ in range(6):
             out.mux(v.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
         out.mux(v.encode(None))
-    rec = Recognizer(KnownBoxes([Detection(0.9, ann), Detection(0.9, bob)]), IdentityClassifier.load(res.path))
+    rec = Recognizer(KnownBoxes([Detection(0.9, ann), Detection(0.9, bob)]), load_identity(res.path))
     result = process_video(src, tmp_path / "out.mp4", rec, VideoConfig(batch_size=4))
     assert len(result.records) == 6
     assert all(sorted(d.label for d in r.detections) == ["ann", "bob"] for r in result.records)

@@ -12,6 +12,7 @@ import pytest
 
 from conftest import ROOT
 from facecore import Dataset, list_models
+from facecore.inference import load_keras_model
 from facecore.train import (JOB, TrainConfig, TrainingBusy, TrainingCancelled, TrainingError, load_samples,
                             primary_box, train)
 from synth import make_dataset
@@ -126,7 +127,7 @@ def test_training_from_scratch_lowers_loss_and_saves_a_working_model(scratch_run
     from facecore.preprocess import resize_for_model
     from facecore.io import read_image
 
-    net = M.load_net(path / "model.keras")
+    net = load_keras_model(path / "model.keras")
     x = np.stack([resize_for_model(read_image(it.image), 48) for it in data.items()[:3]])
     prob, box = net.predict(x, verbose=0)
     assert prob.shape == (3, 1) and box.shape == (3, 4)
@@ -218,7 +219,7 @@ def test_save_replaces_old_model_and_failed_save_keeps_it(scratch_run, tmp_path)
     from facecore import model as M
     from facecore.train import save_model
 
-    net = M.load_net(scratch_run[0] / "model.keras")
+    net = load_keras_model(scratch_run[0] / "model.keras")
     out = tmp_path / "m"
     save_model(net, out, {"name": "m", "kind": "facetracker", "v": 1}, export_tflite=False)
     save_model(net, out, {"name": "m", "kind": "facetracker", "v": 2}, export_tflite=False)

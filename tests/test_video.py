@@ -11,7 +11,7 @@ import pytest
 
 from conftest import SAMPLE
 from facecore import FaceCoreError
-from facecore.detect import Detection, HaarDetector
+from facecore.detect import Detection, Detector, HaarDetector
 from facecore.io import read_image
 from facecore.video import (VideoCancelled, VideoConfig, VideoError, check_upload, probe, process_video,
                             store_upload, timeline_figure)
@@ -62,7 +62,7 @@ def leftovers(folder):
     return sorted(p.name for p in Path(folder).iterdir() if p.name.startswith(".") or p.suffix == ".mp4")
 
 
-class FixedDetector:
+class FixedDetector(Detector):
     """One face at a fixed box with a score that rises over the frames; counts its batch calls."""
 
     name = "fixed"

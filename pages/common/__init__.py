@@ -161,24 +161,32 @@ def set_active_dataset(name: str) -> None:
     st.query_params[QUERY_KEY] = name
 
 
-@st.cache_resource(show_spinner="Loading the detector...")
-def cached_detector(name: str, models_root: str, version: tuple = ()):
-    """The one place detectors are loaded, cached per server by (name, models folder, version).
+@st.cache_resource(show_spinner="Loading the model...")
+def cached_model(names: tuple[str, ...], models_root: str, versions: tuple):
+    """The one place pages load saved models, cached per server by (names, models folder, versions).
 
-    ``version`` is ``facecore.registry.model_version``, so a retrained or re-quantized model is loaded afresh. Pages call
-    ``detector(name)``. A detector may be shared by sessions and threads: see its own locking.
+    ``names``: ``(detector,)`` (``facecore.registry.load_detector``) or ``(detector, identity model)``
+    (``facecore.registry.load_recognizer``); ``versions``: ``facecore.registry.model_version`` of each, so
+    a retrained or re-quantized model is loaded afresh. A model may be shared by sessions and threads:
+    see its own locking. Pages call ``detector`` and ``recognizer``.
     """
-    from facecore.detect import load_detector
+    from facecore.registry import load_detector, load_recognizer
 
-    return load_detector(name, models_root)
+    if len(names) == 2:
+        return load_recognizer(*names, models_root)
+    return load_detector(names[0], models_root)
+
+
+def _cached(*names: str):
+    from facecore.registry import model_version
+
+    root = workspace().models_root
+    return cached_model(names, str(root), tuple(model_version(n, root) for n in names))
 
 
 def detector(name: str):
-    """The cached detector ``name`` (``"haar"`` or a model in models/); reloaded if the model was retrained."""
-    from facecore.registry import model_version
-
-    ws = workspace()
-    return cached_detector(name, str(ws.models_root), model_version(name, ws.models_root))
+    """The cached detector ``name`` (built in, or a model in models/); reloaded if the model was retrained."""
+    return _cached(name)
 
 
 def newest_trained_detector() -> str | None:
@@ -198,8 +206,7 @@ def detector_picker(where=st, key: str = "detector", default: str | None = None)
     identity's name and scored with its probability (name then reads ``"<detector>+<identity>"``).
     ``default``: the detector selected at first (e.g. ``newest_trained_detector()``); the first otherwise.
     """
-    from facecore.detect import detector_names
-    from facecore.recognize import identity_model_names
+    from facecore.registry import detector_names, identity_model_names
 
     models_root = workspace().models_root
     names = detector_names(models_root)
@@ -221,23 +228,10 @@ def detector_picker(where=st, key: str = "detector", default: str | None = None)
         return name, None
 
 
-@st.cache_resource(show_spinner="Loading the recognizer...")
-def cached_recognizer(detector_name: str, identity_name: str, models_root: str,
-                      detector_version: tuple = (), identity_version: tuple = ()):
-    """Detector + identity classifier (``facecore.recognize.Recognizer``), cached per server like
-    ``cached_detector`` (versions from ``facecore.registry.model_version``). Thread-safe (it locks itself)."""
-    from facecore.recognize import load_recognizer
-
-    return load_recognizer(detector_name, identity_name, models_root)
-
-
 def recognizer(detector_name: str, identity_name: str):
-    """The cached recognizer naming the faces ``detector_name`` finds with identity model ``identity_name``."""
-    from facecore.registry import model_version
-
-    root = workspace().models_root
-    return cached_recognizer(detector_name, identity_name, str(root),
-                             model_version(detector_name, root), model_version(identity_name, root))
+    """The cached recognizer (``facecore.recognize.Recognizer``) naming the faces ``detector_name`` finds with
+    identity model ``identity_name``. Thread-safe (it locks itself)."""
+    return _cached(detector_name, identity_name)
 
 
 def show_error(exc: BaseException) -> None:

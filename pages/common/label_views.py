@@ -14,7 +14,7 @@ import streamlit as st
 from facecore import FaceCoreError, ImageReadError
 from facecore import labeling as L
 from facecore.dataset import Item
-from facecore.detect import detector_names
+from facecore.registry import detector_names
 from facecore.workspace import SAMPLE_NAME
 from pages.common import detector, set_active_dataset, show_error, workspace
 

@@ -1,0 +1,291 @@
+"""Training a "me / not me" identity classifier on an identity set (``facecore.identity``).
+
+The classifier is a frozen ImageNet backbone (``facecore.backbones.IDENTITY_BACKBONES``) + global average
+pooling + a small dense head with a softmax over the identities. The backbone's pooled features are
+computed once per crop, so only the head trains. It is saved as ``models/<name>/model.keras`` beside
+``meta.json`` (``kind: "identity"``, see ``facecore.registry``), so identity models never appear among
+the face detectors; ``facecore.registry.load_identity`` loads it. TensorFlow is imported when training starts.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from . import backbones as BB
+from .errors import FaceCoreError
+from .identity import DEFAULT_K, IdentitySet, check_identity_name
+from .io import check_model_dir, replace_dir
+from .registry import KERAS_FILE, write_meta
+
+
+class TrainingCancelled(FaceCoreError):
+    """The user stopped a training; nothing was saved."""
+
+
+@dataclass(frozen=True)
+class IdentityConfig:
+    """How to train an identity classifier.
+
+    ``weights``: ``"imagenet"`` (Keras downloads and caches them), ``None`` (random frozen base: for
+    tests, learns little on real faces) or a local ``.h5`` file. ``augment``: augmented copies made of
+    each training crop (0 = off); val crops are never augmented. ``k`` is the crop margin used when
+    recognizing (it should match the one the crops were made with).
+    """
+
+    backbone: str = "mobilenetv2"
+    input_size: int = 128
+    weights: str | None = "imagenet"
+    augment: int = 0
+    epochs: int = 30
+    batch_size: int = 32
+    learning_rate: float = 1e-3
+    patience: int = 5
+    val_fraction: float = 0.2
+    dense_units: int = 128
+    dropout: float = 0.3
+    k: float = DEFAULT_K
+    seed: int = 0
+
+    def __post_init__(self):
+        BB.get(self.backbone, BB.IDENTITY_BACKBONES)
+        if not 32 <= self.input_size <= 512:
+            raise FaceCoreError(f"input size {self.input_size} must be between 32 and 512 pixels")
+        if self.augment < 0 or self.epochs < 1 or self.batch_size < 1:
+            raise FaceCoreError("augment must be >= 0, epochs and batch size >= 1")
+        if not 0 < self.val_fraction < 1:
+            raise FaceCoreError("val fraction must be between 0 and 1")
+        if not (0 < self.learning_rate < 10) or not (0 <= self.k <= 10) or self.augment > 100 or self.epochs > 10_000:
+            # NaN fails every comparison, so it lands here too
+            raise FaceCoreError(f"learning rate {self.learning_rate} (0..10), crop margin k {self.k} (0..10), augment "
+                                f"{self.augment} (0..100) or epochs {self.epochs} (1..10000) is out of range")
+
+
+def build_backbone(backbone: str, input_size: int, weights: str | None):
+    """A frozen ``keras.applications`` backbone (no top) taking RGB float 0..255, with its own input
+    scaling in front (``facecore.model.preprocess_layer``): returns a ``keras.Model`` (S, S, 3) -> (h, w, C)
+    feature map.
+
+    Raises FaceCoreError with the file to place in the Keras cache when ImageNet weights cannot be
+    downloaded, or when a local weights file is missing.
+    """
+    import keras
+
+    from .model import keras_cache_dir, preprocess_layer
+
+    entry = BB.get(backbone, BB.IDENTITY_BACKBONES)
+    if weights not in (None, "imagenet") and not Path(weights).is_file():
+        raise FaceCoreError(f"weights file {weights} not found; give an existing .h5 file, 'imagenet' or none")
+    shape = (input_size, input_size, 3)
+    try:
+        base = getattr(keras.applications, entry.keras_app)(include_top=False, weights=weights, input_shape=shape)
+    except Exception as exc:  # Keras raises plain Exception/URLError/OSError for a failed download
+        if weights != "imagenet":
+            raise FaceCoreError(f"could not load weights {weights} into {backbone}: {exc}") from exc
+        raise FaceCoreError(
+            f"could not download the ImageNet weights for {backbone} (offline?): {exc}. Place "
+            f"{entry.imagenet_weights(input_size)[0]} in {keras_cache_dir()}/ and retry, or train with weights "
+            "'none' (random frozen features: only for trying the app out).") from exc
+    base.trainable = False
+    inp = keras.Input(shape, name="image")
+    pre = preprocess_layer(entry.name, input_size)  # a stock layer: the saved model needs no custom code to load
+    x = base(pre(inp) if pre is not None else inp, training=False)
+    return keras.Model(inp, x, name=f"{backbone}_base")
+
+
+def build_head(features: np.ndarray, n_classes: int, dense_units: int, dropout: float, seed: int = 0):
+    """The trainable head on pooled ``features`` (N, D) of the training crops: standardization
+    (adapted to ``features``) -> Dense(relu) -> Dropout -> Dense(softmax)."""
+    import keras
+
+    # Pooled features of different backbones differ in scale by orders of magnitude (a random
+    # MobileNetV2's are ~1e-13): a global rescale to unit median spread first, so that the
+    # standardization's epsilon does not erase them, then per-feature standardization, lets one
+    # learning rate suit all.
+    # A feature (nearly) constant on the training crops gets a floor on its spread, so that a
+    # val or live crop where it differs is not blown up.
+    f = np.asarray(features, np.float64)
+    std = f.std(axis=0)
+    spread = float(np.median(std[std > 0])) if np.any(std > 0) else 1.0
+    scale = keras.layers.Rescaling(1.0 / spread, name="rescale")
+    mean = f.mean(axis=0) / spread
+    var = np.maximum(std / spread, 0.1) ** 2
+    norm = keras.layers.Normalization(mean=mean.astype(np.float32), variance=var.astype(np.float32), name="standardize")
+    return keras.Sequential([
+        keras.Input((features.shape[1],), name="features"),
+        scale,
+        norm,
+        keras.layers.Dense(dense_units, activation="relu", name="dense"),
+        keras.layers.Dropout(dropout, seed=seed, name="dropout"),
+        keras.layers.Dense(n_classes, activation="softmax", name="identity"),
+    ], name="head")
+
+
+def assemble(base, head):
+    """The full classifier: image (S, S, 3) float 0..255 -> class probabilities (C,)."""
+    import keras
+
+    inp = keras.Input(base.input_shape[1:], name="image")
+    x = keras.layers.GlobalAveragePooling2D(name="gap")(base(inp))
+    return keras.Model(inp, head(x), name="identity_classifier")
+
+
+def crop_augmenter(seed: int = 0):
+    """An albumentations pipeline for face crops (no boxes): flips, small shifts and rotations,
+    brightness/contrast/gamma and a little blur. Deterministic for a ``seed``."""
+    import albumentations as A
+
+    return A.Compose([
+        A.HorizontalFlip(p=0.5),
+        A.Affine(scale=(0.9, 1.1), translate_percent=(-0.06, 0.06), rotate=(-15, 15), border_mode=1, p=0.7),
+        A.RandomBrightnessContrast(0.25, 0.25, p=0.6),
+        A.RandomGamma((80, 120), p=0.3),
+        A.RGBShift(8, 8, 8, p=0.2),
+        A.GaussianBlur(blur_limit=(3, 3), p=0.1),
+    ], seed=seed)
+
+
+def augment_images(x: np.ndarray, y: np.ndarray, copies: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """``x`` (N, S, S, 3) float 0..255 plus ``copies`` augmented versions of each -> ((N*(1+copies), ...), labels)."""
+    if copies <= 0:
+        return x, y
+    aug = crop_augmenter(seed)
+    u8 = np.clip(x, 0, 255).astype(np.uint8)
+    extra = [aug(image=img)["image"].astype(np.float32) for _ in range(copies) for img in u8]
+    return np.concatenate([x, np.stack(extra)]), np.concatenate([y, np.tile(y, copies)])
+
+
+def stratified_split(y: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (train, val): ``val_fraction`` of each class (at least one) goes to val, shuffled by ``seed``."""
+    rng = np.random.default_rng(seed)
+    train, val = [], []
+    for c in np.unique(y):
+        idx = rng.permutation(np.flatnonzero(y == c))
+        n_val = min(max(1, int(round(len(idx) * val_fraction))), len(idx) - 1)
+        val.extend(idx[:n_val])
+        train.extend(idx[n_val:])
+    return np.sort(np.asarray(train)), np.sort(np.asarray(val))
+
+
+def _features(feature_fn, x: np.ndarray, batch: int, progress, cancel) -> np.ndarray:
+    out = []
+    for i in range(0, len(x), batch):
+        if cancel is not None and cancel():
+            raise TrainingCancelled("training stopped; nothing was saved")
+        out.append(np.asarray(feature_fn(x[i:i + batch])))
+        if progress:
+            progress("features", min(i + batch, len(x)), len(x), {})
+    return np.concatenate(out)
+
+
+def dir_size(path: str | os.PathLike) -> int:
+    """Bytes of all files under ``path``."""
+    return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
+
+
+@dataclass
+class TrainResult:
+    """A trained identity model: where it is saved and its ``meta.json`` content."""
+
+    path: Path
+    meta: dict
+
+
+# progress(stage, done, total, logs): stage "features" (batches of crops) or "epoch" (logs = metrics).
+Progress = Callable[[str, int, int, dict], None]
+
+
+def train_identity(identity_set: IdentitySet, config: IdentityConfig, out_dir: str | os.PathLike,
+                   progress: Progress | None = None, cancel: Callable[[], bool] | None = None) -> TrainResult:
+    """Train a classifier on the crops of ``identity_set`` and save it to ``out_dir``.
+
+    The backbone is frozen, so its pooled features are computed once per crop (augmented copies
+    included) and only the head trains, for up to ``config.epochs`` epochs with early stopping on
+    the val loss; the best epoch's weights are kept. Saves ``model.keras`` and ``meta.json``
+    atomically. Raises DatasetError for too little data, TrainingCancelled when ``cancel()`` is true,
+    FaceCoreError for a non-finite loss.
+    """
+    import keras
+    import tensorflow as tf
+
+    from .recognize import IdentityClassifier
+
+    t0 = time.perf_counter()
+    out_dir = Path(out_dir)
+    check_identity_name(out_dir.name, "model")
+    check_model_dir(out_dir, "identity")  # never replace a dataset or any folder that is not our model
+    x, y, classes = identity_set.load(config.input_size)
+    train_idx, val_idx = stratified_split(y, config.val_fraction, config.seed)
+    x_tr, y_tr = augment_images(x[train_idx], y[train_idx], config.augment, config.seed)
+    x_va, y_va = x[val_idx], y[val_idx]
+
+    keras.utils.set_random_seed(config.seed)
+    base = build_backbone(config.backbone, config.input_size, config.weights)
+    pool = keras.Sequential([base, keras.layers.GlobalAveragePooling2D()])
+    feature_fn = tf.function(lambda b: pool(b, training=False), reduce_retracing=True)
+    both = np.concatenate([x_tr, x_va])
+    feats = _features(feature_fn, both, 32, progress, cancel)
+    f_tr, f_va = feats[:len(x_tr)], feats[len(x_tr):]
+
+    head = build_head(f_tr, len(classes), config.dense_units, config.dropout, config.seed)
+    head.compile(optimizer=keras.optimizers.Adam(config.learning_rate),
+                 loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    history: list[dict] = []
+    best = {"loss": np.inf, "epoch": 0, "weights": head.get_weights()}
+
+    class _Watch(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            logs = {k: float(v) for k, v in (logs or {}).items()}
+            history.append({"epoch": epoch + 1, **logs})
+            if not all(np.isfinite(v) for v in logs.values()):
+                self.model.stop_training = True
+                return
+            if logs["val_loss"] < best["loss"]:
+                best.update(loss=logs["val_loss"], epoch=epoch + 1, weights=self.model.get_weights())
+            elif epoch + 1 - best["epoch"] >= config.patience:
+                self.model.stop_training = True  # early stopping: the val loss stopped improving
+            if progress:
+                progress("epoch", epoch + 1, config.epochs, logs)
+            if cancel is not None and cancel():
+                self.model.stop_training = True
+
+    head.fit(f_tr, y_tr, validation_data=(f_va, y_va), epochs=config.epochs,
+             batch_size=config.batch_size, shuffle=True, verbose=0, callbacks=[_Watch()])
+    if cancel is not None and cancel():
+        raise TrainingCancelled("training stopped; nothing was saved")
+    if history and not all(np.isfinite(v) for v in history[-1].values()):
+        raise FaceCoreError(f"training diverged at epoch {history[-1]['epoch']} (loss is not finite); "
+                            "lower the learning rate and retry")
+    head.set_weights(best["weights"])  # the best checkpoint (lowest val loss)
+    val_loss, val_acc = (float(v) for v in head.evaluate(f_va, y_va, verbose=0))
+    tr_loss, tr_acc = (float(v) for v in head.evaluate(f_tr, y_tr, verbose=0))
+
+    model = assemble(base, head)
+    clf = IdentityClassifier(model, classes, config.input_size, config.k, name=out_dir.name)
+    latency = clf.measure_latency()
+    meta = {
+        "name": out_dir.name, "kind": "identity",
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "config": asdict(config), "classes": classes, "input_size": config.input_size, "crop_margin": config.k,
+        "dataset": {"name": identity_set.name, "path": str(identity_set.root), "fingerprint": identity_set.fingerprint(),
+                    "counts": identity_set.counts(),
+                    "split": {"train": int(len(train_idx)), "train_augmented": int(len(x_tr)), "val": int(len(val_idx))}},
+        "history": history, "best_epoch": best["epoch"],
+        "metrics": {"train": {"accuracy": tr_acc, "loss": tr_loss}, "val": {"accuracy": val_acc, "loss": val_loss}},
+        "params": int(model.count_params()), "trainable_params": int(head.count_params()),
+        "latency_ms": latency, "train_seconds": round(time.perf_counter() - t0, 2),
+    }
+
+    def write(tmp: Path) -> None:
+        model.save(tmp / KERAS_FILE)
+        meta["size_bytes"] = dir_size(tmp)
+        write_meta(tmp, meta)
+
+    path = replace_dir(out_dir, write, check=lambda d: check_model_dir(d, "identity"))
+    return TrainResult(path, meta)
