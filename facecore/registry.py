@@ -185,7 +185,8 @@ def load_detector(name: str, models_root: str | Path):
     base, int8 = split_name(path.name)
     meta = model_meta(base, models_root)
     if meta.get("architecture") == STYLE_ARCH:
-        from .blazeface import BlazeFaceDetector, BoxStyle
+        from .blazeface import BlazeFaceDetector
+        from .boxstyle import BoxStyle
 
         return BlazeFaceDetector("full", style=BoxStyle.from_dict(meta.get("box_style") or {}), name=base)
     if meta.get("architecture") == BLAZEFACE_ARCH and not int8:

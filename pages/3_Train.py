@@ -11,6 +11,7 @@ from plotly.subplots import make_subplots
 
 from facecore import Dataset, FaceCoreError
 from facecore.backbones import BLAZEFACE, CATALOGUE, DEFAULT_INPUT_SIZE, DETECTOR_BACKBONES, IMAGENET_BACKBONES
+from facecore.registry import META_FILE
 from facecore.train import AUGMENTATION_MODES, JOB, TRAIN_LAYERS, JobState, TrainConfig, preset
 from facecore.train import preload_tensorflow
 from pages.common import CURVE_STYLE, dataset_picker, dataset_summary, show_error, workspace
@@ -251,7 +252,7 @@ else:
                              train_layers=train_layers)
     except FaceCoreError as exc:
         show_error(exc)
-    if config is not None and (workspace().models_root / config.name / "meta.json").exists():
+    if config is not None and (workspace().models_root / config.name / META_FILE).exists():
         st.caption(f"A model called **{config.name}** exists: it is replaced when this training finishes.")
 
     with st.expander("No time to train? Fit the built-in detector's box style (seconds)"):
