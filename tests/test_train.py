@@ -201,9 +201,9 @@ def test_cancel_saves_nothing(data, tmp_path):
 def test_non_finite_loss_stops_training(data, tmp_path, monkeypatch):
     import tensorflow as tf
 
-    from facecore import model as M
+    from facecore import losses as L
 
-    monkeypatch.setattr(M, "localization_loss", lambda t, p: tf.reduce_sum(p, axis=-1) * np.float32("nan"))
+    monkeypatch.setattr(L, "localization_loss", lambda t, p: tf.reduce_sum(p, axis=-1) * np.float32("nan"))
     with pytest.raises(TrainingError, match="non-finite"):
         train(data, TrainConfig(name="nan", weights=None, epochs=2, **QUICK), None, tmp_path / "nan")
     assert not (tmp_path / "nan").exists()
