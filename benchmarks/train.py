@@ -114,7 +114,7 @@ def _stage_of(p) -> str:
     if p.stage == "loading":
         return "build" if ("tensorflow" in msg or "building" in msg) else "read"
     if p.stage in ("training", "fine-tuning"):
-        return "epoch 1" if p.epoch < 1 else "epochs 2+"
+        return "epoch 1" if p.extra["epoch"] < 1 else "epochs 2+"
     return p.stage
 
 

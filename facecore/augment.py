@@ -32,7 +32,7 @@ import warnings
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # no network check on import
 
@@ -42,9 +42,10 @@ import numpy as np  # noqa: E402
 from albumentations.augmentations.crops.transforms import BaseCrop  # noqa: E402
 
 from . import boxes as B  # noqa: E402
-from .dataset import AUG_SEP, Dataset  # noqa: E402
-from .errors import BusyError, DatasetError, FaceCoreError  # noqa: E402
+from .dataset import AUG_SEP, DEFAULT_SPLIT, Dataset  # noqa: E402
+from .errors import BusyError, Cancelled, DatasetError, FaceCoreError  # noqa: E402
 from .io import atomic_write_text, encode_jpeg, read_image, storage_errors, storage_message  # noqa: E402
+from .jobs import Cancel, Progress, ProgressFn, ignore  # noqa: E402
 from .labels import ImageLabel, labelme_document, read_label, voc_document  # noqa: E402
 
 LABEL_FIELD = "class_labels"
@@ -342,13 +343,15 @@ def _die_with(parent_pid: int) -> None:
         threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
-def _worker_init(config_dict: dict, cancel_event, pool: bool = True, parent_pid: int | None = None) -> None:
+def _worker_init(config_dict: dict, stop_event=None, pool: bool = True, parent_pid: int | None = None) -> None:
+    """Set up a process (or this one) to write copies; ``stop_event`` (a multiprocessing Event) ends
+    them between copies."""
     if pool:
         cv2.setNumThreads(1)  # one process per core already; more threads only fight over the cores
     if parent_pid is not None:
         _die_with(parent_pid)
     _WORKER["augmenter"] = build_augmenter(AugmentConfig.from_dict(config_dict))
-    _WORKER["cancel"] = cancel_event
+    _WORKER["stopped"] = stop_event.is_set if stop_event is not None else (lambda: False)
 
 
 _MAIN_LOCK = threading.Lock()
@@ -391,14 +394,14 @@ def _pool_context():
 def _augment_source(task: tuple) -> tuple[str, int, int, str | None]:
     """Write copies ``todo`` of one photo. Returns (stem, written, no_face, error or None)."""
     stem, image_path, label_path, out_images, out_labels, label_ext, seed, todo = task
-    augmenter, cancel = _WORKER["augmenter"], _WORKER.get("cancel")
+    augmenter, stopped = _WORKER["augmenter"], _WORKER["stopped"]
     out_images, out_labels = Path(out_images), Path(out_labels)
     written = no_face = 0
     try:
         image = read_image(image_path)
         boxes = read_label(label_path, (image.shape[1], image.shape[0])).boxes if label_path else B.EMPTY
         for k in todo:
-            if cancel is not None and cancel.is_set():
+            if stopped():
                 break
             img, ob = augment_sample(augmenter, image, boxes, copy_seed(seed, stem, k))
             cs = copy_stem(stem, k)
@@ -466,18 +469,19 @@ def augment_dataset(
     per_image: int = 5,
     seed: int = 0,
     split_seed: int = 0,
-    fractions: tuple[float, float, float] = (0.7, 0.15, 0.15),
+    fractions: tuple[float, float, float] = DEFAULT_SPLIT,
     workers: int | None = None,
-    progress: Callable[[int, int], None] | None = None,
-    cancel: threading.Event | None = None,
+    progress: ProgressFn | None = None,
+    cancel: Cancel | None = None,
 ) -> AugmentReport:
     """Write ``per_image`` augmented copies of every train-split photo into ``dataset.augmented``.
 
     Runs on ``workers`` processes (default: all cores; 1 runs in this process). Resumable: copies
     already on disk are kept. Copies of photos no longer in the train split, of photos that changed,
     copies numbered ``per_image`` or more, and all copies made with another config or seed are deleted,
-    so the folder always matches the request. ``progress(done, total)`` is called from this thread as
-    copies finish; setting ``cancel`` stops soon after (finished copies stay and are reused next time).
+    so the folder always matches the request. ``progress`` gets copies done of the total (stage
+    "augment") from this thread as they finish. ``cancel`` stops soon after and raises ``Cancelled``
+    whose ``partial`` is the report so far: finished copies stay, whole, and are reused next time.
     """
     if not isinstance(per_image, int) or per_image < 1 or per_image > 1000:
         raise DatasetError(f"copies per image must be between 1 and 1000, got {per_image}")
@@ -489,7 +493,7 @@ def augment_dataset(
     out = Dataset.create(dataset.augmented.root)
     with _DatasetLock(out.root), storage_errors(f"write augmented copies of {dataset.name}"):
         return _augment_locked(dataset, out, train, report, config, per_image, seed, split_seed, fractions,
-                               workers, progress, cancel, t0)
+                               workers, progress or ignore, cancel or Cancel(), t0)
 
 
 def _augment_locked(dataset, out, train, report, config, per_image, seed, split_seed, fractions, workers,
@@ -544,23 +548,25 @@ def _augment_locked(dataset, out, train, report, config, per_image, seed, split_
     if main_file and not os.path.isfile(main_file):
         workers = 1  # e.g. a script piped to stdin: pool workers could not re-import it and would die
 
+    def show():
+        progress(Progress(report.done, report.total, f"{report.done}/{report.total} copies", "augment"))
+
     def record(res):
         stem, w, nf, err = res
         report.written += w
         report.no_face += nf
         if err:
             report.failed.append((stem, err))
-        if progress is not None:
-            progress(report.done, report.total)
+        show()
 
-    if progress is not None:
-        progress(report.done, report.total)
+    show()
     if not tasks:
         pass
     elif workers == 1:
-        _worker_init(config.to_dict(), cancel, pool=False)
+        _worker_init(config.to_dict(), pool=False)
+        _WORKER["stopped"] = lambda: cancel.cancelled
         for task in tasks:
-            if cancel is not None and cancel.is_set():
+            if cancel.cancelled:
                 break
             record(_augment_source(task))
     else:
@@ -581,7 +587,7 @@ def _augment_locked(dataset, out, train, report, config, per_image, seed, split_
                     for f in done:
                         if not f.cancelled():  # cancelled ones never ran: nothing to record
                             record(f.result())
-                    if cancel is not None and cancel.is_set() and not stop.is_set():
+                    if cancel.cancelled and not stop.is_set():
                         stop.set()
                         for f in pending:
                             f.cancel()
@@ -590,75 +596,22 @@ def _augment_locked(dataset, out, train, report, config, per_image, seed, split_
                 stop.set()
                 pool.shutdown(wait=True, cancel_futures=True)
                 raise
-    report.cancelled = bool(cancel is not None and cancel.is_set() and report.done < report.total)
+    report.cancelled = cancel.cancelled and report.done < report.total
     report.seconds = time.perf_counter() - t0
+    if report.cancelled:
+        raise Cancelled(f"augmentation stopped after {report.done} of {report.total} copies; they are kept",
+                        report)
     return report
-
-
-class AugmentJob:
-    """``augment_dataset`` on a background thread, for a UI that polls it.
-
-    ``progress`` is ``(done, total)``; when ``finished``, ``report`` or ``error`` (a message) is set.
-    """
-
-    def __init__(self, dataset: Dataset, config: AugmentConfig, per_image: int, seed: int = 0,
-                 split_seed: int = 0, workers: int | None = None):
-        self.dataset = dataset
-        self.config = config
-        self.per_image = per_image
-        self.seed = seed
-        self.split_seed = split_seed
-        self.workers = workers
-        self.progress: tuple[int, int] = (0, 0)
-        self.report: AugmentReport | None = None
-        self.error: str | None = None
-        self.started = time.time()
-        self._cancel = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"augment-{dataset.name}", daemon=True)
-
-    def start(self) -> "AugmentJob":
-        self._thread.start()
-        return self
-
-    def _run(self) -> None:
-        def progress(done, total):
-            self.progress = (done, total)
-        try:
-            self.report = augment_dataset(self.dataset, self.config, self.per_image, seed=self.seed,
-                                          split_seed=self.split_seed, workers=self.workers,
-                                          progress=progress, cancel=self._cancel)
-        except FaceCoreError as exc:
-            self.error = str(exc)
-        except Exception as exc:  # noqa: BLE001 - shown to the user instead of dying silently in a thread
-            self.error = f"{type(exc).__name__}: {exc}"
-
-    def cancel(self) -> None:
-        self._cancel.set()
-
-    @property
-    def cancelling(self) -> bool:
-        return self._cancel.is_set() and self.running
-
-    @property
-    def running(self) -> bool:
-        return self._thread.is_alive()
-
-    @property
-    def finished(self) -> bool:
-        return self._thread.ident is not None and not self._thread.is_alive()
-
-    def join(self, timeout: float | None = None) -> None:
-        self._thread.join(timeout)
 
 
 # -- command line -------------------------------------------------------------------------------
 
 def _cli(args) -> int:
     ds = Dataset.open(args.data)
-    cancel = threading.Event()
     state = {"t": 0.0}
 
-    def progress(done, total):
+    def progress(p: Progress):
+        done, total = int(p.done), int(p.total)
         now = time.perf_counter()
         if done == total or now - state["t"] > 0.2:
             state["t"] = now
@@ -668,7 +621,7 @@ def _cli(args) -> int:
 
     try:
         rep = augment_dataset(ds, AugmentConfig(), args.per_image, seed=args.seed, split_seed=args.split_seed,
-                              workers=args.workers, progress=progress, cancel=cancel)
+                              workers=args.workers, progress=progress)
     except KeyboardInterrupt:
         print()
         raise

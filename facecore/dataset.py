@@ -34,6 +34,9 @@ AUG_SEP = "__aug"
 MOSAIC_MANIFEST = "mosaic.json"  # written by facecore.mosaic beside the augmented copies
 _AUG_RE = re.compile(r"__aug\d+$")
 SPLITS = ("train", "val", "test")
+# The share of source photos in each split, in SPLITS order: the one default of training, evaluation,
+# augmentation (only the train split is augmented) and the CLI.
+DEFAULT_SPLIT = (0.7, 0.15, 0.15)
 
 # Refuse archives past these: a zip bomb or a mistaken upload must not fill the disk.
 MAX_ZIP_TOTAL_BYTES = 2 * 1024**3
@@ -416,7 +419,7 @@ class Dataset:
         return h.hexdigest()[:16]
 
     # -- splitting ----------------------------------------------------------------------
-    def split(self, fractions: tuple[float, float, float] = (0.7, 0.15, 0.15), seed: int = 0) -> Split:
+    def split(self, fractions: tuple[float, float, float] = DEFAULT_SPLIT, seed: int = 0) -> Split:
         """Deterministic train/val/test split of the original images, by source photo.
 
         Face and no-face images are split separately so each split gets its share of both.
@@ -647,7 +650,7 @@ def _entry_error(name: str, exc: BaseException) -> str:
     return f"could not be read ({type(exc).__name__}: {str(exc)[:160]})"
 
 
-def split_items(items: list[Item], fractions=(0.7, 0.15, 0.15), seed: int = 0) -> dict[str, list[Item]]:
+def split_items(items: list[Item], fractions=DEFAULT_SPLIT, seed: int = 0) -> dict[str, list[Item]]:
     """Split items by source photo into train/val/test with the given fractions.
 
     Sources are ordered by a seeded hash (so the same seed always gives the same split, on any

@@ -37,3 +37,13 @@ class ModelFileError(FaceCoreError):
 
 class BusyError(FaceCoreError):
     """Another process holds the lock for this job (e.g. an augmentation of the same dataset)."""
+
+
+class Cancelled(FaceCoreError):
+    """The user stopped the work (``facecore.jobs.Cancel``). ``partial`` describes what was finished
+    before it stopped and kept (a report or a result of the work so far), or is None when nothing was
+    saved: work that saves all or nothing (a model, a video) leaves the previous files as they were."""
+
+    def __init__(self, message: str, partial=None):
+        super().__init__(message)
+        self.partial = partial

@@ -26,17 +26,17 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
 from . import boxes as B
-from .dataset import SPLITS, Dataset
-from .errors import DatasetError, FaceCoreError, ImageReadError, LabelFormatError
+from .dataset import DEFAULT_SPLIT, SPLITS, Dataset
+from .errors import Cancelled, DatasetError, FaceCoreError, ImageReadError, LabelFormatError
 from .cliargs import probability
 from .io import IMAGE_EXTS, read_image
 from .ap import average_precision, pr_curve  # noqa: F401  (re-exported: scripts import them from here)
 from .evaluate_all import all_faces_metrics
+from .jobs import Cancel, Progress, ProgressFn, ignore
 from .labels import LABEL_EXTS, read_label
 
 EVAL_SPLITS = (*SPLITS, "all")
@@ -170,7 +170,7 @@ def _flat_folder_images(folder: Path) -> list[tuple[str, Path, Path | None]]:
 
 
 def collect_images(data: str | Path | Dataset, split: str = "test", seed: int = 0,
-                   fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)) -> tuple[list[EvalImage], list[str]]:
+                   fractions: tuple[float, float, float] = DEFAULT_SPLIT) -> tuple[list[EvalImage], list[str]]:
     """Images and true boxes from a dataset split, or from any folder of images + labels.
 
     ``data``: a dataset (folder with ``images/`` and ``labels/``) or a plain folder with labelme/VOC
@@ -207,26 +207,28 @@ def collect_images(data: str | Path | Dataset, split: str = "test", seed: int = 
 
 # -- running a detector --------------------------------------------------------------------
 
-def evaluate(detector, images: list[EvalImage], threshold: float = 0.5,
-             progress: Callable[[int, int], None] | None = None,
-             should_stop: Callable[[], bool] | None = None) -> EvalResult:
+def evaluate(detector, images: list[EvalImage], threshold: float = 0.5, progress: ProgressFn | None = None,
+             cancel: Cancel | None = None) -> EvalResult:
     """Run ``detector.detect`` on each image and compute the metrics.
 
-    ``progress(done, total)`` is called after each image; ``should_stop()`` returning True ends the
-    run early (metrics then cover the images done). Unreadable images are skipped (``skipped`` count).
+    ``progress`` gets photos done of all after each image; ``cancel`` stops before the next one with
+    ``Cancelled``, whose ``partial`` is the result on the images done. Unreadable images are skipped
+    (``skipped`` count).
     """
     results: list[ImageResult] = []
     skipped = 0
     total = len(images)
+    progress, cancel = progress or ignore, cancel or Cancel()
+    name = detector.name
     for i, im in enumerate(images):
-        if should_stop is not None and should_stop():
-            break
+        if cancel.cancelled:
+            raise Cancelled(f"evaluation stopped after {i} of {total} photos",
+                            _result(name, threshold, results, skipped))
         try:
             rgb = read_image(im.path)
         except ImageReadError:
             skipped += 1
-            if progress is not None:
-                progress(i + 1, total)
+            progress(Progress(i + 1, total, f"{i + 1}/{total} photos", "evaluate"))
             continue
         t0 = time.perf_counter()
         dets = detector.detect(rgb)
@@ -236,8 +238,12 @@ def evaluate(detector, images: list[EvalImage], threshold: float = 0.5,
         box = np.asarray(best.box, np.float32) if best is not None else None
         results.append(ImageResult(im.stem, str(im.path), im.boxes, score, box, best_iou(box, im.boxes), ms,
                                    detections=list(dets)))
-        if progress is not None:
-            progress(i + 1, total)
+        progress(Progress(i + 1, total, f"{i + 1}/{total} photos", "evaluate"))
+    return _result(name, threshold, results, skipped)
+
+
+def _result(name: str, threshold: float, results: list[ImageResult], skipped: int) -> EvalResult:
+    """Outcomes and metrics of the images run so far."""
     for r in results:
         found = r.score >= threshold
         if len(r.true_boxes):
@@ -260,12 +266,12 @@ def evaluate(detector, images: list[EvalImage], threshold: float = 0.5,
     tp = [len(r.true_boxes) > 0 and r.iou >= 0.5 for r in results]
     p, rc, s = pr_curve(np.array([r.score for r in results])[has] if results else [],
                         np.array(tp, bool)[has] if results else [], n_pos)
-    return EvalResult(detector.name, float(threshold), metrics, results, p, rc, s)
+    return EvalResult(name, float(threshold), metrics, results, p, rc, s)
 
 
 def split_config(meta: dict | None) -> tuple[int, tuple[float, float, float]]:
     """The split ``(seed, fractions)`` a model was trained with (``config.seed`` and ``config.split``
-    in its meta.json), else the defaults ``(0, (0.7, 0.15, 0.15))``."""
+    in its meta.json), else the defaults ``(0, DEFAULT_SPLIT)``."""
     cfg = (meta or {}).get("config") or {}
     seed = cfg.get("seed")
     fractions = cfg.get("split")
@@ -273,7 +279,7 @@ def split_config(meta: dict | None) -> tuple[int, tuple[float, float, float]]:
     if isinstance(fractions, (list, tuple)) and len(fractions) == 3:
         fractions = tuple(float(f) for f in fractions)
     else:
-        fractions = (0.7, 0.15, 0.15)
+        fractions = DEFAULT_SPLIT
     return seed, fractions
 
 

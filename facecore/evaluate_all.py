@@ -15,14 +15,13 @@ every detection:
 
 from __future__ import annotations
 
-from typing import Callable
-
 import numpy as np
 
 from . import boxes as B
 from .ap import average_precision
 from .errors import ImageReadError
 from .io import read_image
+from .jobs import Progress, ProgressFn
 
 
 def match(pred_boxes: np.ndarray, scores: np.ndarray, true_boxes: np.ndarray, iou_threshold: float) -> np.ndarray:
@@ -66,8 +65,7 @@ def all_faces_metrics(truth: list[np.ndarray], detections: list[list], threshold
     return out
 
 
-def evaluate_all_faces(detector, images: list, threshold: float = 0.5,
-                       progress: Callable[[int, int], None] | None = None) -> dict:
+def evaluate_all_faces(detector, images: list, threshold: float = 0.5, progress: ProgressFn | None = None) -> dict:
     """Run ``detector.detect`` on every image (``facecore.evaluate.EvalImage``: ``path``, ``boxes``) and
     score every face (unreadable images are skipped and counted in ``skipped``)."""
     truth, dets, skipped = [], [], 0
@@ -80,7 +78,7 @@ def evaluate_all_faces(detector, images: list, threshold: float = 0.5,
             truth.append(np.asarray(im.boxes, np.float32).reshape(-1, 4))
             dets.append(list(detector.detect(rgb)))
         if progress is not None:
-            progress(i + 1, len(images))
+            progress(Progress(i + 1, len(images), f"{i + 1}/{len(images)} photos", "evaluate"))
     out = all_faces_metrics(truth, dets, threshold)
     out["skipped"] = skipped
     return out

@@ -20,13 +20,13 @@ import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
 from . import boxes as B
 from .errors import DatasetError, FaceCoreError, ImageReadError, StorageError
 from .io import IMAGE_EXTS, atomic_write_bytes, decode_image, encode_jpeg, read_image, storage_errors
+from .jobs import Progress, ProgressFn
 from .preprocess import resize_for_model
 
 IDENTITIES_DIR = "identities"
@@ -206,10 +206,10 @@ class IdentitySet:
         return BuildReport(1, [])
 
     def build_from_dataset(self, identity: str, dataset, k: float = DEFAULT_K,
-                           progress: Callable[[int, int], None] | None = None) -> BuildReport:
+                           progress: ProgressFn | None = None) -> BuildReport:
         """Crop every labeled face of ``dataset`` (a ``facecore.Dataset``) with margin ``k`` into
         ``identity``, named ``<dataset>_<stem>_<i>.jpg``. Images without a face label are skipped;
-        crops already there (same name) are not written twice. ``progress(done, total)``."""
+        crops already there (same name) are not written twice. ``progress``: photos done of all."""
         check_identity_name(identity)
         items = dataset.items()
         if not items:
@@ -239,7 +239,7 @@ class IdentitySet:
             except FaceCoreError as exc:
                 skipped.append((item.stem, str(exc)))
             if progress:
-                progress(n, len(items))
+                progress(Progress(n, len(items), f"cropping {n}/{len(items)}", "crop"))
         return BuildReport(added, skipped)
 
     def load(self, size: int) -> tuple[np.ndarray, np.ndarray, list[str]]:

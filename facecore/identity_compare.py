@@ -11,14 +11,14 @@ import os
 from dataclasses import asdict, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable
 
 from . import backbones as BB
 from .cliargs import float_range, positive_float
-from .errors import FaceCoreError
+from .errors import Cancelled, FaceCoreError
 from .identity import DEFAULT_K, IdentitySet, check_identity_name
-from .identity_train import IdentityConfig, TrainResult, train_identity
+from .identity_train import IdentityConfig, TrainResult, overall_fraction, train_identity
 from .io import atomic_write_text
+from .jobs import Cancel, Progress, ProgressFn, ignore
 
 COMPARISON_FILE = "comparison.json"
 
@@ -38,14 +38,17 @@ def comparison_row(result: TrainResult) -> dict:
 
 def compare(identity_set: IdentitySet, backbones, augment_options, base_config: IdentityConfig,
             models_root: str | os.PathLike, prefix: str = "cmp",
-            progress: Callable[[int, int, str, str, int, int, dict], None] | None = None,
-            cancel: Callable[[], bool] | None = None) -> list[dict]:
+            progress: ProgressFn | None = None, cancel: Cancel | None = None) -> list[dict]:
     """Train one model per (backbone, augmentation) pair on the same data and split; each is saved
     as ``models/<prefix>-<backbone>-aug<N>``. Returns the table rows (``COMPARISON_COLUMNS``) and
-    writes them to the set's ``comparison.json``.
+    writes them to the set's ``comparison.json`` after each run.
 
-    ``progress(run, runs, run name, stage, done, total, logs)``.
+    ``progress``: runs done of all (fractional within a run); ``stage`` and ``extra`` are the current
+    run's (see ``train_identity``), with ``run`` (0-based), ``runs``, ``name`` and the run's own
+    progress (``inner``) added. On ``cancel`` the runs finished so far stay saved; ``Cancelled.partial``
+    holds their rows.
     """
+    progress = progress or ignore
     prefix = check_identity_name(prefix, "prefix")
     runs = [(b, a) for b in backbones for a in augment_options]
     if not runs:
@@ -55,11 +58,14 @@ def compare(identity_set: IdentitySet, backbones, augment_options, base_config: 
         name = f"{prefix}-{backbone}-aug{aug}"
         cfg = replace(base_config, backbone=backbone, augment=int(aug))
 
-        def step(stage, done, total, logs, _i=i, _name=name):
-            if progress:
-                progress(_i, len(runs), _name, stage, done, total, logs)
+        def step(p: Progress, _i=i, _name=name):
+            progress(Progress(_i + overall_fraction(p), len(runs), f"[{_i + 1}/{len(runs)}] {_name}: {p.message}",
+                              p.stage, extra={**p.extra, "run": _i, "runs": len(runs), "name": _name, "inner": p}))
 
-        rows.append(comparison_row(train_identity(identity_set, cfg, Path(models_root) / name, step, cancel)))
+        try:
+            rows.append(comparison_row(train_identity(identity_set, cfg, Path(models_root) / name, step, cancel)))
+        except Cancelled as exc:
+            raise Cancelled(str(exc), rows) from None
         save_comparison(identity_set, rows, base_config)
     return rows
 
@@ -82,13 +88,14 @@ def load_comparison(identity_set: IdentitySet) -> dict | None:
 
 # -- command line ------------------------------------------------------------------------------
 def _progress_printer(prefix: str = ""):
-    def show(stage, done, total, logs):
-        if stage == "features":
-            print(f"\r{prefix}features {done}/{total}", end="", flush=True)
-            if done == total:
+    def show(p: Progress):
+        if p.stage == "features":
+            print(f"\r{prefix}features {int(p.done)}/{int(p.total)}", end="", flush=True)
+            if p.done == p.total:
                 print()
         else:
-            print(f"{prefix}epoch {done}/{total} " + " ".join(f"{k}={v:.4f}" for k, v in logs.items()), flush=True)
+            print(f"{prefix}epoch {int(p.done)}/{int(p.total)} "
+                  + " ".join(f"{k}={v:.4f}" for k, v in p.extra["logs"].items()), flush=True)
     return show
 
 
@@ -131,11 +138,12 @@ def _cli_compare(args) -> int:
     augs = [0, args.augment] if args.augment > 0 else [0]
     printer, shown = _progress_printer(), set()
 
-    def show(i, n, name, stage, done, total, logs):
+    def show(p: Progress):
+        i = p.extra["run"]
         if i not in shown:
             shown.add(i)
-            print(f"[{i + 1}/{n}] {name}")
-        printer(stage, done, total, logs)
+            print(f"[{i + 1}/{p.extra['runs']}] {p.extra['name']}")
+        printer(p.extra["inner"])
 
     rows = compare(ids, backbones, augs, _config(args, backbones[0] if backbones else BB.IDENTITY_BACKBONES[0], 0),
                    args.out_root, args.prefix, progress=show)

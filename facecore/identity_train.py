@@ -14,7 +14,6 @@ import time
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -22,11 +21,10 @@ from . import backbones as BB
 from .errors import FaceCoreError
 from .identity import DEFAULT_K, IdentitySet, check_identity_name
 from .io import check_model_dir, replace_dir
+from .jobs import Cancel, Progress, ProgressFn, ignore
 from .registry import KERAS_FILE, write_meta
 
-
-class TrainingCancelled(FaceCoreError):
-    """The user stopped a training; nothing was saved."""
+STOPPED = "training stopped; nothing was saved"
 
 
 @dataclass(frozen=True)
@@ -173,14 +171,13 @@ def stratified_split(y: np.ndarray, val_fraction: float, seed: int) -> tuple[np.
     return np.sort(np.asarray(train)), np.sort(np.asarray(val))
 
 
-def _features(feature_fn, x: np.ndarray, batch: int, progress, cancel) -> np.ndarray:
+def _features(feature_fn, x: np.ndarray, batch: int, progress: ProgressFn, cancel: Cancel) -> np.ndarray:
     out = []
     for i in range(0, len(x), batch):
-        if cancel is not None and cancel():
-            raise TrainingCancelled("training stopped; nothing was saved")
+        cancel.check(STOPPED)
         out.append(np.asarray(feature_fn(x[i:i + batch])))
-        if progress:
-            progress("features", min(i + batch, len(x)), len(x), {})
+        done = min(i + batch, len(x))
+        progress(Progress(done, len(x), f"backbone features {done}/{len(x)}", "features"))
     return np.concatenate(out)
 
 
@@ -197,18 +194,24 @@ class TrainResult:
     meta: dict
 
 
-# progress(stage, done, total, logs): stage "features" (batches of crops) or "epoch" (logs = metrics).
-Progress = Callable[[str, int, int, dict], None]
+def overall_fraction(progress: Progress) -> float:
+    """How far one ``train_identity`` run is, 0..1, from its progress: features are the first half,
+    epochs the second."""
+    if progress.stage == "features":
+        return 0.5 * progress.fraction
+    return 0.5 + 0.5 * progress.fraction if progress.stage == "epoch" else 0.0
 
 
 def train_identity(identity_set: IdentitySet, config: IdentityConfig, out_dir: str | os.PathLike,
-                   progress: Progress | None = None, cancel: Callable[[], bool] | None = None) -> TrainResult:
+                   progress: ProgressFn | None = None, cancel: Cancel | None = None) -> TrainResult:
     """Train a classifier on the crops of ``identity_set`` and save it to ``out_dir``.
 
     The backbone is frozen, so its pooled features are computed once per crop (augmented copies
     included) and only the head trains, for up to ``config.epochs`` epochs with early stopping on
     the val loss; the best epoch's weights are kept. Saves ``model.keras`` and ``meta.json``
-    atomically. Raises DatasetError for too little data, TrainingCancelled when ``cancel()`` is true,
+    atomically. ``progress`` reports stage "features" (crops done of all), then "epoch" (epochs done
+    of ``config.epochs``, ``extra``: this epoch's ``logs`` and the ``history`` so far). Raises
+    DatasetError for too little data, ``Cancelled`` (nothing saved) when ``cancel`` is cancelled,
     FaceCoreError for a non-finite loss.
     """
     import keras
@@ -217,6 +220,7 @@ def train_identity(identity_set: IdentitySet, config: IdentityConfig, out_dir: s
     from .recognize import IdentityClassifier
 
     t0 = time.perf_counter()
+    progress, cancel = progress or ignore, cancel or Cancel()
     out_dir = Path(out_dir)
     check_identity_name(out_dir.name, "model")
     check_model_dir(out_dir, "identity")  # never replace a dataset or any folder that is not our model
@@ -250,15 +254,14 @@ def train_identity(identity_set: IdentitySet, config: IdentityConfig, out_dir: s
                 best.update(loss=logs["val_loss"], epoch=epoch + 1, weights=self.model.get_weights())
             elif epoch + 1 - best["epoch"] >= config.patience:
                 self.model.stop_training = True  # early stopping: the val loss stopped improving
-            if progress:
-                progress("epoch", epoch + 1, config.epochs, logs)
-            if cancel is not None and cancel():
+            progress(Progress(epoch + 1, config.epochs, f"epoch {epoch + 1}/{config.epochs}", "epoch",
+                              extra={"logs": logs, "history": list(history)}))
+            if cancel.cancelled:
                 self.model.stop_training = True
 
     head.fit(f_tr, y_tr, validation_data=(f_va, y_va), epochs=config.epochs,
              batch_size=config.batch_size, shuffle=True, verbose=0, callbacks=[_Watch()])
-    if cancel is not None and cancel():
-        raise TrainingCancelled("training stopped; nothing was saved")
+    cancel.check(STOPPED)
     if history and not all(np.isfinite(v) for v in history[-1].values()):
         raise FaceCoreError(f"training diverged at epoch {history[-1]['epoch']} (loss is not finite); "
                             "lower the learning rate and retry")

@@ -19,7 +19,7 @@ import hashlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Iterable
 
 import cv2
 import numpy as np
@@ -27,8 +27,9 @@ import numpy as np
 from . import boxes as B
 from .dataset import Dataset, ImportReport, Item
 from .detect import Detection, Detector, draw_detections, draw_overlay
-from .errors import DatasetError, FaceCoreError, ImageReadError, ImportRejected, LabelFormatError
+from .errors import Cancelled, DatasetError, FaceCoreError, ImageReadError, ImportRejected, LabelFormatError
 from .io import encode_jpeg, read_image
+from .jobs import Cancel, Progress, ProgressFn
 from .labels import ImageLabel, read_label
 
 FACE, NO_FACE, UNLABELED, BROKEN = "face", "no_face", "unlabeled", "broken"
@@ -406,12 +407,13 @@ def _has_label(dataset: Dataset, stem: str) -> bool:
 
 
 def prelabel(dataset: Dataset, detector: Detector, stems: Iterable[str] | None = None,
-             on_progress: Callable[[int, int, str, Proposal | None], bool | None] | None = None,
-             min_score: float = 0.0, skip_labeled: bool | None = None, batch_size: int = 8) -> PrelabelResult:
+             progress: ProgressFn | None = None, cancel: Cancel | None = None, min_score: float = 0.0,
+             skip_labeled: bool | None = None, batch_size: int = 8) -> PrelabelResult:
     """Propose boxes for each unlabeled image (or for ``stems``); saves nothing.
 
-    ``on_progress(done, total, stem, proposal)`` is called after each image; returning False cancels
-    (the result then holds what was done so far, ``cancelled=True``). With ``skip_labeled`` (the
+    ``progress`` gets images done of all after each image (``extra``: its ``stem`` and ``proposal``, or
+    None). ``cancel`` stops after the current image with ``Cancelled``, whose ``partial`` is the result
+    so far (``cancelled=True``). With ``skip_labeled`` (the
     default when ``stems`` is None) images labeled meanwhile, e.g. in another tab, are skipped.
     Each proposal holds every face found scoring at least ``min_score``; an image with none counts as
     no face. The detector gets ``batch_size`` images at a time (``detect_batch``).
@@ -452,9 +454,13 @@ def prelabel(dataset: Dataset, detector: Detector, stems: Iterable[str] | None =
                 else:
                     result.no_face.append(stem)
             done += 1
-            if on_progress is not None and on_progress(done, total, stem, prop) is False:
-                result.cancelled = done < total
-                return result
+            if progress is not None:
+                progress(Progress(done, total, f"{done} of {total}: {stem}", "prelabel",
+                                  extra={"stem": stem, "proposal": prop}))
+            if cancel is not None and cancel.cancelled and done < total:
+                result.cancelled = True
+                raise Cancelled(f"pre-labeling stopped after {done} of {total} images; its proposals are kept",
+                                result)
     return result
 
 

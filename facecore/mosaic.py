@@ -8,25 +8,25 @@ albumentations does for crops. Boxes are facecore's: float32 normalized ``[x1, y
 Offline (``make_mosaics``), mosaics of four *train-split* photos are written into ``dataset.augmented``
 as extra copies named ``<first photo>__aug<100000 + k>``: ``Dataset.training_items`` then trains on them
 with the other augmented copies, and val/test photos never appear in one. ``augment_dataset`` removes
-them (they are not its copies), so ``MosaicAugmentJob`` writes them after it.
+them (they are not its copies), so ``augment_and_mosaic`` writes them after it.
 """
 
 from __future__ import annotations
 
 import json
-import threading
 import time
 from dataclasses import dataclass
-from typing import Callable
 
 import cv2
 import numpy as np
 
 from . import boxes as B
-from .augment import AugmentJob, CopyReport, _DatasetLock, _remove_copy, _source_signature
-from .dataset import AUG_SEP, MOSAIC_MANIFEST, Dataset, Item
-from .errors import DatasetError, FaceCoreError
+from .augment import (AugmentConfig, AugmentReport, CopyReport, _DatasetLock, _remove_copy, _source_signature,
+                      augment_dataset)
+from .dataset import AUG_SEP, DEFAULT_SPLIT, MOSAIC_MANIFEST, Dataset, Item
+from .errors import Cancelled, DatasetError, FaceCoreError
 from .io import atomic_write_bytes, atomic_write_text, encode_jpeg, read_image
+from .jobs import Cancel, Progress, ProgressFn, ignore
 from .labels import ImageLabel, labelme_document, voc_document
 
 MOSAIC_BASE = 100_000  # copy numbers of mosaics: far above augment_dataset's (fewer than 1000 per photo)
@@ -109,15 +109,15 @@ def _plan(train: list, count: int, seed: int) -> list[list[int]]:
 
 
 def make_mosaics(dataset: Dataset, count: int, seed: int = 0, split_seed: int = 0,
-                 fractions: tuple[float, float, float] = (0.7, 0.15, 0.15), min_visibility: float = 0.5,
-                 progress: Callable[[int, int], None] | None = None,
-                 cancel: threading.Event | None = None) -> MosaicReport:
+                 fractions: tuple[float, float, float] = DEFAULT_SPLIT, min_visibility: float = 0.5,
+                 progress: ProgressFn | None = None, cancel: Cancel | None = None) -> MosaicReport:
     """Write ``count`` 2x2 mosaics of train-split photos into ``dataset.augmented`` (0 removes them all).
 
     Each mosaic has the size of its first photo and a label in the dataset's format. Mosaics already on
     disk from the same request (same photos, unchanged) are kept; the others go, so the folder matches
-    the request. Needs at least 4 train-split photos. ``progress(done, total)`` is called as they finish;
-    setting ``cancel`` stops after the current one.
+    the request. Needs at least 4 train-split photos. ``progress`` gets mosaics done of the total
+    (stage "mosaic") as they finish; ``cancel`` stops after the current one and raises ``Cancelled``
+    whose ``partial`` is the report so far (finished mosaics stay).
     """
     if not isinstance(count, int) or not 0 <= count <= 100_000:
         raise DatasetError(f"the number of mosaics must be between 0 and 100000, got {count}")
@@ -128,7 +128,8 @@ def make_mosaics(dataset: Dataset, count: int, seed: int = 0, split_seed: int = 
                            "add labeled photos first")
     out = Dataset.create(dataset.augmented.root)
     with _DatasetLock(out.root):  # the lock of augment_dataset: one writer of augmented/ at a time
-        return _make_locked(dataset, out, train, count, seed, min_visibility, progress, cancel, t0)
+        return _make_locked(dataset, out, train, count, seed, min_visibility, progress or ignore,
+                            cancel or Cancel(), t0)
 
 
 def _make_locked(dataset, out, train, count, seed, min_visibility, progress, cancel, t0) -> MosaicReport:
@@ -151,12 +152,15 @@ def _make_locked(dataset, out, train, count, seed, min_visibility, progress, can
             _remove_copy(out, it.stem)
             report.removed += 1
     atomic_write_text(out.root / MANIFEST, json.dumps(wanted, indent=1))
-    if progress is not None:
-        progress(0, report.total)
+    def show():
+        progress(Progress(report.done, report.total, f"{report.done}/{report.total} mosaics", "mosaic"))
+
+    show()
     for k, (stem, entry) in enumerate(wanted.items()):
-        if cancel is not None and cancel.is_set():
+        if cancel.cancelled:
             report.cancelled = True
-            break
+            report.seconds = time.perf_counter() - t0
+            raise Cancelled(f"mosaics stopped after {report.done} of {report.total}; they are kept", report)
         if (out.images_dir / f"{stem}.jpg").exists() and (out.labels_dir / f"{stem}{label_ext}").exists():
             report.skipped += 1
         else:
@@ -166,8 +170,7 @@ def _make_locked(dataset, out, train, count, seed, min_visibility, progress, can
                 report.written += 1
             except FaceCoreError as exc:
                 report.failed.append((stem, str(exc)))
-        if progress is not None:
-            progress(report.done, report.total)
+        show()
     report.seconds = time.perf_counter() - t0
     return report
 
@@ -190,31 +193,31 @@ def _write_one(dataset: Dataset, out: Dataset, stem: str, sources: list[Item], s
     return len(bx)
 
 
-class MosaicAugmentJob(AugmentJob):
-    """``AugmentJob`` followed by ``make_mosaics(mosaics)`` on the same thread (``mosaics=0``: none, and
-    ``augment_dataset`` has removed any from before). ``phase`` is ``"augment"`` then ``"mosaic"``;
-    ``progress`` counts the current phase; ``mosaic_report`` is set when mosaics were made."""
+@dataclass
+class AugmentRun:
+    """What ``augment_and_mosaic`` did: the copies' report, and the mosaics' (None when none were asked
+    for, or the run stopped before them)."""
 
-    def __init__(self, *args, mosaics: int = 0, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.mosaics = int(mosaics)
-        self.phase = "augment"
-        self.mosaic_report: MosaicReport | None = None
+    copies: AugmentReport
+    mosaics: MosaicReport | None = None
 
-    def _run(self) -> None:
-        super()._run()
-        if self.error or self.mosaics <= 0 or self._cancel.is_set():
-            return
-        self.phase = "mosaic"
-        self.progress = (0, self.mosaics)
 
-        def progress(done, total):
-            self.progress = (done, total)
-        try:
-            self.mosaic_report = make_mosaics(self.dataset, self.mosaics, seed=self.seed, split_seed=self.split_seed,
-                                              min_visibility=self.config.min_visibility, progress=progress,
-                                              cancel=self._cancel)
-        except FaceCoreError as exc:
-            self.error = f"mosaics: {exc}"
-        except Exception as exc:  # noqa: BLE001 - shown to the user instead of dying silently in a thread
-            self.error = f"mosaics: {type(exc).__name__}: {exc}"
+def augment_and_mosaic(dataset: Dataset, config: AugmentConfig, per_image: int, seed: int = 0, split_seed: int = 0,
+                       workers: int | None = None, mosaics: int = 0, progress: ProgressFn | None = None,
+                       cancel: Cancel | None = None) -> AugmentRun:
+    """``augment_dataset`` then ``make_mosaics(mosaics)`` (``mosaics=0``: none, and ``augment_dataset``
+    has removed any from before): the Augment page's one job. ``progress`` reports stage "augment", then
+    "mosaic"; on ``cancel`` the ``Cancelled`` error's ``partial`` is the ``AugmentRun`` so far."""
+    try:
+        run = AugmentRun(augment_dataset(dataset, config, per_image, seed=seed, split_seed=split_seed,
+                                         workers=workers, progress=progress, cancel=cancel))
+    except Cancelled as exc:
+        raise Cancelled(str(exc), AugmentRun(exc.partial)) from None
+    if mosaics <= 0:
+        return run
+    try:
+        run.mosaics = make_mosaics(dataset, int(mosaics), seed=seed, split_seed=split_seed,
+                                   min_visibility=config.min_visibility, progress=progress, cancel=cancel)
+    except Cancelled as exc:
+        raise Cancelled(str(exc), AugmentRun(run.copies, exc.partial)) from None
+    return run

@@ -29,7 +29,7 @@ import os
 import sys
 import threading
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
@@ -38,9 +38,10 @@ import numpy as np
 
 from . import boxes as B
 from .dataset import Dataset, Item
-from .errors import DatasetError, FaceCoreError, ImageReadError, LabelFormatError
+from .errors import Cancelled, DatasetError, FaceCoreError, ImageReadError, LabelFormatError
 from .backbones import BLAZEFACE, CATALOGUE, DEFAULT_INPUT_SIZE, DETECTOR_BACKBONES, IMAGENET_BACKBONES
 from .io import check_model_dir, read_image, replace_dir
+from .jobs import Cancel, Job, JobSlot, Progress, ProgressFn
 from .labels import read_label
 from .preprocess import resize_for_model
 from .registry import KERAS_FILE, TFLITE_FILE, read_meta, write_meta
@@ -78,12 +79,7 @@ class TrainingError(FaceCoreError):
     """Training could not run or did not produce a usable model (the message says why)."""
 
 
-class TrainingCancelled(TrainingError):
-    """The user stopped the training; nothing was saved."""
-
-
-class TrainingBusy(TrainingError):
-    """Another training is already running in this server."""
+STOPPED = "training stopped; nothing was saved"
 
 
 @dataclass(frozen=True)
@@ -196,20 +192,6 @@ class TrainConfig:
 
 
 @dataclass
-class Progress:
-    """A progress report: ``stage`` ("loading", "features", "training", "fine-tuning", "evaluating",
-    "saving"), overall ``fraction`` 0..1, and the per-epoch ``history`` so far."""
-
-    stage: str
-    fraction: float
-    message: str = ""
-    epoch: int = 0
-    epochs: int = 0
-    eta_s: float | None = None
-    history: list[dict] = field(default_factory=list)
-
-
-@dataclass
 class Samples:
     """Decoded, resized samples: ``images`` uint8 (N, S, S, 3); ``has_face`` float32 (N, 1);
     ``boxes`` float32 (N, 4) (the largest face; zeros for no face); ``all_boxes`` every face per
@@ -247,7 +229,7 @@ def _label_boxes(item: Item) -> np.ndarray:
 
 def load_samples(items, size: int, warnings: list[str] | None = None,
                  on_item: Callable[[int, int], None] | None = None,
-                 cancel: threading.Event | None = None) -> Samples:
+                 cancel: Cancel | None = None) -> Samples:
     """Read and resize ``items``; unreadable images and malformed labels are skipped with a warning.
 
     Images are decoded on a few threads (OpenCV releases the GIL while decoding and resizing), in order.
@@ -258,7 +240,7 @@ def load_samples(items, size: int, warnings: list[str] | None = None,
     items = list(items)
 
     def read(it: Item):
-        if cancel is not None and cancel.is_set():
+        if cancel is not None and cancel.cancelled:
             return None
         try:
             return _label_boxes(it), resize_for_model(read_image(it.image), size).astype(np.uint8)
@@ -268,8 +250,8 @@ def load_samples(items, size: int, warnings: list[str] | None = None,
     with ThreadPoolExecutor(max_workers=LOAD_THREADS, thread_name_prefix="facecore-read") as pool:
         results = pool.map(read, items)
         for i, (it, got) in enumerate(zip(items, results)):
-            if got is None or (cancel is not None and cancel.is_set()):
-                raise TrainingCancelled("training stopped; nothing was saved")
+            if got is None or (cancel is not None and cancel.cancelled):
+                raise Cancelled(STOPPED)
             if isinstance(got, Exception):
                 if warnings is not None:
                     warnings.append(f"skipped {it.image.name}: {got}")
@@ -375,7 +357,7 @@ def _make_callbacks(keras, phase: str, epoch_offset: int, total_epochs: int, rep
             if loss is not None and not math.isfinite(float(loss)):
                 state["nonfinite"] = f"{phase} epoch {epoch_offset + state['epoch'] + 1}, batch {batch + 1}"
                 self.model.stop_training = True
-            if cancel is not None and cancel.is_set():
+            if cancel is not None and cancel.cancelled:
                 state["cancelled"] = True
                 self.model.stop_training = True
             # with steps_per_execution > 1 this runs once per group of steps; ``batch`` is the last one
@@ -454,13 +436,15 @@ def _predict(model, x: np.ndarray, batch: int) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(prob), np.asarray(box)
 
 
-def train(dataset: Dataset, config: TrainConfig, progress: Callable[[Progress], None] | None = None,
-          out_dir: str | os.PathLike | None = None, cancel: threading.Event | None = None) -> Path:
+def train(dataset: Dataset, config: TrainConfig, progress: ProgressFn | None = None,
+          out_dir: str | os.PathLike | None = None, cancel: Cancel | None = None) -> Path:
     """Train a FaceTracker on ``dataset`` with ``config`` and save it; returns the model folder.
 
     ``out_dir`` defaults to ``models/<config.name>`` of the workspace. ``progress`` is called with a
-    ``Progress`` after every batch and epoch (from this thread). Setting ``cancel`` stops after the
-    current batch and raises ``TrainingCancelled`` (nothing is saved). Raises ``WeightsUnavailable``
+    ``facecore.jobs.Progress`` after every batch and epoch (from this thread): ``done`` is the overall
+    fraction of 1.0, ``stage`` one of "loading", "features", "training", "fine-tuning", "evaluating",
+    "saving", and ``extra`` holds ``epoch``, ``epochs`` and the per-epoch ``history`` so far.
+    ``cancel`` stops after the current batch and raises ``Cancelled`` (nothing is saved). Raises ``WeightsUnavailable``
     (from ``facecore.model``) when pretrained weights cannot be loaded, ``DatasetError`` for data
     that cannot train a model, and ``TrainingError`` when the loss becomes non-finite.
     """
@@ -481,13 +465,13 @@ def train(dataset: Dataset, config: TrainConfig, progress: Callable[[Progress], 
         spans.update(training=(0.08, 0.93))
 
     def emit(stage: str, frac_in_stage: float, message: str = "", eta: float | None = None, epoch=0, epochs=0):
-        if cancel is not None and cancel.is_set() and stage not in ("training", "fine-tuning"):
-            raise TrainingCancelled("training stopped; nothing was saved")
+        if cancel is not None and cancel.cancelled and stage not in ("training", "fine-tuning"):
+            raise Cancelled(STOPPED)
         if progress is None:
             return
         lo, hi = spans.get(stage if stage != "fine-tuning" else "training")
-        progress(Progress(stage, lo + (hi - lo) * min(max(frac_in_stage, 0.0), 1.0), message, epoch, epochs,
-                          eta, list(history)))
+        progress(Progress(lo + (hi - lo) * min(max(frac_in_stage, 0.0), 1.0), 1.0, message, stage, eta,
+                          {"epoch": epoch, "epochs": epochs, "history": list(history)}))
 
     if config.backbone == BLAZEFACE:
         from .blaze_train import train_blazeface
@@ -645,7 +629,7 @@ def train(dataset: Dataset, config: TrainConfig, progress: Callable[[Progress], 
 
 
 def read_splits(dataset: Dataset, config: TrainConfig, size: int, emit: Callable, warnings: list[str],
-                cancel: threading.Event | None = None) -> tuple:
+                cancel: Cancel | None = None) -> tuple:
     """Split ``dataset`` by source photo and read every photo at ``size`` (the train split with its
     offline copies when ``config.augmentation == "offline"``); returns ``(split, train, val, test)``
     ``Samples``. Reports "loading" progress through ``emit``; raises DatasetError when the train split
@@ -685,8 +669,8 @@ def _run_meta(out_dir: Path, config: TrainConfig, dataset: Dataset, split, train
 
 
 def _check_stop(state: dict, cancel) -> None:
-    if state.get("cancelled") or (cancel is not None and cancel.is_set()):
-        raise TrainingCancelled("training stopped; nothing was saved")
+    if state.get("cancelled") or (cancel is not None and cancel.cancelled):
+        raise Cancelled(STOPPED)
     if state.get("nonfinite"):
         raise TrainingError(f"the loss became non-finite (NaN or infinity) in {state['nonfinite']}; training "
                             f"stopped and nothing was saved. Lower the learning rate and try again.")
@@ -754,148 +738,55 @@ def _jsonable(x):
 
 
 # -- the background job (one per server) ----------------------------------------------------------
-@dataclass
-class JobState:
-    """What the Train page shows. ``status``: idle | running | done | failed | cancelled.
-    ``error_kind``: "weights" (pretrained weights unavailable: offer training from scratch),
-    "data", "training" or "internal"."""
+@dataclass(frozen=True)
+class TrainRun:
+    """What a training job works on (its ``Job.subject``): the settings, the dataset and the model folder."""
 
-    status: str = "idle"
-    stage: str = ""
-    message: str = ""
-    fraction: float = 0.0
-    eta_s: float | None = None
-    epoch: int = 0
-    epochs: int = 0
-    history: list[dict] = field(default_factory=list)
-    config: TrainConfig | None = None
-    dataset: str = ""
-    dataset_root: str = ""
-    out_dir: str = ""
-    result: str | None = None
-    meta: dict = field(default_factory=dict)
-    error: str = ""
-    error_kind: str = ""
-    started: float | None = None
-    finished: float | None = None
-    eta_at: float | None = None  # time.time() when eta_s was measured
-
-    @property
-    def eta_now(self) -> float | None:
-        """``eta_s`` counted down since it was measured: the figure moves between progress reports."""
-        if self.eta_s is None or self.eta_at is None:
-            return self.eta_s
-        return max(0.0, self.eta_s - (time.time() - self.eta_at))
-
-    @property
-    def running(self) -> bool:
-        return self.status == "running"
-
-    @property
-    def elapsed_s(self) -> float:
-        if self.started is None:
-            return 0.0
-        return (self.finished or time.time()) - self.started
+    config: TrainConfig
+    dataset: str
+    dataset_root: str
+    out_dir: str
 
 
-class TrainingJob:
-    """The server's one training: runs ``train`` in a background thread so page reruns don't stop it.
+# The server's one training (a page rerun, or another session, finds it here).
+JOB = JobSlot()
 
-    ``start`` raises ``TrainingBusy`` while a training runs; ``stop`` asks it to end after the current
-    batch; ``state()`` is a snapshot safe to read from any thread.
+
+def start_training(dataset: Dataset, config: TrainConfig, out_dir: str | os.PathLike | None = None,
+                   slot: JobSlot = JOB) -> Job:
+    """Start training ``dataset`` with ``config`` into ``out_dir`` (default ``models/<config.name>``) as a
+    background ``Job`` in ``slot``; raises ``BusyError`` while another training runs there.
+
+    The job's ``result`` is ``(model folder, its meta.json content)``.
     """
+    out = Path(out_dir) if out_dir is not None else Workspace.from_env().model_dir(config.name)
 
-    def __init__(self):
-        self._lock = threading.Lock()
-        self._state = JobState()
-        self._thread: threading.Thread | None = None
-        self._cancel = threading.Event()
+    def work(progress: ProgressFn, cancel: Cancel) -> tuple[Path, dict]:
+        path = train(dataset, config, progress, out, cancel)
+        return path, read_meta(path)
 
-    def state(self) -> JobState:
-        with self._lock:
-            return copy.deepcopy(self._state)
+    def busy(job: Job) -> str:
+        run = job.subject
+        return (f"a training is already running on this server (model '{Path(run.out_dir).name}' on dataset "
+                f"'{run.dataset}', {job.progress.fraction:.0%} done). Wait for it to finish or stop it first.")
 
-    def running(self) -> bool:
-        with self._lock:
-            return self._state.status == "running"
-
-    def start(self, dataset: Dataset, config: TrainConfig, out_dir: str | os.PathLike | None = None) -> None:
-        """Start training ``dataset`` with ``config`` into ``out_dir`` (default ``models/<config.name>``)."""
-        out = Path(out_dir) if out_dir is not None else Workspace.from_env().model_dir(config.name)
-        with self._lock:
-            if self._state.status == "running":
-                s = self._state
-                raise TrainingBusy(f"a training is already running on this server (model '{Path(s.out_dir).name}' "
-                                   f"on dataset '{s.dataset}', {s.fraction:.0%} done). Wait for it to finish or "
-                                   f"stop it first.")
-            self._cancel = threading.Event()
-            self._state = JobState(status="running", stage="starting", message="starting", config=config,
-                                   dataset=dataset.name, dataset_root=str(dataset.root), out_dir=str(out),
-                                   epochs=config.epochs + (config.fine_tune_epochs if config.frozen else 0),
-                                   started=time.time())
-            self._thread = threading.Thread(target=self._run, args=(dataset, config, out, self._cancel),
-                                            name="facecore-train", daemon=True)
-            self._thread.start()
-
-    def stop(self) -> bool:
-        """Ask the running training to stop (nothing is saved); False if none runs."""
-        with self._lock:
-            if self._state.status != "running":
-                return False
-            self._cancel.set()
-            self._state.message = "stopping after the current batch..."
-            return True
-
-    def wait(self, timeout: float | None = None) -> JobState:
-        """Wait for the training thread (tests, CLI) and return the final state."""
-        t = self._thread
-        if t is not None:
-            t.join(timeout)
-        return self.state()
-
-    def _progress(self, p: Progress) -> None:
-        with self._lock:
-            s = self._state
-            s.stage, s.fraction, s.eta_s, s.history = p.stage, p.fraction, p.eta_s, p.history
-            s.eta_at = time.time()
-            if not self._cancel.is_set():
-                s.message = p.message
-            if p.epochs:
-                s.epoch, s.epochs = p.epoch, p.epochs
-
-    def _run(self, dataset: Dataset, config: TrainConfig, out: Path, cancel: threading.Event) -> None:
-        status, error, kind, result, meta = "done", "", "", None, {}
-        try:
-            from .model import WeightsUnavailable
-
-            try:
-                path = train(dataset, config, self._progress, out, cancel)
-            except WeightsUnavailable as exc:
-                status, error, kind = "failed", str(exc), "weights"
-            else:
-                result = str(path)
-                meta = read_meta(path)
-        except TrainingCancelled as exc:
-            status, error, kind = "cancelled", str(exc), "cancelled"
-        except DatasetError as exc:
-            status, error, kind = "failed", str(exc), "data"
-        except FaceCoreError as exc:
-            status, error, kind = "failed", str(exc), "training"
-        except Exception as exc:  # noqa: BLE001 - the page must show it, not lose it in a thread
-            status, error, kind = "failed", f"{type(exc).__name__}: {exc}", "internal"
-        with self._lock:
-            s = self._state
-            s.status, s.error, s.error_kind, s.result, s.meta = status, error, kind, result, meta
-            s.finished = time.time()
-            s.eta_s = None
-            if status == "done":
-                s.fraction, s.stage, s.message = 1.0, "done", f"saved {result}"
-                s.history = meta.get("history", s.history)
-            else:
-                s.message = error
+    job = Job(work, "train", TrainRun(config, dataset.name, str(dataset.root), str(out)))
+    return slot.start(job, busy)
 
 
-JOB = TrainingJob()
+def failure_kind(error: BaseException | None) -> str:
+    """Why a training job failed, for the page: "weights" (pretrained weights unavailable: offer training
+    from scratch), "data", "training", "cancelled" or "internal"."""
+    if isinstance(error, Cancelled):
+        return "cancelled"
+    model = sys.modules.get("facecore.model")  # WeightsUnavailable comes from there; unimported, it cannot be it
+    if model is not None and isinstance(error, model.WeightsUnavailable):
+        return "weights"
+    if isinstance(error, DatasetError):
+        return "data"
+    return "training" if isinstance(error, FaceCoreError) else "internal"
+
+
 _PRELOAD: list[threading.Thread] = []
 _PRELOAD_LOCK = threading.Lock()
 
@@ -941,8 +832,8 @@ def _cli_progress(stream=None):
         width = 30
         filled = int(round(p.fraction * width))
         extra = ""
-        if p.history:
-            h = p.history[-1]
+        if p.extra.get("history"):
+            h = p.extra["history"][-1]
             extra = f" loss {h.get('loss', float('nan')):.4f}"
             if "val_loss" in h:
                 extra += f" val {h['val_loss']:.4f} iou {h.get('val_mean_iou', float('nan')):.3f}"

@@ -24,7 +24,6 @@ import time
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Callable
 
 import cv2
 import numpy as np
@@ -33,6 +32,7 @@ from . import boxes as B
 from .detect import Detection, draw_detections
 from .cliargs import int_range, positive_float, probability
 from .errors import FaceCoreError, StorageError
+from .jobs import Cancel, Progress, ProgressFn, ignore
 from .io import check_parents, publish, recover_swaps, storage_errors, storage_message
 
 VIDEO_EXTS = (".mp4", ".mov", ".avi", ".webm", ".mkv")
@@ -51,10 +51,6 @@ _BUFFER_BYTES = 64 * 2**20
 
 class VideoError(FaceCoreError):
     """A video that cannot be used: not a video, no frames, an unsupported codec, truncated."""
-
-
-class VideoCancelled(FaceCoreError):
-    """Processing was stopped by the user; no output was written."""
 
 
 def max_upload_mb() -> int:
@@ -410,14 +406,14 @@ def _put(q: queue.Queue, item, stop: threading.Event) -> bool:
 
 
 def process_video(src: str | os.PathLike, dst: str | os.PathLike, detector, config: VideoConfig = VideoConfig(),
-                  progress: Callable[[int, int, float], bool | None] | None = None) -> VideoResult:
+                  progress: ProgressFn | None = None, cancel: Cancel | None = None) -> VideoResult:
     """Detect faces in every frame (or every ``config.every`` seconds) of ``src`` and write the
     annotated H.264 MP4 to ``dst``.
 
     ``detector``: a ``facecore.detect.Detector`` (its ``detect_batch`` gets ``config.batch_size`` frames at a time).
-    ``progress(frames_done, frames_expected, seconds_elapsed)`` is called after each chunk; returning
-    True cancels (VideoCancelled). Whatever stops processing, ``dst`` is left untouched and the
-    temporary file removed. Raises VideoError for unusable input.
+    ``progress`` gets frames done of those expected after each chunk (``eta_s``; ``extra``: ``elapsed_s``
+    and ``fps``). ``cancel`` stops it at the next chunk with ``Cancelled``. Whatever stops processing,
+    ``dst`` is left untouched and the temporary file removed. Raises VideoError for unusable input.
     """
     import av
 
@@ -431,7 +427,7 @@ def process_video(src: str | os.PathLike, dst: str | os.PathLike, detector, conf
         os.close(fd)
     tmp = Path(tmp_name)
     try:
-        result = _run(src, tmp, info, detector, config, progress)
+        result = _run(src, tmp, info, detector, config, progress or ignore, cancel or Cancel())
         with storage_errors(f"write the video {dst}"):
             publish(tmp)
             os.replace(tmp, dst)
@@ -460,7 +456,8 @@ def check_output(dst: str | os.PathLike, src: str | os.PathLike | None = None) -
     return dst
 
 
-def _run(src: Path, tmp: Path, info: VideoInfo, detector, config: VideoConfig, progress) -> VideoResult:
+def _run(src: Path, tmp: Path, info: VideoInfo, detector, config: VideoConfig, progress: ProgressFn,
+         cancel: Cancel) -> VideoResult:
     """Three stages overlap (PyAV, OpenCV and the TFLite/TF runtimes release the GIL): a reader
     thread decodes, this thread detects and draws, a writer thread converts, encodes and muxes."""
     import av
@@ -585,9 +582,8 @@ def _run(src: Path, tmp: Path, info: VideoInfo, detector, config: VideoConfig, p
                 drawn.append((img, pts))
             writer.put(("video", drawn))
             buffer.clear()
-            if progress is not None and progress(len(records), max(info.frames, len(records)),
-                                                 time.perf_counter() - t_start):
-                raise VideoCancelled("processing cancelled: no video was written")
+            progress(_frames_progress(len(records), max(info.frames, len(records)), time.perf_counter() - t_start))
+            cancel.check("processing cancelled: no video was written")
 
         writer = _Writer(write)
         reader = threading.Thread(target=read, daemon=True, name="facecore-video-reader")
@@ -649,6 +645,15 @@ def _run(src: Path, tmp: Path, info: VideoInfo, detector, config: VideoConfig, p
                        audio_kept=aout is not None, warnings=warnings)
 
 
+def _frames_progress(done: int, total: int, elapsed: float) -> Progress:
+    fps = done / elapsed if elapsed > 0 else 0.0
+    eta = (total - done) / fps if fps > 0 else None
+    # past the last frame the encoder and the audio still finish the file
+    message = (f"{done}/{total} frames · writing the video file..." if done >= total else
+               f"{done}/{total} frames · {fps:.1f} fps · ETA {format_time(eta or 0.0)}")
+    return Progress(done, total, message, "frames", eta, {"elapsed_s": elapsed, "fps": fps})
+
+
 _TRUNCATED_HINT = (" (an interrupted upload or copy?). Upload the complete file, or allow truncated files to "
                    "process the readable part.")
 
@@ -701,7 +706,8 @@ def _cli(args) -> int:
 
     last = [0.0]
 
-    def progress(done, total, elapsed):
+    def progress(p: Progress):
+        done, total, elapsed = int(p.done), int(p.total), p.extra["elapsed_s"]
         if elapsed - last[0] >= 1.0 or done >= total:
             last[0] = elapsed
             eta = elapsed / done * max(0, total - done) if done else 0

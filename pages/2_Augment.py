@@ -5,10 +5,11 @@ import json
 import streamlit as st
 
 from facecore import FaceCoreError
-from facecore.augment import (AugmentConfig, AugmentJob, build_augmenter, delete_augmented, draw_boxes,
-                              preview_samples)
-from facecore.mosaic import MosaicAugmentJob
+from facecore.augment import AugmentConfig, build_augmenter, delete_augmented, draw_boxes, preview_samples
+from facecore.jobs import Job, JobSlot
+from facecore.mosaic import augment_and_mosaic
 from pages.common import dataset_picker, show_error
+from pages.common.jobs import progress_bar, watch
 
 st.title("🎛️ Augment")
 st.write(
@@ -27,8 +28,8 @@ CONFIG_KEY = "augment_config"  # the Train page may read this for on-the-fly aug
 
 
 @st.cache_resource(show_spinner=False)
-def _jobs() -> dict:
-    """Running and finished offline jobs, one per dataset folder, shared by all sessions."""
+def _jobs() -> dict[str, JobSlot]:
+    """The offline job of each dataset folder (running or finished), shared by all sessions."""
     return {}
 
 
@@ -137,10 +138,9 @@ st.write(
     "keeps the copies already written; changed settings replace them."
 )
 
-jobs = _jobs()
 key = str(dataset.root.resolve())
-job: AugmentJob | None = jobs.get(key)
-busy = job is not None and job.running
+slot = _jobs().setdefault(key, JobSlot())
+busy = slot.running
 
 counts = dataset.counts()
 train_copies = len(dataset.training_items(split)) - len(split.train)
@@ -165,43 +165,43 @@ n_mosaics = m2.number_input("Mosaics", 1, 100_000, max(len(split.train), 1), key
 
 b1, b2 = st.columns(2)
 if b1.button("Augment the train split", type="primary", disabled=busy or not split.train, key="aug_run"):
-    jobs[key] = job = MosaicAugmentJob(dataset, config, int(per_image), seed=int(seed),
-                                       mosaics=int(n_mosaics) if mosaic_on else 0).start()
-    busy = True
+    n_mosaic = int(n_mosaics) if mosaic_on else 0
+    try:
+        slot.start(Job(lambda progress, cancel: augment_and_mosaic(dataset, config, int(per_image), seed=int(seed),
+                                                                   mosaics=n_mosaic, progress=progress,
+                                                                   cancel=cancel), "augment"))
+    except FaceCoreError as exc:
+        show_error(exc)
+    busy = slot.running
 if b2.button("Delete augmented copies", disabled=busy or counts.augmented == 0, key="aug_delete"):
     try:
         n = delete_augmented(dataset)
     except (FaceCoreError, OSError) as exc:
         show_error(exc)
     else:
-        jobs.pop(key, None)
+        slot.forget()
         st.session_state["aug_flash"] = f"Deleted {n} augmented copies; the original photos are untouched."
         st.rerun()
 if msg := st.session_state.pop("aug_flash", None):
     st.success(msg)
 
 
-@st.fragment(run_every=0.5 if busy else None)
-def job_status():
-    job = _jobs().get(key)
+def show_job(job: Job | None) -> None:
     if job is None:
         return
     if job.running:
-        done, total = job.progress
-        what = "Making mosaics" if getattr(job, "phase", "") == "mosaic" else "Augmenting"
-        text = "Cancelling..." if job.cancelling else f"{what}: {done} / {total} copies"
-        st.progress(done / total if total else 0.0, text=text)
-        st.button("Cancel", on_click=job.cancel, disabled=job.cancelling, key="aug_cancel")
+        p = job.progress
+        what = "Making mosaics" if p.stage == "mosaic" else "Augmenting"
+        progress_bar(job, f"{what}: {int(p.done)} / {int(p.total)} copies", "aug_cancel")
         return
-    seen = st.session_state.setdefault("aug_seen_jobs", set())
-    if job.started not in seen:
-        # The job ended during a fragment rerun: rerun the page so counts and buttons are current.
-        seen.add(job.started)
-        st.rerun()
-    if job.error:
-        st.error(f"Augmentation failed: {job.error}")
+    if job.status == "failed":
+        st.error(f"Augmentation failed: {job.error_message}")
         return
-    r = job.report
+    run = job.result or job.partial
+    if run is None:
+        st.warning("Cancelled before any copy was made.")
+        return
+    r = run.copies
     line = (f"{r.written} copies written, {r.skipped} kept from before, {r.removed} stale removed, "
             f"{r.no_face} without a face, in {r.seconds:.1f} s.")
     if r.cancelled:
@@ -210,11 +210,12 @@ def job_status():
         st.success(f"Done: {r.done} of {r.total} copies ready. {line}")
     for stem, why in r.failed:
         st.error(f"{stem}: {why}")
-    if (m := getattr(job, "mosaic_report", None)) is not None:
-        st.success(f"Mosaics: {m.done} of {m.total} ready ({m.written} written with {m.faces} faces, {m.skipped} kept, "
-                   f"{m.removed} stale removed) in {m.seconds:.1f} s.")
+    if (m := run.mosaics) is not None:
+        (st.warning if m.cancelled else st.success)(
+            f"Mosaics: {m.done} of {m.total} ready ({m.written} written with {m.faces} faces, {m.skipped} kept, "
+            f"{m.removed} stale removed) in {m.seconds:.1f} s.")
         for stem, why in m.failed:
             st.error(f"{stem}: {why}")
 
 
-job_status()
+watch(lambda: slot.job, show_job)

@@ -11,10 +11,12 @@ from plotly.subplots import make_subplots
 
 from facecore import Dataset, FaceCoreError
 from facecore.backbones import BLAZEFACE, CATALOGUE, DEFAULT_INPUT_SIZE, DETECTOR_BACKBONES, IMAGENET_BACKBONES
+from facecore.jobs import Job
 from facecore.registry import META_FILE
-from facecore.train import AUGMENTATION_MODES, JOB, TRAIN_LAYERS, JobState, TrainConfig, preset
-from facecore.train import preload_tensorflow
+from facecore.train import AUGMENTATION_MODES, JOB, TRAIN_LAYERS, TrainConfig, failure_kind, preset
+from facecore.train import preload_tensorflow, start_training as start_job
 from pages.common import CURVE_STYLE, dataset_picker, dataset_summary, show_error, workspace
+from pages.common.jobs import watch
 
 st.title("🧠 Train")
 st.write(
@@ -91,24 +93,25 @@ def metrics_table(metrics: dict) -> pd.DataFrame:
 
 def start_training(ds: Dataset, config: TrainConfig) -> None:
     try:
-        JOB.start(ds, config, workspace().model_dir(config.name))
-    except FaceCoreError as exc:  # TrainingBusy says who is training; others name the bad setting
+        start_job(ds, config, workspace().model_dir(config.name))
+    except FaceCoreError as exc:  # BusyError says who is training; others name the bad setting
         show_error(exc)
     else:
         st.rerun()
 
 
 # -- settings ---------------------------------------------------------------------------------------
-state = JOB.state()
+job = JOB.job
+running = job is not None and job.running
 
 
 def show_running_job_settings(cfg: TrainConfig, dataset_name: str) -> None:
     """Fill the form with the running job's settings (coming back to the page dropped the widgets' state),
     once per job, with the same widget keys as the form below."""
     ss = st.session_state
-    if ss.get("_train_form_job") == state.started:
+    if ss.get("_train_form_job") == job.started:
         return
-    ss["_train_form_job"] = state.started
+    ss["_train_form_job"] = job.started
     b, blaze_ = cfg.backbone, cfg.backbone == BLAZEFACE
     weights_key = ("blazeface" if blaze_ and cfg.weights else "imagenet" if cfg.weights == "imagenet"
                    else "none" if cfg.weights is None else "file")
@@ -128,14 +131,14 @@ def show_running_job_settings(cfg: TrainConfig, dataset_name: str) -> None:
         values["train_alpha"] = cfg.alpha
     if blaze_:
         values["train_layers"] = getattr(cfg, "train_layers", "all")
-    if dataset_name == state.dataset:
+    if dataset_name == job.subject.dataset:
         values[f"train_name_{dataset_name}_{b}"] = cfg.name
         values[f"train_aug_{dataset_name}_{blaze_}"] = cfg.augmentation
     ss.update(values)
 
 
-if state.running and dataset is not None and "train_backbone" not in st.session_state:
-    show_running_job_settings(state.config, dataset.name)
+if running and dataset is not None and "train_backbone" not in st.session_state:
+    show_running_job_settings(job.subject.config, dataset.name)
 config: TrainConfig | None = None
 weights_choice, weights = "imagenet", "imagenet"
 if dataset is None:
@@ -281,70 +284,67 @@ else:
                            f"{style.get('n_faces')} faces): pick it on the Evaluate, Video or Webcam page.")
                 st.dataframe(pd.DataFrame(rows), hide_index=True)
 
-if state.running:
-    st.info(f"A training is running on this server (model **{state.config.name}** on dataset **{state.dataset}**; "
-            "its progress is below). One training runs at a time: wait for it to finish or press Stop.")
+if running:
+    st.info(f"A training is running on this server (model **{job.subject.config.name}** on dataset "
+            f"**{job.subject.dataset}**; its progress is below). One training runs at a time: wait for it to "
+            "finish or press Stop.")
 b1, b2, _ = st.columns([1, 1, 4])
 start = b1.button("Start training", type="primary", key="train_start",
-                  disabled=config is None or state.running or (weights_choice == "file" and not weights))
-stop = b2.button("Stop", key="train_stop", disabled=not state.running,
+                  disabled=config is None or running or (weights_choice == "file" and not weights))
+stop = b2.button("Stop", key="train_stop", disabled=not running,
                  help="Stops after the current batch; nothing is saved.")
 if start and config is not None and dataset is not None:
     start_training(dataset, config)
 if stop:
-    JOB.stop()
+    JOB.cancel()
     st.rerun()
 
 
 # -- live progress ----------------------------------------------------------------------------------
-def show_job(s: JobState) -> None:
-    if s.status == "idle":
+def show_job(job: Job | None) -> None:
+    if job is None:
         st.info("No training has run on this server yet. Choose the settings above and press **Start training**.")
         return
-    cfg = s.config
-    what = f"**{cfg.name}** · {cfg.backbone} {cfg.size}px · weights {cfg.weights or 'none'} · dataset **{s.dataset}**"
-    st.markdown(what)
-    eta = f" · about {_fmt_s(s.eta_now)} left" if s.running and s.eta_now is not None else ""
+    run, p = job.subject, job.progress
+    cfg = run.config
+    st.markdown(f"**{cfg.name}** · {cfg.backbone} {cfg.size}px · weights {cfg.weights or 'none'} · "
+                f"dataset **{run.dataset}**")
+    eta = f" · about {_fmt_s(job.eta_now)} left" if job.eta_now is not None else ""
+    meta = job.result[1] if job.status == "done" else {}
+    fraction = 1.0 if job.status == "done" else p.fraction
     # one figure: the bar's own fraction; a failure's message is shown once, below, not in the bar too
-    what_now = s.message if s.status in ("running", "done") else s.status
-    st.progress(min(max(s.fraction, 0.0), 1.0),
-                text=f"{what_now} · {s.fraction:.0%} · elapsed {_fmt_s(s.elapsed_s)}{eta}")
-    if s.history:
-        st.plotly_chart(loss_figure(s.history), key="train_chart")
-    elif s.running:
+    what_now = ("stopping after the current batch..." if job.cancelling else (p.message or "starting") if job.running
+                else f"saved {job.result[0]}" if job.status == "done" else job.status)
+    st.progress(fraction, text=f"{what_now} · {fraction:.0%} · elapsed {_fmt_s(job.elapsed_s)}{eta}")
+    history = meta.get("history") or p.extra.get("history") or []
+    if history:
+        st.plotly_chart(loss_figure(history), key="train_chart")
+    elif job.running:
         st.caption("The chart appears after the first epoch.")
-    if s.status == "done":
-        st.success(f"Done in {_fmt_s(s.elapsed_s)}: the model is saved in `{s.result}` and listed on the home page. "
-                   "Measure it on the Evaluate page.")
-        st.table(metrics_table(s.meta.get("metrics", {})).set_index("split").style.format(precision=3, na_rep="--"))
-        tr = s.meta.get("training", {})
+    if job.status == "done":
+        st.success(f"Done in {_fmt_s(job.elapsed_s)}: the model is saved in `{job.result[0]}` and listed on the "
+                   "home page. Measure it on the Evaluate page.")
+        st.table(metrics_table(meta.get("metrics", {})).set_index("split").style.format(precision=3, na_rep="--"))
+        tr = meta.get("training", {})
         best = tr.get("best_epoch")
         st.caption(f"{tr.get('epochs_run')} epoch(s), "
                    + ("no epoch beat the start (the pretrained network with the fitted box style), which was kept"
                       if best == 0 else f"best epoch {best}")
                    + f"{' (stopped early)' if tr.get('stopped_early') else ''}; "
                    f"{'feature cache' if tr.get('feature_cache') else 'full network'}; "
-                   f"files: {', '.join(s.meta.get('files', {}).values())}")
+                   f"files: {', '.join(meta.get('files', {}).values())}")
         for w in tr.get("warnings", []):
             st.warning(w)
-    elif s.status == "cancelled":
+    elif job.status == "cancelled":
         st.warning("Training stopped: nothing was saved.")
-    elif s.status == "failed":
-        st.error(s.error)
+    elif job.status == "failed":
+        st.error(job.error_message)
         # only for the model that failed: after switching to another one the offer no longer applies
-        if s.error_kind == "weights" and st.session_state.get("train_backbone") == s.config.backbone:
+        if failure_kind(job.error) == "weights" and st.session_state.get("train_backbone") == cfg.backbone:
             st.write("You can train without pretrained weights instead: the whole network then trains from scratch.")
             if st.button("Continue from scratch (weights: none)", key="train_scratch"):
-                start_training(Dataset(s.dataset_root), replace(s.config, weights=None, fine_tune_epochs=0))
-
-
-@st.fragment(run_every=1.0 if state.running else None)
-def live_panel() -> None:
-    s = JOB.state()
-    show_job(s)
-    if state.running and not s.running:
-        st.rerun()  # the whole page: re-enable Start, stop polling
+                start_training(Dataset(run.dataset_root), replace(cfg, weights=None, fine_tune_epochs=0))
 
 
 st.subheader("Progress")
-live_panel()
+watch(lambda: JOB.job, show_job, every=1.0)

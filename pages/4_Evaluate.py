@@ -129,8 +129,8 @@ if start:
             continue
         bar = st.progress(0.0, text=f"{name}: starting...")
 
-        def progress(done, total, name=name, bar=bar):
-            bar.progress(done / max(total, 1), text=f"{name}: {done}/{total} photos")
+        def progress(p, name=name, bar=bar):
+            bar.progress(p.fraction, text=f"{name}: {p.message}")
 
         try:
             store[key] = evaluate(det, images, threshold=threshold, progress=progress)

@@ -1,8 +1,8 @@
 """Video: run a detector over an uploaded video; play, chart and download the annotated result.
 
-All the work is ``facecore.video.process_video``; this page keeps the upload and the result in a
-per-session temporary folder. Cancel works the Streamlit way: pressing it reruns the script, which
-interrupts processing at its next progress update (the partial output is deleted by facecore).
+All the work is ``facecore.video.process_video``, run as a background job of this session (touching
+a widget meanwhile does not stop it; Cancel does, and facecore then deletes the partial output); this
+page keeps the upload and the result in a per-session temporary folder.
 """
 
 import shutil
@@ -13,11 +13,13 @@ from pathlib import Path
 import streamlit as st
 
 from facecore import FaceCoreError
+from facecore.jobs import Job
 from facecore.video import (VIDEO_EXTS, VideoConfig, format_time, max_upload_mb, probe, process_video,
                             store_upload, timeline_figure)
 from pages.common import dataset_picker, detector_picker, newest_trained_detector, show_error
+from pages.common.jobs import progress_bar, session_job, start_session_job, watch
 
-DIR_KEY, UPLOAD_KEY, RESULT_KEY, RUNNING_KEY = "video_dir", "video_upload", "video_result", "video_running"
+DIR_KEY, UPLOAD_KEY, RESULT_KEY, JOB_KEY = "video_dir", "video_upload", "video_result", "video_job"
 
 st.title("🎞️ Video")
 st.write("Upload a video, pick a detector, and get it back with every face boxed (or blurred), a chart of the "
@@ -47,7 +49,10 @@ def session_dir() -> Path:
 
 
 def forget_upload() -> None:
-    """A new upload (or none): drop the previous video and its result."""
+    """A new upload (or none): stop processing the previous video, drop it and its result."""
+    job = st.session_state.pop(JOB_KEY, None)
+    if job is not None and job.cancel():
+        job.wait(30)  # it stops at its next chunk; then its folder can go
     st.session_state.pop(UPLOAD_KEY, None)
     st.session_state.pop(RESULT_KEY, None)
     d = st.session_state.get(DIR_KEY)
@@ -112,45 +117,33 @@ try:
 except FaceCoreError as exc:
     show_error(exc)
 
-start = st.button("Process video", type="primary", disabled=det is None or config is None, key="video_start")
-# A run that processed and was interrupted (Cancel, or any widget touched meanwhile) never cleared this.
-if st.session_state.pop(RUNNING_KEY, False) and not start:
-    st.warning("Processing stopped before the end: no video was written. Press *Process video* to start again.")
-
+job = session_job(JOB_KEY)
+running = job is not None and job.running
+start = st.button("Process video", type="primary", disabled=det is None or config is None or running,
+                  key="video_start")
 if start:
     st.session_state.pop(RESULT_KEY, None)
-    st.session_state[RUNNING_KEY] = True
-    bar_col, cancel_col = st.columns([5, 1], vertical_alignment="center")
-    bar = bar_col.progress(0.0, text="Starting...")
-    cancel_slot = cancel_col.empty()
-    cancel_slot.button("Cancel", key="video_cancel", help="Stop processing; nothing is written.")
-    last = [0.0]
+    src, out_path = upload["path"], session_dir() / "output" / f"{Path(upload['name']).stem}_faces.mp4"
+    start_session_job(JOB_KEY, Job(lambda progress, cancel: process_video(src, out_path, det, config,
+                                                                                progress, cancel), "video"))
+if job is not None and job.status == "done":  # the result moves into the session; the job is done with
+    st.session_state[RESULT_KEY] = job.result
+    st.session_state.pop(JOB_KEY)
 
-    def progress(done: int, total: int, elapsed: float) -> None:
-        now = time.perf_counter()
-        if now - last[0] < 0.2 and done < total:
-            return
-        last[0] = now
-        fps = done / elapsed if elapsed > 0 else 0.0
-        eta = (total - done) / fps if fps > 0 else 0.0
-        if done >= total:  # every frame is detected; the encoder and the audio still finish the file
-            bar.progress(1.0, text=f"{done}/{total} frames · writing the video file...")
-        else:
-            bar.progress(done / max(total, 1), text=f"{done}/{total} frames · {fps:.1f} fps · ETA {format_time(eta)}")
 
-    out_path = session_dir() / "output" / f"{Path(upload['name']).stem}_faces.mp4"
-    try:
-        result = process_video(upload["path"], out_path, det, config, progress=progress)
-    except FaceCoreError as exc:
-        st.session_state.pop(RUNNING_KEY, None)
-        bar.empty()
-        cancel_slot.empty()
-        show_error(exc)
-    else:
-        st.session_state.pop(RUNNING_KEY, None)
-        cancel_slot.empty()
-        bar.progress(1.0, text=f"Done: {result.frames} frames in {result.seconds:.1f} s ({result.fps:.1f} fps)")
-        st.session_state[RESULT_KEY] = result
+def show_job(job: Job | None) -> None:
+    if job is None:
+        return
+    if job.running:
+        progress_bar(job, job.progress.message or "Starting...", "video_cancel",
+                     help="Stop processing; nothing is written.")
+    elif job.status == "cancelled":
+        st.warning("Processing stopped before the end: no video was written. Press *Process video* to start again.")
+    elif job.status == "failed":
+        show_error(job.error)
+
+
+watch(lambda: session_job(JOB_KEY), show_job)
 
 result = st.session_state.get(RESULT_KEY)
 if result is None:

@@ -14,11 +14,13 @@ from facecore.backbones import IDENTITY_BACKBONES
 from facecore.detect import DEFAULT_DETECTOR
 from facecore.identity import DEFAULT_K, IdentitySet, create_identity_set, list_identity_sets
 from facecore.identity_compare import COMPARISON_COLUMNS, compare, load_comparison
-from facecore.identity_train import IdentityConfig, train_identity
+from facecore.identity_train import IdentityConfig, overall_fraction, train_identity
 from facecore.io import decode_image, read_image
+from facecore.jobs import Job
 from facecore.recognize import draw_recognitions
 from facecore.registry import detector_names, identity_model_names
 from pages.common import CURVE_STYLE, dataset_picker, detector, recognizer, show_error, workspace
+from pages.common.jobs import progress_bar, session_job, start_session_job, watch
 
 st.title("🙋 Recognize")
 st.write(
@@ -30,6 +32,7 @@ st.write(
 active = dataset_picker()
 ws = workspace()
 SET_KEY = "recognize_set"
+TRAIN_JOB, CMP_JOB = "recognize_train_job", "recognize_cmp_job"  # this session's background trainings
 WEIGHTS = {"imagenet": "ImageNet (pretrained, downloaded once)", "none": "None: random frozen features (try-out only)"}
 
 
@@ -89,7 +92,7 @@ with build_col:
             bar = st.progress(0.0, text="Cropping faces...")
             try:
                 rep = ids.build_from_dataset(b_ident, datasets[src], k=k,
-                                             progress=lambda d, t: bar.progress(d / t, text=f"Cropping {d}/{t}"))
+                                             progress=lambda p: bar.progress(p.fraction, text=p.message.capitalize()))
                 st.session_state["recognize_msg"] = [("success", f"Added {rep.added} crop(s) to '{b_ident.strip()}'.")]
                 if rep.skipped:
                     st.session_state["recognize_msg"].append(
@@ -164,12 +167,17 @@ def settings(prefix: str, with_backbone: bool = True) -> dict:
 
 
 st.header("2. Train a classifier")
+busy = any((j := session_job(k)) is not None and j.running for k in (TRAIN_JOB, CMP_JOB))
+train_job = session_job(TRAIN_JOB)
+if train_job is not None and train_job.status == "done":  # its model's summary stays; the job is done with
+    st.session_state["recognize_trained"] = train_job.result.meta
+    st.session_state.pop(TRAIN_JOB)
 if not ready:
     st.info("Training needs at least two identities with two or more crops each (dozens are better).")
 else:
     st.caption("Frozen backbone + global average pooling + a small dense head. The backbone's features of each "
                "crop are computed once, so training is quick even on a CPU. Early stopping keeps the best epoch. "
-               "Stay on this page while it runs: touching a widget (or Stop, top right) cancels it and saves nothing.")
+               "It runs in the background: the page stays usable; Cancel stops it and saves nothing.")
     s = settings("recognize_train")
     c1, c2 = st.columns(2)
     augment = c1.number_input("Augmentation: copies per training crop", 0, 50, 5, key="recognize_train_aug",
@@ -177,30 +185,38 @@ else:
     model_name = c2.text_input("Model name", value=f"{ids.name}-{s['backbone']}", key="recognize_train_name")
     if s["weights"] == "none":
         st.warning("Without ImageNet weights the frozen backbone is random: fine to try the app, poor on real faces.")
-    if st.button("Train", type="primary", key="recognize_train_go"):
-        bar = st.progress(0.0, text="Preparing crops...")
-        chart = st.empty()
-        history: list[dict] = []
-
-        def on_progress(stage, done, total, logs):
-            if stage == "features":
-                bar.progress(done / total * 0.5, text=f"Backbone features {done}/{total}")
-            else:
-                history.append({"epoch": done, **logs})
-                bar.progress(0.5 + 0.5 * done / total,
-                             text=f"Epoch {done}/{total}: val accuracy {logs.get('val_accuracy', 0):.3f}")
-                chart.plotly_chart(history_figure(history), key=f"recognize_live_{done}")
-
+    if st.button("Train", type="primary", key="recognize_train_go", disabled=busy):
         try:
             cfg = IdentityConfig(backbone=s["backbone"], input_size=int(s["input_size"]), weights=_weights(s["weights"]),
                                  augment=int(augment), epochs=int(s["epochs"]),
                                  k=st.session_state.get("recognize_build_k", DEFAULT_K))
-            res = train_identity(ids, cfg, ws.model_dir(model_name), progress=on_progress)
-            bar.progress(1.0, text="Done")
-            chart.empty()  # the final chart below shows the same history: one chart, not two
-            st.session_state["recognize_trained"] = res.meta
+            out = ws.model_dir(model_name)
         except FaceCoreError as exc:
             show_error(exc)
+        else:
+            st.session_state.pop("recognize_trained", None)
+            start_session_job(TRAIN_JOB, Job(lambda progress, cancel: train_identity(ids, cfg, out, progress, cancel),
+                                             "identity-train"))
+
+    def show_training(job: Job | None) -> None:
+        if job is None:
+            return
+        if job.running:
+            p = job.progress
+            logs = p.extra.get("logs", {})
+            text = (f"Backbone features {int(p.done)}/{int(p.total)}" if p.stage == "features" else
+                    f"Epoch {int(p.done)}/{int(p.total)}: val accuracy {logs.get('val_accuracy', 0):.3f}"
+                    if p.stage == "epoch" else "Preparing crops...")
+            progress_bar(job, text, "recognize_train_cancel", overall_fraction(p),
+                         help="Stops after the current epoch; nothing is saved.")
+            if p.extra.get("history"):
+                st.plotly_chart(history_figure(p.extra["history"]), key="recognize_live")
+        elif job.status == "cancelled":
+            st.warning("Training stopped: nothing was saved.")
+        elif job.status == "failed":
+            show_error(job.error)
+
+    watch(lambda: session_job(TRAIN_JOB), show_training)
     meta = st.session_state.get("recognize_trained")
     if meta:
         m = meta["metrics"]["val"]
@@ -240,20 +256,28 @@ if ready:
     prefix = c2.text_input("Model name prefix", value=f"{ids.name}-cmp", key="recognize_cmp_prefix")
     augs = [0, int(cmp_aug)] if cmp_aug else [0]
     if st.button(f"Run comparison ({len(backbones) * len(augs)} trainings)", key="recognize_cmp_go",
-                 disabled=not backbones):
-        bar = st.progress(0.0, text="Starting...")
-
-        def on_cmp(i, n, name, stage, done, total, logs):
-            frac = (i + (0.5 * done / total if stage == "features" else 0.5 + 0.5 * done / total)) / n
-            bar.progress(min(frac, 1.0), text=f"[{i + 1}/{n}] {name}: {stage} {done}/{total}")
-
+                 disabled=not backbones or busy):
         try:
             base = IdentityConfig(input_size=int(s2["input_size"]), weights=_weights(s2["weights"]),
                                   epochs=int(s2["epochs"]), k=st.session_state.get("recognize_build_k", DEFAULT_K))
-            compare(ids, backbones, augs, base, ws.models_root, prefix, progress=on_cmp)
-            bar.progress(1.0, text="Done")
         except FaceCoreError as exc:
             show_error(exc)
+        else:
+            start_session_job(CMP_JOB, Job(lambda progress, cancel: compare(
+                ids, backbones, augs, base, ws.models_root, prefix, progress, cancel), "identity-compare"))
+
+    def show_comparison(job: Job | None) -> None:
+        if job is None or job.status == "done":
+            return
+        if job.running:
+            progress_bar(job, job.progress.message or "Starting...", "recognize_cmp_cancel",
+                         help="Stops after the current epoch; the trainings finished so far stay saved.")
+        elif job.status == "cancelled":
+            st.warning(f"Comparison stopped: {len(job.partial or [])} training(s) finished and saved.")
+        else:
+            show_error(job.error)
+
+    watch(lambda: session_job(CMP_JOB), show_comparison)
 doc = load_comparison(ids)
 if doc and doc["rows"]:
     df = pd.DataFrame(doc["rows"], columns=COMPARISON_COLUMNS)

@@ -1,13 +1,15 @@
 import json
 import shutil
-import threading
 
 import numpy as np
 import pytest
 
 from facecore import Dataset, ImageLabel
-from facecore.augment import (AugmentConfig, AugmentJob, augment_dataset, augment_sample, build_augmenter,
-                              delete_augmented, draw_boxes, preview_samples)
+from facecore.augment import (AugmentConfig, augment_dataset, augment_sample, build_augmenter, delete_augmented,
+                              draw_boxes, preview_samples)
+from facecore.errors import Cancelled
+from facecore.jobs import Cancel, Job
+from facecore.mosaic import augment_and_mosaic
 from facecore.dataset import source_of
 from facecore.labels import read_label, write_voc
 
@@ -139,9 +141,10 @@ def test_writes_n_copies_of_train_photos_with_valid_labels(tiny_dataset):
     ds = tiny_dataset
     split = ds.split()
     calls = []
-    rep = augment_dataset(ds, AugmentConfig(), per_image=3, seed=5, workers=1, progress=lambda d, t: calls.append((d, t)))
+    rep = augment_dataset(ds, AugmentConfig(), per_image=3, seed=5, workers=1,
+                          progress=lambda p: calls.append((p.done, p.total, p.stage)))
     assert rep.total == 3 * len(split.train) and rep.written == rep.total and not rep.failed and not rep.cancelled
-    assert calls[-1] == (rep.total, rep.total)
+    assert calls[-1] == (rep.total, rep.total, "augment")
     items = ds.augmented.items()
     assert len(items) == rep.total and ds.counts().augmented == rep.total
     assert {it.source for it in items} == {it.stem for it in split.train}
@@ -175,13 +178,15 @@ def test_same_seed_same_files_and_workers_do_not_matter(tiny_dataset, tmp_path):
 
 def test_resumes_after_interruption_and_keeps_finished_copies(tiny_dataset):
     ds = tiny_dataset
-    cancel = threading.Event()
+    cancel = Cancel()
 
-    def progress(done, total):
-        if done >= 6:
-            cancel.set()
+    def progress(p):
+        if p.done >= 6:
+            cancel.cancel()
 
-    rep = augment_dataset(ds, AugmentConfig(), per_image=4, seed=1, workers=1, progress=progress, cancel=cancel)
+    with pytest.raises(Cancelled) as stopped:
+        augment_dataset(ds, AugmentConfig(), per_image=4, seed=1, workers=1, progress=progress, cancel=cancel)
+    rep = stopped.value.partial
     assert rep.cancelled and 6 <= rep.written < rep.total
     first = _copies(ds)
     mtimes = {it.image.name: it.image.stat().st_mtime_ns for it in ds.augmented.items()}
@@ -247,14 +252,20 @@ def test_empty_train_split_and_bad_count_are_clear_errors(tmp_path, tiny_dataset
 
 
 def test_job_runs_in_background_and_cancels(tiny_dataset):
-    job = AugmentJob(tiny_dataset, AugmentConfig(), per_image=2, workers=1).start()
-    job.join(60)
-    assert job.finished and job.error is None and job.report.written == job.report.total
-    assert job.progress == (job.report.total, job.report.total)
-    job = AugmentJob(tiny_dataset, AugmentConfig(), per_image=50, seed=9, workers=1)
-    job.cancel()
-    job.start().join(60)
-    assert job.report.cancelled and job.report.written < job.report.total
+    def job(per_image, seed=0):
+        return Job(lambda progress, cancel: augment_and_mosaic(tiny_dataset, AugmentConfig(), per_image, seed=seed,
+                                                               workers=1, progress=progress, cancel=cancel))
+
+    done = job(2).start().wait(60)
+    assert done.status == "done" and done.error is None and done.result.copies.written == done.result.copies.total
+    assert (done.progress.done, done.progress.total) == (done.result.copies.total,) * 2
+    assert done.result.mosaics is None
+    stopped = job(50, seed=9).start()
+    stopped.cancel()
+    stopped.wait(60)
+    assert stopped.status == "cancelled" and stopped.result is None
+    rep = stopped.partial.copies
+    assert rep.cancelled and rep.written < rep.total and len(tiny_dataset.augmented.items()) == rep.written
 
 
 def test_cli_writes_copies(tiny_dataset, capsys):
@@ -268,13 +279,15 @@ def test_cli_writes_copies(tiny_dataset, capsys):
 
 
 def test_pool_cancel_stops_workers_and_leaves_only_whole_copies(tiny_dataset):
-    cancel = threading.Event()
+    cancel = Cancel()
 
-    def progress(done, total):
-        if done > 0:
-            cancel.set()
+    def progress(p):
+        if p.done > 0:
+            cancel.cancel()
 
-    rep = augment_dataset(tiny_dataset, AugmentConfig(), per_image=40, workers=2, progress=progress, cancel=cancel)
+    with pytest.raises(Cancelled) as stopped:
+        augment_dataset(tiny_dataset, AugmentConfig(), per_image=40, workers=2, progress=progress, cancel=cancel)
+    rep = stopped.value.partial
     assert rep.cancelled and 0 < rep.written < rep.total and not rep.failed
     items = tiny_dataset.augmented.items()
     assert len(items) == rep.written and all(it.label is not None for it in items)

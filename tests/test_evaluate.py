@@ -12,7 +12,8 @@ import pytest
 from conftest import ROOT
 from facecore import boxes as B
 from facecore.detect import Detection, Detector
-from facecore.errors import DatasetError, FaceCoreError
+from facecore.errors import Cancelled, DatasetError, FaceCoreError
+from facecore.jobs import Cancel
 from facecore.evaluate import (METRIC_KEYS, average_precision, collect_images, compute_metrics, evaluate,
                                pr_curve)
 
@@ -116,7 +117,7 @@ def test_evaluate_on_dataset_split_ranks_worst_first(tiny_dataset):
     for im in nofaces[1:]:
         plan[im.stem] = (0.1, 0.0)
     seen = []
-    res = evaluate(Oracle(images, plan), images, progress=lambda d, t: seen.append((d, t)))
+    res = evaluate(Oracle(images, plan), images, progress=lambda p: seen.append((p.done, p.total)))
     m = res.metrics
     assert seen[-1] == (16, 16)
     assert m["recall50"] == pytest.approx(10 / 12) and m["fp_rate_noface"] == pytest.approx(1 / 4)
@@ -136,9 +137,16 @@ def test_evaluate_can_stop_early(tiny_dataset):
 
     images, _ = collect_images(tiny_dataset, "all")
     calls = []
-    res = evaluate(HaarDetector(), images, should_stop=lambda: len(calls) >= 3,
-                   progress=lambda d, t: calls.append(d))
-    assert res.metrics["n_images"] == 3
+    cancel = Cancel()
+
+    def progress(p):
+        calls.append(p.done)
+        if len(calls) >= 3:
+            cancel.cancel()
+
+    with pytest.raises(Cancelled) as stopped:
+        evaluate(HaarDetector(), images, progress=progress, cancel=cancel)
+    assert stopped.value.partial.metrics["n_images"] == 3
 
 
 def test_unreadable_image_is_skipped_not_fatal(tiny_dataset):
@@ -148,7 +156,7 @@ def test_unreadable_image_is_skipped_not_fatal(tiny_dataset):
     bad.write_bytes(b"\xff\xd8 not really a jpeg")
     images, _ = collect_images(tiny_dataset, "all")
     seen = []
-    res = evaluate(HaarDetector(), images, progress=lambda d, t: seen.append(d))
+    res = evaluate(HaarDetector(), images, progress=lambda p: seen.append(p.done))
     assert res.metrics["skipped"] == 1 and res.metrics["n_images"] == 16 and seen[-1] == 17
 
 

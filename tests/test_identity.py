@@ -162,7 +162,7 @@ def test_training_separates_two_people_and_saves_model(tmp_path):
     # vgg16: with random (weights=None) frozen weights its features still tell the two apart, while a
     # random MobileNetV2's barely do; ImageNet weights are not downloadable on CI.
     cfg = IdentityConfig(backbone="vgg16", input_size=64, weights=None, epochs=12, augment=1, patience=4)
-    res = train_identity(ids, cfg, tmp_path / "models" / "who", progress=lambda *a: seen.append(a[:3]))
+    res = train_identity(ids, cfg, tmp_path / "models" / "who", progress=lambda p: seen.append((p.stage, p.done, p.total)))
     meta = json.loads((res.path / "meta.json").read_text())
     assert meta["kind"] == "identity" and meta["classes"] == ["ann", "bob"]
     assert meta["metrics"]["val"]["accuracy"] == 1.0

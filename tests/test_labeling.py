@@ -13,7 +13,8 @@ from facecore import ImageLabel
 from facecore import boxes as B
 from facecore import labeling as L
 from facecore.detect import Detection, Detector, HaarDetector
-from facecore.errors import FaceCoreError
+from facecore.errors import Cancelled, FaceCoreError
+from facecore.jobs import Cancel
 from facecore.io import encode_jpeg, read_image
 from facecore.labels import read_label
 from synth import face_image
@@ -285,16 +286,30 @@ def test_haar_proposes_the_face_of_a_real_photo():
     assert B.iou(p.box, lab.boxes[0])[0] > 0.4
 
 
+def _cancelled_after(n: int, work):
+    """Run ``work(progress, cancel)``, cancelling it once ``n`` units are done; its partial result."""
+    cancel = Cancel()
+
+    def progress(p):
+        if p.done >= n:
+            cancel.cancel()
+
+    with pytest.raises(Cancelled) as stopped:
+        work(progress, cancel)
+    return stopped.value.partial
+
+
 def test_prelabel_progress_cancel_and_never_saves(tiny_dataset):
     ds = tiny_dataset
     before = {p.name: p.read_bytes() for p in ds.labels_dir.iterdir()}
     calls = []
-    res = L.prelabel(ds, FixedDetector(), on_progress=lambda d, t, s, p: calls.append((d, t, s, p is not None)))
+    res = L.prelabel(ds, FixedDetector(), progress=lambda p: calls.append((p.done, p.total, p.extra["stem"],
+                                                                             p.extra["proposal"] is not None)))
     assert calls == [(1, 4, "img012", True), (2, 4, "img013", True), (3, 4, "img014", True), (4, 4, "img015", True)]
     assert sorted(res.proposals) == ["img012", "img013", "img014", "img015"] and not res.cancelled and res.done == 4
     assert {p.name: p.read_bytes() for p in ds.labels_dir.iterdir()} == before  # nothing saved
 
-    res = L.prelabel(ds, FixedDetector(), on_progress=lambda d, t, s, p: d < 2)
+    res = _cancelled_after(2, lambda progress, cancel: L.prelabel(ds, FixedDetector(), progress=progress, cancel=cancel))
     assert res.cancelled and sorted(res.proposals) == ["img012", "img013"]
 
     res = L.prelabel(ds, FixedDetector(score=0.3), min_score=0.5)
@@ -323,11 +338,12 @@ def test_prelabel_uses_detect_batch_and_still_reports_each_image(tmp_path):
     ds = make_dataset(tmp_path / "many", n_face=0, n_noface=11)
     (ds.images_dir / "img005.jpg").write_bytes(b"corrupt")
     det, seen = BatchDetector(), []
-    res = L.prelabel(ds, det, on_progress=lambda d, t, s, p: seen.append(d), batch_size=4)
+    res = L.prelabel(ds, det, progress=lambda p: seen.append(p.done), batch_size=4)
     assert det.batches == [4, 3, 3]  # the corrupt img005 is reported, not sent to the model
     assert seen == list(range(1, 12)) and len(res.proposals) == 10 and res.failed[0][0] == "img005"
     det = BatchDetector()
-    res = L.prelabel(ds, det, on_progress=lambda d, t, s, p: d < 5, batch_size=4)
+    res = _cancelled_after(5, lambda progress, cancel: L.prelabel(ds, det, progress=progress, cancel=cancel,
+                                                                  batch_size=4))
     assert res.cancelled and det.batches == [4, 3] and len(res.proposals) == 5
 
 

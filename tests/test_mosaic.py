@@ -11,7 +11,7 @@ from facecore.augment import AugmentConfig, augment_dataset
 from facecore.dataset import source_of
 from facecore.errors import DatasetError
 from facecore.labels import read_label
-from facecore.mosaic import MOSAIC_BASE, MosaicAugmentJob, make_mosaics, mosaic, mosaic_number, random_mosaic
+from facecore.mosaic import MOSAIC_BASE, augment_and_mosaic, make_mosaics, mosaic, mosaic_number, random_mosaic
 
 COLOURS = [(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0)]
 
@@ -111,10 +111,10 @@ def test_augment_and_mosaics_live_side_by_side(tiny_dataset):
     cfg = AugmentConfig(crop_p=0.0)
     augment_dataset(ds, cfg, per_image=1, workers=1)
     n_aug = len(ds.augmented.items())
-    job = MosaicAugmentJob(ds, cfg, 1, workers=1, mosaics=3).start()
-    job.join(120)
-    assert job.finished and job.error is None and job.phase == "mosaic"
-    assert job.report.skipped == n_aug and job.mosaic_report.written == 3
+    stages = []
+    run = augment_and_mosaic(ds, cfg, 1, workers=1, mosaics=3, progress=lambda p: stages.append(p.stage))
+    assert stages[0] == "augment" and stages[-1] == "mosaic"
+    assert run.copies.skipped == n_aug and run.mosaics.written == 3
     items = ds.augmented.items()
     assert len(items) == n_aug + 3 and {source_of(it.stem) for it in items} <= {it.stem for it in ds.split().train}
     # augmenting alone (mosaic box off) removes them: the folder matches the request

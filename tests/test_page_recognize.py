@@ -72,6 +72,9 @@ def test_build_upload_train_and_recognize(workspace_env):
     at.run()
     assert any("random" in w.value for w in at.warning)
     _click(at, "recognize_train_go")
+    assert at.button(key="recognize_train_go").disabled  # training runs in the background, one at a time
+    assert at.session_state["recognize_train_job"].wait(300).status == "done"
+    at.run()
     assert "Saved model 'mine'" in at.success[0].value
     assert (models / "mine" / "model.keras").is_file()
     labels = [m.label for m in at.metric]

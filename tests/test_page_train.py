@@ -7,7 +7,7 @@ from streamlit.testing.v1 import AppTest
 from conftest import ROOT, run_page, texts as _texts
 from facecore import list_models
 from facecore.backbones import DETECTOR_BACKBONES
-from facecore.train import JOB
+from facecore.train import JOB, failure_kind
 from synth import make_dataset
 
 
@@ -55,12 +55,12 @@ def test_page_trains_a_model_and_shows_it(tiny_ws):
     _choose_tiny(at)
     at.button(key="train_start").click().run()
     assert not at.exception, at.exception
-    assert JOB.running() or JOB.state().status == "done"
+    assert JOB.running or JOB.job.status == "done"
     # While it runs, a second Start is not possible (the button is off), Stop is on.
-    if JOB.running():
+    if JOB.running:
         assert at.button(key="train_start").disabled and not at.button(key="train_stop").disabled
-    s = JOB.wait(300)
-    assert s.status == "done", s.error
+    job = JOB.wait(300)
+    assert job.status == "done", job.error_message
     at.run()
     assert not at.exception, at.exception
     assert "tiny-tinycnn" in _texts(at.success)
@@ -86,8 +86,8 @@ def test_page_offers_training_from_scratch_when_weights_are_unavailable(tiny_ws,
     at.selectbox(key="train_backbone").select("mobilenetv2").run()
     at.number_input(key="train_size_mobilenetv2").set_value(48).run()
     at.button(key="train_start").click().run()
-    s = JOB.wait(120)
-    assert s.status == "failed" and s.error_kind == "weights"
+    job = JOB.wait(120)
+    assert job.status == "failed" and failure_kind(job.error) == "weights"
     at.run()
     assert "could not download the ImageNet weights" in _texts(at.error)
     shown = _texts(at.error) + _texts(at.get("progress")) + " ".join(p.proto.text for p in at.get("progress"))
@@ -97,8 +97,8 @@ def test_page_offers_training_from_scratch_when_weights_are_unavailable(tiny_ws,
     at.selectbox(key="train_backbone").select("mobilenetv2").run()
     at.button(key="train_scratch").click().run()
     assert not at.exception, at.exception
-    assert JOB.state().config.weights is None
-    assert JOB.stop()
+    assert JOB.job.subject.config.weights is None
+    assert JOB.cancel()
     assert JOB.wait(120).status in ("cancelled", "done")
 
 
@@ -108,7 +108,7 @@ def test_coming_back_during_training_shows_its_settings(tiny_ws):
     at.number_input(key="train_epochs_True").set_value(200).run()  # long enough to come back while it runs
     at.button(key="train_start").click().run()
     try:
-        assert JOB.running()
+        assert JOB.running
         # a new session: the form's widget state is gone, as after visiting another page (whose links
         # carry the dataset in the URL)
         back = AppTest.from_file(str(ROOT / "pages" / "3_Train.py"), default_timeout=120)
@@ -123,7 +123,7 @@ def test_coming_back_during_training_shows_its_settings(tiny_ws):
         assert back.text_input(key="train_name_tiny_tinycnn").value == "tiny-tinycnn"
         assert "its progress is below" in _texts(back.info)
     finally:
-        JOB.stop()
+        JOB.cancel()
         JOB.wait(120)
 
 
@@ -154,9 +154,9 @@ def test_page_fine_tunes_blazeface_by_default(tiny_ws):
     at.number_input(key="train_epochs_blaze").set_value(2).run()
     at.button(key="train_start").click().run()
     assert not at.exception, at.exception
-    s = JOB.wait(300)
-    assert s.status == "done", s.error
-    assert s.config.backbone == "blazeface" and s.meta["architecture"] == "blazeface"
+    job = JOB.wait(300)
+    assert job.status == "done", job.error_message
+    assert job.subject.config.backbone == "blazeface" and job.result[1]["architecture"] == "blazeface"
     at.run()
     assert "tiny-blazeface" in _texts(at.success)
     from facecore.registry import detector_names

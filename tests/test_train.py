@@ -5,16 +5,17 @@ import os
 import shutil
 import subprocess
 import sys
-import threading
 
 import numpy as np
 import pytest
 
 from conftest import ROOT
 from facecore import Dataset, list_models
+from facecore.errors import BusyError, Cancelled
 from facecore.inference import load_keras_model
-from facecore.train import (JOB, TrainConfig, TrainingBusy, TrainingCancelled, TrainingError, load_samples,
-                            primary_box, train)
+from facecore.jobs import Cancel, JobSlot
+from facecore.train import (TrainConfig, TrainingError, failure_kind, load_samples, primary_box, start_training,
+                            train)
 from synth import make_dataset
 
 # Small and quick: a 48 px tiny CNN; the pretrained backbones are built in test_model.py.
@@ -187,13 +188,13 @@ def test_on_the_fly_augmentation_runs(data, tmp_path):
 
 
 def test_cancel_saves_nothing(data, tmp_path):
-    cancel = threading.Event()
+    cancel = Cancel()
 
     def progress(p):
         if p.stage == "training":
-            cancel.set()
+            cancel.cancel()
 
-    with pytest.raises(TrainingCancelled):
+    with pytest.raises(Cancelled):
         train(data, TrainConfig(name="c", weights=None, epochs=3, **QUICK), progress, tmp_path / "c", cancel)
     assert not (tmp_path / "c").exists() and not list(tmp_path.glob(".c.tmp-*"))
 
@@ -236,17 +237,17 @@ def test_save_replaces_old_model_and_failed_save_keeps_it(scratch_run, tmp_path)
 
 def test_job_runs_one_training_at_a_time(data, tmp_path):
     cfg = TrainConfig(name="job", weights=None, epochs=50, **QUICK)
-    JOB.wait(120)
-    JOB.start(data, cfg, tmp_path / "job")
+    slot = JobSlot()
+    job = start_training(data, cfg, tmp_path / "job", slot)
     try:
-        assert JOB.running()
-        with pytest.raises(TrainingBusy, match="already running"):
-            JOB.start(data, cfg, tmp_path / "job2")
+        assert job.running and slot.running
+        with pytest.raises(BusyError, match="already running"):
+            start_training(data, cfg, tmp_path / "job2", slot)
     finally:
-        assert JOB.stop()
-    s = JOB.wait(120)
-    assert s.status == "cancelled" and not (tmp_path / "job").exists()
-    assert not JOB.stop()
+        assert slot.cancel()
+    assert slot.wait(120) is job
+    assert job.status == "cancelled" and not (tmp_path / "job").exists()
+    assert not slot.cancel()
 
 
 def test_job_reports_unavailable_weights(data, tmp_path, monkeypatch):
@@ -258,11 +259,11 @@ def test_job_reports_unavailable_weights(data, tmp_path, monkeypatch):
         raise Exception("URL fetch failure: [Errno -2] Name or service not known")
 
     monkeypatch.setattr(M, "_application", offline)
-    JOB.wait(120)
-    JOB.start(data, TrainConfig(name="w", weights="imagenet", **{**QUICK, "backbone": "mobilenetv2"}), tmp_path / "w")
-    s = JOB.wait(120)
-    assert s.status == "failed" and s.error_kind == "weights"
-    assert "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5" in s.error  # 48 px: the 224 file
+    job = start_training(data, TrainConfig(name="w", weights="imagenet", **{**QUICK, "backbone": "mobilenetv2"}),
+                         tmp_path / "w", JobSlot()).wait(120)
+    assert job.status == "failed" and failure_kind(job.error) == "weights"
+    # 48 px: the 224 file
+    assert "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5" in job.error_message
 
 
 def test_cli_trains_end_to_end(data, tmp_path):

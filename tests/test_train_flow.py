@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from facecore import Dataset
-from facecore.train import JobState, TrainConfig, load_samples, train, training_eta
+from facecore.jobs import Job, Progress
+from facecore.train import TrainConfig, load_samples, train, training_eta
 from synth import make_dataset
 
 
@@ -58,12 +59,25 @@ def test_eta_leaves_out_the_first_batch_and_counts_the_rest(monkeypatch):
 
 
 def test_job_eta_counts_down_between_reports(monkeypatch):
-    s = JobState(status="running", eta_s=120.0, eta_at=1000.0)
+    import threading
+
+    go, reported = threading.Event(), threading.Event()
+
+    def work(progress, cancel):
+        progress(Progress(0.5, 1.0, eta_s=120.0))
+        reported.set()
+        go.wait(10)
+
+    monkeypatch.setattr(time, "time", lambda: 1000.0)
+    job = Job(work).start()
+    assert reported.wait(10)
     monkeypatch.setattr(time, "time", lambda: 1030.0)
-    assert s.eta_now == pytest.approx(90.0)
+    assert job.eta_now == pytest.approx(90.0)
     monkeypatch.setattr(time, "time", lambda: 2000.0)
-    assert s.eta_now == 0.0
-    assert JobState(status="running").eta_now is None
+    assert job.eta_now == 0.0
+    go.set()
+    assert job.wait(10).status == "done" and job.eta_now is None  # a finished job expects nothing
+    assert Job(work).eta_now is None
 
 
 def test_streamlit_runs_leave_keras_state_alone(monkeypatch):

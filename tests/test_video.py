@@ -13,7 +13,9 @@ from conftest import SAMPLE
 from facecore import FaceCoreError
 from facecore.detect import Detection, Detector, HaarDetector
 from facecore.io import read_image
-from facecore.video import (VideoCancelled, VideoConfig, VideoError, check_upload, probe, process_video,
+from facecore.errors import Cancelled
+from facecore.jobs import Cancel
+from facecore.video import (VideoConfig, VideoError, check_upload, probe, process_video,
                             store_upload, timeline_figure)
 
 
@@ -275,10 +277,16 @@ def test_truncated_file_can_be_processed_up_to_where_it_ends(tmp_path):
 def test_cancel_and_failures_keep_the_previous_output(clip, tmp_path):
     out = tmp_path / "o.mp4"
     out.write_bytes(b"previous result")
-    with pytest.raises(VideoCancelled):
-        process_video(clip, out, FixedDetector(), VideoConfig(batch_size=4), progress=lambda d, t, e: d >= 4)
+    cancel = Cancel()
 
-    def boom(done, total, elapsed):  # what Streamlit's rerun does mid-run: an exception from a callback
+    def stop_at_4(p):
+        if p.done >= 4:
+            cancel.cancel()
+
+    with pytest.raises(Cancelled):
+        process_video(clip, out, FixedDetector(), VideoConfig(batch_size=4), progress=stop_at_4, cancel=cancel)
+
+    def boom(p):  # Ctrl-C on the command line: an exception from a callback
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
@@ -289,7 +297,7 @@ def test_cancel_and_failures_keep_the_previous_output(clip, tmp_path):
 def test_progress_reports_frames_and_total(clip, tmp_path):
     seen = []
     process_video(clip, tmp_path / "o.mp4", FixedDetector(), VideoConfig(batch_size=5),
-                  progress=lambda d, t, e: seen.append((d, t)))
+                  progress=lambda p: seen.append((p.done, p.total)))
     assert seen[-1] == (16, 16) and [d for d, _ in seen] == sorted(d for d, _ in seen) and len(seen) >= 4
 
 

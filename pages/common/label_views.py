@@ -14,13 +14,16 @@ import streamlit as st
 from facecore import FaceCoreError, ImageReadError
 from facecore import labeling as L
 from facecore.dataset import Item
+from facecore.jobs import Job
 from facecore.registry import detector_names
 from facecore.workspace import SAMPLE_NAME
 from pages.common import detector, set_active_dataset, show_error, workspace
+from pages.common.jobs import progress_bar, session_job, start_session_job, watch
 
 ss = st.session_state
 VIEWS = ["Label", "Add images", "Gallery", "Pre-label", "Export"]
 GALLERY_COLS, GALLERY_PAGE = 5, 30
+PRELABEL_JOB = "lab_prelabel_job"  # this session's pre-label job; subject (dataset root, detector name)
 
 
 def hex_color(rgb) -> str:
@@ -47,7 +50,35 @@ def show_flash() -> None:
 
 
 def proposals_of(ds) -> dict[str, L.Proposal]:
+    """The proposals of ``ds`` waiting in this session (a finished pre-label job's are added first)."""
+    collect_prelabel()
     return ss.setdefault("lab_proposals", {}).setdefault(str(ds.root), {})
+
+
+def collect_prelabel() -> None:
+    """Move the proposals of a pre-label job that has ended into the session, and say what it did."""
+    job = session_job(PRELABEL_JOB)
+    if job is None or not job.finished:
+        return
+    ss.pop(PRELABEL_JOB)
+    root, det_name = job.subject
+    result = job.result or job.partial
+    if result is not None:
+        ss.setdefault("lab_proposals", {}).setdefault(root, {}).update(result.proposals)
+    if job.status == "failed":
+        flash("error", f"Pre-labeling failed: {job.error_message}")
+    elif job.status == "cancelled":
+        flash("info", f"Pre-labeling cancelled: the {len(result.proposals) if result else 0} proposal(s) made so "
+                      "far are kept.")
+    else:
+        n_boxes = sum(len(p.boxes) for p in result.proposals.values())
+        msg = (f"{det_name} proposed {n_boxes} box(es) in {len(result.proposals)} image(s); "
+               f"no face found in {len(result.no_face)} image(s).")
+        if result.skipped:
+            msg += f" {len(result.skipped)} image(s) were labeled meanwhile and left alone."
+        if result.failed:
+            msg += f" {len(result.failed)} failed:\n\n" + skipped_text(result.failed)
+        flash("success" if not result.failed else "warning", msg)
 
 
 def set_current(ds, stem: str | None, index: int = 0) -> None:
@@ -217,39 +248,30 @@ def prelabel_view(ds, entries: list[L.Entry], readonly: bool) -> None:
     for stem in [s for s in proposals if s not in unlabeled]:
         proposals.pop(stem)
     todo = [s for s in sorted(unlabeled) if s not in proposals]
-    if ss.get("lab_prelabel_cancel"):
-        st.info(f"Pre-labeling cancelled: the {len(proposals)} proposal(s) made so far are kept.")
+    running = (job := session_job(PRELABEL_JOB)) is not None and job.running
     st.markdown("A detector proposes a box for **every face** it finds in each unlabeled image. **Nothing is "
                 "saved** until you accept the proposals (here all at once, or one image at a time in the Label view).")
     c1, c2 = st.columns([2, 1], vertical_alignment="bottom")
     det_name = detector_select(c1, "lab_det_batch")
     min_score = c2.slider("Minimum score", 0.0, 1.0, 0.5, 0.05, key="lab_min_score",
                           help="Faces scoring lower are not proposed.")
-    if st.button(f"Pre-label all unlabeled ({len(todo)})", type="primary", disabled=not todo, key="lab_prelabel"):
+    if st.button(f"Pre-label all unlabeled ({len(todo)})", type="primary", disabled=not todo or running,
+                 key="lab_prelabel"):
         try:
             det = detector(det_name)
         except FaceCoreError as exc:
             show_error(exc)
             return
-        bar = st.progress(0.0, text=f"0 of {len(todo)}")
-        st.button("Cancel", key="lab_prelabel_cancel",
-                  help="Stops after the current image; the proposals made so far are kept.")
+        start_session_job(PRELABEL_JOB, Job(lambda progress, cancel: L.prelabel(
+            ds, det, todo, progress, cancel, min_score=min_score, skip_labeled=True), "prelabel",
+            (str(ds.root), det_name)))
 
-        def on_progress(done, total, stem, p):
-            if p is not None:
-                proposals[stem] = p  # kept in the session at once: a cancel keeps what was done
-            bar.progress(done / total, text=f"{done} of {total}: {stem}")
+    def show_job(job: Job | None) -> None:
+        if job is not None and job.running:
+            progress_bar(job, job.progress.message or f"0 of {len(todo)}", "lab_prelabel_cancel",
+                         help="Stops after the current image; the proposals made so far are kept.")
 
-        result = L.prelabel(ds, det, todo, on_progress, min_score=min_score, skip_labeled=True)
-        n_boxes = sum(len(p.boxes) for p in result.proposals.values())
-        msg = (f"{det_name} proposed {n_boxes} box(es) in {len(result.proposals)} image(s); "
-               f"no face found in {len(result.no_face)} image(s).")
-        if result.skipped:
-            msg += f" {len(result.skipped)} image(s) were labeled meanwhile and left alone."
-        if result.failed:
-            msg += f" {len(result.failed)} failed:\n\n" + skipped_text(result.failed)
-        flash("success" if not result.failed else "warning", msg)
-        st.rerun()
+    watch(lambda: session_job(PRELABEL_JOB), show_job)
 
     if proposals:
         n_boxes = sum(len(p.boxes) for p in proposals.values())
