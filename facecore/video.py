@@ -30,7 +30,6 @@ import numpy as np
 
 from . import boxes as B
 from .detect import Detection, draw_detections
-from .cliargs import int_range, positive_float, probability
 from .errors import FaceCoreError, StorageError
 from .jobs import Cancel, Progress, ProgressFn, ignore
 from .io import check_parents, publish, recover_swaps, storage_errors, storage_message
@@ -683,74 +682,3 @@ def timeline_figure(result: VideoResult):
     fig.update_layout(xaxis_title="time (s)", yaxis_title="face probability", yaxis_range=[0, 1.05],
                       height=300, margin={"l": 40, "r": 20, "t": 30, "b": 40}, showlegend=False)
     return fig
-
-
-# ---------------------------------------------------------------- command line
-
-def _cli(args) -> int:
-    from .registry import load_detector
-    from .workspace import Workspace
-
-    models_root = args.models or Workspace.from_env().models_root
-    check_output(args.output, args.input)
-    for extra in (args.json, args.csv):
-        if extra:
-            check_output(extra, args.input)
-            if Path(extra).resolve() == Path(args.output).resolve():
-                raise VideoError(f"{extra}: is also the video output; give the detections another file name")
-    detector = load_detector(args.model, models_root)
-    config = VideoConfig(threshold=args.threshold, every=args.every, smooth=args.smooth, blur=args.blur,
-                         batch_size=args.batch, allow_truncated=args.allow_truncated)
-    info = probe(args.input)
-    print(f"{args.input}: {info.summary()}")
-
-    last = [0.0]
-
-    def progress(p: Progress):
-        done, total, elapsed = int(p.done), int(p.total), p.extra["elapsed_s"]
-        if elapsed - last[0] >= 1.0 or done >= total:
-            last[0] = elapsed
-            eta = elapsed / done * max(0, total - done) if done else 0
-            print(f"\r{done}/{total} frames, {done / max(elapsed, 1e-9):.1f} fps, ETA {format_time(eta)}   ",
-                  end="", flush=True)
-
-    result = process_video(args.input, args.output, detector, config, progress=progress)
-    print()
-    for w in result.warnings:
-        print(f"warning: {w}")
-    if args.json:
-        from .io import atomic_write_text
-        atomic_write_text(args.json, result.to_json())
-        print(f"wrote {args.json}")
-    if args.csv:
-        from .io import atomic_write_text
-        atomic_write_text(args.csv, result.to_csv())
-        print(f"wrote {args.csv}")
-    faces = sum(1 for r in result.records if r.score >= config.threshold)
-    print(f"wrote {result.output}: {result.frames} frames in {result.seconds:.1f} s ({result.fps:.1f} fps), "
-          f"face in {faces} frames" + (", audio kept" if result.audio_kept else ""))
-    return 0
-
-
-def _seconds(text: str) -> float:
-    """``--every``: 0 (every frame) or a positive number of seconds."""
-    return 0.0 if text.strip() in ("0", "0.0") else positive_float(text)
-
-
-def add_parser(sub) -> None:
-    p = sub.add_parser("video", help="detect faces in a video; write an annotated (or blurred) H.264 MP4")
-    p.add_argument("input", help="video file (mp4, mov, avi, webm, mkv)")
-    p.add_argument("output", help="the .mp4 to write")
-    p.add_argument("--model", required=True, help="'haar' or the name of a trained model in models/")
-    p.add_argument("--models", help="models folder (default: $FACETRACK_MODELS or ./models)")
-    p.add_argument("--every", type=_seconds, default=0.0,
-                   help="seconds between detections, boxes held in between (default 0: every frame)")
-    p.add_argument("--threshold", type=probability, default=0.5, help="minimum face probability drawn (default 0.5)")
-    p.add_argument("--smooth", type=probability, default=0.0, help="0..0.95 box smoothing between samples")
-    p.add_argument("--blur", action="store_true", help="blur faces instead of drawing boxes")
-    p.add_argument("--batch", type=int_range(1, 256), default=16, help="frames per inference batch")
-    p.add_argument("--allow-truncated", action="store_true",
-                   help="process the readable start of a truncated file instead of refusing it")
-    p.add_argument("--json", metavar="DETECTIONS", help="also write per-frame detections as JSON")
-    p.add_argument("--csv", metavar="DETECTIONS", help="also write per-frame detections as CSV")
-    p.set_defaults(func=_cli)

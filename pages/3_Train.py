@@ -212,26 +212,29 @@ else:
         a1, a2, a3 = st.columns(3)
         head_units = a1.number_input("Head units", 8, 4096, defaults["head_units"], 8,
                                      key=f"train_head_{backbone}", help="Width of each head's hidden Dense layer.")
-        loc_weight = a2.number_input("Localization weight", 0.1, 100.0, 2.0, 0.5, key="train_locw",
+        loc_weight = a2.number_input("Localization weight", 0.1, 100.0, TrainConfig.localization_weight, 0.5,
+                                     key="train_locw",
                                      help="Total loss = classification + this x localization.")
-        patience = a3.number_input("Early stopping patience (epochs, 0 = off)", 0, 100, 8, key="train_patience")
-        ft_epochs = a1.number_input("Fine-tuning epochs", 0, 500, 0, key="train_ft",
+        patience = a3.number_input("Early stopping patience (epochs, 0 = off)", 0, 100, TrainConfig.patience,
+                                   key="train_patience")
+        ft_epochs = a1.number_input("Fine-tuning epochs", 0, 500, TrainConfig.fine_tune_epochs, key="train_ft",
                                     disabled=weights is None,
                                     help="A second phase that unfreezes the top of a pretrained backbone at a small "
                                          "learning rate (slow: every step runs through the backbone).")
-        ft_layers = a2.number_input("Layers to unfreeze", 1, 300, 4, key="train_ft_layers", disabled=weights is None)
-        alpha = (a3.select_slider("MobileNetV2 width", [0.35, 0.5, 0.75, 1.0, 1.3, 1.4], 1.0, key="train_alpha")
-                 if backbone == "mobilenetv2" else 1.0)
-        seed = a3.number_input("Seed", 0, 2**31 - 1, 0, key="train_seed")
+        ft_layers = a2.number_input("Layers to unfreeze", 1, 300, TrainConfig.fine_tune_layers, key="train_ft_layers",
+                                    disabled=weights is None)
+        alpha = (a3.select_slider("MobileNetV2 width", [0.35, 0.5, 0.75, 1.0, 1.3, 1.4], TrainConfig.alpha,
+                                  key="train_alpha") if backbone == "mobilenetv2" else TrainConfig.alpha)
+        seed = a3.number_input("Seed", 0, 2**31 - 1, TrainConfig.seed, key="train_seed")
         train_layers = (a1.radio("Layers to train", TRAIN_LAYERS, key="train_layers", horizontal=True,
-                                 index=TRAIN_LAYERS.index(defaults.get("train_layers", "box")),
+                                 index=TRAIN_LAYERS.index(defaults.get("train_layers", TrainConfig.train_layers)),
                                  format_func={"box": "box heads", "heads": "all detection heads",
                                               "all": "every layer"}.get,
                                  help="Box heads (the default) learn where your boxes go and keep MediaPipe's "
                                       "judgement of what is a face: on people not in your photos it kept false "
                                       "alarms at zero. All detection heads also relearn face/no-face; every layer "
                                       "fits your own photos most closely and forgets more.")
-                        if blaze else "box")
+                        if blaze else TrainConfig.train_layers)
 
     if blaze and weights is not None:
         st.caption("Starts from MediaPipe's face weights (shipped with the app, nothing to download); every photo "

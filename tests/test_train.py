@@ -76,7 +76,8 @@ def test_config_defaults_and_weights_spelling():
 def test_cli_and_page_share_one_preset(backbone, scratch, expected):
     import argparse
 
-    from facecore.train import add_parser, preset
+    from facecore.cli.train import add_parser, config_from_args
+    from facecore.train import preset
 
     p = preset(backbone, scratch)
     assert (p["epochs"], p["batch_size"], p["learning_rate"], p["augmentation"]) == expected
@@ -84,6 +85,13 @@ def test_cli_and_page_share_one_preset(backbone, scratch, expected):
     add_parser(parser.add_subparsers())
     args = parser.parse_args(["train", "--data", "x", "--backbone", backbone] + (["--weights", "none"] if scratch else []))
     assert args.epochs is None and args.lr is None  # filled from the preset, as the Train page does
+    cfg = config_from_args(args, "m")
+    assert (cfg.epochs, cfg.batch_size, cfg.learning_rate, cfg.augmentation, cfg.head_units) == \
+        (*expected, p["head_units"])
+    # every other setting is TrainConfig's own default, as on the page
+    assert (cfg.patience, cfg.alpha, cfg.seed, cfg.fine_tune_epochs, cfg.localization_weight, cfg.split) == \
+        (TrainConfig.patience, TrainConfig.alpha, TrainConfig.seed, TrainConfig.fine_tune_epochs,
+         TrainConfig.localization_weight, TrainConfig.split)
 
 
 def test_primary_box_is_the_largest():

@@ -6,8 +6,8 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
-from .dataset import Dataset
-from .errors import ImportRejected
+from ..dataset import Dataset
+from ..errors import ImportRejected
 
 
 def _info(args) -> int:

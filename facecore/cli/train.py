@@ -1,0 +1,88 @@
+"""``python -m facecore train``: train a face detector on a dataset.
+
+Unset options take the Train page's defaults for the same choice: ``facecore.train.preset`` for the
+model's epochs, batch size, learning rate, augmentation, head width and layers, ``TrainConfig`` for the rest.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from ..backbones import DETECTOR_BACKBONES
+from ..dataset import Dataset
+from ..registry import read_meta
+from ..train import AUGMENTATION_MODES, TRAIN_LAYERS, TrainConfig, preset, train
+from ..workspace import Workspace, check_name
+from .progress import bar, fmt_s, line_printer
+
+
+def _line(p) -> str:
+    extra = ""
+    if p.extra.get("history"):
+        h = p.extra["history"][-1]
+        extra = f" loss {h.get('loss', float('nan')):.4f}"
+        if "val_loss" in h:
+            extra += f" val {h['val_loss']:.4f} iou {h.get('val_mean_iou', float('nan')):.3f}"
+    return f"{bar(p.fraction)} {p.fraction:4.0%} {p.message[:40]:<40}{extra} ETA {fmt_s(p.eta_s)}   "
+
+
+def config_from_args(args, name: str) -> TrainConfig:
+    """The ``TrainConfig`` the options ask for; options left unset take ``preset`` (as the Train page)."""
+    weights = None if args.weights.lower() == "none" else args.weights
+    defaults = preset(args.backbone, weights is None)
+    pick = lambda value, key: defaults[key] if value is None else value  # noqa: E731
+    return TrainConfig(
+        name=name, backbone=args.backbone, input_size=args.input_size, weights=weights, alpha=args.alpha,
+        head_units=pick(args.head_units, "head_units"), epochs=pick(args.epochs, "epochs"),
+        batch_size=pick(args.batch_size, "batch_size"), learning_rate=pick(args.lr, "learning_rate"),
+        augmentation=pick(args.augmentation, "augmentation"), fine_tune_epochs=args.fine_tune_epochs,
+        patience=args.patience, seed=args.seed, cache_features=not args.no_cache, export_tflite=not args.no_tflite,
+        train_layers=args.train_layers or defaults.get("train_layers", TrainConfig.train_layers))
+
+
+def _train(args) -> int:
+    ds = Dataset.open(args.data)
+    out = Path(args.out) if args.out else Workspace.from_env().model_dir(f"{ds.name}-{args.backbone}")
+    config = config_from_args(args, check_name(out.name, "model"))
+    if config.weights is None:
+        print("weights: none -> the whole network trains from scratch (slower; needs more data and epochs)",
+              file=sys.stderr)
+    path = train(ds, config, line_printer(_line, sys.stderr), out)
+    print(file=sys.stderr)
+    meta = read_meta(path)
+    for w in meta["training"]["warnings"]:
+        print(f"warning: {w}", file=sys.stderr)
+    print(json.dumps({"model": str(path), "metrics": meta["metrics"],
+                      "epochs_run": meta["training"]["epochs_run"], "seconds": meta["training"]["seconds"]},
+                     indent=2))
+    return 0
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("train", help="train a face detector on a dataset and save it under models/")
+    p.add_argument("--data", required=True, help="dataset folder (with images/ and labels/)")
+    p.add_argument("--out", help="model folder to write (default: models/<dataset>-<backbone>)")
+    p.add_argument("--backbone", default=TrainConfig.backbone, choices=DETECTOR_BACKBONES,
+                   help="blazeface (default): MediaPipe's face detector fine-tuned on the dataset; the others are "
+                        "the tutorials' FaceTracker")
+    p.add_argument("--weights", default=TrainConfig.weights,
+                   help="pretrained weights ('imagenet' for the FaceTracker backbones, downloaded by Keras into "
+                        "~/.keras/models; blazeface always starts from its built-in face weights), 'none' (train "
+                        "from scratch) or a weights .h5 file")
+    p.add_argument("--train-layers", default=None, choices=TRAIN_LAYERS,
+                   help="blazeface: the box-regression heads (default), all detection heads, or every layer")
+    p.add_argument("--epochs", type=int, default=None, help="default: per model (facecore.train.preset)")
+    p.add_argument("--batch-size", type=int, default=None, help="default: per model")
+    p.add_argument("--lr", type=float, default=None, help="learning rate (default: per model)")
+    p.add_argument("--input-size", type=int, default=None, help="input pixels (default: per backbone)")
+    p.add_argument("--augmentation", default=None, choices=AUGMENTATION_MODES, help="default: per model")
+    p.add_argument("--head-units", type=int, default=None, help="FaceTracker head width (default: per model)")
+    p.add_argument("--alpha", type=float, default=TrainConfig.alpha, help="MobileNetV2 width multiplier")
+    p.add_argument("--fine-tune-epochs", type=int, default=TrainConfig.fine_tune_epochs)
+    p.add_argument("--patience", type=int, default=TrainConfig.patience, help="early stopping patience (0: off)")
+    p.add_argument("--seed", type=int, default=TrainConfig.seed)
+    p.add_argument("--no-cache", action="store_true", help="never train on cached backbone features")
+    p.add_argument("--no-tflite", action="store_true", help="skip the TFLite export")
+    p.set_defaults(func=_train)
