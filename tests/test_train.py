@@ -295,9 +295,9 @@ def test_cli_reports_bad_dataset(tmp_path):
 
 def test_training_targets_are_clipped_to_the_image(tmp_path):
     from facecore import ImageLabel
-    from facecore.train import _label_boxes
+    from facecore.train.data import label_boxes
 
     ds = make_dataset(tmp_path / "d", 1, 0)
     it = ds.items()[0]
     ds.set_label(it.stem, ImageLabel(160, 120, [[-0.2, 0.1, 0.5, 1.3], [0.5, 0.5, 0.5, 0.9]]))
-    np.testing.assert_allclose(_label_boxes(ds.items()[0]), [[0.0, 0.1, 0.5, 1.0]], atol=1e-6)
+    np.testing.assert_allclose(label_boxes(ds.items()[0]), [[0.0, 0.1, 0.5, 1.0]], atol=1e-6)

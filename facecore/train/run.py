@@ -1,0 +1,46 @@
+"""``train``: one training run, from a dataset and a ``TrainConfig`` to a saved model folder."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ..backbones import BLAZEFACE
+from ..dataset import Dataset
+from ..io import check_model_dir
+from ..jobs import Cancel, ProgressFn
+from ..workspace import Workspace, check_name
+from .callbacks import make_callbacks
+from .config import TrainConfig
+from .context import Run, check_stop, training_eta
+from .data import load_samples, read_splits
+from .facetracker import train_facetracker
+from .save import run_meta, save_model
+
+
+def train(dataset: Dataset, config: TrainConfig, progress: ProgressFn | None = None,
+          out_dir: str | os.PathLike | None = None, cancel: Cancel | None = None) -> Path:
+    """Train a face detector on ``dataset`` with ``config`` and save it; returns the model folder.
+
+    ``out_dir`` defaults to ``models/<config.name>`` of the workspace. ``progress`` is called with a
+    ``facecore.jobs.Progress`` after every batch and epoch (from this thread): ``done`` is the overall
+    fraction of 1.0, ``stage`` one of "loading", "features", "training", "fine-tuning", "evaluating",
+    "saving", and ``extra`` holds ``epoch``, ``epochs`` and the per-epoch ``history`` so far.
+    ``cancel`` stops after the current batch and raises ``Cancelled`` (nothing is saved). Raises
+    ``WeightsUnavailable`` (from ``facecore.model``) when pretrained weights cannot be loaded,
+    ``DatasetError`` for data that cannot train a model, and ``TrainingError`` when the loss becomes
+    non-finite.
+    """
+    out_dir = Path(out_dir) if out_dir is not None else Workspace.from_env().model_dir(config.name)
+    run = Run(dataset, config, out_dir, progress, cancel)
+    check_name(out_dir.name, "model")
+    check_model_dir(out_dir, "facetracker")  # never replace a dataset or any folder that is not our model
+    if config.backbone != BLAZEFACE:
+        return train_facetracker(run)
+    from ..blaze_train import train_blazeface
+
+    # facecore.blaze_train gets this module's helpers as arguments (it does not import facecore.train)
+    return train_blazeface(dataset, config, out_dir, run.emit, run.state, run.history, run.warnings, cancel,
+                           run.t_start, make_callbacks=make_callbacks, read_splits=read_splits,
+                           load_samples=load_samples, save_model=save_model, run_meta=run_meta,
+                           check_stop=check_stop, eta_of=training_eta)

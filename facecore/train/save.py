@@ -1,0 +1,93 @@
+"""Saving a trained face detector: ``model.keras``, ``model.tflite`` (checked against Keras) and
+``meta.json``, written atomically into ``models/<name>/``."""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from ..dataset import Dataset
+from ..io import check_model_dir, replace_dir
+from ..registry import KERAS_FILE, TFLITE_FILE, write_meta
+from .config import TrainConfig
+from .data import Samples
+
+# The TFLite file must reproduce the Keras outputs to this tolerance, or it is not shipped.
+TFLITE_TOLERANCE = 1e-3
+
+
+def iso_now() -> str:
+    return datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds")
+
+
+def run_meta(out_dir: Path, config: TrainConfig, dataset: Dataset, split, train_s: Samples) -> dict:
+    """The ``meta.json`` keys every trained face detector shares."""
+    return {"name": out_dir.name, "kind": "facetracker", "created": iso_now(), "config": config.to_dict(),
+            "dataset": {"name": dataset.name, "root": str(dataset.root), "fingerprint": dataset.fingerprint(),
+                        "split": split.sizes(), "train_samples": len(train_s), "train_faces": train_s.n_face}}
+
+
+def save_model(net, out_dir: str | os.PathLike, meta: dict, export_tflite: bool = True,
+               sample: np.ndarray | None = None, tflite_fixed_batch: bool = False) -> Path:
+    """Write ``model.keras``, ``model.tflite`` (if ``export_tflite``) and ``meta.json`` (last) into a
+    temporary folder beside ``out_dir``, then rename it to ``out_dir`` (replacing an older model).
+
+    ``sample`` (N, S, S, 3) float32: the TFLite file is checked against Keras on it and dropped (with
+    a warning in ``meta["training"]["warnings"]``) if any output differs by more than ``TFLITE_TOLERANCE``.
+    ``tflite_fixed_batch``: the TFLite file takes exactly one photo (faster: see ``export_tflite``).
+    The check runs one photo at a time.
+    """
+    from .. import model as M
+
+    out_dir = Path(out_dir)
+    meta = copy.deepcopy(meta)
+    warnings = meta.setdefault("training", {}).setdefault("warnings", [])
+
+    def write(tmp: Path) -> None:
+        net.save(tmp / KERAS_FILE)
+        files = {"keras": KERAS_FILE}
+        if export_tflite:
+            try:
+                M.export_tflite(net, tmp / TFLITE_FILE, fixed_batch=tflite_fixed_batch)
+                diff = None
+                if sample is not None and len(sample):
+                    lite = M.TFLiteNet(tmp / TFLITE_FILE)
+                    ref = net.predict(sample, verbose=0)
+                    per = [lite(x[None]) for x in sample]
+                    got = [np.concatenate([p[i] for p in per]) for i in range(len(per[0]))]
+                    diff = float(max(np.abs(np.asarray(r) - g).max() for r, g in zip(ref, got)))
+                if diff is not None and not diff <= TFLITE_TOLERANCE:
+                    (tmp / TFLITE_FILE).unlink()
+                    warnings.append(f"TFLite export differs from Keras by {diff:.2g}; not saved")
+                else:
+                    files["tflite"] = TFLITE_FILE
+                    meta["tflite"] = {"file": TFLITE_FILE, "max_abs_diff": diff,
+                                      "outputs": "prob (N, 1) and box (N, 4): tell them apart by the last "
+                                                 "dimension (the interpreter's output order is not fixed)"}
+            except Exception as exc:  # noqa: BLE001 - the Keras model is still good without it
+                (tmp / TFLITE_FILE).unlink(missing_ok=True)
+                warnings.append(f"TFLite export failed ({type(exc).__name__}: {exc}); model.keras is complete")
+        meta["files"] = files
+        write_meta(tmp, _jsonable(meta))
+
+    replace_dir(out_dir, write, check=lambda d: check_model_dir(d, "facetracker"))
+    return out_dir
+
+
+def _jsonable(x):
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, (np.integer,)):
+        return int(x)
+    if isinstance(x, (np.floating, float)):
+        return float(x) if math.isfinite(float(x)) else None
+    if isinstance(x, Path):
+        return str(x)
+    return x
