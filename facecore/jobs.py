@@ -130,15 +130,17 @@ class Job(Generic[T]):
             self._progress, self._progress_at = progress, time.time()
 
     def _run(self) -> None:
-        status, result, error = DONE, None, None
+        status, result, error = FAILED, None, None
         try:
             result = self._work(self._report, self._cancel)
+            status = DONE
         except Cancelled as exc:
             status, error = CANCELLED, exc
-        except Exception as exc:  # noqa: BLE001 - kept for the page to show, not lost in a thread
-            status, error = FAILED, exc
-        with self._lock:
-            self._status, self._result, self._error, self.ended = status, result, error, time.time()
+        except BaseException as exc:  # noqa: BLE001 - kept for the page to show, not lost in a thread
+            error = exc  # SystemExit and the like too: the thread ends either way, the job says why
+        finally:
+            with self._lock:
+                self._status, self._result, self._error, self.ended = status, result, error, time.time()
 
     @property
     def status(self) -> str:

@@ -59,6 +59,12 @@ def test_job_cancel_and_failures():
 
     assert Job(refused).start().wait(10).error_message == "a message for the user"
 
+    def exits(progress, cancel):
+        raise SystemExit(3)
+
+    job = Job(exits).start().wait(10)  # not an Exception: the thread ends, the job still says why
+    assert job.status == "failed" and isinstance(job.error, SystemExit) and not job.running
+
 
 def test_slot_runs_one_job_at_a_time():
     go = threading.Event()
