@@ -28,7 +28,6 @@ exactly as at inference; the graph then letterboxes them back to the photos' sha
 from __future__ import annotations
 
 import math
-import threading
 import time
 from pathlib import Path
 from typing import Callable
@@ -309,13 +308,14 @@ def resize_all(images: np.ndarray, size: int) -> np.ndarray:
 
 
 def train_blazeface(dataset: Dataset, config, out_dir: Path, emit: Callable, state: dict, history: list,
-                    warnings: list, cancel: threading.Event | None, t_start: float, *, make_callbacks: Callable,
+                    warnings: list, cancel, t_start: float, *, make_callbacks: Callable,
                     read_splits: Callable, load_samples: Callable, save_model: Callable, run_meta: Callable,
                     check_stop: Callable, eta_of: Callable) -> Path:
     """Split, read, fine-tune, evaluate in eval mode, save; returns the model folder.
 
-    Called by ``facecore.train.train`` (whose ``emit``, callbacks, photo readers and saver are passed in,
-    so progress, history, early stopping, cancel and non-finite-loss checks behave as for every model).
+    ``cancel``: a ``facecore.jobs.Cancel`` or None. Called by ``facecore.train.train`` (whose ``emit``,
+    callbacks, photo readers and saver are passed in, so progress, history, early stopping, cancel and
+    non-finite-loss checks behave as for every model).
     """
     import keras
 

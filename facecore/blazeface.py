@@ -295,21 +295,24 @@ def style_pairs(raw: "BlazeFaceDetector", rgb: np.ndarray, truth: np.ndarray):
     return boxes[i], t, kps[i]
 
 
-def fit_dataset_style(dataset, out_dir: str | Path, split_fractions=(0.7, 0.15, 0.15), seed: int = 0,
+def fit_dataset_style(dataset, out_dir: str | Path, split_fractions=None, seed: int = 0,
                       progress=None) -> Path:
     """Fit the built-in detector's box style to ``dataset``'s labels and save it as a model folder
     ``out_dir`` (``meta.json`` only: ``"architecture": "blazeface-style"``, the four numbers, and the IoU
     before/after), which every page then offers as a detector. Fitted on the train and val splits;
-    the test split's IoU before and after is measured too. ``progress(done, total)`` after each photo.
+    the test split's IoU before and after is measured too. ``progress`` (a ``facecore.jobs.ProgressFn``)
+    gets a ``Progress`` after each photo.
     Raises FaceCoreError (too few faces found, unreadable dataset)."""
     from datetime import datetime, timezone
 
+    from .dataset import DEFAULT_SPLIT
     from .errors import ImageReadError, LabelFormatError
     from .io import atomic_write_text, check_model_dir, read_image, replace_dir
+    from .jobs import Progress
     from .labels import read_label
 
     raw = BlazeFaceDetector("full", style=BoxStyle())
-    split = dataset.split(split_fractions, seed)
+    split = dataset.split(split_fractions or DEFAULT_SPLIT, seed)
     parts = {"fit": list(split.train) + list(split.val), "test": list(split.test)}
     total, done = sum(len(v) for v in parts.values()), 0
     pairs = {"fit": ([], [], []), "test": ([], [], [])}  # detector box, label box, keypoints (in the square)
@@ -317,7 +320,7 @@ def fit_dataset_style(dataset, out_dir: str | Path, split_fractions=(0.7, 0.15, 
         for it in items:
             done += 1
             if progress is not None:
-                progress(done, total)
+                progress(Progress(done, total, f"photo {done}/{total}"))
             if it.label is None:
                 continue
             try:
@@ -352,24 +355,3 @@ def fit_dataset_style(dataset, out_dir: str | Path, split_fractions=(0.7, 0.15, 
             "attribution": "MediaPipe BlazeFace full-range (Apache-2.0), see NOTICE"}
     replace_dir(out, lambda tmp: atomic_write_text(tmp / "meta.json", json.dumps(meta, indent=2)), check=check_model_dir)
     return out
-
-
-def _cli_boxstyle(args) -> int:
-    from .dataset import Dataset
-    from .workspace import Workspace, check_name
-
-    ds = Dataset.open(args.data)
-    out = Path(args.out) if args.out else Workspace.from_env().model_dir(f"{ds.name}-boxstyle")
-    check_name(out.name, "model")
-    path = fit_dataset_style(ds, out)
-    meta = json.loads((path / "meta.json").read_text(encoding="utf-8"))
-    print(json.dumps({"model": str(path), "box_style": meta["box_style"], "metrics": meta["metrics"]}, indent=2))
-    return 0
-
-
-def add_parser(sub) -> None:
-    p = sub.add_parser("boxstyle", help="fit the built-in BlazeFace's box style to a dataset's labels and save it "
-                                        "as a detector (seconds, no training)")
-    p.add_argument("--data", required=True, help="dataset folder (with images/ and labels/)")
-    p.add_argument("--out", help="model folder to write (default: models/<dataset>-boxstyle)")
-    p.set_defaults(func=_cli_boxstyle)

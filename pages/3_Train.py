@@ -275,7 +275,7 @@ else:
             bar = st.progress(0.0, text="running blazeface on the labeled photos")
             try:
                 path = fit_dataset_style(dataset, workspace().model_dir(style_name.strip()),
-                                         progress=lambda d, n: bar.progress(d / max(n, 1), text=f"photo {d}/{n}"))
+                                         progress=lambda p: bar.progress(p.fraction, text=p.message))
             except FaceCoreError as exc:
                 show_error(exc)
             else:

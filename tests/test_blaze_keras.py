@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from facecore import blaze_keras as BK
+from facecore import boxes as B
 from facecore import blazeface as BF
 from facecore.io import read_image
 
@@ -172,3 +173,24 @@ def test_fine_tuning_that_only_hurts_keeps_the_start(tmp_path):
     for ly in BK.head_layers(BK.raw_net("full")):
         assert all(np.array_equal(a, b) for a, b in zip(ly.get_weights(), _layer(saved, ly.name).get_weights()))
     assert meta["metrics"]["train"]["mean_iou"] > 0.6
+
+
+def test_letterboxing_graph_boxes_faces_like_the_built_in_detector():
+    """The saved graph letterboxes its stretched input to the training shape: on a 4:3 photo it finds the
+    face where the built-in detector (letterboxing in numpy) does, in the same style."""
+    from facecore.preprocess import resize_for_model
+
+    net = BK.raw_net("full")
+    model = BK.detector_net(net, BF.ssd_anchors("full"), 192, style=BF.DEFAULT_STYLE, aspect=4 / 3)
+    built_in = BF.BlazeFaceDetector("full")
+    faces = [f for f in sorted((SAMPLE / "images").glob("*.jpg")) if not f.name.startswith("noface-")]
+    for f in faces[::15]:
+        rgb = read_image(f)
+        _, _, aprobs, aboxes = model.predict(resize_for_model(rgb, 192)[None], verbose=0)
+        found = BF.weighted_nms(aboxes[0], aprobs[0, :, 0], 0.3)  # the built-in's minimum score
+        ref = built_in.detect(rgb)
+        assert found and ref, (f.name, found[:1], ref)
+        assert float(B.iou(found[0][1][None], ref[0].box[None])[0]) > 0.9, f.name
+    geom = BK.letterbox_geometry(192, 4 / 3)
+    assert geom == (1.0, 0.75, 0.0, 0.125)  # a 4:3 frame fills 192 x 144 of the square, centred
+    assert BK.letterbox_geometry(192, None) == (1.0, 1.0, 0.0, 0.0)
