@@ -32,13 +32,13 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import NamedTuple, Sequence
+from typing import NamedTuple
 
 import cv2
 import numpy as np
 
-from . import boxes as B
 from .detect import Detection, Detector, HaarDetector, draw_detections, draw_overlay
+from .smoothing import BoxSmoother
 
 log = logging.getLogger(__name__)
 UNSET = object()
@@ -195,43 +195,6 @@ class SentMark:
         self._done = True
         self._note()
         return True
-
-
-class BoxSmoother:
-    """Moving average of each face's box across frames, so boxes do not jitter.
-
-    Detections are matched to the previous frame's smoothed boxes greedily by IoU (best score first);
-    a matched box becomes ``alpha * previous + (1 - alpha) * current``; an unmatched one starts fresh,
-    so a face that moves far (IoU < ``min_iou``) jumps instead of sliding. Scores and labels stay raw.
-    """
-
-    def __init__(self, alpha: float = 0.6, min_iou: float = 0.3):
-        self.alpha, self.min_iou = alpha, min_iou
-        self._prev = B.EMPTY.copy()
-
-    def reset(self) -> None:
-        self._prev = B.EMPTY.copy()
-
-    def update(self, detections: Sequence[Detection]) -> list[Detection]:
-        """Smoothed copies of ``detections`` (same order); remembers them for the next frame."""
-        if not detections:
-            self._prev = B.EMPTY.copy()
-            return []
-        cur = B.as_boxes([d.box for d in detections])
-        out = cur.copy()
-        if self.alpha > 0 and len(self._prev):
-            ious = B.iou_matrix(cur, self._prev)
-            taken: set[int] = set()
-            for i in range(len(cur)):
-                for j in np.argsort(-ious[i]):
-                    if ious[i, j] < self.min_iou:
-                        break
-                    if j not in taken:
-                        taken.add(int(j))
-                        out[i] = self.alpha * self._prev[j] + (1 - self.alpha) * cur[i]
-                        break
-        self._prev = out
-        return [Detection(d.score, out[i].astype(np.float32), d.label) for i, d in enumerate(detections)]
 
 
 # Live frames are scanned at this width at most: the cascade's cost grows with pixels, and webcam

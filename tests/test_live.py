@@ -16,7 +16,7 @@ from facecore import FaceCoreError, rtc
 
 from facecore.detect import Detection, Detector, HaarDetector
 from facecore import live
-from facecore.live import (LEVELS, WINDOW_S, BoxSmoother, LiveProcessor, LiveSettings, LoadGovernor, RateMeter,
+from facecore.live import (LEVELS, WINDOW_S, LiveProcessor, LiveSettings, LoadGovernor, RateMeter,
                            overlay_text)
 
 rtc.preload_srtp()  # other test modules may have imported TensorFlow already
@@ -56,36 +56,6 @@ def red_pixels(img):
 def test_settings_reject_out_of_range(kwargs):
     with pytest.raises(ValueError):
         LiveSettings(**kwargs)
-
-
-def test_smoother_reduces_jitter_and_keeps_order():
-    rng = np.random.default_rng(0)
-    true = np.array([0.3, 0.3, 0.6, 0.7], np.float32)
-    other = np.array([0.7, 0.1, 0.9, 0.4], np.float32)
-    sm = BoxSmoother(alpha=0.7)
-    raw, smooth = [], []
-    for i in range(60):
-        noisy = true + rng.normal(0, 0.01, 4).astype(np.float32)
-        # the two faces come in either order (best first changes): matching must follow the boxes
-        dets = [det(0.9, noisy), det(0.8, other)] if i % 2 else [det(0.9, other), det(0.95, noisy)]
-        out = sm.update(dets)
-        assert [d.score for d in out] == [d.score for d in dets]
-        k = 0 if i % 2 else 1
-        np.testing.assert_allclose(out[1 - k].box, other, atol=1e-6)
-        raw.append(noisy)
-        smooth.append(out[k].box)
-    raw, smooth = np.array(raw[10:]), np.array(smooth[10:])
-    assert np.abs(smooth - true).mean() < 0.6 * np.abs(raw - true).mean()
-
-
-def test_smoother_jumps_when_face_moves_far_and_forgets_lost_faces():
-    sm = BoxSmoother(alpha=0.8)
-    a, b = [0.1, 0.1, 0.3, 0.3], [0.6, 0.6, 0.9, 0.9]
-    sm.update([det(0.9, a)])
-    np.testing.assert_allclose(sm.update([det(0.9, b)])[0].box, b)  # no overlap: no sliding across
-    assert sm.update([]) == []
-    np.testing.assert_allclose(sm.update([det(0.9, a)])[0].box, a)  # lost, then found: starts fresh
-    assert BoxSmoother(alpha=0.0).update([det(0.5, a)])[0].box.tolist() == pytest.approx(a)
 
 
 def test_process_draws_boxes_and_reports_stats():

@@ -149,17 +149,6 @@ def test_sampling_holds_the_last_boxes_and_batches(clip, tmp_path):
     assert len(fig.data[0].x) == 8 and fig.layout.shapes[0].y0 == 0.5  # the threshold line
 
 
-def test_smoothing_blends_a_moving_box():
-    from facecore.video import _Smoother
-
-    sm = _Smoother(0.5)
-    sm.update([Detection(0.9, np.array([0.0, 0.0, 0.4, 0.4], np.float32))])
-    held = sm.update([Detection(0.9, np.array([0.1, 0.1, 0.5, 0.5], np.float32))])
-    np.testing.assert_allclose(held[0].box, [0.05, 0.05, 0.45, 0.45], atol=1e-6)
-    far = sm.update([Detection(0.9, np.array([0.6, 0.6, 0.9, 0.9], np.float32))])  # another face: not blended
-    np.testing.assert_allclose(far[0].box, [0.6, 0.6, 0.9, 0.9])
-
-
 @pytest.mark.parametrize("blur", [False, True])
 def test_boxes_or_blur_are_drawn_where_the_face_is(clip, tmp_path, blur):
     out = tmp_path / "o.mp4"
