@@ -420,7 +420,8 @@ def test_dropped_connection_is_explained_and_restored(app_server, tmp_path):
                                               return live.length; }""")
             assert closed >= 1, "no connected peer connection to drop"
             warning = page.get_by_text("The connection dropped").first
-            warning.wait_for(timeout=30_000)
+            # the component reports the closed connection in a rerun: on a loaded machine that took over 30 s
+            warning.wait_for(timeout=90_000)
             assert "It reconnects by itself" in warning.inner_text(), warning.inner_text()
 
             def reconnected() -> bool:
