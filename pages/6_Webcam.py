@@ -20,6 +20,7 @@ WANT_KEY, DROPS_KEY = "webcam_want", "webcam_drops"  # the user wants video on; 
 RETRY_KEY, WANT_SINCE_KEY = "webcam_retry_at", "webcam_want_since"  # when to start again; asked since
 RETRY_AFTER_S = 2
 NO_VIDEO_S = 15  # wanted but no video (and not playing) for this long: offer Reconnect
+RETRY_STALLED_S = 10  # an automatic reconnection not playing after this long: try once more (within the limit)
 REFRESH_S = 1.0
 HISTORY_SECONDS = 15
 NO_FRAMES_AFTER_S = 10
@@ -225,7 +226,15 @@ def live_stats() -> None:
         st.session_state.pop(RETRY_KEY)
         st.session_state[WANT_KEY], st.session_state[WANT_SINCE_KEY] = True, time.time()
         st.rerun()  # the whole page: the component starts again
-    since = max(proc.last_frame_at, st.session_state.get(WANT_SINCE_KEY, 0.0))
+    drops = st.session_state.get(DROPS_KEY, [])
+    asked = st.session_state.get(WANT_SINCE_KEY, time.time())
+    if want and not playing and drops and time.time() - asked > RETRY_STALLED_S and len(drops) < AUTO_RECONNECTS:
+        # an automatic reconnection that did not take (streamlit-webrtc can pick up the dropped connection's
+        # answer): stop the component and start it again, counted as one more try
+        st.session_state[DROPS_KEY] = [*drops, (time.time(), drops[-1][1])]
+        restart()
+        st.rerun()
+    since = max(proc.last_frame_at, asked)
     if want and not playing and since and time.time() - since > NO_VIDEO_S:
         # e.g. a reconnection that did not take: never a silent stop
         st.warning(f"No video for {time.time() - since:.0f} s and the connection is not back: the network or the "
