@@ -93,7 +93,7 @@ def metrics_table(metrics: dict) -> pd.DataFrame:
 
 def start_training(ds: Dataset, config: TrainConfig) -> None:
     try:
-        start_job(ds, config, workspace().model_dir(config.name))
+        start_job(ds, config, workspace().model_dir(config.name), JOB)
     except FaceCoreError as exc:  # BusyError says who is training; others name the bad setting
         show_error(exc)
     else:

@@ -1,5 +1,6 @@
 import json
 
+import pytest
 from streamlit.testing.v1 import AppTest
 
 from conftest import ROOT
@@ -47,6 +48,7 @@ def test_home_with_no_dataset(tmp_path, monkeypatch):
     assert "No dataset yet" in " ".join(i.value for i in at.info)
 
 
+@pytest.mark.slow
 def test_facecore_never_imports_streamlit():
     import subprocess
     import sys

@@ -39,6 +39,7 @@ def test_port_reproduces_the_tflite_outputs(net, photos):
     assert [ly.name for ly in BK.head_layers(net)], "the port names the detection heads"
 
 
+@pytest.mark.slow
 def test_detector_net_decodes_like_numpy_and_saves_with_stock_layers(net, photos, tmp_path):
     import keras
 

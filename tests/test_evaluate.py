@@ -189,6 +189,7 @@ def _cli(*args, env=None):
                           cwd=ROOT, env=e, timeout=300)
 
 
+@pytest.mark.slow
 def test_cli_json_keys_for_haar_and_a_model(tiny_dataset, tmp_path):
     from test_inference import save_model_dir
 

@@ -156,6 +156,7 @@ def test_augment_is_locked_per_dataset(tmp_path, capsys):
             augment_dataset(ds, AugmentConfig(), per_image=2, workers=1)
 
 
+@pytest.mark.slow
 def test_augment_workers_die_with_their_parent(tmp_path):
     ds = make_dataset(tmp_path / "ds", n_face=24, n_noface=4, size=(320, 240))
     script = ("import sys; from facecore.dataset import Dataset; from facecore.augment import augment_dataset;"

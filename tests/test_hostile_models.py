@@ -52,6 +52,7 @@ def test_broken_tflite_never_reaches_the_interpreter(good, tmp_path, cut):
     assert len(det.detect(np.zeros((40, 50, 3), np.uint8))) == 1
 
 
+@pytest.mark.slow
 def test_broken_tflite_in_a_fresh_process_exits_cleanly(good, tmp_path):
     """What the CLI and the server go through: a fresh process loading the model by name."""
     d = _copy(good, tmp_path)

@@ -251,6 +251,7 @@ WORK = {"train": _train, "augment": _augment, "mosaics": _mosaics, "identity": _
         "video": _video, "prelabel": _prelabel, "evaluate": _evaluate}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", list(WORK))
 def test_cancel_mid_way_stops_the_work_and_loses_nothing_saved(kind, tmp_path):
     work, at, check = WORK[kind](tmp_path)

@@ -354,6 +354,7 @@ def test_rtc_leaves_servers_to_streamlit_webrtc_when_a_provider_is_configured():
     assert rtc.rtc_configuration(env={"TWILIO_ACCOUNT_SID": "only half"}) == {"iceServers": []}
 
 
+@pytest.mark.slow
 def test_webrtc_stack_works_after_tensorflow():
     """aiortc's SRTP crashed the process when imported after TensorFlow (clashing OpenSSL symbols)."""
     code = ("import tensorflow\n"

@@ -189,6 +189,7 @@ def test_unfreeze_top_keeps_batchnorm_frozen(tmp_path):
     assert trainable == ["conv4b"]
 
 
+@pytest.mark.slow
 def test_saved_model_loads_without_facecore_and_tflite_matches(tmp_path):
     net = M.build_model("tinycnn", 48, None, 8)
     net.save(tmp_path / "model.keras")

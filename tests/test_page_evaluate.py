@@ -20,6 +20,7 @@ def _run(at=None):
     return at
 
 
+@pytest.mark.slow
 def test_evaluate_haar_and_model_side_by_side(workspace_env):
     from test_inference import save_model_dir
 

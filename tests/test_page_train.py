@@ -1,5 +1,7 @@
 """The Train page under AppTest: settings, a real 2-epoch training in the background, the result."""
 
+import importlib
+
 import pytest
 
 from streamlit.testing.v1 import AppTest
@@ -7,7 +9,8 @@ from streamlit.testing.v1 import AppTest
 from conftest import ROOT, run_page, texts as _texts
 from facecore import list_models
 from facecore.backbones import DETECTOR_BACKBONES
-from facecore.train import JOB, failure_kind
+from facecore.jobs import JobSlot
+from facecore.train import failure_kind
 from synth import make_dataset
 
 
@@ -15,11 +18,22 @@ def _page():
     return run_page("pages/3_Train.py")
 
 
+@pytest.fixture(autouse=True)
+def train_slot(monkeypatch):
+    """Each test's own training slot in place of the server's one ``facecore.train.JOB`` (which the page
+    reads on every run), so a job left over by another test cannot make Start busy."""
+    slot = JobSlot()
+    monkeypatch.setattr(importlib.import_module("facecore.train"), "JOB", slot)
+    monkeypatch.setattr(importlib.import_module("facecore.train.job"), "JOB", slot)
+    yield slot
+    slot.cancel()
+    slot.wait(120)
+
+
 @pytest.fixture
 def tiny_ws(workspace_env):
     data, models = workspace_env
     make_dataset(data / "workspace" / "tiny", n_face=12, n_noface=4, size=(96, 72))
-    JOB.wait(120)  # a job left over by another test must not make Start busy
     return data, models
 
 
@@ -49,17 +63,18 @@ def test_page_defaults_and_from_scratch_notice(tiny_ws):
     assert at.radio(key="train_weights_tinycnn").options == ["None: train from scratch", "A weights file (.h5)"]
 
 
-def test_page_trains_a_model_and_shows_it(tiny_ws):
+@pytest.mark.slow
+def test_page_trains_a_model_and_shows_it(tiny_ws, train_slot):
     _, models = tiny_ws
     at = _page()
     _choose_tiny(at)
     at.button(key="train_start").click().run()
     assert not at.exception, at.exception
-    assert JOB.running or JOB.job.status == "done"
+    assert train_slot.running or train_slot.job.status == "done"
     # While it runs, a second Start is not possible (the button is off), Stop is on.
-    if JOB.running:
+    if train_slot.running:
         assert at.button(key="train_start").disabled and not at.button(key="train_stop").disabled
-    job = JOB.wait(300)
+    job = train_slot.wait(300)
     assert job.status == "done", job.error_message
     at.run()
     assert not at.exception, at.exception
@@ -70,7 +85,7 @@ def test_page_trains_a_model_and_shows_it(tiny_ws):
     assert not at.button(key="train_start").disabled
 
 
-def test_page_offers_training_from_scratch_when_weights_are_unavailable(tiny_ws, monkeypatch, tmp_path):
+def test_page_offers_training_from_scratch_when_weights_are_unavailable(tiny_ws, monkeypatch, tmp_path, train_slot):
     from facecore import model as M
 
     monkeypatch.setattr(M, "keras_cache_dir", lambda: tmp_path)
@@ -86,7 +101,7 @@ def test_page_offers_training_from_scratch_when_weights_are_unavailable(tiny_ws,
     at.selectbox(key="train_backbone").select("mobilenetv2").run()
     at.number_input(key="train_size_mobilenetv2").set_value(48).run()
     at.button(key="train_start").click().run()
-    job = JOB.wait(120)
+    job = train_slot.wait(120)
     assert job.status == "failed" and failure_kind(job.error) == "weights"
     at.run()
     assert "could not download the ImageNet weights" in _texts(at.error)
@@ -97,18 +112,18 @@ def test_page_offers_training_from_scratch_when_weights_are_unavailable(tiny_ws,
     at.selectbox(key="train_backbone").select("mobilenetv2").run()
     at.button(key="train_scratch").click().run()
     assert not at.exception, at.exception
-    assert JOB.job.subject.config.weights is None
-    assert JOB.cancel()
-    assert JOB.wait(120).status in ("cancelled", "done")
+    assert train_slot.job.subject.config.weights is None
+    assert train_slot.cancel()
+    assert train_slot.wait(120).status in ("cancelled", "done")
 
 
-def test_coming_back_during_training_shows_its_settings(tiny_ws):
+def test_coming_back_during_training_shows_its_settings(tiny_ws, train_slot):
     at = _page()
     _choose_tiny(at)
     at.number_input(key="train_epochs_True").set_value(200).run()  # long enough to come back while it runs
     at.button(key="train_start").click().run()
     try:
-        assert JOB.running
+        assert train_slot.running
         # a new session: the form's widget state is gone, as after visiting another page (whose links
         # carry the dataset in the URL)
         back = AppTest.from_file(str(ROOT / "pages" / "3_Train.py"), default_timeout=120)
@@ -123,14 +138,13 @@ def test_coming_back_during_training_shows_its_settings(tiny_ws):
         assert back.text_input(key="train_name_tiny_tinycnn").value == "tiny-tinycnn"
         assert "its progress is below" in _texts(back.info)
     finally:
-        JOB.cancel()
-        JOB.wait(120)
+        train_slot.cancel()
+        train_slot.wait(120)
 
 
 def test_few_no_face_photos_warn(workspace_env):
     data, _ = workspace_env
     make_dataset(data / "workspace" / "allfaces", n_face=12, n_noface=1, size=(96, 72))
-    JOB.wait(120)
     at = _page()
     assert not [w for w in at.warning if "have no face" in w.value]  # the sample: 16 of 106
     at.sidebar.selectbox[0].select("allfaces").run()
@@ -140,21 +154,20 @@ def test_few_no_face_photos_warn(workspace_env):
 def test_page_without_dataset(tmp_path, monkeypatch):
     monkeypatch.setenv("FACETRACK_DATA", str(tmp_path / "none"))
     monkeypatch.setenv("FACETRACK_MODELS", str(tmp_path / "models"))
-    JOB.wait(120)
     at = _page()
     assert "No dataset yet" in _texts(at.info)
     assert at.button(key="train_start").disabled
 
 
 @pytest.mark.slow
-def test_page_fine_tunes_blazeface_by_default(tiny_ws):
+def test_page_fine_tunes_blazeface_by_default(tiny_ws, train_slot):
     _, models = tiny_ws
     at = _page()
     at.sidebar.selectbox[0].select("tiny").run()
     at.number_input(key="train_epochs_blaze").set_value(2).run()
     at.button(key="train_start").click().run()
     assert not at.exception, at.exception
-    job = JOB.wait(300)
+    job = train_slot.wait(300)
     assert job.status == "done", job.error_message
     assert job.subject.config.backbone == "blazeface" and job.result[1]["architecture"] == "blazeface"
     at.run()

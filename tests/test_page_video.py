@@ -73,6 +73,7 @@ def test_upload_process_play_chart_and_download(workspace_env, clip_bytes):
     assert at.session_state["video_result"] is result and len(at.get("video")) == 1
 
 
+@pytest.mark.slow
 def test_detector_defaults_to_the_newest_trained_model(workspace_env, clip_bytes):
     import json
 

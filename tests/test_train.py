@@ -110,6 +110,7 @@ def test_load_samples_skips_unreadable_images(data, tmp_path):
     assert s.n_face == 18 and np.all(s.boxes[s.has_face[:, 0] == 0] == 0)
 
 
+@pytest.mark.slow
 def test_training_from_scratch_lowers_loss_and_saves_a_working_model(scratch_run, data):
     path, reports = scratch_run
     meta = _meta(path)
@@ -143,6 +144,7 @@ def test_training_from_scratch_lowers_loss_and_saves_a_working_model(scratch_run
     assert list_models(path.parent)[0].name == "scratch"
 
 
+@pytest.mark.slow
 def test_fast_path_with_offline_copies_and_fine_tuning(data, tmp_path):
     import keras
 
@@ -177,6 +179,7 @@ def test_fast_path_with_offline_copies_and_fine_tuning(data, tmp_path):
     assert keras.models.load_model(path / "model.keras", compile=False) is not None
 
 
+@pytest.mark.slow
 def test_fast_path_saved_network_matches_cached_heads(data, tmp_path):
     from facecore import model as M
 
@@ -187,6 +190,7 @@ def test_fast_path_saved_network_matches_cached_heads(data, tmp_path):
     assert tr["feature_cache"] and tr["checks"]["full_vs_cached_max_abs_diff"] < 1e-4
 
 
+@pytest.mark.slow
 def test_on_the_fly_augmentation_runs(data, tmp_path):
     path = train(data, TrainConfig(name="otf", weights=None, epochs=1, **{**QUICK, "augmentation": "on_the_fly"}),
                  None, tmp_path / "otf")
@@ -195,6 +199,7 @@ def test_on_the_fly_augmentation_runs(data, tmp_path):
     assert np.isfinite(meta["history"][0]["loss"])
 
 
+@pytest.mark.slow
 def test_cancel_saves_nothing(data, tmp_path):
     cancel = Cancel()
 
@@ -207,6 +212,7 @@ def test_cancel_saves_nothing(data, tmp_path):
     assert not (tmp_path / "c").exists() and not list(tmp_path.glob(".c.tmp-*"))
 
 
+@pytest.mark.slow
 def test_non_finite_loss_stops_training(data, tmp_path, monkeypatch):
     import tensorflow as tf
 
@@ -224,6 +230,7 @@ def test_dataset_without_faces_is_refused(tmp_path):
         train(ds, TrainConfig(name="x", weights=None, **QUICK), None, tmp_path / "x")
 
 
+@pytest.mark.slow
 def test_save_replaces_old_model_and_failed_save_keeps_it(scratch_run, tmp_path):
     from facecore import model as M
     from facecore.train import save_model
@@ -274,6 +281,7 @@ def test_job_reports_unavailable_weights(data, tmp_path, monkeypatch):
     assert "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5" in job.error_message
 
 
+@pytest.mark.slow
 def test_cli_trains_end_to_end(data, tmp_path):
     out = tmp_path / "models" / "cli"
     r = subprocess.run([sys.executable, "-m", "facecore", "train", "--data", str(data.root), "--backbone", "tinycnn",

@@ -114,6 +114,7 @@ def test_every_frame_output_decodes_same_frames_size_and_keeps_audio(clip, tmp_p
     assert leftovers(tmp_path) == ["out.mp4"]
 
 
+@pytest.mark.slow
 def test_cli_detections_json_matches_haar_on_the_input(clip, tmp_path):
     from facecore.__main__ import main
 
@@ -303,6 +304,7 @@ def test_upload_checks(tmp_path):
         VideoConfig(threshold=2)
 
 
+@pytest.mark.slow
 def test_trained_mobilenetv2_detector_runs_batched(clip, tmp_path):
     from facecore.inference import FaceTrackerDetector
     from facecore.model import build_model
