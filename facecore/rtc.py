@@ -161,6 +161,21 @@ def explain_drop(config: Mapping[str, Any], *, local: bool, frames: int, stall_s
                        "away from localhost a TURN server keeps the video going through strict firewalls.")
 
 
+def stream_change(was_active: bool, was_playing: bool, active: bool, playing: bool, wanted: bool) -> str | None:
+    """What a change of the WebRTC component's state means for a page that keeps the stream on:
+    ``"start"`` (a new stream began: fresh stats), ``"drop"`` (the stream ended while the user still
+    wanted it) or ``None``. ``active``: signalling or playing.
+
+    Playing that turns into signalling is a drop too: with ``desired_playing_state`` on, the component
+    restarts a closed connection at once, and the server may see only the new signalling state.
+    """
+    if wanted and ((was_playing and not playing) or (was_active and not active)):
+        return "drop"
+    if active and not was_active:
+        return "start"
+    return None
+
+
 def is_local_host(host: str | None) -> bool:
     """Whether a ``Host`` header names the server's own computer (where no STUN/TURN is needed)."""
     if not host:

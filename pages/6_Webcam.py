@@ -15,7 +15,7 @@ from facecore.live import WINDOW_S, LiveProcessor, LiveSettings, overlay_text
 from pages.common import dataset_picker, detector_picker, show_error
 
 PROC_KEY, HISTORY_KEY = "webcam_processor", "webcam_history"
-STARTED_KEY, ACTIVE_KEY = "webcam_started", "webcam_active"
+STARTED_KEY, ACTIVE_KEY, PLAYING_KEY = "webcam_started", "webcam_active", "webcam_playing"
 WANT_KEY, DROPS_KEY = "webcam_want", "webcam_drops"  # the user wants video on; unplanned stops (time, message)
 RETRY_KEY, WANT_SINCE_KEY = "webcam_retry_at", "webcam_want_since"  # when to start again; asked since
 RETRY_AFTER_S = 2
@@ -70,13 +70,15 @@ def on_stream_change() -> None:
     it waits for a click on Reconnect."""
     state = st.session_state["webcam"].state
     active = state.playing or state.signalling
-    was_active = st.session_state.get(ACTIVE_KEY, False)
+    change = rtc.stream_change(st.session_state.get(ACTIVE_KEY, False), st.session_state.get(PLAYING_KEY, False),
+                               active, state.playing, bool(st.session_state.get(WANT_KEY)))
+    st.session_state[ACTIVE_KEY], st.session_state[PLAYING_KEY] = active, state.playing
     proc = processor()
-    if active and not was_active:
+    if change == "start":
         proc.reset_stream()
         st.session_state[HISTORY_KEY] = deque(maxlen=HISTORY_SECONDS * 30)
         st.session_state[STARTED_KEY] = time.time()
-    elif was_active and not active and st.session_state.get(WANT_KEY):
+    elif change == "drop":
         now = time.time()
         history = st.session_state.get(HISTORY_KEY) or []
         last = history[-1] if history else None
@@ -92,7 +94,6 @@ def on_stream_change() -> None:
         st.session_state[WANT_KEY] = False
         if len(drops) <= AUTO_RECONNECTS:
             st.session_state[RETRY_KEY] = now + RETRY_AFTER_S
-    st.session_state[ACTIVE_KEY] = active
 
 
 def set_wanted(on: bool) -> None:

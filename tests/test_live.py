@@ -401,6 +401,20 @@ def test_explain_drop_says_what_to_do(config, local, kwargs, kind, words):
     assert got_kind == kind and words in message
 
 
+@pytest.mark.parametrize("before, after, wanted, expected", [
+    ((False, False), (True, False), True, "start"),       # Start pressed: signalling
+    ((True, False), (True, True), True, None),            # connected
+    ((True, True), (False, False), True, "drop"),         # the connection closed
+    ((True, True), (True, False), True, "drop"),          # closed and restarted at once by the component
+    ((True, False), (False, False), True, "drop"),        # signalling that failed
+    ((True, True), (False, False), False, None),          # the user pressed Stop
+    ((True, True), (True, False), False, None),
+    ((False, False), (False, False), True, None),
+])
+def test_stream_change_tells_drops_from_starts_and_stops(before, after, wanted, expected):
+    assert rtc.stream_change(*before, *after, wanted) == expected
+
+
 def test_local_hosts():
     assert rtc.is_local_host("localhost:8501") and rtc.is_local_host("127.0.0.1:8501") and rtc.is_local_host("[::1]:8501")
     assert not rtc.is_local_host("facetrack.streamlit.app") and not rtc.is_local_host("192.168.1.5:8501")
