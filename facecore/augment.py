@@ -46,7 +46,7 @@ from .dataset import AUG_SEP, DEFAULT_SPLIT, Dataset  # noqa: E402
 from .errors import BusyError, Cancelled, DatasetError, FaceCoreError  # noqa: E402
 from .io import atomic_write_text, encode_jpeg, read_image, storage_errors, storage_message  # noqa: E402
 from .jobs import Cancel, Progress, ProgressFn, ignore  # noqa: E402
-from .labels import ImageLabel, labelme_document, read_label, voc_document  # noqa: E402
+from .labels import LABEL_EXTS, ImageLabel, labelme_document, read_label, voc_document  # noqa: E402
 
 LABEL_FIELD = "class_labels"
 MANIFEST = "augment.json"
@@ -209,16 +209,6 @@ def preview_samples(augmenter: A.Compose, image: np.ndarray, boxes, n: int, seed
                     ) -> list[tuple[np.ndarray, np.ndarray]]:
     """``n`` augmented versions of one image (``augment_sample`` with seeds derived from ``seed``)."""
     return [augment_sample(augmenter, image, boxes, copy_seed(seed, "preview", i)) for i in range(n)]
-
-
-def draw_boxes(image: np.ndarray, boxes, color=(0, 255, 0)) -> np.ndarray:
-    """A copy of RGB ``image`` with normalized ``boxes`` (N, 4) drawn, line width scaled to the image."""
-    out = image.copy()
-    h, w = out.shape[:2]
-    t = max(1, round(min(h, w) / 150))
-    for x1, y1, x2, y2 in B.to_pixels_int(boxes, w, h).tolist():
-        cv2.rectangle(out, (x1, y1), (x2, y2), color, t)
-    return out
 
 
 def copy_seed(seed: int, stem: str, k: int) -> int:
@@ -426,7 +416,7 @@ def _augment_source(task: tuple) -> tuple[str, int, int, str | None]:
 
 def _remove_copy(out: Dataset, stem: str) -> None:
     (out.images_dir / f"{stem}.jpg").unlink(missing_ok=True)
-    for ext in (".json", ".xml"):
+    for ext in LABEL_EXTS:
         (out.labels_dir / f"{stem}{ext}").unlink(missing_ok=True)
 
 
@@ -457,7 +447,7 @@ def _delete_augmented(out: Dataset) -> int:
             for p in folder.iterdir():
                 if p.name.startswith(".") and p.name.endswith(".tmp"):
                     p.unlink(missing_ok=True)
-                elif p.suffix.lower() in (".json", ".xml") and AUG_SEP in p.stem:
+                elif p.suffix.lower() in LABEL_EXTS and AUG_SEP in p.stem:
                     p.unlink(missing_ok=True)  # labels whose image was never written
     (out.root / MANIFEST).unlink(missing_ok=True)
     return n
@@ -519,7 +509,7 @@ def _augment_locked(dataset, out, train, report, config, per_image, seed, split_
                 p.unlink(missing_ok=True)
     images = {p.stem for p in out.images_dir.iterdir()}
     for p in out.labels_dir.iterdir():
-        if p.suffix.lower() in (".json", ".xml") and AUG_SEP in p.stem and p.stem not in images:
+        if p.suffix.lower() in LABEL_EXTS and AUG_SEP in p.stem and p.stem not in images:
             p.unlink(missing_ok=True)
     new_manifest = {"config": config.to_dict(), "seed": seed, "label_ext": label_ext,
                     "split_seed": split_seed, "fractions": list(fractions), "per_image": per_image,

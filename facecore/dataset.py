@@ -25,8 +25,8 @@ import numpy as np
 
 from . import boxes as B
 from .errors import DatasetError, ImageReadError, ImportRejected, LabelFormatError, StorageError
-from .io import (IMAGE_EXTS, atomic_write_bytes, decode_image, encode_jpeg, image_header, publish, read_image,
-                 recover_dir, recover_swaps, replace_dir, storage_errors)
+from .io import (IMAGE_EXTS, atomic_write_bytes, decode_image, encode_jpeg, image_header, read_image,
+                 recover_dir, recover_swaps, replace_dir, storage_errors, write_durable)
 from .labels import (LABEL_EXTS, ImageLabel, labelme_document, orient_label, parse_label_bytes, read_label,
                      write_label)
 
@@ -302,11 +302,7 @@ class Dataset:
         the last one for ``base`` ended, so importing thousands of ``x.png`` stays linear."""
         fd, tmp = tempfile.mkstemp(prefix=f".upload.{os.getpid()}-", dir=self.images_dir)
         try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            publish(tmp)
+            write_durable(fd, tmp, data)
             start = self._next_free.get(base, 0)
             for n in range(start, start + 100_000):
                 stem = base if n == 0 else f"{base}_{n}"

@@ -152,6 +152,17 @@ def draw_detections(frame: np.ndarray, detections: list[Detection], threshold: f
     return out
 
 
+def draw_boxes(image: np.ndarray, boxes, color=(0, 255, 0), thickness: int | None = None) -> np.ndarray:
+    """A copy of RGB ``image`` with normalized ``[x1, y1, x2, y2]`` ``boxes`` (N, 4) outlined, unlabelled;
+    the line width scales with the image unless ``thickness`` is given."""
+    out = image.copy()
+    h, w = out.shape[:2]
+    t = thickness or max(1, round(min(h, w) / 150))
+    for x1, y1, x2, y2 in B.to_pixels_int(boxes, w, h).tolist() if len(boxes) else []:
+        cv2.rectangle(out, (x1, y1), (x2, y2), color, t)
+    return out
+
+
 def draw_overlay(frame: np.ndarray, text: str) -> np.ndarray:
     """Draw a status line (e.g. "24.8 fps | 3.1 ms") in the top-left corner, in place; returns ``frame``."""
     scale = max(0.4, frame.shape[0] / 960)

@@ -350,19 +350,11 @@ def render_result(r: ImageResult, threshold: float, max_side: int = 360) -> np.n
     """The image of ``r`` (shrunk to ``max_side``) with its true boxes in green and the prediction in
     orange ("face 0.97"; the proposal colour of the labeling page), grey when below ``threshold``. RGB
     uint8. Raises ImageReadError."""
-    import cv2
+    from .detect import Detection, draw_boxes, draw_detections
+    from .preprocess import shrink
 
-    from .detect import Detection, draw_detections
-
-    img = read_image(r.path)
-    h, w = img.shape[:2]
-    k = min(1.0, max_side / max(h, w))
-    if k < 1.0:
-        img = cv2.resize(img, (max(1, round(w * k)), max(1, round(h * k))), interpolation=cv2.INTER_AREA)
-    h, w = img.shape[:2]
-    thick = max(2, round(min(h, w) / 160))
-    for x1, y1, x2, y2 in B.to_pixels_int(r.true_boxes, w, h).tolist() if len(r.true_boxes) else []:
-        cv2.rectangle(img, (x1, y1), (x2, y2), TRUE_COLOR, thick)
+    img = shrink(read_image(r.path), max_side, max_side)
+    img = draw_boxes(img, r.true_boxes, TRUE_COLOR, thickness=max(2, round(min(img.shape[:2]) / 160)))
     if r.box is not None:
         from .labeling import PROPOSAL_COLOR
 

@@ -28,20 +28,16 @@ from .errors import DatasetError, FaceCoreError, ImageReadError, StorageError
 from .io import IMAGE_EXTS, atomic_write_bytes, decode_image, encode_jpeg, read_image, storage_errors
 from .jobs import Progress, ProgressFn
 from .preprocess import resize_for_model
+from .workspace import check_name
 
 IDENTITIES_DIR = "identities"
 DEFAULT_K = 0.5
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 MAX_UPLOAD_BYTES = 25 * 1024**2
 
 
 def check_identity_name(name: str, what: str = "identity") -> str:
-    """Validate an identity or set name (letters, digits, ``_ . -``, up to 64) and return it stripped."""
-    name = (name or "").strip()
-    if not _NAME_RE.match(name) or name in (".", ".."):
-        raise DatasetError(f"{what} name {name!r} is not allowed: use 1-64 letters, digits, '_', '.' or '-', "
-                           "starting with a letter or digit (e.g. 'me', 'not_me')")
-    return name
+    """``workspace.check_name`` with an identity's example names. Raises DatasetError."""
+    return check_name(name, what, "'me', 'not_me'")
 
 
 # ---------------------------------------------------------------------------------------------

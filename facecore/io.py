@@ -50,6 +50,16 @@ def publish(path: str | os.PathLike) -> None:
     os.chmod(path, (0o777 if os.path.isdir(path) else 0o666) & ~_UMASK)
 
 
+def write_durable(fd: int, tmp: str, data: bytes) -> None:
+    """Write ``data`` to the mkstemp file ``fd``/``tmp``, on disk (fsynced) and closed, with the usual
+    permissions: ready to be renamed into place."""
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    publish(tmp)
+
+
 # -- storage errors ------------------------------------------------------------------------------
 _ERRNO_TEXT = {
     errno.EROFS: ("the folder is read-only", "make it writable or choose another folder"),
@@ -272,11 +282,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
         # a short temporary name: ".<long name>.<random>.tmp" would pass the 255-byte limit first
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name[:_NAME_ROOM]}.{os.getpid()}-", suffix=".tmp", dir=path.parent)
         try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            publish(tmp)
+            write_durable(fd, tmp, data)
             os.replace(tmp, path)
         except BaseException:
             try:

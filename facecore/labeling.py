@@ -28,9 +28,10 @@ from . import boxes as B
 from .dataset import Dataset, ImportReport, Item
 from .detect import Detection, Detector, draw_detections, draw_overlay
 from .errors import Cancelled, DatasetError, FaceCoreError, ImageReadError, ImportRejected, LabelFormatError
-from .io import encode_jpeg, read_image
+from .io import encode_jpeg, image_size, read_image
 from .jobs import Cancel, Progress, ProgressFn
-from .labels import ImageLabel, read_label
+from .labels import LABEL_EXTS, ImageLabel, read_label
+from .preprocess import shrink
 
 FACE, NO_FACE, UNLABELED, BROKEN = "face", "no_face", "unlabeled", "broken"
 STATUS_TEXT = {FACE: "face", NO_FACE: "no face", UNLABELED: "unlabeled", BROKEN: "broken label"}
@@ -92,16 +93,6 @@ class Proposal:
     def box(self) -> np.ndarray:
         """The best box, float32 (4,)."""
         return self.boxes[int(np.argmax(self.scores))]
-
-
-@dataclass
-class AddReport:
-    """What adding uploaded files did: stems added, how many came with a label, files skipped (name, why)."""
-
-    added: list[str] = field(default_factory=list)
-    labeled: int = 0
-    skipped: list[tuple[str, str]] = field(default_factory=list)
-    notes: list[tuple[str, str]] = field(default_factory=list)  # imported, but changed or worth a look
 
 
 @dataclass
@@ -214,12 +205,6 @@ def label_from_pixel_boxes(boxes_px, width: int, height: int) -> ImageLabel:
     return ImageLabel(width, height, norm)
 
 
-def image_size(item: Item) -> tuple[int, int]:
-    """``(width, height)`` of an item's image. Raises ImageReadError."""
-    img = read_image(item.image)
-    return img.shape[1], img.shape[0]
-
-
 def save_pixel_box(dataset: Dataset, stem: str, box_px, size: tuple[int, int] | None = None) -> Item:
     """Save one face box given in pixels ``[x1, y1, x2, y2]`` for image ``stem`` (atomic write)."""
     return save_pixel_boxes(dataset, stem, [box_px], size)
@@ -229,14 +214,14 @@ def save_pixel_boxes(dataset: Dataset, stem: str, boxes_px, size: tuple[int, int
     """Save every face box given in pixels (a list of ``[x1, y1, x2, y2]``) as the label of ``stem``
     (one atomic write; nothing is written when a box is refused)."""
     item = dataset.item(stem)
-    w, h = size or image_size(item)
+    w, h = size or image_size(item.image)
     return dataset.set_label(stem, label_from_pixel_boxes(boxes_px, w, h))
 
 
 def mark_no_face(dataset: Dataset, stem: str, size: tuple[int, int] | None = None) -> Item:
     """Record that image ``stem`` holds no face (a label file with no shapes)."""
     item = dataset.item(stem)
-    w, h = size or image_size(item)
+    w, h = size or image_size(item.image)
     return dataset.set_label(stem, ImageLabel(w, h))
 
 
@@ -307,14 +292,14 @@ def new_boxes(existing, proposed, min_iou: float = 0.5) -> list[int]:
 
 
 # -- adding images ---------------------------------------------------------------------------
-def add_files(dataset: Dataset, files: Iterable[tuple[str, bytes]]) -> AddReport:
+def add_files(dataset: Dataset, files: Iterable[tuple[str, bytes]]) -> ImportReport:
     """Add uploaded files ``(name, bytes)``: images (jpg, png, webp) one by one, ``.zip`` archives with
     labelme/VOC labels via ``Dataset.import_zip``.
 
     A corrupt, unsupported or refused file is skipped with the reason and the rest go on; nothing
     already in the dataset changes.
     """
-    report = AddReport()
+    report = ImportReport()
     for name, data in files:
         ext = Path(name).suffix.lower().lstrip(".")
         if ext == "zip":
@@ -403,7 +388,7 @@ def default_detector(names: list[str]) -> int:
 
 
 def _has_label(dataset: Dataset, stem: str) -> bool:
-    return any((dataset.labels_dir / f"{stem}{ext}").exists() for ext in (".json", ".xml"))
+    return any((dataset.labels_dir / f"{stem}{ext}").exists() for ext in LABEL_EXTS)
 
 
 def prelabel(dataset: Dataset, detector: Detector, stems: Iterable[str] | None = None,
@@ -467,7 +452,7 @@ def prelabel(dataset: Dataset, detector: Detector, stems: Iterable[str] | None =
 def accept_proposal(dataset: Dataset, stem: str, proposal: Proposal) -> Item:
     """Save every box of ``proposal`` as the label of ``stem`` (the user accepted it)."""
     item = dataset.item(stem)
-    w, h = image_size(item)
+    w, h = image_size(item.image)
     return dataset.set_label(stem, ImageLabel(w, h, proposal.boxes))
 
 
@@ -512,9 +497,4 @@ def draw_label(rgb: np.ndarray, label: ImageLabel | None, proposal: Proposal | N
 
 def thumbnail(e: Entry, size: int = 192, proposal: Proposal | None = None) -> np.ndarray:
     """A thumbnail (longest side ``size``) of an entry's image with its boxes drawn. Raises ImageReadError."""
-    rgb = read_image(e.item.image)
-    h, w = rgb.shape[:2]
-    s = size / max(w, h)
-    if s < 1:
-        rgb = cv2.resize(rgb, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
-    return draw_label(rgb, e.label, proposal, e.status)
+    return draw_label(shrink(read_image(e.item.image), size, size), e.label, proposal, e.status)

@@ -34,10 +34,10 @@ from collections import deque
 from dataclasses import dataclass
 from typing import NamedTuple
 
-import cv2
 import numpy as np
 
 from .detect import Detection, Detector, HaarDetector, draw_detections, draw_overlay
+from .preprocess import shrink
 from .smoothing import BoxSmoother
 
 log = logging.getLogger(__name__)
@@ -210,14 +210,6 @@ def _own_instance(detector: Detector | None) -> Detector | None:
     return detector
 
 
-def _shrink(rgb: np.ndarray, width: int | None) -> np.ndarray:
-    """``rgb`` at most ``width`` pixels wide (boxes are normalized, so they need no mapping back)."""
-    h, w = rgb.shape[:2]
-    if not width or w <= width:
-        return rgb
-    return cv2.resize(rgb, (width, max(1, round(h * width / w))), interpolation=cv2.INTER_AREA)
-
-
 def _warm_up(detector: Detector | None) -> None:
     """One call on a blank frame, on the page's thread: a model's first call can take seconds (lazy
     set-up), which the stream would otherwise spend frozen (streamlit-webrtc gives up after 10 s)."""
@@ -335,7 +327,7 @@ class LiveProcessor:
                 self._smoother.alpha = settings.smoothing
                 t0 = time.perf_counter()
                 try:
-                    dets = detector.detect(_shrink(rgb, level.width)) if detector is not None else []
+                    dets = detector.detect(shrink(rgb, level.width)) if detector is not None else []
                 except Exception as exc:  # noqa: BLE001 - the stream must survive a failing model
                     log.exception("detector %s failed on a live frame", name or detector)
                     error, dets = f"{type(exc).__name__}: {exc}", []

@@ -20,11 +20,13 @@ SAMPLE_NAME = "sample"
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
-def check_name(name: str, what: str = "dataset") -> str:
-    """Validate a dataset/model name (letters, digits, ``_ . -``; up to 64) and return it stripped."""
+def check_name(name: str, what: str = "dataset", example: str = "") -> str:
+    """Validate a dataset, model, identity or set name (letters, digits, ``_ . -``; up to 64) and return it
+    stripped; ``example`` (e.g. "'me', 'not_me'") is shown in the error. Raises DatasetError."""
     name = (name or "").strip()
     if not _NAME_RE.match(name) or name in (".", ".."):
-        raise DatasetError(f"{what} name {name!r} is not allowed: use 1-64 letters, digits, '_', '.' or '-', starting with a letter or digit")
+        raise DatasetError(f"{what} name {name!r} is not allowed: use 1-64 letters, digits, '_', '.' or '-', "
+                           "starting with a letter or digit" + (f" (e.g. {example})" if example else ""))
     return name
 
 

@@ -5,7 +5,8 @@ import json
 import streamlit as st
 
 from facecore import FaceCoreError
-from facecore.augment import AugmentConfig, build_augmenter, delete_augmented, draw_boxes, preview_samples
+from facecore.augment import AugmentConfig, build_augmenter, delete_augmented, preview_samples
+from facecore.detect import draw_boxes
 from facecore.jobs import Job, JobSlot
 from facecore.mosaic import augment_and_mosaic
 from pages.common import dataset_picker, show_error

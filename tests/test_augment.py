@@ -6,7 +6,8 @@ import pytest
 
 from facecore import Dataset, ImageLabel
 from facecore.augment import (AugmentConfig, augment_dataset, augment_sample, build_augmenter, delete_augmented,
-                              draw_boxes, preview_samples)
+                              preview_samples)
+from facecore.detect import draw_boxes
 from facecore.errors import Cancelled
 from facecore.jobs import Cancel, Job
 from facecore.mosaic import augment_and_mosaic

@@ -274,3 +274,24 @@ def test_draw_detections_overlay_and_threshold():
     assert (with_overlay[2, 2] == 0).all() and (with_overlay[60, 40] == 128).all()
     blurred = draw_detections(np.random.default_rng(0).integers(0, 255, (120, 160, 3), np.uint8), dets, blur=True)
     assert blurred.shape == (120, 160, 3)
+
+
+def test_draw_boxes_thickness_and_no_boxes():
+    from facecore.detect import draw_boxes
+
+    frame = np.zeros((60, 80, 3), np.uint8)
+    box = np.array([[0.25, 0.25, 0.75, 0.75]], np.float32)
+    assert (draw_boxes(frame, np.zeros((0, 4), np.float32)) == 0).all()
+    thin, thick = draw_boxes(frame, box, (9, 9, 9)), draw_boxes(frame, box, (9, 9, 9), thickness=5)
+    assert (frame == 0).all() and tuple(thin[30, 20]) == (9, 9, 9)
+    assert tuple(thin[30, 22]) == (0, 0, 0) and tuple(thick[30, 22]) == (9, 9, 9)
+
+
+def test_shrink_fits_width_or_both_sides_and_never_enlarges():
+    from facecore.preprocess import shrink
+
+    rgb = np.zeros((300, 600, 3), np.uint8)
+    assert shrink(rgb, 480).shape == (240, 480, 3)  # width only: the video gallery, live detection
+    assert shrink(rgb, 192, 192).shape == (96, 192, 3)  # longest side: thumbnails, evaluation figures
+    assert shrink(rgb.transpose(1, 0, 2), 192, 192).shape == (192, 96, 3)
+    assert shrink(rgb, None) is rgb and shrink(rgb, 600, 300) is rgb and shrink(rgb, 1000) is rgb

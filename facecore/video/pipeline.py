@@ -14,19 +14,20 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-import cv2
 import numpy as np
 
 from ..detect import Detection, draw_detections
 from ..errors import StorageError
 from ..jobs import Cancel, Progress, ProgressFn, ignore
 from ..io import publish, recover_swaps, storage_errors, storage_message
+from ..preprocess import shrink
 from ..smoothing import BoxSmoother
 from .encode import Encoder, Writer
 from .result import FrameRecord, VideoConfig, VideoResult
 from .source import VideoError, VideoInfo, check_output, format_time, open_video, probe, reason, \
     rotate, video_stream
 
+GALLERY_WIDTH = 480  # gallery thumbnails: small enough to keep dozens in the session
 # Frames waiting in each pipeline stage are capped by bytes, not count, so 4K input stays bounded too.
 _BUFFER_BYTES = 64 * 2**20
 _STORAGE_ERRNOS = {28, 30, 13, 1, 122, 36}  # ENOSPC, EROFS, EACCES, EPERM, EDQUOT, ENAMETOOLONG
@@ -204,7 +205,7 @@ class _Annotator:
             img = draw_detections(rgb, list(dets), config.threshold, blur=config.blur)
             self.records.append(FrameRecord(index, t, is_sample, dets))
             if index in self.want_gallery:
-                self.gallery.append((t, _thumbnail(img)))
+                self.gallery.append((t, shrink(img, GALLERY_WIDTH).copy()))
             drawn.append((img, pts))
         self.writer.put(("video", drawn))
         buffer.clear()
@@ -255,10 +256,3 @@ def _check_complete(name: str, info: VideoInfo, config: VideoConfig, records: li
 def warnings_truncated(warnings: list[str]) -> bool:
     """Whether one of ``warnings`` already says the input is truncated."""
     return any("truncated" in w for w in warnings)
-
-
-def _thumbnail(rgb: np.ndarray, width: int = 480) -> np.ndarray:
-    h, w = rgb.shape[:2]
-    if w <= width:
-        return rgb.copy()
-    return cv2.resize(rgb, (width, max(1, round(h * width / w))), interpolation=cv2.INTER_AREA)
