@@ -10,10 +10,11 @@ from .rtc import preload_srtp
 preload_srtp()
 
 from .boxes import iou, iou_matrix  # noqa: E402
-from .dataset import Counts, Dataset, Item, Split  # noqa: E402
+from .dataset import Counts, Dataset, Item  # noqa: E402
 from .errors import DatasetError, FaceCoreError, ImageReadError, ImportRejected, LabelFormatError  # noqa: E402
 from .labels import ImageLabel  # noqa: E402
 from .registry import ModelInfo, list_models  # noqa: E402
+from .splits import Split  # noqa: E402
 from .workspace import Workspace  # noqa: E402
 
 __version__ = "0.1.0"

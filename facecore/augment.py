@@ -42,11 +42,12 @@ import numpy as np  # noqa: E402
 from albumentations.augmentations.crops.transforms import BaseCrop  # noqa: E402
 
 from . import boxes as B  # noqa: E402
-from .dataset import AUG_SEP, DEFAULT_SPLIT, Dataset  # noqa: E402
+from .dataset import AUG_SEP, Dataset  # noqa: E402
 from .errors import BusyError, Cancelled, DatasetError, FaceCoreError  # noqa: E402
 from .io import atomic_write_text, encode_jpeg, read_image, storage_errors, storage_message  # noqa: E402
 from .jobs import Cancel, Progress, ProgressFn, ignore  # noqa: E402
 from .labels import LABEL_EXTS, ImageLabel, labelme_document, read_label, voc_document  # noqa: E402
+from .splits import DEFAULT_SPLIT  # noqa: E402
 
 LABEL_FIELD = "class_labels"
 MANIFEST = "augment.json"

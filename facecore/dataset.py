@@ -6,46 +6,32 @@ Conventions (the labelme tutorial workflow's):
   calls it *unlabeled*; marking "no face" writes a labelme file with no shapes.
 - Offline-augmented copies live in ``augmented/{images,labels}`` and are named
   ``<source stem>__aug<k>``, so every copy can be traced to the photo it came from.
+
+Splitting lives in ``facecore.splits`` and import/export in ``facecore.archive``; ``Dataset``'s methods
+for them call those modules.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
-import json
 import os
 import re
-import shutil
 import tempfile
-import zipfile
-from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from dataclasses import dataclass
+from pathlib import Path
 
-import numpy as np
-
+from . import archive
 from . import boxes as B
-from .errors import DatasetError, ImageReadError, ImportRejected, LabelFormatError, StorageError
-from .io import (IMAGE_EXTS, atomic_write_bytes, decode_image, encode_jpeg, image_header, read_image,
-                 recover_dir, recover_swaps, replace_dir, storage_errors, write_durable)
-from .labels import (LABEL_EXTS, ImageLabel, labelme_document, orient_label, parse_label_bytes, read_label,
-                     write_label)
+from .archive import ImportReport
+from .errors import DatasetError, ImageReadError, LabelFormatError
+from .io import (IMAGE_EXTS, decode_image, encode_jpeg, read_image, recover_dir, recover_swaps, storage_errors,
+                 write_durable)
+from .labels import LABEL_EXTS, ImageLabel, read_label, write_label
+from .splits import DEFAULT_SPLIT, Split, split_dataset, training_items
 
 AUG_SEP = "__aug"
-MOSAIC_MANIFEST = "mosaic.json"  # written by facecore.mosaic beside the augmented copies
 _AUG_RE = re.compile(r"__aug\d+$")
-SPLITS = ("train", "val", "test")
-# The share of source photos in each split, in SPLITS order: the one default of training, evaluation,
-# augmentation (only the train split is augmented) and the CLI.
-DEFAULT_SPLIT = (0.7, 0.15, 0.15)
-
-# Refuse archives past these: a zip bomb or a mistaken upload must not fill the disk.
-MAX_ZIP_TOTAL_BYTES = 2 * 1024**3
-MAX_ZIP_ENTRIES = 50_000
-MAX_ENTRY_BYTES = 64 * 1024**2
-MAX_COMPRESSION_RATIO = 200
-# zipfile reads these; others (Deflate64, PPMd, ...) and encrypted entries are skipped with a message
-_ZIP_METHODS = {zipfile.ZIP_STORED: "stored", zipfile.ZIP_DEFLATED: "deflate", zipfile.ZIP_BZIP2: "bzip2",
-                zipfile.ZIP_LZMA: "lzma"}
 
 
 def source_of(stem: str) -> str:
@@ -90,35 +76,6 @@ class Problem:
     path: str
     message: str
 
-
-@dataclass(frozen=True)
-class Split:
-    """Items per split; every source photo (and all its augmented copies) sits in exactly one."""
-
-    train: tuple[Item, ...]
-    val: tuple[Item, ...]
-    test: tuple[Item, ...]
-    # (image file name, why) of images left out of every split: their label is broken
-    skipped: tuple[tuple[str, str], ...] = ()
-
-    def __getitem__(self, name: str) -> tuple[Item, ...]:
-        if name not in SPLITS:
-            raise KeyError(f"unknown split {name!r}; use one of {', '.join(SPLITS)}")
-        return getattr(self, name)
-
-    def sizes(self) -> dict[str, int]:
-        return {s: len(self[s]) for s in SPLITS}
-
-
-@dataclass
-class ImportReport:
-    """What an import added and what it skipped (with the reason per file)."""
-
-    added: list[str] = field(default_factory=list)
-    labeled: int = 0
-    skipped: list[tuple[str, str]] = field(default_factory=list)
-    # things imported but changed or worth a look: (file, what happened)
-    notes: list[tuple[str, str]] = field(default_factory=list)
 
 
 def _printable_name(name: str) -> bool:
@@ -414,271 +371,25 @@ class Dataset:
                 h.update(it.label.read_bytes())
         return h.hexdigest()[:16]
 
-    # -- splitting ----------------------------------------------------------------------
+    # -- splitting (facecore.splits) ---------------------------------------------------------
     def split(self, fractions: tuple[float, float, float] = DEFAULT_SPLIT, seed: int = 0) -> Split:
-        """Deterministic train/val/test split of the original images, by source photo.
-
-        Face and no-face images are split separately so each split gets its share of both.
-        Offline-augmented copies are not in it: see ``training_items``.
-        """
-        strata: dict[bool, list[Item]] = {True: [], False: []}
-        skipped = []
-        for it in self.items():
-            try:
-                face = it.label is not None and read_label(it.label).has_face
-            except LabelFormatError as exc:
-                # a broken label must not reach training; the caller says so (training warnings)
-                skipped.append((it.image.name, str(exc)))
-                continue
-            strata[face].append(it)
-        parts = {s: [] for s in SPLITS}
-        for group in strata.values():
-            for name, chosen in split_items(group, fractions, seed).items():
-                parts[name].extend(chosen)
-        return Split(*(tuple(sorted(parts[s], key=lambda i: i.stem)) for s in SPLITS), skipped=tuple(skipped))
+        """Deterministic train/val/test split of the original images, by source photo (``splits.split_dataset``)."""
+        return split_dataset(self, fractions, seed)
 
     def training_items(self, split: Split) -> list[Item]:
-        """Training items: the train split plus augmented copies of train-split sources only; a 2x2
-        mosaic (``facecore.mosaic``) only when all four of its photos are in the train split, so a
-        split that changed since the mosaics were made cannot leak val or test photos into training."""
-        sources = {it.source for it in split.train}
-        mosaics = self._mosaic_sources()
-        aug = [it for it in self.augmented.items()
-               if it.source in sources and all(s in sources for s in mosaics.get(it.stem, ()))]
-        return list(split.train) + aug
+        """The train split plus the augmented copies of its photos (``splits.training_items``)."""
+        return training_items(self, split)
 
-    def _mosaic_sources(self) -> dict[str, list[str]]:
-        """``{mosaic stem: its four source stems}`` from ``augmented/mosaic.json`` ({} if none or unreadable)."""
-        try:
-            entries = json.loads((self.augmented.root / MOSAIC_MANIFEST).read_text("utf-8"))
-            return {str(k): [str(x) for x in v["sources"]] for k, v in entries.items()}
-        except (OSError, ValueError, TypeError, KeyError, AttributeError, RecursionError):
-            return {}
-
-    # -- export -------------------------------------------------------------------------
+    # -- import and export (facecore.archive) ------------------------------------------------
     def export_labelme_zip(self, dest: str | os.PathLike | io.BytesIO | None = None) -> bytes | Path:
-        """Zip the dataset as ``<name>/images/*`` and ``<name>/labels/*.json`` (labelme 5, imageData null).
+        """Zip the dataset as labelme (``archive.export_labelme_zip``): the bytes, or ``dest`` written atomically."""
+        return archive.export_labelme_zip(self, dest)
 
-        VOC labels are converted to labelme. Unlabeled images go without a JSON (no-face by convention).
-        Returns the bytes when ``dest`` is None, else writes ``dest`` atomically and returns it.
-        """
-        if dest is not None and not isinstance(dest, io.BytesIO):
-            self._check_export_dest(Path(dest))
-        buf = io.BytesIO()
-        with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
-            for it in self.items():
-                zf.write(it.image, f"{self.name}/images/{it.image.name}", compress_type=zipfile.ZIP_STORED)
-                if it.label is None:
-                    continue
-                try:
-                    doc = labelme_document(read_label(it.label), it.image.name)
-                except LabelFormatError:
-                    # a broken label must not block the export: ship it as it is (validate() names it)
-                    zf.write(it.label, f"{self.name}/labels/{it.label.name}")
-                    continue
-                zf.writestr(f"{self.name}/labels/{it.stem}.json", json.dumps(doc, indent=2))
-        data = buf.getvalue()
-        if dest is None:
-            return data
-        if isinstance(dest, io.BytesIO):
-            dest.write(data)
-            return dest
-        return atomic_write_bytes(dest, data)
-
-    def _check_export_dest(self, dest: Path) -> None:
-        if dest.is_dir():
-            raise DatasetError(f"{dest}: is a folder; give the .zip file to write, e.g. {dest / (self.name + '.zip')}")
-        parent = dest.parent.resolve()
-        for inside in (self.images_dir, self.labels_dir, self.augmented.root):
-            inside = inside.resolve()
-            if parent == inside or inside in parent.parents:
-                raise DatasetError(f"{dest}: inside the dataset's {inside.name}/ folder, where it would be taken "
-                                   "for data; write the .zip somewhere else")
-
-    # -- import -------------------------------------------------------------------------
-    def import_zip(self, source, max_total_bytes: int = MAX_ZIP_TOTAL_BYTES) -> ImportReport:
-        """Import images and labelme/VOC labels from a ``.zip`` (path, bytes or file object).
-
-        Labels are matched to images by file stem, wherever they sit in the archive.
-        Refuses (ImportRejected) entries with absolute paths or ``..``, more than
-        ``MAX_ZIP_ENTRIES`` entries, or more than ``max_total_bytes`` uncompressed;
-        bad files inside are skipped and reported, and nothing already in the dataset changes.
-        """
-        if isinstance(source, (bytes, bytearray)):
-            source = io.BytesIO(source)
-        try:
-            zf = zipfile.ZipFile(source)
-        except (zipfile.BadZipFile, OSError) as exc:
-            raise ImportRejected(f"not a readable .zip file ({exc})") from exc
-        with zf:
-            infos = [i for i in zf.infolist() if not i.is_dir()]
-            if len(infos) > MAX_ZIP_ENTRIES:
-                raise ImportRejected(f"the archive has {len(infos)} files; the limit is {MAX_ZIP_ENTRIES}")
-            total = 0
-            for info in infos:
-                name = info.filename.replace("\\", "/")
-                parts = PurePosixPath(name).parts
-                if name.startswith("/") or ".." in parts or re.match(r"^[A-Za-z]:", name):
-                    raise ImportRejected(f"unsafe path in the archive: {info.filename!r} (absolute or with '..'); nothing was imported")
-                total += info.file_size
-                if info.file_size > MAX_ENTRY_BYTES:
-                    raise ImportRejected(f"{info.filename}: {info.file_size / 1e6:.0f} MB uncompressed, over the {MAX_ENTRY_BYTES // 1024**2} MB limit per file")
-                if info.compress_size and info.file_size / info.compress_size > MAX_COMPRESSION_RATIO and info.file_size > 1024**2:
-                    raise ImportRejected(f"{info.filename}: compression ratio {info.file_size / info.compress_size:.0f}:1 looks like a zip bomb; nothing was imported")
-            if total > max_total_bytes:
-                raise ImportRejected(f"the archive unpacks to {total / 1e9:.1f} GB; the limit is {max_total_bytes / 1e9:.1f} GB")
-            files, unreadable = {}, []
-            for info in infos:
-                name = info.filename.replace("\\", "/")
-                if "__MACOSX" in name or PurePosixPath(name).name.startswith("."):
-                    continue
-                if info.flag_bits & 0x1:
-                    unreadable.append((name, "encrypted (password-protected) entry; zip it again without a password"))
-                elif info.compress_type not in _ZIP_METHODS:
-                    unreadable.append((name, f"compressed with method {info.compress_type} (e.g. Deflate64), which "
-                                             "cannot be read here; zip it again with ordinary Deflate compression"))
-                else:
-                    files[name] = info
-            report = self._import_entries(files, lambda info: zf.read(info))
-            report.skipped[:0] = unreadable
-            return report
+    def import_zip(self, source, max_total_bytes: int = archive.MAX_ZIP_TOTAL_BYTES) -> ImportReport:
+        """Import images and labelme/VOC labels from a ``.zip`` (``archive.import_zip``)."""
+        return archive.import_zip(self, source, max_total_bytes)
 
     def import_folder(self, folder: str | os.PathLike) -> ImportReport:
-        """Import images and labelme/VOC labels found anywhere under ``folder`` (same rules as a zip)."""
-        folder = Path(folder)
-        if not folder.is_dir():
-            raise ImportRejected(f"{folder}: not a folder")
-        root = self.root.resolve()
-        if folder.resolve() == root or root in folder.resolve().parents or folder.resolve() in root.parents:
-            raise ImportRejected(f"{folder}: holds the dataset {self.name} itself (or lies inside it); "
-                                 "import from another folder")
-        # names that are not valid UTF-8 are shown with a replacement character (and never reach a page as bytes)
-        files = {p.relative_to(folder).as_posix().encode("utf-8", "surrogateescape").decode("utf-8", "replace"): p
-                 for p in sorted(folder.rglob("*"))
-                 if p.is_file() and not p.is_symlink() and not p.name.startswith(".")}
+        """Import images and labelme/VOC labels found anywhere under ``folder`` (``archive.import_folder``)."""
+        return archive.import_folder(self, folder)
 
-        def read(p: Path) -> bytes:
-            if p.stat().st_size > MAX_ENTRY_BYTES:
-                raise ImageReadError(f"{p.name}: {p.stat().st_size / 1e6:.0f} MB, over the "
-                                     f"{MAX_ENTRY_BYTES // 1024**2} MB limit per file")
-            return p.read_bytes()
-
-        return self._import_entries(files, read)
-
-    def _import_entries(self, files: dict, read) -> ImportReport:
-        report = ImportReport()
-        images = {n: v for n, v in files.items() if PurePosixPath(n).suffix.lower() in IMAGE_EXTS}
-        labels: dict[str, list[str]] = {}
-        for n in files:
-            if PurePosixPath(n).suffix.lower() in LABEL_EXTS:
-                labels.setdefault(PurePosixPath(n).stem, []).append(n)
-        for n in files:
-            ext = PurePosixPath(n).suffix.lower()
-            if ext not in IMAGE_EXTS and ext not in LABEL_EXTS:
-                report.skipped.append((n, "not an image (jpg, png, webp, bmp) or a label (.json, .xml)"))
-        used_labels: set[str] = set()
-        label_ext = "." + self.label_format()
-        for name in sorted(images):
-            try:
-                data = read(images[name])
-                head = image_header(data, name)  # refuses bombs before anything is decoded
-            except (ImageReadError, *_ENTRY_ERRORS) as exc:
-                report.skipped.append((name, _entry_error(name, exc)))  # the report names it already
-                continue
-            label = None
-            lab_name = _closest(name, labels.get(PurePosixPath(name).stem, []))
-            if lab_name is not None:
-                used_labels.add(lab_name)
-                try:
-                    notes: list[str] = []
-                    label = parse_label_bytes(read(files[lab_name]), lab_name, (head.width, head.height), notes)
-                    label, note = orient_label(label, head)
-                    report.notes.extend((lab_name, n.removeprefix(f"{lab_name}: ")) for n in notes + [note] if n)
-                except LabelFormatError as exc:
-                    report.skipped.append((lab_name, f"{str(exc).removeprefix(f'{lab_name}: ')} "
-                                                      "(image imported without its label)"))
-                except _ENTRY_ERRORS as exc:
-                    report.skipped.append((lab_name, f"{_entry_error(lab_name, exc)} (image imported without its label)"))
-            try:
-                item = self.add_image(data, PurePosixPath(name).name, label=label, label_ext=label_ext)
-            except ImageReadError as exc:
-                report.skipped.append((name, str(exc).removeprefix(f"{name}: ")))
-                continue
-            report.added.append(item.stem)
-            report.labeled += label is not None
-        for stem, names in labels.items():
-            for n in names:
-                if n not in used_labels:
-                    report.skipped.append((n, "label without a matching image"))
-        return report
-
-
-def _closest(image_name: str, candidates: list[str]) -> str | None:
-    """The label path sharing most leading folders with the image (``train/images`` ~ ``train/labels``)."""
-    if not candidates:
-        return None
-    img_parts = PurePosixPath(image_name).parts[:-1]
-
-    def shared(c: str) -> int:
-        n = 0
-        for a, b in zip(img_parts, PurePosixPath(c).parts[:-1]):
-            if a != b:
-                break
-            n += 1
-        return n
-
-    return max(candidates, key=shared)
-
-
-# What reading one archive entry or file may raise besides ImageReadError: a corrupt or truncated
-# entry (zlib/bz2/lzma errors, EOF, CRC), an unsupported method or encryption, a vanished file.
-_ENTRY_ERRORS = (OSError, zipfile.BadZipFile, EOFError, RuntimeError, NotImplementedError, ValueError)
-
-
-def _entry_error(name: str, exc: BaseException) -> str:
-    """Why entry ``name`` was skipped, without repeating its name (the report pairs them)."""
-    if isinstance(exc, RuntimeError) and "encrypted" in str(exc):
-        return "encrypted (password-protected) entry; zip it again without a password"
-    if isinstance(exc, NotImplementedError):
-        return "compression method not supported; zip it again with ordinary Deflate compression"
-    if isinstance(exc, (ImageReadError, StorageError)):
-        return str(exc).removeprefix(f"{name}: ")
-    return f"could not be read ({type(exc).__name__}: {str(exc)[:160]})"
-
-
-def split_items(items: list[Item], fractions=DEFAULT_SPLIT, seed: int = 0) -> dict[str, list[Item]]:
-    """Split items by source photo into train/val/test with the given fractions.
-
-    Sources are ordered by a seeded hash (so the same seed always gives the same split, on any
-    machine) and cut at the rounded fractions; all items of one source go to the same split.
-    """
-    if len(fractions) != 3 or any(f < 0 for f in fractions) or not np.isclose(sum(fractions), 1.0):
-        raise ValueError(f"split fractions must be three non-negative numbers adding up to 1, got {fractions}")
-    by_source: dict[str, list[Item]] = {}
-    for it in items:
-        by_source.setdefault(it.source, []).append(it)
-    order = sorted(by_source, key=lambda s: hashlib.sha256(f"{seed}:{s}".encode()).hexdigest())
-    n = len(order)
-    n_train = int(round(n * fractions[0]))
-    n_val = int(round(n * fractions[1]))
-    if n_train + n_val > n:
-        n_val = n - n_train
-    cuts = {"train": order[:n_train], "val": order[n_train:n_train + n_val], "test": order[n_train + n_val:]}
-    return {k: [it for s in v for it in by_source[s]] for k, v in cuts.items()}
-
-
-def copy_dataset(src: Dataset, dest_root: str | os.PathLike) -> Dataset:
-    """Copy a dataset (images and labels, not augmented copies) to a new folder, e.g. to edit the sample."""
-    dest_root = Path(dest_root)
-    if dest_root.exists():
-        raise DatasetError(f"{dest_root}: already exists; choose another name")
-
-    def write(tmp: Path) -> None:
-        shutil.copytree(src.images_dir, tmp / "images")
-        if src.labels_dir.is_dir():
-            shutil.copytree(src.labels_dir, tmp / "labels")
-        else:
-            (tmp / "labels").mkdir()
-
-    replace_dir(dest_root, write)
-    return Dataset(dest_root)

@@ -30,13 +30,14 @@ from pathlib import Path
 import numpy as np
 
 from . import boxes as B
-from .dataset import DEFAULT_SPLIT, SPLITS, Dataset
+from .dataset import Dataset
 from .errors import Cancelled, DatasetError, FaceCoreError, ImageReadError, LabelFormatError
 from .io import IMAGE_EXTS, read_image
 from .ap import average_precision, pr_curve  # noqa: F401  (re-exported: scripts import them from here)
 from .evaluate_all import all_faces_metrics
 from .jobs import Cancel, Progress, ProgressFn, ignore
 from .labels import LABEL_EXTS, read_label
+from .splits import DEFAULT_SPLIT, SPLITS
 
 EVAL_SPLITS = (*SPLITS, "all")
 METRIC_KEYS = ("ap50", "ap30", "mean_iou", "recall50", "face_accuracy", "fp_rate_noface", "median_ms")

@@ -25,7 +25,8 @@ import cv2
 import numpy as np
 
 from . import boxes as B
-from .dataset import Dataset, ImportReport, Item
+from .archive import ImportReport
+from .dataset import Dataset, Item
 from .detect import Detection, Detector, draw_detections, draw_overlay
 from .errors import Cancelled, DatasetError, FaceCoreError, ImageReadError, ImportRejected, LabelFormatError
 from .io import encode_jpeg, image_size, read_image

@@ -23,11 +23,12 @@ import numpy as np
 from . import boxes as B
 from .augment import (AugmentConfig, AugmentReport, CopyReport, _DatasetLock, _remove_copy, _source_signature,
                       augment_dataset)
-from .dataset import AUG_SEP, DEFAULT_SPLIT, MOSAIC_MANIFEST, Dataset, Item
+from .dataset import AUG_SEP, Dataset, Item
 from .errors import Cancelled, DatasetError, FaceCoreError
 from .io import atomic_write_bytes, atomic_write_text, encode_jpeg, read_image
 from .jobs import Cancel, Progress, ProgressFn, ignore
 from .labels import ImageLabel, labelme_document, voc_document
+from .splits import DEFAULT_SPLIT, MOSAIC_MANIFEST
 
 MOSAIC_BASE = 100_000  # copy numbers of mosaics: far above augment_dataset's (fewer than 1000 per photo)
 MANIFEST = MOSAIC_MANIFEST

@@ -11,9 +11,9 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from .dataset import Dataset, copy_dataset
+from .dataset import Dataset
 from .errors import DatasetError
-from .io import storage_errors
+from .io import replace_dir, storage_errors
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_NAME = "sample"
@@ -77,7 +77,7 @@ class Workspace:
         name = check_name(name)
         if name == SAMPLE_NAME or (self.user_root / name).exists():
             raise DatasetError(f"a dataset called {name!r} already exists; choose another name")
-        from .io import storage_errors
+        from .io import replace_dir, storage_errors
 
         with storage_errors(f"create {self.user_root}"):
             self.user_root.mkdir(parents=True, exist_ok=True)
@@ -126,3 +126,20 @@ class Workspace:
 
     def model_dir(self, name: str) -> Path:
         return self.models_root / check_name(name, "model")
+
+
+def copy_dataset(src: Dataset, dest_root: str | os.PathLike) -> Dataset:
+    """Copy a dataset (images and labels, not augmented copies) to a new folder, e.g. to edit the sample."""
+    dest_root = Path(dest_root)
+    if dest_root.exists():
+        raise DatasetError(f"{dest_root}: already exists; choose another name")
+
+    def write(tmp: Path) -> None:
+        shutil.copytree(src.images_dir, tmp / "images")
+        if src.labels_dir.is_dir():
+            shutil.copytree(src.labels_dir, tmp / "labels")
+        else:
+            (tmp / "labels").mkdir()
+
+    replace_dir(dest_root, write)
+    return Dataset(dest_root)

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from ..backbones import BLAZEFACE, CATALOGUE, DEFAULT_INPUT_SIZE, DETECTOR_BACKBONES, IMAGENET_BACKBONES
-from ..dataset import DEFAULT_SPLIT
+from ..splits import DEFAULT_SPLIT
 from ..errors import FaceCoreError
 from ..workspace import check_name
 
