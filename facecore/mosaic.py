@@ -21,8 +21,8 @@ import cv2
 import numpy as np
 
 from . import boxes as B
-from .augment import (AugmentConfig, AugmentReport, CopyReport, _DatasetLock, _remove_copy, _source_signature,
-                      augment_dataset)
+from .augment import AugmentConfig, AugmentReport, augment_dataset
+from .augment.copies import CopyReport, DatasetLock, remove_copy, source_signature
 from .dataset import AUG_SEP, Dataset, Item
 from .errors import Cancelled, DatasetError, FaceCoreError
 from .io import atomic_write_bytes, atomic_write_text, encode_jpeg, read_image
@@ -128,7 +128,7 @@ def make_mosaics(dataset: Dataset, count: int, seed: int = 0, split_seed: int = 
         raise DatasetError(f"{dataset.name}: a mosaic needs 4 train-split photos, there are {len(train)}; "
                            "add labeled photos first")
     out = Dataset.create(dataset.augmented.root)
-    with _DatasetLock(out.root):  # the lock of augment_dataset: one writer of augmented/ at a time
+    with DatasetLock(out.root):  # the lock of augment_dataset: one writer of augmented/ at a time
         return _make_locked(dataset, out, train, count, seed, min_visibility, progress or ignore,
                             cancel or Cancel(), t0)
 
@@ -136,7 +136,7 @@ def make_mosaics(dataset: Dataset, count: int, seed: int = 0, split_seed: int = 
 def _make_locked(dataset, out, train, count, seed, min_visibility, progress, cancel, t0) -> MosaicReport:
     label_ext = "." + dataset.label_format()
     by_stem = {it.stem: it for it in train}
-    sigs = {it.stem: _source_signature(it) for it in train}
+    sigs = {it.stem: source_signature(it) for it in train}
     plans = _plan(train, count, seed) if count else []
     wanted = {}
     for k, plan in enumerate(plans):
@@ -150,7 +150,7 @@ def _make_locked(dataset, out, train, count, seed, min_visibility, progress, can
     report = MosaicReport(total=len(plans))
     for it in out.items():
         if mosaic_number(it.stem) is not None and (it.stem not in wanted or old.get(it.stem) != wanted[it.stem]):
-            _remove_copy(out, it.stem)
+            remove_copy(out, it.stem)
             report.removed += 1
     atomic_write_text(out.root / MANIFEST, json.dumps(wanted, indent=1))
     def show():

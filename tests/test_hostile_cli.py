@@ -130,7 +130,7 @@ def test_video_cli_hostile_inputs(tmp_path, capsys):
 
 # -- augmentation ------------------------------------------------------------------------------
 def test_augment_is_locked_per_dataset(tmp_path, capsys):
-    from facecore.augment import LOCK_FILE, AugmentConfig, _DatasetLock, augment_dataset, delete_augmented
+    from facecore.augment import LOCK_FILE, AugmentConfig, DatasetLock, augment_dataset, delete_augmented
 
     ds = make_dataset(tmp_path / "ds", n_face=4, n_noface=1)
     (ds.augmented.root).mkdir(parents=True)
@@ -151,7 +151,7 @@ def test_augment_is_locked_per_dataset(tmp_path, capsys):
         holder.wait()
     rep = augment_dataset(ds, AugmentConfig(), per_image=2, workers=1)  # the lock died with its holder
     assert rep.written == rep.total > 0
-    with _DatasetLock(ds.augmented.root):  # and two holders in one process exclude each other too
+    with DatasetLock(ds.augmented.root):  # and two holders in one process exclude each other too
         with pytest.raises(BusyError):
             augment_dataset(ds, AugmentConfig(), per_image=2, workers=1)
 
