@@ -30,7 +30,7 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
 from facecore.detect import Detector, HaarDetector, draw_detections  # noqa: E402
-from facecore.io import read_image  # noqa: E402
+from facecore.images import read_image  # noqa: E402
 from facecore.registry import load_detector, load_facetracker  # noqa: E402
 from facecore.video import VideoConfig, process_video  # noqa: E402
 

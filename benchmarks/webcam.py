@@ -45,7 +45,7 @@ import numpy as np  # noqa: E402
 
 from facecore import rtc  # noqa: E402
 from facecore.registry import load_detector, load_facetracker  # noqa: E402
-from facecore.io import read_image  # noqa: E402
+from facecore.images import read_image  # noqa: E402
 from facecore.live import LiveProcessor, LiveSettings  # noqa: E402
 
 TIME_BASE = fractions.Fraction(1, 90000)

@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from .errors import DatasetError, ImageReadError, ImportRejected, LabelFormatError, StorageError
-from .io import IMAGE_EXTS, atomic_write_bytes, image_header
+from .images import IMAGE_EXTS, image_header
+from .io import atomic_write_bytes
 from .labels import LABEL_EXTS, labelme_document, orient_label, parse_label_bytes, read_label
 
 # Refuse archives past these: a zip bomb or a mistaken upload must not fill the disk.

@@ -25,8 +25,8 @@ from . import archive
 from . import boxes as B
 from .archive import ImportReport
 from .errors import DatasetError, ImageReadError, LabelFormatError
-from .io import (IMAGE_EXTS, decode_image, encode_jpeg, read_image, recover_dir, recover_swaps, storage_errors,
-                 write_durable)
+from .images import IMAGE_EXTS, decode_image, encode_jpeg, read_image
+from .io import recover_dir, recover_swaps, storage_errors, write_durable
 from .labels import LABEL_EXTS, ImageLabel, read_label, write_label
 from .splits import DEFAULT_SPLIT, Split, split_dataset, training_items
 
@@ -233,7 +233,7 @@ class Dataset:
         """Add encoded image bytes under a unique name derived from ``filename``.
 
         The bytes are decoded first (ImageReadError names ``filename`` if they are not an image, or
-        declare more pixels than ``facecore.io.MAX_IMAGE_PIXELS``); the file appears atomically, and two
+        declare more pixels than ``facecore.images.MAX_IMAGE_PIXELS``); the file appears atomically, and two
         writers never take the same name. ``label`` boxes are normalized, so they stay right even if the
         label was made at another size (``import_*`` reports that). ``label_ext`` (".json"/".xml"): the
         label format, when the caller knows it (saves a listing per image on big imports).

@@ -32,7 +32,7 @@ import numpy as np
 from . import boxes as B
 from .dataset import Dataset
 from .errors import Cancelled, DatasetError, FaceCoreError, ImageReadError, LabelFormatError
-from .io import IMAGE_EXTS, read_image
+from .images import IMAGE_EXTS, read_image
 from .ap import average_precision, pr_curve  # noqa: F401  (re-exported: scripts import them from here)
 from .evaluate_all import all_faces_metrics
 from .jobs import Cancel, Progress, ProgressFn, ignore

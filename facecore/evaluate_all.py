@@ -20,7 +20,7 @@ import numpy as np
 from . import boxes as B
 from .ap import average_precision
 from .errors import ImageReadError
-from .io import read_image
+from .images import read_image
 from .jobs import Progress, ProgressFn
 
 

@@ -25,7 +25,8 @@ import numpy as np
 
 from . import boxes as B
 from .errors import DatasetError, FaceCoreError, ImageReadError, StorageError
-from .io import IMAGE_EXTS, atomic_write_bytes, decode_image, encode_jpeg, read_image, storage_errors
+from .images import IMAGE_EXTS, decode_image, encode_jpeg, read_image
+from .io import atomic_write_bytes, storage_errors
 from .jobs import Progress, ProgressFn
 from .preprocess import resize_for_model
 from .workspace import check_name

@@ -29,7 +29,7 @@ from .archive import ImportReport
 from .dataset import Dataset, Item
 from .detect import Detection, Detector, draw_detections, draw_overlay
 from .errors import Cancelled, DatasetError, FaceCoreError, ImageReadError, ImportRejected, LabelFormatError
-from .io import encode_jpeg, image_size, read_image
+from .images import encode_jpeg, image_size, read_image
 from .jobs import Cancel, Progress, ProgressFn
 from .labels import LABEL_EXTS, ImageLabel, read_label
 from .preprocess import shrink

@@ -51,7 +51,7 @@ def image_name(image_path: str) -> str:
 # are typos or attacks (1e39 would become float32 infinity).
 MAX_LABEL_BYTES = 64 * 1024**2
 MAX_COORD = 1e6
-MAX_SIDE = 20_000  # = facecore.io.MAX_IMAGE_SIDE
+MAX_SIDE = 20_000  # = facecore.images.MAX_IMAGE_SIDE
 FACE_SHAPES = ("rectangle", "polygon", "circle")
 MAX_SHAPES = 10_000  # boxes per label (a hostile file of a million would take minutes to read)
 MAX_POINTS = 10_000  # points per shape
@@ -208,7 +208,7 @@ def parse_label_bytes(data: bytes, name: str, image_size: tuple[int, int] | None
 
 
 def orient_label(label: ImageLabel, header) -> tuple[ImageLabel, str | None]:
-    """Fit a label to its photo as shown (``facecore.io.ImageHeader``): a label drawn on the stored
+    """Fit a label to its photo as shown (``facecore.images.ImageHeader``): a label drawn on the stored
     pixels of an EXIF-rotated photo (its size is the stored one, sides swapped) gets its boxes turned
     the same way. Returns the label and a note for people when it was turned, rescaled or is ambiguous."""
     shown, raw, o = (header.width, header.height), (header.raw_width, header.raw_height), header.orientation

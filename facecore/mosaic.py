@@ -25,7 +25,8 @@ from .augment import AugmentConfig, AugmentReport, augment_dataset
 from .augment.copies import CopyReport, DatasetLock, remove_copy, source_signature
 from .dataset import AUG_SEP, Dataset, Item
 from .errors import Cancelled, DatasetError, FaceCoreError
-from .io import atomic_write_bytes, atomic_write_text, encode_jpeg, read_image
+from .images import encode_jpeg, read_image
+from .io import atomic_write_bytes, atomic_write_text
 from .jobs import Cancel, Progress, ProgressFn, ignore
 from .labels import ImageLabel, labelme_document, voc_document
 from .splits import DEFAULT_SPLIT, MOSAIC_MANIFEST

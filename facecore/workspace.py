@@ -77,7 +77,7 @@ class Workspace:
         name = check_name(name)
         if name == SAMPLE_NAME or (self.user_root / name).exists():
             raise DatasetError(f"a dataset called {name!r} already exists; choose another name")
-        from .io import replace_dir, storage_errors
+        from .io import storage_errors
 
         with storage_errors(f"create {self.user_root}"):
             self.user_root.mkdir(parents=True, exist_ok=True)

@@ -112,7 +112,7 @@ with preview:
             st.session_state["aug_roll"] = st.session_state.get("aug_roll", 0) + 1
         item = items[stems.index(stem)]
         try:
-            from facecore.io import read_image
+            from facecore.images import read_image
             image = read_image(item.image)
             label = dataset.label_or_noface(item, (image.shape[1], image.shape[0]))
             samples = preview_samples(augmenter, image, label.boxes, int(n_samples), st.session_state.get("aug_roll", 0))

@@ -12,7 +12,7 @@ from facecore import FaceCoreError, ImageReadError
 from facecore.detect import BLAZEFACE, BUILT_IN, HAAR
 from facecore.evaluate import (collect_images, comparison_table, evaluate, iou_figure, pr_figure, render_result,
                                split_config)
-from facecore.io import read_image
+from facecore.images import read_image
 from facecore.preprocess import resize_for_model
 from facecore.registry import INT8_SUFFIX, detector_names, list_models, model_version, quantize, split_name
 from pages.common import cached_model, dataset_picker, detector, show_error, workspace

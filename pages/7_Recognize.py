@@ -15,7 +15,7 @@ from facecore.detect import DEFAULT_DETECTOR
 from facecore.identity import DEFAULT_K, IdentitySet, create_identity_set, list_identity_sets
 from facecore.identity_compare import COMPARISON_COLUMNS, compare, load_comparison
 from facecore.identity_train import IdentityConfig, overall_fraction, train_identity
-from facecore.io import decode_image, read_image
+from facecore.images import decode_image, read_image
 from facecore.jobs import Job
 from facecore.recognize import draw_recognitions
 from facecore.registry import detector_names, identity_model_names

@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 
 from facecore import Dataset, ImageLabel
-from facecore.io import encode_jpeg
+from facecore.images import encode_jpeg
 
 PEOPLE = ("ann", "bob")
 

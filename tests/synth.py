@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 
 from facecore import Dataset, ImageLabel
-from facecore.io import encode_jpeg
+from facecore.images import encode_jpeg
 
 
 def face_image(rng: np.random.Generator, width: int = 160, height: int = 120, face: bool = True):

@@ -156,7 +156,7 @@ def test_writes_n_copies_of_train_photos_with_valid_labels(tiny_dataset):
     for it in items:
         assert it.label is not None and it.label.suffix == ".json"
         lab = read_label(it.label)
-        from facecore.io import read_image
+        from facecore.images import read_image
         img = read_image(it.image)
         assert (lab.width, lab.height) == (img.shape[1], img.shape[0]) == (120, 90)  # 0.75 crop of 160x120
         assert ((lab.boxes >= 0) & (lab.boxes <= 1)).all()

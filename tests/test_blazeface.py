@@ -10,7 +10,7 @@ from facecore import boxes as B
 from facecore.detect import BLAZEFACE, DEFAULT_DETECTOR, Detection
 from facecore.registry import detector_names, load_detector
 from facecore.evaluate import collect_images, evaluate
-from facecore.io import read_image
+from facecore.images import read_image
 
 SAMPLE = "data/sample"
 

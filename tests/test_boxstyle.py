@@ -103,7 +103,7 @@ def test_default_style_still_fits_the_sample_with_keypoints():
     """DEFAULT_STYLE's keypoint map is the sample's: refitting gives the same IoU, and it beats offsets."""
     from facecore.blazeface import DEFAULT_STYLE, BlazeFaceDetector, style_pairs
     from facecore.evaluate import collect_images
-    from facecore.io import read_image
+    from facecore.images import read_image
 
     raw = BlazeFaceDetector(style=BoxStyle())
     cols = ([], [], [])

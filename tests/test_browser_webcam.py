@@ -74,7 +74,7 @@ def face_clip(path: Path, n_images: int = 6, repeat: int = 30):
     ``repeat`` frames and stamped with its frame index. Returns (path, frames, boxes) with the face box
     (normalized) of each frame."""
     from facecore.detect import HaarDetector
-    from facecore.io import read_image
+    from facecore.images import read_image
 
     from facecore.live import LEVELS
 

@@ -8,7 +8,7 @@ import pytest
 from facecore import Dataset, DatasetError, ImageLabel, ImageReadError, ImportRejected, Workspace
 from facecore.dataset import source_of
 from facecore.splits import split_items
-from facecore.io import encode_jpeg
+from facecore.images import encode_jpeg
 from facecore.labels import read_labelme
 from synth import face_image, make_dataset
 

@@ -93,7 +93,7 @@ class Oracle(Detector):
     name = "oracle"
 
     def __init__(self, images, plan):
-        from facecore.io import read_image
+        from facecore.images import read_image
 
         self.truth = {read_image(im.path).tobytes(): im for im in images}  # recognise images by pixels
         self.plan = plan  # stem -> (score, dx) or None

@@ -15,7 +15,8 @@ import pytest
 from facecore import boxes as B
 from facecore.dataset import Dataset
 from facecore.errors import DatasetError, FaceCoreError, ImageReadError, LabelFormatError, StorageError
-from facecore.io import (MAX_IMAGE_PIXELS, atomic_write_text, decode_image, image_header, read_image)
+from facecore.images import MAX_IMAGE_PIXELS, decode_image, image_header, read_image
+from facecore.io import atomic_write_text
 from facecore.labels import parse_label_bytes, read_label
 
 from hostile import (deep_json, jpeg_bytes, jpeg_lying_size, labelme, png_bomb, png_bytes, rect, zip_bytes,

@@ -10,7 +10,7 @@ from facecore.errors import DatasetError, FaceCoreError
 from facecore.identity import create_identity_set, crop_box, crop_face, list_identity_sets
 from facecore.identity_compare import load_comparison
 from facecore.identity_train import IdentityConfig, build_backbone, stratified_split, train_identity
-from facecore.io import encode_jpeg, read_image
+from facecore.images import encode_jpeg, read_image
 from facecore.registry import list_models, load_identity
 from identity_synth import PEOPLE, person_dataset, person_image
 

@@ -233,7 +233,7 @@ def test_haar_finds_real_faces_and_maps_boxes():
 
     from facecore import Dataset
     from facecore.detect import HaarDetector
-    from facecore.io import read_image
+    from facecore.images import read_image
 
     ds = Dataset.open(SAMPLE)
     items = ds.items()[:12]

@@ -15,7 +15,7 @@ from facecore import labeling as L
 from facecore.detect import Detection, Detector, HaarDetector
 from facecore.errors import Cancelled, FaceCoreError
 from facecore.jobs import Cancel
-from facecore.io import encode_jpeg, read_image
+from facecore.images import encode_jpeg, read_image
 from facecore.labels import read_label
 from synth import face_image
 
@@ -121,7 +121,7 @@ def test_canvas_scale_fits_and_rects_round_trip(w, h):
 
 
 def test_display_jpeg_is_canvas_sized():
-    from facecore.io import decode_image
+    from facecore.images import decode_image
     rgb = np.zeros((480, 640, 3), np.uint8)
     rgb[:, 320:] = (255, 0, 0)
     out = decode_image(L.display_jpeg(rgb, 320, 240))

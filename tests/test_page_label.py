@@ -13,7 +13,7 @@ from streamlit.testing.v1 import AppTest
 
 from conftest import ROOT, SAMPLE
 from facecore import Dataset
-from facecore.io import encode_jpeg
+from facecore.images import encode_jpeg
 from facecore.labels import read_label
 from synth import face_image, make_dataset
 

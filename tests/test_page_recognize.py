@@ -10,7 +10,7 @@ from facecore.detect import BUILT_IN
 from facecore.identity import IdentitySet
 from facecore.identity_compare import comparison_row, save_comparison
 from facecore.identity_train import IdentityConfig, TrainResult
-from facecore.io import encode_jpeg
+from facecore.images import encode_jpeg
 from identity_synth import person_image
 
 

@@ -8,7 +8,7 @@ import pytest
 
 from conftest import run_page, texts as _texts, SAMPLE
 from facecore.registry import detector_names
-from facecore.io import read_image
+from facecore.images import read_image
 from facecore.live import overlay_text
 
 

@@ -10,7 +10,7 @@ from facecore.detect import Detection, Detector, HaarDetector
 from facecore.errors import FaceCoreError
 from facecore.identity import create_identity_set
 from facecore.identity_train import IdentityConfig, train_identity
-from facecore.io import read_image
+from facecore.images import read_image
 from facecore.recognize import Recognizer, draw_recognitions
 from facecore.registry import detector_names, identity_model_names, load_identity, load_recognizer
 from identity_synth import PEOPLE, background, draw_person, person_dataset

@@ -135,7 +135,7 @@ def test_training_from_scratch_lowers_loss_and_saves_a_working_model(scratch_run
 
     from facecore import model as M
     from facecore.preprocess import resize_for_model
-    from facecore.io import read_image
+    from facecore.images import read_image
 
     net = load_keras_model(path / "model.keras")
     x = np.stack([resize_for_model(read_image(it.image), 48) for it in data.items()[:3]])

@@ -12,7 +12,7 @@ import pytest
 from conftest import SAMPLE
 from facecore import FaceCoreError
 from facecore.detect import Detection, Detector, HaarDetector
-from facecore.io import read_image
+from facecore.images import read_image
 from facecore.errors import Cancelled
 from facecore.jobs import Cancel
 from facecore.video import (VideoConfig, VideoError, check_upload, probe, process_video,

@@ -25,7 +25,8 @@ import cv2
 from .. import boxes as B
 from ..dataset import AUG_SEP, Dataset
 from ..errors import Cancelled, DatasetError, FaceCoreError
-from ..io import atomic_write_text, encode_jpeg, read_image, storage_errors, storage_message
+from ..images import encode_jpeg, read_image
+from ..io import atomic_write_text, storage_errors, storage_message
 from ..jobs import Cancel, Progress, ProgressFn, ignore
 from ..labels import LABEL_EXTS, ImageLabel, labelme_document, read_label, voc_document
 from ..splits import DEFAULT_SPLIT

@@ -10,7 +10,7 @@ import numpy as np
 
 from ..errors import DatasetError
 from ..evaluate import EVAL_SPLITS, METRIC_KEYS, collect_images, evaluate, split_config
-from ..io import read_image
+from ..images import read_image
 from .args import probability
 
 

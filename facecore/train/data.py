@@ -14,7 +14,7 @@ import numpy as np
 from .. import boxes as B
 from ..dataset import Dataset, Item
 from ..errors import Cancelled, DatasetError, ImageReadError, LabelFormatError
-from ..io import read_image
+from ..images import read_image
 from ..jobs import Cancel
 from ..labels import read_label
 from ..preprocess import resize_for_model

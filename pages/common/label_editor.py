@@ -14,7 +14,7 @@ import streamlit as st
 
 from facecore import FaceCoreError, ImageReadError
 from facecore import labeling as L
-from facecore.io import read_image
+from facecore.images import read_image
 from pages.common import detector, show_error
 from pages.common.label_views import (COLORS, copy_sample_box, detector_select, flash, proposals_of, scores_text,
                                       set_current)
