@@ -218,7 +218,7 @@ def _video(tmp_path):
 def _prelabel(tmp_path):
     from synth import make_dataset
 
-    from facecore import labeling as L
+    from facecore import prelabel as P
     from facecore.detect import HaarDetector
 
     ds = make_dataset(tmp_path / "ds", n_face=0, n_noface=12)
@@ -229,7 +229,7 @@ def _prelabel(tmp_path):
         res = job.partial
         assert res.cancelled and 0 < res.done < 12 and not list(ds.labels_dir.iterdir())
 
-    return (lambda progress, cancel: L.prelabel(ds, HaarDetector(), None, progress, cancel)), 0.25, check
+    return (lambda progress, cancel: P.prelabel(ds, HaarDetector(), None, progress, cancel)), 0.25, check
 
 
 def _evaluate(tmp_path):

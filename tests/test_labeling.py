@@ -1,4 +1,4 @@
-"""facecore.labeling: statuses, navigation, pixel/canvas boxes, uploads, snapshots, proposals, thumbnails."""
+"""facecore.labeling and facecore.prelabel: statuses, navigation, boxes, uploads, snapshots, proposals, thumbnails."""
 
 import io
 import json
@@ -12,6 +12,7 @@ from conftest import SAMPLE
 from facecore import ImageLabel
 from facecore import boxes as B
 from facecore import labeling as L
+from facecore import prelabel as P
 from facecore.detect import Detection, Detector, HaarDetector
 from facecore.errors import Cancelled, FaceCoreError
 from facecore.jobs import Cancel
@@ -251,37 +252,37 @@ def test_add_snapshot_saves_each_photo_once(tiny_dataset):
 # -- proposals ---------------------------------------------------------------------------------
 def test_propose_keeps_every_face_best_first_and_handles_none():
     rgb = np.zeros((120, 160, 3), np.uint8)
-    p = L.propose(FixedDetector(), rgb)
+    p = P.propose(FixedDetector(), rgb)
     assert p.detector == "fixed" and p.score == pytest.approx(0.9) and p.scores == pytest.approx((0.9, 0.3))
     np.testing.assert_allclose(p.boxes, [[0.25, 0.2, 0.75, 0.8], [0, 0, 0.1, 0.1]])  # both faces, best first
     np.testing.assert_allclose(p.box, [0.25, 0.2, 0.75, 0.8])
-    only = L.propose(FixedDetector(), rgb, min_score=0.5)
+    only = P.propose(FixedDetector(), rgb, min_score=0.5)
     assert only.boxes.shape == (1, 4) and only.scores == pytest.approx((0.9,))
-    assert L.propose(FixedDetector(box=None), rgb) is None
-    degenerate = L.propose(FixedDetector(box=(0.5, 0.5, 0.5, 0.9)), rgb)
+    assert P.propose(FixedDetector(box=None), rgb) is None
+    degenerate = P.propose(FixedDetector(box=(0.5, 0.5, 0.5, 0.9)), rgb)
     assert degenerate.boxes.shape == (1, 4) and degenerate.score == pytest.approx(0.3)  # the flat box is dropped
-    assert L.propose(FixedDetector(box=(0.5, 0.5, 0.5, 0.9)), rgb, min_score=0.5) is None
+    assert P.propose(FixedDetector(box=(0.5, 0.5, 0.5, 0.9)), rgb, min_score=0.5) is None
 
 
 def test_proposal_shapes():
-    one = L.Proposal(np.array([0.1, 0.1, 0.5, 0.5], np.float32), 0.8, "x")
+    one = P.Proposal(np.array([0.1, 0.1, 0.5, 0.5], np.float32), 0.8, "x")
     assert one.boxes.shape == (1, 4) and one.scores == (0.8,)
-    two = L.Proposal([[0.1, 0.1, 0.5, 0.5], [0.5, 0.5, 0.9, 0.9]], [0.4, 0.7], "x")
+    two = P.Proposal([[0.1, 0.1, 0.5, 0.5], [0.5, 0.5, 0.9, 0.9]], [0.4, 0.7], "x")
     assert two.score == pytest.approx(0.7)
     np.testing.assert_allclose(two.box, [0.5, 0.5, 0.9, 0.9])
     with pytest.raises(ValueError):
-        L.Proposal([[0.1, 0.1, 0.5, 0.5]], [0.4, 0.7], "x")
+        P.Proposal([[0.1, 0.1, 0.5, 0.5]], [0.4, 0.7], "x")
 
 
 def test_default_detector_prefers_blazeface():
-    assert L.default_detector(["haar", "mine", "blazeface"]) == 2
-    assert L.default_detector(["haar", "mine"]) == 0
+    assert P.default_detector(["haar", "mine", "blazeface"]) == 2
+    assert P.default_detector(["haar", "mine"]) == 0
 
 
 def test_haar_proposes_the_face_of_a_real_photo():
     item = sorted((SAMPLE / "images").iterdir())[0]
     lab = read_label(SAMPLE / "labels" / f"{item.stem}.json")
-    p = L.propose(HaarDetector(), read_image(item))
+    p = P.propose(HaarDetector(), read_image(item))
     assert p is not None and p.detector == "haar"
     assert B.iou(p.box, lab.boxes[0])[0] > 0.4
 
@@ -303,23 +304,23 @@ def test_prelabel_progress_cancel_and_never_saves(tiny_dataset):
     ds = tiny_dataset
     before = {p.name: p.read_bytes() for p in ds.labels_dir.iterdir()}
     calls = []
-    res = L.prelabel(ds, FixedDetector(), progress=lambda p: calls.append((p.done, p.total, p.extra["stem"],
+    res = P.prelabel(ds, FixedDetector(), progress=lambda p: calls.append((p.done, p.total, p.extra["stem"],
                                                                              p.extra["proposal"] is not None)))
     assert calls == [(1, 4, "img012", True), (2, 4, "img013", True), (3, 4, "img014", True), (4, 4, "img015", True)]
     assert sorted(res.proposals) == ["img012", "img013", "img014", "img015"] and not res.cancelled and res.done == 4
     assert {p.name: p.read_bytes() for p in ds.labels_dir.iterdir()} == before  # nothing saved
 
-    res = _cancelled_after(2, lambda progress, cancel: L.prelabel(ds, FixedDetector(), progress=progress, cancel=cancel))
+    res = _cancelled_after(2, lambda progress, cancel: P.prelabel(ds, FixedDetector(), progress=progress, cancel=cancel))
     assert res.cancelled and sorted(res.proposals) == ["img012", "img013"]
 
-    res = L.prelabel(ds, FixedDetector(score=0.3), min_score=0.5)
+    res = P.prelabel(ds, FixedDetector(score=0.3), min_score=0.5)
     assert not res.proposals and res.no_face == ["img012", "img013", "img014", "img015"]
 
-    res = L.prelabel(ds, FixedDetector(), stems=["img000", "missing"])
+    res = P.prelabel(ds, FixedDetector(), stems=["img000", "missing"])
     assert list(res.proposals) == ["img000"] and res.failed[0][0] == "missing"
 
     L.mark_no_face(ds, "img013")  # labeled in another tab after the list was made
-    res = L.prelabel(ds, FixedDetector(), stems=["img012", "img013", "img014"], skip_labeled=True)
+    res = P.prelabel(ds, FixedDetector(), stems=["img012", "img013", "img014"], skip_labeled=True)
     assert sorted(res.proposals) == ["img012", "img014"] and res.skipped == ["img013"] and res.done == 3
 
 
@@ -338,27 +339,27 @@ def test_prelabel_uses_detect_batch_and_still_reports_each_image(tmp_path):
     ds = make_dataset(tmp_path / "many", n_face=0, n_noface=11)
     (ds.images_dir / "img005.jpg").write_bytes(b"corrupt")
     det, seen = BatchDetector(), []
-    res = L.prelabel(ds, det, progress=lambda p: seen.append(p.done), batch_size=4)
+    res = P.prelabel(ds, det, progress=lambda p: seen.append(p.done), batch_size=4)
     assert det.batches == [4, 3, 3]  # the corrupt img005 is reported, not sent to the model
     assert seen == list(range(1, 12)) and len(res.proposals) == 10 and res.failed[0][0] == "img005"
     det = BatchDetector()
-    res = _cancelled_after(5, lambda progress, cancel: L.prelabel(ds, det, progress=progress, cancel=cancel,
+    res = _cancelled_after(5, lambda progress, cancel: P.prelabel(ds, det, progress=progress, cancel=cancel,
                                                                   batch_size=4))
     assert res.cancelled and det.batches == [4, 3] and len(res.proposals) == 5
 
 
 def test_accept_proposals_keeps_labels_saved_meanwhile(tiny_dataset):
     ds = tiny_dataset
-    props = L.prelabel(ds, FixedDetector()).proposals
+    props = P.prelabel(ds, FixedDetector()).proposals
     L.save_pixel_box(ds, "img013", [1, 2, 30, 40])  # the other tab labeled it
     ds.delete("img015")  # ... and deleted this one
-    saved, skipped = L.accept_proposals(ds, props)
+    saved, skipped = P.accept_proposals(ds, props)
     assert saved == ["img012", "img014"]
     assert [s for s, _ in skipped] == ["img013", "img015"]
     np.testing.assert_allclose(read_label(ds.labels_dir / "img013.json").pixel_boxes()[0], [1, 2, 30, 40])
     both = read_label(ds.labels_dir / "img012.json").pixel_boxes()  # every proposed face is saved
     np.testing.assert_allclose(both, [[40, 24, 120, 96], [0, 0, 16, 12]], atol=1e-3)
-    item = L.accept_proposal(ds, "img013", props["img013"])  # one explicit accept overwrites
+    item = P.accept_proposal(ds, "img013", props["img013"])  # one explicit accept overwrites
     np.testing.assert_allclose(read_label(item.label).boxes[0], [0.25, 0.2, 0.75, 0.8], atol=1e-6)
 
 
@@ -371,7 +372,7 @@ def test_thumbnail_draws_saved_boxes_and_proposals(tiny_dataset):
     assert th.shape == (60, 80, 3)
     green = (th[:, :, 1] > 180) & (th[:, :, 0] < 60) & (th[:, :, 2] < 60)
     assert green[10, 10:70].sum() > 40  # the top edge of the box, scaled by 1/2
-    prop = L.Proposal([[0.1, 0.1, 0.4, 0.45], [0.6, 0.5, 0.9, 0.95]], [0.8, 0.6], "fixed")
+    prop = P.Proposal([[0.1, 0.1, 0.4, 0.45], [0.6, 0.5, 0.9, 0.95]], [0.8, 0.6], "fixed")
     th = L.thumbnail(L.entry(ds.item("img014")), size=160, proposal=prop)
     orange = (th[:, :, 0] > 230) & (np.abs(th[:, :, 1].astype(int) - 140) < 30) & (th[:, :, 2] < 40)
     assert orange[:, :80].sum() > 60 and orange[:, 80:].sum() > 60  # both proposed faces are drawn

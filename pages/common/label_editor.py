@@ -14,6 +14,7 @@ import streamlit as st
 
 from facecore import FaceCoreError, ImageReadError
 from facecore import labeling as L
+from facecore import prelabel as P
 from facecore.images import read_image
 from pages.common import detector, show_error
 from pages.common.label_views import (COLORS, copy_sample_box, detector_select, flash, proposals_of, scores_text,
@@ -77,17 +78,17 @@ def _bump(name: str) -> None:
     ss[name] = ss.get(name, 0) + 1
 
 
-def _signature(ds, stem: str, e: L.Entry, prop: L.Proposal | None) -> str:
+def _signature(ds, stem: str, e: L.Entry, prop: P.Proposal | None) -> str:
     """Changes when the image, its label file (saved here or in another tab) or its proposal changes."""
     stamp = e.item.label.stat().st_mtime_ns if e.item.label is not None and e.item.label.exists() else None
     return json.dumps([str(ds.root), stem, stamp, None if prop is None else [prop.scores, prop.boxes.tolist()]])
 
 
-def _proposal_px(prop: L.Proposal, w: int, h: int) -> list[list[float]]:
+def _proposal_px(prop: P.Proposal, w: int, h: int) -> list[list[float]]:
     return [[round(v, 1) for v in b] for b in L.B.to_pixels(prop.boxes, w, h).tolist()]
 
 
-def _add_proposal(cand: dict, prop: L.Proposal, w: int, h: int) -> int:
+def _add_proposal(cand: dict, prop: P.Proposal, w: int, h: int) -> int:
     """Add the proposal's boxes that are not already boxed (orange); returns how many were added."""
     px = _proposal_px(prop, w, h)
     fresh = L.new_boxes(cand["boxes"], px)
@@ -99,7 +100,7 @@ def _add_proposal(cand: dict, prop: L.Proposal, w: int, h: int) -> int:
     return len(fresh)
 
 
-def _reset(cand: dict, sig: str, e: L.Entry, prop: L.Proposal | None, w: int, h: int) -> None:
+def _reset(cand: dict, sig: str, e: L.Entry, prop: P.Proposal | None, w: int, h: int) -> None:
     saved = [[round(v, 1) for v in b] for b in e.label.pixel_boxes().tolist()] if e.status == L.FACE else []
     cand.clear()
     cand.update(sig=sig, boxes=[list(b) for b in saved], srcs=["saved"] * len(saved), saved=saved,
@@ -229,7 +230,7 @@ def proposal_row(ds, cur: str, e: L.Entry, rgb, cand: dict, proposals: dict) -> 
                  help="Let the detector propose a box for every face (orange); they are saved only when you "
                       "accept or save them."):
         try:
-            p = L.propose(detector(det_name), rgb, min_score)
+            p = P.propose(detector(det_name), rgb, min_score)
         except FaceCoreError as exc:
             with note:
                 show_error(exc)

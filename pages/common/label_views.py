@@ -13,6 +13,7 @@ import streamlit as st
 
 from facecore import FaceCoreError, ImageReadError
 from facecore import labeling as L
+from facecore import prelabel as P
 from facecore.dataset import Item
 from facecore.jobs import Job
 from facecore.registry import detector_names
@@ -49,7 +50,7 @@ def show_flash() -> None:
         getattr(box, kind)(text)
 
 
-def proposals_of(ds) -> dict[str, L.Proposal]:
+def proposals_of(ds) -> dict[str, P.Proposal]:
     """The proposals of ``ds`` waiting in this session (a finished pre-label job's are added first)."""
     collect_prelabel()
     return ss.setdefault("lab_proposals", {}).setdefault(str(ds.root), {})
@@ -100,12 +101,12 @@ def skipped_text(skipped: list[tuple[str, str]]) -> str:
 def detector_select(where, key: str, help: str | None = None) -> str:
     """The detector picker of the proposal tools; starts on the built-in multi-face detector if there is one."""
     names = detector_names(workspace().models_root)
-    return where.selectbox("Detector", names, index=L.default_detector(names), key=key,
+    return where.selectbox("Detector", names, index=P.default_detector(names), key=key,
                            help=help or "Every face it finds above the minimum score is proposed (orange). "
                                         "'haar' is OpenCV's face cascade; your trained models are listed too.")
 
 
-def scores_text(prop: L.Proposal) -> str:
+def scores_text(prop: P.Proposal) -> str:
     return ", ".join(f"{s:.2f}" for s in prop.scores)
 
 
@@ -188,11 +189,11 @@ def add_view(ds, readonly: bool) -> None:
 @st.cache_data(max_entries=2000, show_spinner=False)
 def _thumb(image: str, label: str | None, stamps: tuple, prop: tuple | None):
     e = L.entry(Item(Path(image).stem, Path(image), None if label is None else Path(label)))
-    p = None if prop is None else L.Proposal(prop[0], prop[1], prop[2])
+    p = None if prop is None else P.Proposal(prop[0], prop[1], prop[2])
     return L.thumbnail(e, proposal=p)
 
 
-def thumb(e: L.Entry, prop: L.Proposal | None):
+def thumb(e: L.Entry, prop: P.Proposal | None):
     def stamp(p):
         try:
             return p.stat().st_mtime_ns
@@ -262,7 +263,7 @@ def prelabel_view(ds, entries: list[L.Entry], readonly: bool) -> None:
         except FaceCoreError as exc:
             show_error(exc)
             return
-        start_session_job(PRELABEL_JOB, Job(lambda progress, cancel: L.prelabel(
+        start_session_job(PRELABEL_JOB, Job(lambda progress, cancel: P.prelabel(
             ds, det, todo, progress, cancel, min_score=min_score, skip_labeled=True), "prelabel",
             (str(ds.root), det_name)))
 
@@ -279,7 +280,7 @@ def prelabel_view(ds, entries: list[L.Entry], readonly: bool) -> None:
         c1, c2 = st.columns(2)
         if c1.button(f"Accept all {len(proposals)} proposals", type="primary", key="lab_accept_all",
                      width="stretch", help="Saves every orange box of every image shown below."):
-            saved, skipped = L.accept_proposals(ds, dict(proposals))
+            saved, skipped = P.accept_proposals(ds, dict(proposals))
             for stem in saved + [s for s, _ in skipped]:
                 proposals.pop(stem, None)
             flash("success", f"Saved {len(saved)} proposal(s).")
