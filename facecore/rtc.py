@@ -189,7 +189,7 @@ def is_local_host(host: str | None) -> bool:
 def newest_video_frames(relay) -> None:
     """Make an aiortc ``MediaRelay`` (streamlit-webrtc's server-wide one) hand each video consumer the
     newest frame instead of a queue of every frame, and tell each frame that carries a mark (an
-    ``opaque`` with ``sent()``, see ``facecore.live.SentMark``) when a consumer takes it: that is how
+    ``opaque`` with ``sent()``, see ``facecore.pacing.SentMark``) when a consumer takes it: that is how
     the Webcam page counts the frames really sent. A marked frame that was sent before (a repeat) is
     not handed out again. Audio is left buffered. Idempotent.
 

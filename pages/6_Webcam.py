@@ -11,7 +11,8 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from facecore import FaceCoreError, rtc
-from facecore.live import WINDOW_S, LiveProcessor, LiveSettings, overlay_text
+from facecore.live import LiveProcessor, LiveSettings, overlay_text
+from facecore.pacing import WINDOW_S
 from pages.common import dataset_picker, detector_picker, show_error
 
 PROC_KEY, HISTORY_KEY = "webcam_processor", "webcam_history"

@@ -76,7 +76,7 @@ def face_clip(path: Path, n_images: int = 6, repeat: int = 30):
     from facecore.detect import HaarDetector
     from facecore.images import read_image
 
-    from facecore.live import LEVELS
+    from facecore.pacing import LEVELS
 
     haar = HaarDetector(max_width=CLIP_W)
     light = HaarDetector(max_width=min(lv.width for lv in LEVELS if lv.width))  # the lighter path's size
@@ -196,7 +196,7 @@ def decoded_rate(decoded: list, t0: float, t1: float) -> float:
 
 
 def rate(times: list[float]) -> float:
-    """Frames per second the same way facecore.live.RateMeter counts them."""
+    """Frames per second the same way facecore.pacing.RateMeter counts them."""
     return (len(times) - 1) / (times[-1] - times[0]) if len(times) >= 2 and times[-1] > times[0] else 0.0
 
 

@@ -1,4 +1,4 @@
-"""facecore.live (the webcam frame processor) and facecore.rtc (ICE server settings)."""
+"""facecore.live (the webcam frame processor), facecore.pacing (frame rate, load) and facecore.rtc (ICE server settings)."""
 
 import asyncio
 import fractions
@@ -16,8 +16,8 @@ from facecore import FaceCoreError, rtc
 
 from facecore.detect import Detection, Detector, HaarDetector
 from facecore import live
-from facecore.live import (LEVELS, WINDOW_S, LiveProcessor, LiveSettings, LoadGovernor, RateMeter,
-                           overlay_text)
+from facecore.live import LiveProcessor, LiveSettings, overlay_text
+from facecore.pacing import LEVELS, WINDOW_S, LoadGovernor, RateMeter
 
 rtc.preload_srtp()  # other test modules may have imported TensorFlow already
 
