@@ -235,6 +235,33 @@ def match_boxes(old_px, new_px, tol: float = 1.0) -> list[int | None]:
     return out
 
 
+@dataclass(frozen=True)
+class CanvasEdit:
+    """The boxes being edited after a change on the canvas (image pixels ``[x1, y1, x2, y2]``): ``srcs``
+    the origin of each (unchanged ones keep theirs, drawn or moved ones are ``"drawn"``), ``sel`` the box to
+    select (the last one touched), ``renumber`` when a box was deleted or reordered there."""
+
+    boxes: list[list[float]]
+    srcs: list[str]
+    sel: int | None
+    renumber: bool
+
+
+def apply_canvas(boxes, srcs: list[str], sel: int | None, canvas_px, tol: float = 1.0) -> CanvasEdit | None:
+    """What the boxes the canvas reports (``canvas_px``, pixels, in the canvas's order) mean for the boxes
+    being edited (``boxes`` with their ``srcs``, ``sel`` selected): None when the canvas shows the same boxes
+    in the same order (``match_boxes`` within ``tol`` pixels), else the edited boxes."""
+    px = [list(b) for b in canvas_px]
+    match = match_boxes(boxes, px, tol)
+    if len(px) == len(boxes) and all(m is not None for m in match) and match == sorted(match):
+        return None
+    touched = [i for i, m in enumerate(match) if m is None]
+    new_sel = touched[-1] if touched else (min(sel or 0, len(px) - 1) if px else None)
+    return CanvasEdit([list(boxes[m]) if m is not None else b for m, b in zip(match, px)],
+                      [srcs[m] if m is not None else "drawn" for m in match], new_sel,
+                      len(px) < len(boxes) or not touched)
+
+
 def new_boxes(existing, proposed, min_iou: float = 0.5) -> list[int]:
     """Indices of the ``proposed`` boxes that overlap none of the ``existing`` ones by ``min_iou`` or more
     (same units for both): a proposal for a face already boxed adds nothing."""

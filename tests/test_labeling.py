@@ -168,6 +168,21 @@ def test_match_boxes_tells_touched_boxes_apart():
     assert L.match_boxes([], []) == []
 
 
+def test_apply_canvas_keeps_untouched_boxes_and_selects_the_last_touched():
+    boxes, srcs = [[10, 10, 50, 50], [60, 60, 100, 100]], ["saved", "proposal"]
+    assert L.apply_canvas(boxes, srcs, 1, [[10, 10, 50, 50], [60.5, 60, 100, 100]]) is None  # the same, echoed
+    drawn = L.apply_canvas(boxes, srcs, 0, [[10, 10, 50, 50], [60, 60, 100, 100], [5, 5, 9, 9]])
+    assert drawn == L.CanvasEdit([[10, 10, 50, 50], [60, 60, 100, 100], [5, 5, 9, 9]],
+                                 ["saved", "proposal", "drawn"], 2, False)
+    moved = L.apply_canvas(boxes, srcs, 0, [[10, 10, 50, 50], [70, 60, 110, 100]])
+    assert moved.srcs == ["saved", "drawn"] and moved.sel == 1 and not moved.renumber
+    deleted = L.apply_canvas(boxes, srcs, 1, [[60, 60, 100, 100]])
+    assert deleted == L.CanvasEdit([[60, 60, 100, 100]], ["proposal"], 0, True)
+    reordered = L.apply_canvas(boxes, srcs, 1, [[60, 60, 100, 100], [10, 10, 50, 50]])
+    assert reordered.srcs == ["proposal", "saved"] and reordered.renumber and reordered.sel == 1
+    assert L.apply_canvas(boxes, srcs, 0, []) == L.CanvasEdit([], [], None, True)
+
+
 def test_new_boxes_skips_faces_already_boxed():
     saved = [[0.1, 0.1, 0.4, 0.5]]
     proposed = [[0.12, 0.1, 0.41, 0.52], [0.6, 0.5, 0.9, 0.9]]
