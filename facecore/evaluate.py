@@ -37,6 +37,8 @@ from .ap import average_precision, pr_curve  # noqa: F401  (re-exported: scripts
 from .evaluate_all import all_faces_metrics
 from .jobs import Cancel, Progress, ProgressFn, ignore
 from .labels import LABEL_EXTS, read_label
+from .preprocess import resize_for_model
+from .registry import split_name
 from .splits import DEFAULT_SPLIT, SPLITS
 
 EVAL_SPLITS = (*SPLITS, "all")
@@ -283,7 +285,50 @@ def split_config(meta: dict | None) -> tuple[int, tuple[float, float, float]]:
     return seed, fractions
 
 
-# -- presentation (figures and drawings for the Evaluate page; no Streamlit here) -----------
+@dataclass(frozen=True)
+class SplitChoice:
+    """The photos a side-by-side evaluation measures every chosen detector on: the split ``(seed,
+    fractions)`` of the first trained model chosen (the defaults when only built-ins are chosen), the trained
+    models chosen (base names, in order) and warnings for people about models whose photos there may not
+    be unseen."""
+
+    seed: int
+    fractions: tuple[float, float, float]
+    trained: tuple[str, ...]
+    warnings: tuple[str, ...]
+
+
+def choose_split(chosen: list[str], metas: dict[str, dict], dataset_name: str, split: str) -> SplitChoice:
+    """The split to evaluate ``chosen`` detectors (``NAME`` or ``NAME@int8``) on. ``metas``: the meta.json
+    of every trained model (``registry.list_models``), by name; names not in it are built-in detectors.
+    A model trained on another dataset, or with another split than the first, gets a warning that its
+    ``split`` photos here may not be photos it never saw."""
+    trained = list(dict.fromkeys(b for b in (split_name(n)[0] for n in chosen) if b in metas))
+    seed, fractions = split_config(metas[trained[0]] if trained else None)
+    warnings = []
+    for name in trained:
+        meta = metas[name] or {}
+        trained_on = (meta.get("dataset") or {}).get("name")
+        if trained_on and trained_on != dataset_name:
+            warnings.append(f"`{name}` was trained on the dataset `{trained_on}`, not `{dataset_name}`: its "
+                            f"{split} split here is not guaranteed to be photos it never saw.")
+        elif split_config(meta) != (seed, fractions):
+            warnings.append(f"`{name}` was trained with another split than `{trained[0]}`: some of these "
+                            f"{split} photos may be in its training set.")
+    return SplitChoice(seed, fractions, tuple(trained), tuple(warnings))
+
+
+def calibration_sample(meta: dict, images: list[EvalImage], n: int = 8) -> np.ndarray | None:
+    """Up to ``n`` of ``images`` as a trained model sees them, float32 (n, S, S, 3) 0..255 with S the
+    model's input size, for ``registry.quantize`` to compare the int8 copy with the model on; None when the
+    model's meta.json names no input size or there is no image. Raises ImageReadError."""
+    size = int(((meta or {}).get("config") or {}).get("input_size", 0) or 0)
+    if not size or not images:
+        return None
+    return np.stack([resize_for_model(read_image(im.path), size) for im in images[:n]])
+
+
+# -- presentation (tables and drawings for the Evaluate page; no Streamlit here) -----------
 
 METRIC_LABELS = {
     "ap50": "AP @ IoU 0.5", "ap30": "AP @ IoU 0.3", "mean_iou": "mean IoU (face images)",
@@ -305,42 +350,6 @@ def comparison_table(results: dict) -> list[dict]:
             row[name] = None if v is None or (isinstance(v, float) and not math.isfinite(v)) else v
         rows.append(row)
     return rows
-
-
-_LEGEND = {"orientation": "h", "yanchor": "bottom", "y": 1.02, "x": 0}  # above the plot, clear of axis titles
-
-
-def pr_figure(results: dict):
-    """Plotly figure: precision against recall at IoU 0.5, one line per detector (AP in the legend)."""
-    import plotly.graph_objects as go
-
-    fig = go.Figure()
-    for name, res in results.items():
-        ap = res.metrics.get("ap50")
-        label = f"{name} (AP {ap:.2f})" if ap is not None and math.isfinite(ap) else name
-        r = np.concatenate([[0.0], res.pr_recall])
-        p = np.concatenate([[1.0], res.pr_precision]) if len(res.pr_precision) else np.array([1.0])
-        text = [""] + [f"score >= {s:.2f}" for s in res.pr_scores]
-        fig.add_trace(go.Scatter(x=r, y=p, mode="lines", line_shape="hv", name=label, text=text,
-                                 hovertemplate="recall %{x:.2f}, precision %{y:.2f}<br>%{text}"))
-    fig.update_layout(xaxis_title="recall", yaxis_title="precision", xaxis_range=[0, 1.02], yaxis_range=[0, 1.05],
-                      height=360, margin={"l": 40, "r": 20, "t": 40, "b": 40}, legend=_LEGEND)
-    return fig
-
-
-def iou_figure(results: dict, bins: int = 20):
-    """Plotly figure: histogram of IoU over face images (a missed face counts as 0), per detector."""
-    import plotly.graph_objects as go
-
-    fig = go.Figure()
-    for name, res in results.items():
-        fig.add_trace(go.Histogram(x=res.ious(), name=name, xbins={"start": 0, "end": 1.0001, "size": 1 / bins},
-                                   opacity=0.6))
-    fig.add_vline(x=0.5, line_dash="dash", line_color="gray", annotation_text="IoU 0.5")
-    fig.update_layout(barmode="overlay", xaxis_title="IoU with the true box", yaxis_title="face images",
-                      xaxis_range=[0, 1], height=360, margin={"l": 40, "r": 20, "t": 40, "b": 40},
-                      legend=_LEGEND)
-    return fig
 
 
 TRUE_COLOR = (0, 200, 0)  # RGB green: the label

@@ -5,9 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pandas as pd
-import plotly.graph_objects as go
 import streamlit as st
-from plotly.subplots import make_subplots
 
 from facecore import Dataset, FaceCoreError
 from facecore.backbones import BLAZEFACE, CATALOGUE, DEFAULT_INPUT_SIZE, DETECTOR_BACKBONES, IMAGENET_BACKBONES
@@ -15,7 +13,8 @@ from facecore.jobs import Job
 from facecore.registry import META_FILE
 from facecore.train import AUGMENTATION_MODES, JOB, TRAIN_LAYERS, TrainConfig, failure_kind, preset
 from facecore.train import preload_tensorflow, start_training as start_job
-from pages.common import CURVE_STYLE, dataset_picker, dataset_summary, show_error, workspace
+from pages.common import dataset_picker, dataset_summary, show_error, workspace
+from pages.common.figures import loss_figure
 from pages.common.jobs import watch
 
 st.title("🧠 Train")
@@ -52,34 +51,6 @@ def _fmt_s(s: float | None) -> str:
         return "--"
     s = int(round(s))
     return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else (f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s")
-
-
-def loss_figure(history: list[dict]) -> go.Figure:
-    """Train (blue, solid) and val (red, dashed) curves per epoch: total, classification and localization
-    loss, mean IoU; one legend entry each, for every panel."""
-    fig = make_subplots(rows=2, cols=2, subplot_titles=("Total loss", "Classification loss",
-                                                         "Localization loss", "Mean IoU (faces)"),
-                        horizontal_spacing=0.08, vertical_spacing=0.16)
-    epochs = [h["epoch"] for h in history]
-    shown = set()
-    for i, key in enumerate(("loss", "class_loss", "loc_loss", "mean_iou")):
-        row, col = i // 2 + 1, i % 2 + 1
-        for prefix, split in (("", "train"), ("val_", "val")):
-            ys = [h.get(prefix + key) for h in history]
-            if all(y is None for y in ys):
-                continue
-            fig.add_trace(go.Scatter(x=epochs, y=ys, mode="lines+markers", name=split, line=CURVE_STYLE[split],
-                                     legendgroup=split, showlegend=split not in shown), row=row, col=col)
-            shown.add(split)
-    ft = [h["epoch"] for h in history if h.get("phase") == "fine-tuning"]
-    if ft:
-        for row in (1, 2):
-            for col in (1, 2):
-                fig.add_vline(x=ft[0] - 0.5, line_dash="dot", line_color="grey", row=row, col=col)
-    fig.update_xaxes(title_text="epoch", row=2)
-    fig.update_layout(height=520, margin=dict(l=10, r=10, t=40, b=10),
-                      legend=dict(orientation="h", yanchor="bottom", y=1.06, x=0))
-    return fig
 
 
 def metrics_table(metrics: dict) -> pd.DataFrame:

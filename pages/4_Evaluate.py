@@ -4,18 +4,16 @@ All the work is ``facecore.evaluate``; results stay in the session until the sel
 Any click while an evaluation runs stops it (Streamlit reruns the script); nothing partial is kept.
 """
 
-import numpy as np
 import pandas as pd
 import streamlit as st
 
 from facecore import FaceCoreError, ImageReadError
 from facecore.detect import BLAZEFACE, BUILT_IN, HAAR
-from facecore.evaluate import (collect_images, comparison_table, evaluate, iou_figure, pr_figure, render_result,
-                               split_config)
-from facecore.images import read_image
-from facecore.preprocess import resize_for_model
-from facecore.registry import INT8_SUFFIX, detector_names, list_models, model_version, quantize, split_name
+from facecore.evaluate import (calibration_sample, choose_split, collect_images, comparison_table, evaluate,
+                               render_result)
+from facecore.registry import INT8_SUFFIX, detector_names, list_models, model_version, quantize
 from pages.common import cached_model, dataset_picker, detector, show_error, workspace
+from pages.common.figures import iou_figure, pr_figure
 
 RESULTS_KEY = "eval_results"
 
@@ -44,17 +42,11 @@ threshold = right.slider("Threshold", 0.05, 0.95, 0.5, 0.05, key="eval_threshold
                               "false positives). AP and mean IoU do not depend on it.")
 
 # All detectors are measured on the same photos: the split of the first trained model chosen.
-trained = list({models[b]: None for b in (split_name(n)[0] for n in chosen) if b in models})
-seed, fractions = split_config(trained[0].meta if trained else None)
-for m in trained:
-    trained_on = (m.meta.get("dataset") or {}).get("name")
-    if trained_on and trained_on != dataset.name:
-        st.warning(f"`{m.name}` was trained on the dataset `{trained_on}`, not `{dataset.name}`: its "
-                   f"{split} split here is not guaranteed to be photos it never saw.")
-    elif split_config(m.meta) != (seed, fractions):
-        st.warning(f"`{m.name}` was trained with another split than `{trained[0].name}`: some of these "
-                   f"{split} photos may be in its training set.")
-if split in ("train", "all") and trained:
+choice = choose_split(chosen, {n: m.meta for n, m in models.items()}, dataset.name, split)
+seed, fractions = choice.seed, choice.fractions
+for warning in choice.warnings:
+    st.warning(warning)
+if split in ("train", "all") and choice.trained:
     st.caption("Trained models saw the train split: their scores there say how well they fit, not how well they generalize.")
 
 try:
@@ -84,10 +76,7 @@ with st.expander("Make a model faster: an int8 copy"):
         q1, q2 = st.columns([3, 1], vertical_alignment="bottom")
         to_quantize = q1.selectbox("Model", plain, key="eval_quantize_model")
         if q2.button("Make int8 copy", key="eval_quantize"):
-            size = int(models[to_quantize].meta.get("config", {}).get("input_size", 0) or 0)
-            sample = None
-            if size:
-                sample = np.stack([resize_for_model(read_image(im.path), size) for im in images[:8]])
+            sample = calibration_sample(models[to_quantize].meta, images)
             with st.spinner(f"Converting {to_quantize} (a minute for VGG16)..."):
                 try:
                     info = quantize(models[to_quantize].path, sample)

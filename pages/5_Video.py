@@ -14,9 +14,9 @@ import streamlit as st
 
 from facecore import FaceCoreError
 from facecore.jobs import Job
-from facecore.video import (VIDEO_EXTS, VideoConfig, format_time, max_upload_mb, probe, process_video,
-                            store_upload, timeline_figure)
+from facecore.video import VIDEO_EXTS, VideoConfig, format_time, max_upload_mb, probe, process_video, store_upload
 from pages.common import dataset_picker, detector_picker, newest_trained_detector, show_error
+from pages.common.figures import timeline_figure
 from pages.common.jobs import progress_bar, session_job, start_session_job, watch
 
 DIR_KEY, UPLOAD_KEY, RESULT_KEY, JOB_KEY = "video_dir", "video_upload", "video_result", "video_job"

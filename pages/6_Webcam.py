@@ -7,13 +7,13 @@ The video callback runs on a streamlit-webrtc worker thread: it only sees the se
 import time
 from collections import deque
 
-import plotly.graph_objects as go
 import streamlit as st
 
 from facecore import FaceCoreError, rtc
 from facecore.live import LiveProcessor, LiveSettings, overlay_text
 from facecore.pacing import WINDOW_S
 from pages.common import dataset_picker, detector_picker, show_error
+from pages.common.figures import probability_chart
 
 PROC_KEY, HISTORY_KEY = "webcam_processor", "webcam_history"
 STARTED_KEY, ACTIVE_KEY, PLAYING_KEY = "webcam_started", "webcam_active", "webcam_playing"
@@ -209,18 +209,6 @@ if det is None:
     st.warning(f"The detector '{name}' could not be loaded (see above): the video will show without boxes.")
 
 
-def probability_chart(history, threshold: float) -> go.Figure:
-    now = history[-1].time
-    recent = [s for s in history if now - s.time <= HISTORY_SECONDS]
-    fig = go.Figure(go.Scatter(x=[s.time - now for s in recent], y=[s.probability for s in recent],
-                               mode="lines", line={"width": 2}, name="face probability"))
-    fig.add_hline(y=threshold, line_dash="dot", line_color="gray", annotation_text="threshold")
-    fig.update_layout(height=220, margin={"l": 10, "r": 10, "t": 10, "b": 10}, showlegend=False,
-                      xaxis={"title": "seconds ago", "range": [-HISTORY_SECONDS, 0]},
-                      yaxis={"title": "face probability", "range": [0, 1.02]})
-    return fig
-
-
 @st.fragment(run_every=REFRESH_S if playing or want or retrying else None)
 def live_stats() -> None:
     retry_at = st.session_state.get(RETRY_KEY)
@@ -278,7 +266,7 @@ def live_stats() -> None:
                    "is stalling.")
     if last.error:
         st.error(f"The detector failed on the last frame: {last.error}")
-    st.plotly_chart(probability_chart(history, threshold), key="webcam_probability_chart",
+    st.plotly_chart(probability_chart(history, threshold, HISTORY_SECONDS), key="webcam_probability_chart",
                     config={"displayModeBar": False})
     if not playing and not want:
         st.caption("Stream stopped: these are the last stats.")

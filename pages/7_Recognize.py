@@ -5,9 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
-import plotly.graph_objects as go
 import streamlit as st
-from plotly.subplots import make_subplots
 
 from facecore import FaceCoreError
 from facecore.backbones import IDENTITY_BACKBONES
@@ -19,7 +17,8 @@ from facecore.images import decode_image, read_image
 from facecore.jobs import Job
 from facecore.recognize import draw_recognitions
 from facecore.registry import detector_names, identity_model_names
-from pages.common import CURVE_STYLE, dataset_picker, detector, recognizer, show_error, workspace
+from pages.common import dataset_picker, detector, recognizer, show_error, workspace
+from pages.common.figures import comparison_figure, history_figure
 from pages.common.jobs import progress_bar, session_job, start_session_job, watch
 
 st.title("🙋 Recognize")
@@ -139,20 +138,6 @@ if counts:
 ready = sum(1 for n in counts.values() if n >= 2) >= 2
 
 
-# ------------------------------------------------------------------------------------------------
-def history_figure(history: list[dict]) -> go.Figure:
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("Loss", "Accuracy"), horizontal_spacing=0.1)
-    epochs = [h["epoch"] for h in history]
-    for col, key in ((1, "loss"), (2, "accuracy")):
-        for prefix, name in (("", "train"), ("val_", "val")):
-            fig.add_trace(go.Scatter(x=epochs, y=[h.get(prefix + key) for h in history], mode="lines+markers",
-                                     line=CURVE_STYLE[name], name=name, legendgroup=name, showlegend=col == 1),
-                          row=1, col=col)
-    fig.update_layout(height=300, margin={"l": 10, "r": 10, "t": 30, "b": 10})
-    fig.update_xaxes(title_text="epoch")
-    return fig
-
-
 def settings(prefix: str, with_backbone: bool = True) -> dict:
     cols = st.columns(4 if with_backbone else 3)
     out = {}
@@ -227,20 +212,6 @@ else:
         c[2].metric("Size", f"{meta['size_bytes'] / 1e6:.1f} MB")
         c[3].metric("Latency / face", f"{meta['latency_ms']:.1f} ms")
         st.plotly_chart(history_figure(meta["history"]), key="recognize_final_chart")
-
-
-# ------------------------------------------------------------------------------------------------
-def comparison_figure(df: pd.DataFrame) -> go.Figure:
-    fig = make_subplots(rows=1, cols=3, subplot_titles=("Val accuracy", "Val loss", "Latency per face (ms)"),
-                        horizontal_spacing=0.08)
-    for aug, part in df.groupby("augment"):
-        name = "no augmentation" if aug == 0 else f"augmentation x{aug}"
-        for col, key in ((1, "val_accuracy"), (2, "val_loss"), (3, "latency_ms")):
-            fig.add_trace(go.Bar(x=part["backbone"], y=part[key], name=name, legendgroup=name,
-                                 showlegend=col == 1, marker_color="#636efa" if aug == 0 else "#ef553b"),
-                          row=1, col=col)
-    fig.update_layout(height=320, barmode="group", margin={"l": 10, "r": 10, "t": 30, "b": 10})
-    return fig
 
 
 st.header("3. Compare backbones")

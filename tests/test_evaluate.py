@@ -204,3 +204,28 @@ def test_cli_json_keys_for_haar_and_a_model(tiny_dataset, tmp_path):
         assert 0 <= out["fp_rate_noface"] <= 1 and out["median_ms"] > 0
     r = _cli("--model", "nope", "--data", str(tiny_dataset.root), "--json", "--models", str(tmp_path / "models"))
     assert r.returncode == 2 and "no model called 'nope'" in r.stderr
+
+
+def test_choose_split_takes_the_first_trained_models_split_and_warns_about_the_others():
+    from facecore.evaluate import choose_split
+
+    def meta(seed, split=(0.7, 0.15, 0.15), dataset="mine"):
+        return {"config": {"seed": seed, "split": list(split)}, "dataset": {"name": dataset}}
+
+    metas = {"a": meta(3), "b": meta(3), "c": meta(5), "d": meta(3, dataset="other")}
+    choice = choose_split(["haar", "a@int8", "a", "b", "c", "d"], metas, "mine", "test")
+    assert (choice.seed, choice.fractions, choice.trained) == (3, (0.7, 0.15, 0.15), ("a", "b", "c", "d"))
+    assert len(choice.warnings) == 2
+    assert choice.warnings[0].startswith("`c` was trained with another split than `a`")
+    assert "trained on the dataset `other`, not `mine`" in choice.warnings[1]
+    builtins = choose_split(["haar", "blazeface"], metas, "mine", "val")
+    assert (builtins.seed, builtins.fractions, builtins.trained, builtins.warnings) == (0, (0.7, 0.15, 0.15), (), ())
+
+
+def test_calibration_sample_is_the_models_input(tiny_dataset):
+    from facecore.evaluate import calibration_sample
+
+    images, _ = collect_images(tiny_dataset, "all", 0, (0.7, 0.15, 0.15))
+    sample = calibration_sample({"config": {"input_size": 48}}, images, n=3)
+    assert sample.shape == (3, 48, 48, 3) and sample.dtype == np.float32 and sample.max() > 1
+    assert calibration_sample({"config": {}}, images) is None and calibration_sample({}, []) is None

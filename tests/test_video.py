@@ -15,8 +15,8 @@ from facecore.detect import Detection, Detector, HaarDetector
 from facecore.images import read_image
 from facecore.errors import Cancelled
 from facecore.jobs import Cancel
-from facecore.video import (VideoConfig, VideoError, check_upload, probe, process_video,
-                            store_upload, timeline_figure)
+from facecore.video import VideoConfig, VideoError, check_upload, probe, process_video, store_upload
+from pages.common.figures import timeline_figure
 
 
 def make_video(path, n=24, size=(320, 240), fps=12, codec="libx264", audio=None, rotation=0, faststart=False):

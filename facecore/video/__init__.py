@@ -13,14 +13,14 @@ convention: float32 normalized ``[x1, y1, x2, y2]``.
 
 Modules: ``source`` (upload checks, opening and probing the input), ``pipeline`` (the processing
 loop, ``process_video``), ``encode`` (H.264/AAC output on a writer thread), ``result`` (config,
-per-frame records, exports and the timeline figure). The names below are the public interface.
+per-frame records, exports, the timeline). The names below are the public interface.
 """
 
 from .pipeline import process_video
-from .result import FrameRecord, VideoConfig, VideoResult, timeline_figure
+from .result import FrameRecord, VideoConfig, VideoResult
 from .source import (DEFAULT_MAX_MB, MAX_MB_ENV, MAX_VIDEO_PIXELS, MIN_VIDEO_SIDE, VIDEO_EXTS, VideoError, VideoInfo,
                      check_output, check_upload, format_time, max_upload_mb, probe, store_upload)
 
 __all__ = ["DEFAULT_MAX_MB", "MAX_MB_ENV", "MAX_VIDEO_PIXELS", "MIN_VIDEO_SIDE", "VIDEO_EXTS", "FrameRecord",
            "VideoConfig", "VideoError", "VideoInfo", "VideoResult", "check_output", "check_upload", "format_time",
-           "max_upload_mb", "probe", "process_video", "store_upload", "timeline_figure"]
+           "max_upload_mb", "probe", "process_video", "store_upload"]

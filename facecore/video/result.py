@@ -1,5 +1,5 @@
 """What a video run is asked (``VideoConfig``) and what it gives back (``VideoResult``: per-frame
-records, a preview gallery, CSV/JSON exports, the face-probability timeline and its figure).
+records, a preview gallery, CSV/JSON exports, the face-probability timeline that the Video page plots).
 
 Boxes are the facecore convention: float32 normalized ``[x1, y1, x2, y2]``.
 """
@@ -151,15 +151,3 @@ class VideoResult:
         return np.asarray(t, np.float64), np.asarray(s, np.float64)
 
 
-def timeline_figure(result: VideoResult):
-    """Plotly figure: face probability over time (the frames the detector ran on) and the threshold."""
-    import plotly.graph_objects as go
-
-    t, s = result.timeline()
-    fig = go.Figure(go.Scatter(x=t, y=s, mode="lines+markers" if len(t) <= 300 else "lines",
-                               name="face probability", line={"width": 2}))
-    fig.add_hline(y=result.config.threshold, line_dash="dash", line_color="red",
-                  annotation_text=f"threshold {result.config.threshold:.2f}", annotation_position="top left")
-    fig.update_layout(xaxis_title="time (s)", yaxis_title="face probability", yaxis_range=[0, 1.05],
-                      height=300, margin={"l": 40, "r": 20, "t": 30, "b": 40}, showlegend=False)
-    return fig

@@ -62,10 +62,6 @@ QUERY_KEY = "dataset"
 HOME = ("streamlit_app.py", "Home", "🏠")
 
 
-# Train and val curves look different on every chart: colour, dash and legend name all differ.
-CURVE_STYLE = {"train": {"color": "#1f77b4", "dash": "solid"}, "val": {"color": "#d62728", "dash": "dash"}}
-
-
 def workspace() -> Workspace:
     """The data/models folders (``$FACETRACK_DATA`` / ``$FACETRACK_MODELS`` override them)."""
     return Workspace.from_env()
