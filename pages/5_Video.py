@@ -14,7 +14,8 @@ import streamlit as st
 
 from facecore import FaceCoreError
 from facecore.jobs import Job
-from facecore.video import VIDEO_EXTS, VideoConfig, format_time, max_upload_mb, probe, process_video, store_upload
+from facecore.video import (VIDEO_EXTS, VideoConfig, format_time, max_upload_mb, new_scratch_dir, probe, process_video,
+                            store_upload)
 from pages.common import dataset_picker, detector_picker, newest_trained_detector, show_error
 from pages.common.figures import timeline_figure
 from pages.common.jobs import progress_bar, session_job, start_session_job, watch
@@ -36,14 +37,7 @@ def session_dir() -> Path:
     idle for a day are removed when a new one is made (sessions end without telling the page)."""
     d = st.session_state.get(DIR_KEY)
     if d is None or not Path(d).is_dir():
-        SCRATCH.mkdir(parents=True, exist_ok=True)
-        for old in SCRATCH.iterdir():
-            try:
-                if time.time() - old.stat().st_mtime > SCRATCH_MAX_AGE_S:
-                    shutil.rmtree(old, ignore_errors=True)
-            except OSError:
-                pass
-        d = tempfile.mkdtemp(prefix="session-", dir=SCRATCH)
+        d = str(new_scratch_dir(SCRATCH, SCRATCH_MAX_AGE_S))
         st.session_state[DIR_KEY] = d
     return Path(d)
 
@@ -152,7 +146,7 @@ if result is None:
 st.subheader("Result")
 for w in result.warnings:
     st.warning(w)
-faces = sum(1 for r in result.records if r.score >= result.config.threshold)
+faces = result.face_frames
 cols = st.columns(4)
 cols[0].metric("Frames", result.frames)
 cols[1].metric("Processing speed", f"{result.fps:.1f} fps")

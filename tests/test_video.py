@@ -1,5 +1,6 @@
 """facecore.video: streaming decode -> detect -> draw -> encode, on small videos made from data/sample."""
 
+import dataclasses
 import json
 import re
 from pathlib import Path
@@ -15,7 +16,8 @@ from facecore.detect import Detection, Detector, HaarDetector
 from facecore.images import read_image
 from facecore.errors import Cancelled
 from facecore.jobs import Cancel
-from facecore.video import VideoConfig, VideoError, check_upload, probe, process_video, store_upload
+from facecore.video import (VideoConfig, VideoError, check_upload, new_scratch_dir, probe, process_video,
+                            store_upload)
 from pages.common.figures import timeline_figure
 
 
@@ -146,6 +148,9 @@ def test_sampling_holds_the_last_boxes_and_batches(clip, tmp_path):
         assert r.detections[0].score == pytest.approx(min(1.0, sampled.index(last) / 20))
     t, s = result.timeline()
     assert len(t) == 8 and s[0] == 0.0
+    assert result.face_frames == 0  # every score stays below the 0.5 threshold
+    low = dataclasses.replace(result, config=dataclasses.replace(result.config, threshold=0.09))
+    assert low.face_frames == 12  # frames 4-15 hold a box scoring 0.1 or more
     fig = timeline_figure(result)
     assert len(fig.data[0].x) == 8 and fig.layout.shapes[0].y0 == 0.5  # the threshold line
 
@@ -316,3 +321,17 @@ def test_trained_mobilenetv2_detector_runs_batched(clip, tmp_path):
     assert result.frames == 16 and all(len(r.detections) == 1 for r in result.records)
     assert all(0.0 <= r.score <= 1.0 for r in result.records) and result.detector == "tiny"
     assert len(decode_all(tmp_path / "o.mp4")[0]) == 16
+
+
+def test_new_scratch_dir_removes_folders_of_sessions_idle_for_a_day(tmp_path):
+    import os
+    import time
+
+    old, recent = tmp_path / "session-old", tmp_path / "session-recent"
+    old.mkdir()
+    recent.mkdir()
+    day_ago = time.time() - 25 * 3600
+    os.utime(old, (day_ago, day_ago))
+    d = new_scratch_dir(tmp_path, 24 * 3600)
+    assert d.is_dir() and d.parent == tmp_path and d.name.startswith("session-")
+    assert not old.exists() and recent.is_dir()

@@ -97,6 +97,11 @@ class VideoResult:
         return len(self.records)
 
     @property
+    def face_frames(self) -> int:
+        """Frames whose best face probability reaches the threshold (a face is boxed or blurred there)."""
+        return sum(1 for r in self.records if r.score >= self.config.threshold)
+
+    @property
     def fps(self) -> float:
         """End-to-end processing speed, frames per second."""
         return self.frames / self.seconds if self.seconds > 0 else 0.0

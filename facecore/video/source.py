@@ -7,6 +7,9 @@ raises VideoError here, before any output is written.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,6 +52,20 @@ def check_upload(name: str, size_bytes: int, limit_mb: int | None = None) -> Non
                          f"first (e.g. ffmpeg -i in.mp4 -vf scale=-2:720 -crf 28 out.mp4), or raise ${MAX_MB_ENV}")
     if size_bytes == 0:
         raise VideoError(f"{name} is empty (0 bytes)")
+
+
+def new_scratch_dir(root: str | os.PathLike, max_age_s: float = 24 * 3600) -> Path:
+    """A new private folder under ``root`` for one session's upload and result. Folders under ``root``
+    untouched for ``max_age_s`` are removed first: sessions end without telling anyone."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    for old in root.iterdir():
+        try:
+            if time.time() - old.stat().st_mtime > max_age_s:
+                shutil.rmtree(old, ignore_errors=True)
+        except OSError:
+            pass
+    return Path(tempfile.mkdtemp(prefix="session-", dir=root))
 
 
 def store_upload(data, name: str, folder: str | os.PathLike, limit_mb: int | None = None) -> Path:
