@@ -1,5 +1,6 @@
 """Collect & Label: add photos (upload, zip, webcam), draw a box around every face, model proposals,
-gallery, export. The views live in pages/common/label_editor.py (Label) and pages/common/label_views.py."""
+gallery, export. The views live in pages/common/label_editor.py and label_canvas.py (Label) and
+pages/common/label_views.py."""
 
 from __future__ import annotations
 

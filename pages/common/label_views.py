@@ -1,8 +1,9 @@
 """Collect & Label: the shared session helpers and the Add images, Gallery, Pre-label and Export views.
 
-The Label view (the box editor) is in ``label_editor``. All logic is in facecore.labeling; the session
-keeps only what the browser needs: which image is open, the boxes being edited and the proposals not
-accepted yet. Items are re-read from disk on every run, so two tabs see each other's saved work.
+The Label view (the box editor) is in ``label_editor`` and ``label_canvas``. All logic is in
+facecore.labeling and facecore.prelabel; the session keeps only what the browser needs: which image is
+open, the boxes being edited and the proposals not accepted yet. Items are re-read from disk on every
+run, so two tabs see each other's saved work.
 """
 
 from __future__ import annotations
