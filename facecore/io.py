@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Callable
 
 from .errors import FaceCoreError, StorageError
-# Re-exported for the callers written before facecore.images (benchmarks/accuracy.py, BlazeFace fine-tuning).
+# Re-exported for callers written before facecore.images (benchmarks, BlazeFace fine-tuning and its tests).
 from .images import image_size, read_image  # noqa: F401
 
 
