@@ -4,14 +4,15 @@ For each of the six people: train on the other five (their photos pooled, split 
 early stopping), test on every photo of the sixth. Rows: Haar; built-in BlazeFace raw, with its built-in box
 style (fitted on data/sample) and with a style fitted on the five training people; YuNet (OpenCV model zoo, ../shared/models/yunet: a peer
 only, never shipped) raw and box-corrected the same way; the tutorials' FaceTracker from scratch
-(tinycnn); BlazeFace fine-tuned (box heads only: the default, detection heads, and every layer).
+(tinycnn); BlazeFace fine-tuned (box heads only: the default, and with the photo-shaped input; detection
+heads; every layer).
 Second table (``--personal``): train on 10 labeled photos of one person, test on the rest of theirs.
 ``--mosaic`` adds, per row, AP50 over every face of 2x2 mosaics of the held-out person's photos
 (``facecore.mosaic.mosaic``, 640x480: four faces at half size), scored by ``facecore.evaluate_all``.
 
-    python benchmarks/accuracy.py                       # LOPO table (about 15-25 min on 2 cores)
-    python benchmarks/accuracy.py --rows blazeface-ft --people usupal,mkhoa
-    python benchmarks/accuracy.py --personal            # personalization table
+    python -m benchmarks.accuracy                       # LOPO table (about 15-25 min on 2 cores)
+    python -m benchmarks.accuracy --rows blazeface-ft --people usupal,mkhoa
+    python -m benchmarks.accuracy --personal            # personalization table
 
 Prints markdown tables: AP50, AP30, mean IoU, false-positive rate on no-face photos, ms per 640x480
 frame, training seconds; the mean over people and the worst person.
@@ -29,22 +30,21 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from facecore import boxes as B
+from facecore.blazeface import DEFAULT_STYLE, BlazeFaceDetector, BoxStyle, style_pairs
+from facecore.dataset import Dataset
+from facecore.detect import Detection, HaarDetector
+from facecore.evaluate import EvalImage, collect_images, compute_metrics
+from facecore.evaluate_all import all_faces_metrics
+from facecore.images import read_image
+from facecore.train import preset
 
-from facecore import boxes as B  # noqa: E402
-from facecore.blazeface import DEFAULT_STYLE, BlazeFaceDetector, BoxStyle, style_pairs  # noqa: E402
-from facecore.dataset import Dataset  # noqa: E402
-from facecore.detect import Detection, HaarDetector  # noqa: E402
-from facecore.evaluate import EvalImage, collect_images, compute_metrics  # noqa: E402
-from facecore.evaluate_all import all_faces_metrics  # noqa: E402
-from facecore.io import read_image  # noqa: E402
-from facecore.train import preset  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 SHARED = ROOT.parent / "shared"
 PEOPLE = ("usupal", "mkhoa", "soncio", "sabhishek", "steve389", "amirtav")
 ALL_ROWS = ("haar", "blazeface-raw", "blazeface", "blazeface-style", "yunet-raw", "yunet-style", "tinycnn",
-            "blazeface-ft-box", "blazeface-ft-heads", "blazeface-ft")
+            "blazeface-ft-box", "blazeface-ft-frame", "blazeface-ft-heads", "blazeface-ft")
 
 
 class YuNet:
@@ -171,8 +171,14 @@ def train_detector(ds: Dataset, tmp: Path, backbone: str, **kw):
 
 
 def layers_of(row: str) -> str:
-    """blazeface-ft: every layer; blazeface-ft-heads: the detection heads; blazeface-ft-box: the box heads."""
-    return {"heads": "heads", "box": "box"}.get(row.rsplit("-", 1)[-1], "all")
+    """blazeface-ft: every layer; blazeface-ft-heads: the detection heads; blazeface-ft-box and
+    blazeface-ft-frame (the photo-shaped input): the box heads."""
+    return {"heads": "heads", "box": "box", "frame": "box"}.get(row.rsplit("-", 1)[-1], "all")
+
+
+def input_shape_of(row: str) -> str:
+    """blazeface-ft-frame: the photo-shaped network input; the other rows: the default ("auto")."""
+    return "frame" if row.endswith("-frame") else "auto"
 
 
 def baseline(row: str, train_data):
@@ -207,6 +213,7 @@ def rows_for(rows, train_people, test_data, train_data, tmp, epochs, mosaics=Non
             else:
                 det, secs = train_detector(ds, tmp, "blazeface", **{**preset("blazeface"), "epochs": epochs,
                                                                     "input_size": size, "train_layers": layers_of(row),
+                                                                    "input_shape": input_shape_of(row),
                                                                     **({"learning_rate": lr} if lr else {})})
         m = run_detector(det, test_data)
         m["train_s"] = secs
@@ -303,7 +310,8 @@ def rows_for_personal(rows, ds, train_data, test_data, tmp, epochs, size=192) ->
             pass
         elif row.startswith("blazeface-ft"):
             det, secs = train_detector(ds, tmp, "blazeface", **{**preset("blazeface"), "epochs": epochs, "batch_size": 8,
-                                                                "input_size": size, "train_layers": layers_of(row)},
+                                                                "input_size": size, "train_layers": layers_of(row),
+                                                                "input_shape": input_shape_of(row)},
                                        split=(1.0, 0.0, 0.0), patience=0)
         else:
             continue

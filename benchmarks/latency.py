@@ -40,7 +40,7 @@ def sample_frames(n: int = 8) -> list[np.ndarray]:
     """Real 640x480 webcam photos when the shared sets or the sample are there, else noise."""
     import cv2
 
-    from facecore.io import read_image
+    from facecore.images import read_image
 
     for folder in (ROOT.parent / "shared" / "datasets" / "mkhoa" / "images", ROOT / "data" / "sample" / "images"):
         paths = sorted(folder.glob("*.jpg"))[:n] if folder.is_dir() else []
@@ -102,8 +102,8 @@ def bench_backbone(backbone: str, size: int | None, frames, runs: int, threads: 
 
 def blazeface_rows(frames, runs: int, tmp: Path) -> list[dict]:
     """The built-in BlazeFace detectors, and a fine-tuned BlazeFace model saved as training saves it."""
-    from facecore.blaze_keras import detector_net, raw_net
-    from facecore.blazeface import DEFAULT_STYLE, BlazeFaceDetector, ssd_anchors
+    from facecore.blaze_keras import pretrained_detector
+    from facecore.blazeface import DEFAULT_STYLE, BlazeFaceDetector
     from facecore.registry import load_detector
     from facecore.train import save_model
 
@@ -112,9 +112,9 @@ def blazeface_rows(frames, runs: int, tmp: Path) -> list[dict]:
         det = BlazeFaceDetector(variant)
         rows.append(dict(backbone=f"blazeface-{variant}", size=det.variant.size, path="built in (LiteRT)",
                          ms=timeit(lambda f: draw_detections(f, det.detect(f)), frames, runs, 5)))
-        size = det.variant.size
-        # as training saves it for 4:3 photos: the graph letterboxes the stretched frame, the style decodes
-        model = detector_net(raw_net(variant), ssd_anchors(variant), size, style=DEFAULT_STYLE, aspect=4 / 3)
+        # as training saves it for 4:3 photos: the graph unstretches the frame into a 4:3 input, the style decodes
+        model = pretrained_detector(variant, 4 / 3, style=DEFAULT_STYLE)
+        size = int(model.inputs[0].shape[1])
         meta = {"architecture": "blazeface", "frame_aspect": 4 / 3}
         out = save_model(model, tmp / f"bf-{variant}", meta, tflite_fixed_batch=True)
         trained = load_detector(out.name, out.parent)

@@ -19,6 +19,7 @@ several faces per frame (weighted NMS in numpy: ``facecore.blazeface.weighted_nm
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -73,12 +74,13 @@ def _activation(code: int):
     return {0: None, 1: keras.layers.ReLU(), 3: keras.layers.ReLU(max_value=6.0)}.get(code, "unsupported")
 
 
-def port_tflite(path: str | Path, input_scale: bool = True):
+def port_tflite(path: str | Path, input_scale: bool = True, input_hw: tuple[int, int] | None = None):
     """Rebuild the TFLite model at ``path`` as a functional Keras model with its weights.
 
     ``input_scale``: the Keras input takes RGB 0..255 and scales to [-1, 1] itself (the facecore input
-    contract); otherwise it takes the network's own [-1, 1] input. Raises FaceCoreError for an operator
-    this port does not know.
+    contract); otherwise it takes the network's own [-1, 1] input. ``input_hw``: another input height and
+    width than the file's (the network is fully convolutional; both multiples of 32), with one anchor
+    grid cell per output position as before. Raises FaceCoreError for an operator this port does not know.
     """
     import keras
 
@@ -86,6 +88,10 @@ def port_tflite(path: str | Path, input_scale: bool = True):
     sg = g.sg
     in_idx = sg.inputs[0]
     shape = [int(s) for s in sg.tensors[in_idx].shape[1:]]
+    if input_hw is not None:
+        if any(int(v) <= 0 or int(v) % 32 for v in input_hw):
+            raise FaceCoreError(f"BlazeFace input {input_hw}: height and width must be positive multiples of 32")
+        shape = [int(input_hw[0]), int(input_hw[1]), shape[2]]
     inp = keras.Input(shape, name=INPUT_LAYER)
     x = keras.layers.Rescaling(1 / 127.5, offset=-1.0, name="to_unit_range")(inp) if input_scale else inp
     t = {in_idx: x}
@@ -151,12 +157,12 @@ def port_tflite(path: str | Path, input_scale: bool = True):
             y, act = src, None
         elif kind == "RESHAPE":
             new = [int(s) for s in sg.tensors[out].shape[1:]]
-            y, act = keras.layers.Reshape(new, name=lname("reshape"))(t[ins[0]]), None
+            y, act = keras.layers.Reshape([-1, *new[1:]], name=lname("reshape"))(t[ins[0]]), None
         elif kind == "RESIZE_BILINEAR":  # the full-range model's feature pyramid: 2x, half-pixel centres
             src = t[ins[0]]
-            new = g.const(ins[1]).astype(int)
-            factor = (int(new[0]) // int(src.shape[1]), int(new[1]) // int(src.shape[2]))
-            if o.alignCorners or not o.halfPixelCenters or factor[0] * int(src.shape[1]) != int(new[0]):
+            new, was = g.const(ins[1]).astype(int), [int(v) for v in sg.tensors[ins[0]].shape[1:3]]
+            factor = (int(new[0]) // was[0], int(new[1]) // was[1])
+            if o.alignCorners or not o.halfPixelCenters or factor[0] * was[0] != int(new[0]):
                 raise FaceCoreError(f"{Path(path).name}: this RESIZE_BILINEAR is not supported by the Keras port")
             y = keras.layers.UpSampling2D(factor, interpolation="bilinear", name=lname("upsample"))(src)
             act = None
@@ -176,12 +182,13 @@ def port_tflite(path: str | Path, input_scale: bool = True):
     return keras.Model(inp, outs, name="blazeface")
 
 
-def raw_net(variant: str = "short", weights: str | None = "blazeface"):
-    """The BlazeFace network as Keras: input RGB 0..255 (N, S, S, 3) -> ``[regressors, logits]``.
-    ``weights`` ``"blazeface"``: MediaPipe's face weights; ``None``: the same layers, freshly initialized."""
+def raw_net(variant: str = "short", weights: str | None = "blazeface", input_hw: tuple[int, int] | None = None):
+    """The BlazeFace network as Keras: input RGB 0..255 (N, H, W, 3) -> ``[regressors, logits]``.
+    ``weights`` ``"blazeface"``: MediaPipe's face weights; ``None``: the same layers, freshly initialized.
+    ``input_hw``: ``(H, W)`` (multiples of 32), the file's square by default."""
     from .blazeface import model_path
 
-    net = port_tflite(model_path(variant))
+    net = port_tflite(model_path(variant), input_hw=input_hw)
     if weights is None:
         import keras
 
@@ -209,15 +216,17 @@ def set_trainable(net, layers: str = "all") -> None:
             ly.trainable = ly.name.startswith("head_") and int(ly.filters) % 16 == 0
 
 
-def decode_matrix(size: int, style=None) -> np.ndarray:
+def decode_matrix(size, style=None) -> np.ndarray:
     """(16, 4): regressors -> box corners relative to the anchor centre, normalized:
-    ``x1 = (dx - w / 2) / size`` and so on, with ``style`` (a ``facecore.boxstyle.BoxStyle``) in the same
+    ``x1 = (dx - w / 2) / width`` and so on (``size``: the input side, or its ``(height, width)``), with
+    ``style`` (a ``facecore.boxstyle.BoxStyle``) in the same
     matrix: both its forms are linear in the regressors (offsets move each side by a fraction of ``w`` or
     ``h``; the keypoint map adds multiples of each keypoint's offset from the box centre, ``kx - dx``). The
     network then starts out drawing boxes the way the training labels are drawn, and fine-tuning only has
     to refine them. Without a style: MediaPipe's own box."""
     from .boxstyle import N_FEATURES, NUM_KEYPOINTS, offsets_matrix
 
+    h, w = (size, size) if np.isscalar(size) else size
     weights = style.weights() if style is not None else offsets_matrix(0, 0, 0, 0)
     jac = np.zeros((N_FEATURES, 16))  # regressors -> boxstyle.features: [w, h, k0x - cx, k0y - cy, ...]
     jac[0, 2] = jac[1, 3] = 1.0
@@ -227,66 +236,89 @@ def decode_matrix(size: int, style=None) -> np.ndarray:
     m = jac.T @ weights
     m[0, [0, 2]] += 1.0
     m[1, [1, 3]] += 1.0
-    return (m / float(size)).astype(np.float32)
+    return (m / np.array([w, h, w, h], np.float64)).astype(np.float32)
 
 
-def letterbox_geometry(size: int, aspect: float | None) -> tuple[float, float, float, float]:
-    """Where a frame of ``aspect`` (width / height) sits in the network's square once letterboxed, as
-    ``facecore.blazeface.letterbox`` puts it: ``(sx, sy, ox, oy)``, a normalized x of the frame is
-    ``ox + sx * x`` in the square. ``(1, 1, 0, 0)`` (the whole square) for None or a square frame."""
+MAX_STRETCH = 2.0  # the longer side of the network's input is at most this many times the shorter one
+
+
+def input_canvas(size: int, aspect: float | None) -> tuple[int, int]:
+    """The network's input ``(height, width)`` for frames of ``aspect`` (width / height): the shorter side
+    ``size``, the longer one the frame's (up to ``MAX_STRETCH`` times), rounded up to a multiple of 32.
+    A 4:3 frame at 192 gets 192 x 256: every pixel shows the frame, none the padding of a square, so
+    small faces keep a third more pixels than in a 192 px square (at a third more compute).
+    ``(size, size)`` for None or a square frame."""
     if aspect is None or abs(float(aspect) - 1.0) <= 0.02:
+        return size, size
+    long = min(float(aspect) if aspect > 1 else 1.0 / float(aspect), MAX_STRETCH) * size
+    long = int(math.ceil(long / 32 - 1e-6) * 32)
+    return (size, long) if aspect > 1 else (long, size)
+
+
+def letterbox_geometry(hw, aspect: float | None) -> tuple[float, float, float, float]:
+    """Where a frame of ``aspect`` (width / height) sits, letterboxed, in the network's input ``hw``
+    (``(height, width)``, or one side of a square) as ``facecore.blazeface.letterbox`` puts it:
+    ``(sx, sy, ox, oy)``, a normalized x of the frame is ``ox + sx * x`` in the input.
+    ``(1, 1, 0, 0)`` (all of it) for None or a frame of the input's own shape."""
+    h, w = (hw, hw) if np.isscalar(hw) else hw
+    if aspect is None or abs(float(aspect) / (w / h) - 1.0) <= 0.02:
         return 1.0, 1.0, 0.0, 0.0
     aspect = float(aspect)
-    cw, ch = (size, max(1, round(size / aspect))) if aspect > 1 else (max(1, round(size * aspect)), size)
-    return cw / size, ch / size, ((size - cw) // 2) / size, ((size - ch) // 2) / size
+    cw, ch = (w, max(1, round(w / aspect))) if aspect > w / h else (max(1, round(h * aspect)), h)
+    return cw / w, ch / h, ((w - cw) // 2) / w, ((h - ch) // 2) / h
 
 
-def letterbox_model(size: int, aspect: float | None):
+def letterbox_model(size: int, aspect: float | None, hw: tuple[int, int] | None = None):
     """A Keras model (stock layers) that turns a frame stretched to ``size`` x ``size`` (RGB 0..255) back
-    into the letterboxed square MediaPipe's network was trained on: resized to the frame's own shape
-    (``aspect``), centred on a mid-grey border. The identity for a square frame."""
+    into an undistorted frame, as MediaPipe's network was trained on: resized to the frame's own shape
+    (``aspect``) within the network's input ``hw`` (``(height, width)``; the square by default), centred
+    on a mid-grey border. The identity when the frame fills the input."""
     import keras
 
+    h, w = hw or (size, size)
     x = inp = keras.Input((size, size, 3), name="frame")
-    sx, sy, ox, oy = letterbox_geometry(size, aspect)
-    if (sx, sy) != (1.0, 1.0):
-        cw, ch = round(sx * size), round(sy * size)
-        top, left = round(oy * size), round(ox * size)
+    sx, sy, ox, oy = letterbox_geometry((h, w), aspect)
+    cw, ch = round(sx * w), round(sy * h)
+    if (ch, cw) != (size, size):
         x = keras.layers.Resizing(ch, cw, interpolation="bilinear", name="unstretch")(x)
+    if (ch, cw) != (h, w):
+        top, left = round(oy * h), round(ox * w)
         x = keras.layers.Rescaling(1.0, offset=-127.5, name="centre_grey")(x)  # the border: mid-grey
-        x = keras.layers.ZeroPadding2D(((top, size - ch - top), (left, size - cw - left)), name="letterbox")(x)
+        x = keras.layers.ZeroPadding2D(((top, h - ch - top), (left, w - cw - left)), name="letterbox")(x)
         x = keras.layers.Rescaling(1.0, offset=127.5, name="uncentre_grey")(x)
     return keras.Model(inp, x, name="letterbox")
 
 
-def frame_decoding(size: int, anchors: np.ndarray, style=None, aspect: float | None = None):
+def frame_decoding(hw, anchors: np.ndarray, style=None, aspect: float | None = None):
     """``(matrix (16, 4), offsets (A, 4), centres (A, 2))``: ``regressors @ matrix + offsets`` are every
-    anchor's box in ``style``, normalized to the frame, when the network ran on the letterboxed square
-    (``letterbox_model``); ``centres``, the anchors' centres in the frame's terms."""
-    sx, sy, ox, oy = letterbox_geometry(size, aspect)
+    anchor's box in ``style``, normalized to the frame, when the network ran on its input ``hw``
+    (``(height, width)`` or a square's side) letterboxed by ``letterbox_model``; ``centres``, the anchors'
+    centres in the frame's terms. ``anchors``: normalized to the input (``ssd_anchors(variant, hw)``)."""
+    sx, sy, ox, oy = letterbox_geometry(hw, aspect)
     scale = np.array([sx, sy, sx, sy], np.float32)
     origin = np.array([ox, oy, ox, oy], np.float32)
-    matrix = decode_matrix(size, style) / scale
+    matrix = decode_matrix(hw, style) / scale
     offsets = (np.concatenate([anchors[:, :2], anchors[:, :2]], axis=1) - origin) / scale
     return matrix.astype(np.float32), offsets.astype(np.float32), offsets[:, :2].copy()
 
 
 def detector_net(net, anchors: np.ndarray, size: int, temperature: float = 4.0, style=None,
-                 aspect: float | None = None):
+                 aspect: float | None = None, hw: tuple[int, int] | None = None):
     """Wrap a raw BlazeFace net with the decoding in the graph; stock layers only, so
     ``keras.models.load_model(path, compile=False)`` loads the saved file.
 
     Outputs ``[prob (N, 1), box (N, 4), anchor_probs (N, A, 1), anchor_boxes (N, A, 4)]``, boxes
     normalized ``[x1, y1, x2, y2]`` in the input frame (whole frame resized), in ``style`` (see
     ``decode_matrix``). With ``aspect`` (the training photos' width / height) the stretched input is
-    letterboxed in the graph first (``letterbox_model``), so the network sees faces undistorted.
+    letterboxed in the graph first (``letterbox_model``), so the network sees faces undistorted; ``hw``:
+    the network's input ``(height, width)`` (``input_canvas``; ``anchors`` made for it), the square by default.
     """
     import keras
 
     inp = keras.Input((size, size, 3), name="image")
-    reg, logits = net(letterbox_model(size, aspect)(inp))
+    reg, logits = net(letterbox_model(size, aspect, hw)(inp))
     a = len(anchors)
-    matrix, offsets, _ = frame_decoding(size, anchors, style, aspect)
+    matrix, offsets, _ = frame_decoding(hw or size, anchors, style, aspect)
     dense = keras.layers.Dense(4, use_bias=False, trainable=False, name="decode_box")
     rel = dense(reg)
     dense.set_weights([matrix])
@@ -299,3 +331,13 @@ def detector_net(net, anchors: np.ndarray, size: int, temperature: float = 4.0, 
     best = keras.layers.Dot(axes=1, name="weighted_box")([weights, boxes])
     box = keras.layers.Reshape((4,), name="box")(best)
     return keras.Model(inp, [prob, box, probs, boxes], name="blazeface_detector")
+
+
+def pretrained_detector(variant: str = "full", aspect: float | None = 4 / 3, style=None):
+    """MediaPipe's network in the saved-model form fine-tuning gives it for frames of ``aspect``, before any
+    fine-tuning (for timing, and as a baseline): input the frame stretched to a square, see ``detector_net``."""
+    from .blazeface import VARIANTS, ssd_anchors
+
+    hw = input_canvas(VARIANTS[variant].size, aspect)
+    return detector_net(raw_net(variant, input_hw=hw), ssd_anchors(variant, hw), max(hw), style=style,
+                        aspect=aspect, hw=hw)

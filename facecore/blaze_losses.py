@@ -82,7 +82,7 @@ def corner_loss(pred, target, positive):
     return tf.reduce_sum(tf.reduce_sum(tf.abs(pred - target) / scale, axis=-1) * positive, axis=1)
 
 
-def augment_batch(images, gt, mask, size: int, seed_tensor=None):
+def augment_batch(images, gt, mask, size: int):
     """Random zoom/shift crop, flip and colour for a batch: images float32 (N, L, L, 3) 0..255 ->
     (N, size, size, 3); boxes follow; faces keeping under half their area are masked out."""
     tf = _tf()

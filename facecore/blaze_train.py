@@ -20,9 +20,11 @@ loss plus a localization loss), over SSD anchors instead of one box:
   across the room), horizontal flip, brightness,
   contrast and saturation; faces that keep under half their area leave the labels.
 
-Inputs are whole photos resized to the network's square (``facecore.preprocess.resize_for_model``),
-exactly as at inference; the graph then letterboxes them back to the photos' shape
-(``facecore.blaze_keras.letterbox_model``), so the network sees faces as MediaPipe trained it to.
+Inputs are whole photos resized to the model's square (``facecore.preprocess.resize_for_model``),
+exactly as at inference; the graph then resizes them back to the photos' shape
+(``facecore.blaze_keras.letterbox_model``) in a network input of that shape (``input_canvas``: the
+shorter side 192, the longer one the photos'), so the network sees faces undistorted, as MediaPipe
+trained it to, and no pixel is spent on padding.
 """
 
 from __future__ import annotations
@@ -45,17 +47,18 @@ PHOTO_WEIGHT = 3.0  # the photo-level face/no-face loss: keeps hands, dark frame
 
 
 def build_trainer(net, anchors: np.ndarray, size: int, localization_weight: float, augment: bool, style=None,
-                  aspect: float | None = None):
-    """The Keras model that trains ``net`` (raw BlazeFace: ``[regressors, logits]``), keras-io style; photos
-    (stretched squares) are letterboxed to ``aspect`` in the graph first, as the saved model does."""
+                  aspect: float | None = None, hw: tuple[int, int] | None = None):
+    """The Keras model that trains ``net`` (raw BlazeFace: ``[regressors, logits]``, input ``hw``), keras-io
+    style; photos (stretched ``size`` squares) are letterboxed to ``aspect`` in the graph first, as the
+    saved model does."""
     import keras
 
     from .blaze_keras import frame_decoding, letterbox_model
 
     tf = _tf()
-    matrix, box_offsets, anchor_centres = frame_decoding(size, anchors, style, aspect)
+    matrix, box_offsets, anchor_centres = frame_decoding(hw or size, anchors, style, aspect)
     dec, offsets, centres = tf.constant(matrix), tf.constant(box_offsets), tf.constant(anchor_centres)
-    unstretch = letterbox_model(size, aspect)
+    unstretch = letterbox_model(size, aspect, hw)
 
     class BlazeTrainer(keras.Model):
         """Fine-tunes ``net`` on ``(images (N, L, L, 3) 0..255, (boxes (N, K, 4), mask (N, K)))``.
@@ -124,10 +127,42 @@ def build_trainer(net, anchors: np.ndarray, size: int, localization_weight: floa
     return BlazeTrainer()
 
 
+SMALL_FACE = 0.2  # a median labeled face narrower than this share of the photo counts as small
+
+
+def pick_input_shape(choice: str, boxes: list[np.ndarray]) -> str:
+    """``"square"`` or ``"frame"`` for the config's ``input_shape`` and the training labels (per photo,
+    (n, 4) normalized): ``"auto"`` is ``"frame"`` when a photo holds several faces (group photos, mosaics)
+    or the median face is under ``SMALL_FACE`` of the photo's width: small faces gain most from the
+    frame-shaped input, while single close faces were boxed best in MediaPipe's square (README)."""
+    if choice != "auto":
+        return choice
+    boxes = [np.asarray(b, np.float32).reshape(-1, 4) for b in boxes]
+    widths = [float(w) for b in boxes for w in b[:, 2] - b[:, 0]]
+    if any(len(b) >= 2 for b in boxes) or (widths and float(np.median(widths)) < SMALL_FACE):
+        return "frame"
+    return "square"
+
+
+def label_boxes(items) -> list[np.ndarray]:
+    """The labeled boxes of ``items`` (``facecore.dataset.Item``), normalized; a broken or missing label
+    counts as no face (training reports those itself)."""
+    from .errors import FaceCoreError
+    from .labels import read_label
+
+    out = []
+    for it in items:
+        try:
+            out.append(np.asarray(read_label(it.label).boxes, np.float32).reshape(-1, 4) if it.label else np.zeros((0, 4)))
+        except (FaceCoreError, OSError, ValueError):
+            out.append(np.zeros((0, 4), np.float32))
+    return out
+
+
 def dominant_aspect(paths) -> float:
     """Width / height shared by most of the photos at ``paths`` (read from their headers; 4:3 if none)."""
     from .errors import ImageReadError
-    from .io import image_size
+    from .images import image_size
 
     seen = []
     for p in paths:
@@ -142,25 +177,29 @@ def dominant_aspect(paths) -> float:
     return float(values[int(np.argmax(counts))])
 
 
-def fit_start_style(net, anchors: np.ndarray, size: int, samples, warnings: list, aspect: float):
+def fit_start_style(net, anchors: np.ndarray, size: int, samples, warnings: list, aspect: float,
+                    hw: tuple[int, int] | None = None):
     """The box style of the training labels around the pretrained network's best box and keypoints
     (``BoxStyle.fit``, pulled toward the built-in ``DEFAULT_STYLE`` when few faces are labeled), built into
     the decoding before fine-tuning starts; None (with a warning) when too few faces match.
 
-    Fitted where the network looks, in the square letterboxed to ``aspect`` (undistorted, like the
-    built-in style), on the photos of that shape (others are distorted there) unless too few faces are."""
+    Fitted where the network looks, in its input ``hw`` (the ``size`` square by default) letterboxed to
+    ``aspect`` (undistorted, like the built-in style), on the photos of that shape (others are distorted
+    there) unless too few faces are."""
     from . import boxes as B
     from .blaze_keras import decode_matrix, letterbox_geometry, letterbox_model
     from .blazeface import DEFAULT_STYLE, NUM_KEYPOINTS, weighted_nms
     from .boxstyle import MIN_KEYPOINT_FACES, BoxStyle
     from .errors import FaceCoreError, ImageReadError
-    from .io import image_size
+    from .images import image_size
 
-    dec = decode_matrix(size)
+    hw = hw or (size, size)
+    dec = decode_matrix(hw)
     centres = np.concatenate([anchors[:, :2], anchors[:, :2]], axis=1)
     kp_centres = np.tile(anchors[:, :2], NUM_KEYPOINTS)
-    sx, sy, ox, oy = letterbox_geometry(size, aspect)
-    unstretch = letterbox_model(size, aspect)
+    px = np.tile(np.array([hw[1], hw[0]], np.float32), NUM_KEYPOINTS)
+    sx, sy, ox, oy = letterbox_geometry(hw, aspect)
+    unstretch = letterbox_model(size, aspect, hw)
     d, g, k, same = [], [], [], []
     for i in range(0, len(samples), 64):
         x = unstretch.predict(resize_all(samples.images[i:i + 64], size), verbose=0)
@@ -168,7 +207,7 @@ def fit_start_style(net, anchors: np.ndarray, size: int, samples, warnings: list
         for r, lg, truth, path in zip(reg, logits[..., 0], samples.all_boxes[i:i + 64], samples.paths[i:i + 64]):
             if not len(truth):
                 continue
-            rows = np.concatenate([r @ dec + centres, r[:, 4:] / size + kp_centres], axis=1)
+            rows = np.concatenate([r @ dec + centres, r[:, 4:] / px + kp_centres], axis=1)
             found = weighted_nms(rows, 0.5 * (1 + np.tanh(lg / 2)), 0.3)
             if not found:
                 continue
@@ -224,23 +263,30 @@ def train_blazeface(dataset: Dataset, config, out_dir: Path, emit: Callable, sta
     from .evaluate import compute_metrics
     from .losses import evaluate_predictions
 
-    size = config.size
-    variant = VARIANT_BY_SIZE[size]
-    load_size = int(round(size * LOAD_SCALE))
+    variant = VARIANT_BY_SIZE[config.size]
     model_path(variant)  # the pretrained network must be there before any photo is read
+    # "frame": the network's input follows the photos' shape (shorter side config.size): a 4:3 photo
+    # fills 192 x 256 instead of sitting in a 192 px square, so small faces keep a third more pixels. The
+    # saved model takes the whole frame stretched to a square of the longer side, unstretched in the graph.
+    first = dataset.split(config.split, config.seed)
+    items = dataset.training_items(first) if config.augmentation == "offline" else list(first.train)
+    frame_aspect = dominant_aspect([it.image for it in first.train])
+    shape = pick_input_shape(config.input_shape, label_boxes(items))
+    hw = BK.input_canvas(config.size, frame_aspect) if shape == "frame" else (config.size, config.size)
+    size = max(hw)
+    load_size = int(round(size * LOAD_SCALE))
     split, *parts = read_splits(dataset, config, load_size, emit, warnings, cancel)
     samples = dict(zip(("train", "val", "test"), parts))
     tr = samples["train"]
     emit("loading", 1.0, "building BlazeFace (face-pretrained)" if config.weights else "building BlazeFace (from scratch)")
     keras.utils.set_random_seed(config.seed)
-    net = BK.raw_net(variant, "blazeface" if config.weights else None)
+    net = BK.raw_net(variant, "blazeface" if config.weights else None, input_hw=hw)
     BK.set_trainable(net, config.train_layers)
-    anchors = ssd_anchors(variant)
+    anchors = ssd_anchors(variant, hw)
     emit("loading", 1.0, "measuring how the labels sit around the pretrained detector's boxes")
-    frame_aspect = dominant_aspect(tr.paths)
-    style = fit_start_style(net, anchors, size, tr, warnings, frame_aspect)
+    style = fit_start_style(net, anchors, size, tr, warnings, frame_aspect, hw)
     trainer = build_trainer(net, anchors, size, float(config.localization_weight), config.augmentation != "off", style,
-                            frame_aspect)
+                            frame_aspect, hw)
     trainer.compile(keras.optimizers.Adam(config.learning_rate))
     bs = int(config.batch_size)
     train_ds = dataset_of(tr.images, tr.all_boxes, bs, True, config.seed)
@@ -264,7 +310,7 @@ def train_blazeface(dataset: Dataset, config, out_dir: Path, emit: Callable, sta
                          best=start, best_weights=net.get_weights() if math.isfinite(start) else None)
     trainer.fit(train_ds, validation_data=val_ds, epochs=config.epochs, callbacks=cbs, verbose=0, shuffle=False)
     check_stop(state, cancel)
-    model = BK.detector_net(net, anchors, size, style=style, aspect=frame_aspect)
+    model = BK.detector_net(net, anchors, size, style=style, aspect=frame_aspect, hw=hw)
 
     emit("evaluating", 0.0, "evaluating on train, val and test")
     metrics = {}
@@ -286,6 +332,8 @@ def train_blazeface(dataset: Dataset, config, out_dir: Path, emit: Callable, sta
         # width / height of most training photos: the graph letterboxes its input to it, and inference
         # pads frames of another shape to it first
         "frame_aspect": frame_aspect,
+        "input_shape": shape,  # "frame" or "square" (config.input_shape "auto" picks one: pick_input_shape)
+        "network_input_hw": list(hw),  # what the network sees after the graph's unstretching
         "history": history,
         "metrics": metrics,
         "input": {"shape": [None, size, size, 3], "dtype": "float32", "range": "RGB 0..255",
@@ -324,5 +372,5 @@ def predict_best(model, images: np.ndarray, batch: int = 64) -> tuple[np.ndarray
 def saved_outputs_doc() -> list[str]:
     return ["prob (N, 1) the best face's probability",
             "box (N, 4) the best face, normalized [x1, y1, x2, y2] (softmax-weighted anchors)",
-            "anchor_probs (N, 896, 1) every anchor's face probability",
-            "anchor_boxes (N, 896, 4) every anchor's decoded box (weighted NMS gives every face)"]
+            "anchor_probs (N, A, 1) every anchor's face probability",
+            "anchor_boxes (N, A, 4) every anchor's decoded box (weighted NMS gives every face)"]

@@ -82,11 +82,13 @@ def model_path(variant: str = "short") -> Path:
                         f"(pip install --force-reinstall -r requirements.txt)")
 
 
-def ssd_anchors(variant: str = "short") -> np.ndarray:
+def ssd_anchors(variant: str = "short", hw: tuple[int, int] | None = None) -> np.ndarray:
     """Anchor centres and scales as MediaPipe's SsdAnchorsCalculator makes them (fixed anchor size):
     float32 (A, 3) ``[cx, cy, scale]``, normalized; ``scale`` is the SSD scale of the anchor's layer
-    (the decoder ignores it: with fixed-size anchors the network regresses absolute sizes)."""
+    (the decoder ignores it: with fixed-size anchors the network regresses absolute sizes).
+    ``hw``: the network's input ``(height, width)`` when not its own square (``blaze_keras.input_canvas``)."""
     v = VARIANTS[variant]
+    h, w = hw or (v.size, v.size)
     n = len(v.strides)
 
     def scale_at(i):
@@ -104,11 +106,11 @@ def ssd_anchors(variant: str = "short") -> np.ndarray:
                 nxt = 1.0 if last == n - 1 else scale_at(last + 1)
                 scales.append(math.sqrt(s * nxt))
             last += 1
-        fm = math.ceil(v.size / v.strides[layer])
-        for y in range(fm):
-            for x in range(fm):
+        fh, fw = math.ceil(h / v.strides[layer]), math.ceil(w / v.strides[layer])
+        for y in range(fh):
+            for x in range(fw):
                 for s in scales:
-                    out.append(((x + 0.5) / fm, (y + 0.5) / fm, s))
+                    out.append(((x + 0.5) / fw, (y + 0.5) / fh, s))
         layer = last
     return np.asarray(out, np.float32)
 
@@ -307,7 +309,8 @@ def fit_dataset_style(dataset, out_dir: str | Path, split_fractions=None, seed: 
 
     from .dataset import DEFAULT_SPLIT
     from .errors import ImageReadError, LabelFormatError
-    from .io import atomic_write_text, check_model_dir, read_image, replace_dir
+    from .images import read_image
+    from .io import atomic_write_text, check_model_dir, replace_dir
     from .jobs import Progress
     from .labels import read_label
 

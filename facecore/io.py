@@ -18,8 +18,6 @@ from pathlib import Path
 from typing import Callable
 
 from .errors import FaceCoreError, StorageError
-# Re-exported for callers written before facecore.images (benchmarks, BlazeFace fine-tuning and its tests).
-from .images import image_size, read_image  # noqa: F401
 
 
 def _read_umask() -> int:

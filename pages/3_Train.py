@@ -11,7 +11,7 @@ from facecore import Dataset, FaceCoreError
 from facecore.backbones import BLAZEFACE, CATALOGUE, DEFAULT_INPUT_SIZE, DETECTOR_BACKBONES, IMAGENET_BACKBONES
 from facecore.jobs import Job
 from facecore.registry import META_FILE
-from facecore.train import AUGMENTATION_MODES, JOB, TRAIN_LAYERS, TrainConfig, failure_kind, preset
+from facecore.train import AUGMENTATION_MODES, INPUT_SHAPES, JOB, TRAIN_LAYERS, TrainConfig, failure_kind, preset
 from facecore.train import preload_tensorflow, start_training as start_job
 from pages.common import dataset_picker, dataset_summary, show_error, workspace
 from pages.common.figures import loss_figure
@@ -102,6 +102,7 @@ def show_running_job_settings(cfg: TrainConfig, dataset_name: str) -> None:
         values["train_alpha"] = cfg.alpha
     if blaze_:
         values["train_layers"] = getattr(cfg, "train_layers", "all")
+        values["train_input_shape"] = cfg.input_shape
     if dataset_name == job.subject.dataset:
         values[f"train_name_{dataset_name}_{b}"] = cfg.name
         values[f"train_aug_{dataset_name}_{blaze_}"] = cfg.augmentation
@@ -206,6 +207,15 @@ else:
                                       "alarms at zero. All detection heads also relearn face/no-face; every layer "
                                       "fits your own photos most closely and forgets more.")
                         if blaze else TrainConfig.train_layers)
+        input_shape = (a2.radio("Network input", INPUT_SHAPES, key="train_input_shape", horizontal=True,
+                                index=INPUT_SHAPES.index(TrainConfig.input_shape),
+                                format_func={"auto": "auto", "square": "square", "frame": "photo-shaped"}.get,
+                                help="Photo-shaped: the network sees a 4:3 photo as 192 x 256 pixels instead of "
+                                     "inside a 192 px square, so small and distant faces get a third more pixels "
+                                     "(a third slower). Square: MediaPipe's own input, best for one face close to "
+                                     "the camera. Auto picks photo-shaped when a labeled photo holds several faces "
+                                     "(or mosaics from the Augment page) or most faces are small.")
+                       if blaze else TrainConfig.input_shape)
 
     if blaze and weights is not None:
         st.caption("Starts from MediaPipe's face weights (shipped with the app, nothing to download); every photo "
@@ -226,7 +236,7 @@ else:
                              localization_weight=float(loc_weight), augmentation=augmentation, augment=aug_config,
                              fine_tune_epochs=int(ft_epochs) if weights is not None else 0,
                              fine_tune_layers=int(ft_layers), patience=int(patience), seed=int(seed),
-                             train_layers=train_layers)
+                             train_layers=train_layers, input_shape=input_shape)
     except FaceCoreError as exc:
         show_error(exc)
     if config is not None and (workspace().models_root / config.name / META_FILE).exists():

@@ -165,11 +165,14 @@ def test_page_fine_tunes_blazeface_by_default(tiny_ws, train_slot):
     at = _page()
     at.sidebar.selectbox[0].select("tiny").run()
     at.number_input(key="train_epochs_blaze").set_value(2).run()
+    assert at.radio(key="train_input_shape").value == "auto"
+    at.radio(key="train_input_shape").set_value("frame").run()
     at.button(key="train_start").click().run()
     assert not at.exception, at.exception
     job = train_slot.wait(300)
     assert job.status == "done", job.error_message
     assert job.subject.config.backbone == "blazeface" and job.result[1]["architecture"] == "blazeface"
+    assert job.subject.config.input_shape == "frame" and job.result[1]["input_shape"] == "frame"
     at.run()
     assert "tiny-blazeface" in _texts(at.success)
     from facecore.registry import detector_names

@@ -43,6 +43,7 @@ def _meta(path):
 
 
 @pytest.mark.parametrize("bad", [
+    {"input_shape": "round"},
     dict(backbone="alexnet"), dict(augmentation="sometimes"), dict(epochs=0), dict(batch_size=0),
     dict(learning_rate=0.0), dict(learning_rate=float("nan")), dict(name="../evil"), dict(input_size=16),
     dict(split=(0.0, 0.5, 0.5)), dict(lr_factor=1.5),
@@ -309,3 +310,17 @@ def test_training_targets_are_clipped_to_the_image(tmp_path):
     it = ds.items()[0]
     ds.set_label(it.stem, ImageLabel(160, 120, [[-0.2, 0.1, 0.5, 1.3], [0.5, 0.5, 0.5, 0.9]]))
     np.testing.assert_allclose(label_boxes(ds.items()[0]), [[0.0, 0.1, 0.5, 1.0]], atol=1e-6)
+
+
+@pytest.mark.parametrize("choice, boxes, expected", [
+    ("auto", [[[0.3, 0.2, 0.6, 0.7]], [[0.2, 0.1, 0.5, 0.6]], []], "square"),         # close single faces
+    ("auto", [[[0.1, 0.1, 0.3, 0.4], [0.6, 0.1, 0.8, 0.4]], [[0.3, 0.2, 0.6, 0.7]]], "frame"),  # two in a photo
+    ("auto", [[[0.40, 0.3, 0.55, 0.5]], [[0.1, 0.1, 0.25, 0.3]], [[0.3, 0.2, 0.6, 0.7]]], "frame"),  # small faces
+    ("auto", [[], []], "square"),                                                   # nothing labeled
+    ("square", [[[0.1, 0.1, 0.2, 0.2], [0.5, 0.5, 0.6, 0.6]]], "square"),            # an explicit choice stands
+    ("frame", [[[0.3, 0.2, 0.6, 0.7]]], "frame"),
+])
+def test_input_shape_follows_the_labels(choice, boxes, expected):
+    from facecore.blaze_train import pick_input_shape
+
+    assert pick_input_shape(choice, [np.asarray(b, np.float32).reshape(-1, 4) for b in boxes]) == expected

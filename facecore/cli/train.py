@@ -13,7 +13,7 @@ from pathlib import Path
 from ..backbones import DETECTOR_BACKBONES
 from ..dataset import Dataset
 from ..registry import read_meta
-from ..train import AUGMENTATION_MODES, TRAIN_LAYERS, TrainConfig, preset, train
+from ..train import AUGMENTATION_MODES, INPUT_SHAPES, TRAIN_LAYERS, TrainConfig, preset, train
 from ..workspace import Workspace, check_name
 from .progress import bar, fmt_s, line_printer
 
@@ -39,7 +39,8 @@ def config_from_args(args, name: str) -> TrainConfig:
         batch_size=pick(args.batch_size, "batch_size"), learning_rate=pick(args.lr, "learning_rate"),
         augmentation=pick(args.augmentation, "augmentation"), fine_tune_epochs=args.fine_tune_epochs,
         patience=args.patience, seed=args.seed, cache_features=not args.no_cache, export_tflite=not args.no_tflite,
-        train_layers=args.train_layers or defaults.get("train_layers", TrainConfig.train_layers))
+        train_layers=args.train_layers or defaults.get("train_layers", TrainConfig.train_layers),
+        input_shape=args.input_shape)
 
 
 def _train(args) -> int:
@@ -73,6 +74,9 @@ def add_parser(sub) -> None:
                         "from scratch) or a weights .h5 file")
     p.add_argument("--train-layers", default=None, choices=TRAIN_LAYERS,
                    help="blazeface: the box-regression heads (default), all detection heads, or every layer")
+    p.add_argument("--input-shape", default=TrainConfig.input_shape, choices=INPUT_SHAPES,
+                   help="blazeface: the network's input: the photos' shape (frame: small faces get a third more "
+                        "pixels), MediaPipe's square, or auto (frame when the labels hold several or small faces)")
     p.add_argument("--epochs", type=int, default=None, help="default: per model (facecore.train.preset)")
     p.add_argument("--batch-size", type=int, default=None, help="default: per model")
     p.add_argument("--lr", type=float, default=None, help="learning rate (default: per model)")

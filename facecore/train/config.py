@@ -18,6 +18,7 @@ from ..workspace import check_name
 # (facecore.blaze_train); the others are the tutorials' FaceTracker (one box) on an ImageNet backbone, or
 # tinycnn from scratch.
 TRAIN_LAYERS = ("heads", "box", "all")
+INPUT_SHAPES = ("auto", "square", "frame")  # blazeface: the network's input (facecore.blaze_train.pick_input_shape)
 
 
 def preset(backbone: str, from_scratch: bool = False) -> dict:
@@ -82,6 +83,9 @@ class TrainConfig:
     cache_features: bool = True
     export_tflite: bool = True
     train_layers: str = "box"  # blazeface: "box" (box heads), "heads" (detection heads) or "all" layers
+    # blazeface: "square" (MediaPipe's letterboxed square), "frame" (the photos' shape, shorter side input_size:
+    # small faces get more pixels) or "auto" (frame when the labels hold several or small faces)
+    input_shape: str = "auto"
 
     def __post_init__(self):
         check_name(self.name, "model")
@@ -92,6 +96,8 @@ class TrainConfig:
                                 f"choose one of {', '.join(AUGMENTATION_MODES)}")
         if isinstance(self.weights, str) and self.weights.strip().lower() in ("none", ""):
             object.__setattr__(self, "weights", None)
+        if self.input_shape not in INPUT_SHAPES:
+            raise TrainingError(f"input_shape must be one of {', '.join(INPUT_SHAPES)}, got {self.input_shape!r}")
         if self.train_layers not in TRAIN_LAYERS:
             raise TrainingError(f"train_layers must be one of {', '.join(TRAIN_LAYERS)}, got {self.train_layers!r}")
         if self.backbone == BLAZEFACE:
