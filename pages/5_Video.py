@@ -147,11 +147,12 @@ st.subheader("Result")
 for w in result.warnings:
     st.warning(w)
 faces = result.face_frames
-cols = st.columns(4)
+cols = st.columns(5)
 cols[0].metric("Frames", result.frames)
 cols[1].metric("Processing speed", f"{result.fps:.1f} fps")
 cols[2].metric("Frames with a face", f"{faces} ({faces / max(result.frames, 1):.0%})")
-cols[3].metric("Audio", "kept" if result.audio_kept else "none")
+cols[3].metric("Most faces in a frame", result.most_faces)
+cols[4].metric("Audio", "kept" if result.audio_kept else "none")
 cfg = result.config
 st.caption(f"Detector `{result.detector}`, threshold {cfg.threshold:.2f}, "
            + ("every frame" if cfg.every <= 0 else f"every {cfg.every:g} s") + (", blurred" if cfg.blur else ""))

@@ -102,6 +102,11 @@ class VideoResult:
         return sum(1 for r in self.records if r.score >= self.config.threshold)
 
     @property
+    def most_faces(self) -> int:
+        """The most faces boxed (or blurred) in one frame: detections at or above the threshold."""
+        return max((sum(d.score >= self.config.threshold for d in r.detections) for r in self.records), default=0)
+
+    @property
     def fps(self) -> float:
         """End-to-end processing speed, frames per second."""
         return self.frames / self.seconds if self.seconds > 0 else 0.0
