@@ -138,6 +138,7 @@ if counts:
 ready = sum(1 for n in counts.values() if n >= 2) >= 2
 
 
+# ------------------------------------------------------------------------------------------------
 def settings(prefix: str, with_backbone: bool = True) -> dict:
     cols = st.columns(4 if with_backbone else 3)
     out = {}
@@ -214,6 +215,7 @@ else:
         st.plotly_chart(history_figure(meta["history"]), key="recognize_final_chart")
 
 
+# ------------------------------------------------------------------------------------------------
 st.header("3. Compare backbones")
 if ready:
     st.caption("Trains one model per backbone, without and with augmentation, on the same crops and split; "

@@ -102,7 +102,6 @@ def probability_chart(history, threshold: float, window_s: float) -> go.Figure:
     return fig
 
 
-# ------------------------------------------------------------------------------------------------
 def history_figure(history: list[dict]) -> go.Figure:
     """Identity training: train and val loss and accuracy per epoch."""
     fig = make_subplots(rows=1, cols=2, subplot_titles=("Loss", "Accuracy"), horizontal_spacing=0.1)
@@ -117,7 +116,6 @@ def history_figure(history: list[dict]) -> go.Figure:
     return fig
 
 
-# ------------------------------------------------------------------------------------------------
 def comparison_figure(df: pd.DataFrame) -> go.Figure:
     """Backbone comparison (``facecore.identity_compare`` rows): val accuracy, val loss and latency per
     backbone, without and with augmentation."""
