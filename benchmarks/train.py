@@ -8,7 +8,7 @@ augmentation), stage by stage as its progress reports them: importing TensorFlow
 network, reading the images, training (the first epoch, which builds the training graph, apart from
 the others), evaluating, saving; wall and CPU seconds for each.
 
-Uses generated 160x120 face images (tests/synth.py) and ``weights=None`` backbones, frozen as if they
+Uses generated 160x120 face images (facecore.testing.face_image) and ``weights=None`` backbones, frozen as if they
 were pretrained (the timing does not depend on the weights' values). For each backbone it prints:
 the one-off feature computation, the seconds per epoch on cached features, the seconds per epoch of a
 plain fit through the backbone (after a short warm-up that builds the graphs), and the speed-up per epoch
@@ -25,15 +25,13 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))  # synth.py, the tests' image generator (facecore: pip install -e .)
 
 import numpy as np  # noqa: E402
 
 
 def make_samples(n: int, size: int, seed: int = 0):
     from facecore.preprocess import resize_for_model
-    from synth import face_image
+    from facecore.testing import face_image
 
     rng = np.random.default_rng(seed)
     x = np.empty((n, size, size, 3), np.float32)

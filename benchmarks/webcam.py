@@ -19,7 +19,7 @@ exported to TFLite and loaded by ``facecore.registry.load_facetracker``, the pat
     python benchmarks/webcam.py --browser --seconds 20 --hogs 1   # ... with a CPU hog beside it
 
 ``--browser``: starts the app with ``streamlit run``, opens the Webcam page in headless Chromium
-(/usr/bin/chromium, the fake-camera clip of tests/test_browser_webcam.py, 320x240 at 15 fps), starts
+(/usr/bin/chromium, the fake-camera clip of facecore.testing.face_clip, 320x240 at 15 fps), starts
 the stream and switches through the detectors, printing for each the delivered fps and model latency
 the page shows, the fps the browser decodes (getStats), the lighter path taken, and the server's
 resident memory (RSS) while streaming: what a host such as Streamlit Community Cloud must allow.
@@ -183,7 +183,7 @@ def settled_rss_mb(pid: int, quiet_s: float = 3.0, timeout_s: float = 120.0) -> 
 
 
 def server_pid(port: int) -> int:
-    """The pid of the `streamlit run` serving ``port`` (tests/conftest.serve_app does not expose it)."""
+    """The pid of the `streamlit run` serving ``port`` (facecore.testing.serve_app does not expose it)."""
     for proc in Path("/proc").iterdir():
         if proc.name.isdigit():
             try:
@@ -204,10 +204,10 @@ def browser_run(detectors: list[str], seconds: float, hogs: int, input_size: int
     import subprocess
     import urllib.parse
 
-    sys.path.insert(0, str(ROOT / "tests"))
-    from conftest import BROWSER_ARGS, CHROMIUM, serve_app
     from playwright.sync_api import sync_playwright
-    from test_browser_webcam import COUNT_DECODED_JS, KEEP_PEER_CONNECTIONS_JS, decoded_rate, face_clip
+
+    from facecore.testing import (BROWSER_ARGS, CHROMIUM, COUNT_DECODED_JS, KEEP_PEER_CONNECTIONS_JS, decoded_rate,
+                                  face_clip, serve_app)
 
     if not CHROMIUM.exists():
         raise SystemExit(f"--browser needs {CHROMIUM}")

@@ -8,8 +8,9 @@ checks create -> another page -> reload in a real browser.
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from conftest import BROWSER_ARGS, CHROMIUM, ROOT, chromium_or_skip, serve_app
-from synth import make_dataset
+from conftest import ROOT, chromium_or_skip
+
+from facecore.testing import BROWSER_ARGS, CHROMIUM, make_dataset, serve_app
 
 
 def _app(path="streamlit_app.py"):

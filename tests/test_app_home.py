@@ -24,7 +24,7 @@ def test_home_shows_sample_counts(workspace_env):
 
 def test_home_switches_dataset_and_lists_models(workspace_env):
     data, models = workspace_env
-    from synth import make_dataset
+    from facecore.testing import make_dataset
     make_dataset(data / "workspace" / "mine", n_face=3, n_noface=2)
     (models / "m1").mkdir()
     (models / "m1" / "meta.json").write_text(json.dumps({

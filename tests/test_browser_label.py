@@ -12,7 +12,9 @@ import time
 
 import pytest
 
-from conftest import BROWSER_ARGS, CHROMIUM, SAMPLE, chromium_or_skip, serve_app
+from conftest import SAMPLE, chromium_or_skip
+
+from facecore.testing import BROWSER_ARGS, CHROMIUM, serve_app
 
 pytestmark = pytest.mark.browser
 

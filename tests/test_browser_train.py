@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BROWSER_ARGS, CHROMIUM, chromium_or_skip, serve_app
-from synth import make_dataset
+from conftest import chromium_or_skip
+
+from facecore.testing import BROWSER_ARGS, CHROMIUM, make_dataset, serve_app
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 

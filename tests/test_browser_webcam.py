@@ -25,78 +25,18 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import BROWSER_ARGS, CHROMIUM, SAMPLE, chromium_or_skip, serve_app
+from conftest import chromium_or_skip
+from facecore.testing import (BROWSER_ARGS, CHROMIUM, CLIP_FPS, CLIP_H, CLIP_W, CODE_BITS, CODE_ROWS,
+                              COUNT_DECODED_JS, KEEP_PEER_CONNECTIONS_JS, SAMPLE, decoded_rate, face_clip,
+                              read_code, serve_app)
 
 pytestmark = [pytest.mark.browser,
               pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium "
                                                                 "(apt-get install chromium)")]
 
-CLIP_W, CLIP_H, CLIP_FPS = 320, 240, 15
-CODE_BITS, CODE_ROWS = 8, 16  # frame index in 8 blocks across the bottom 16 rows
 STREAM_S = float(os.environ.get("FACETRACK_WEBCAM_STREAM_S", 60))
 HOGS = int(os.environ.get("FACETRACK_WEBCAM_HOGS", 1))  # busy-looping processes beside the stream
 SETTLE_S = 2.0  # a change must show on the returned video within this long
-
-
-def write_y4m(path: Path, frames: list[np.ndarray], fps: int = CLIP_FPS) -> Path:
-    """RGB frames (H, W, 3) -> an uncompressed YUV4MPEG2 (4:2:0) clip, Chromium's fake-camera format."""
-    h, w = frames[0].shape[:2]
-    with open(path, "wb") as f:
-        f.write(f"YUV4MPEG2 W{w} H{h} F{fps}:1 Ip A1:1 C420jpeg\n".encode())
-        for rgb in frames:
-            f.write(b"FRAME\n")
-            f.write(cv2.cvtColor(rgb, cv2.COLOR_RGB2YUV_I420).tobytes())
-    return path
-
-
-def stamp(rgb: np.ndarray, index: int) -> np.ndarray:
-    """A copy of ``rgb`` with ``index`` written as CODE_BITS black/white blocks along the bottom."""
-    out = rgb.copy()
-    h, w = out.shape[:2]
-    for b in range(CODE_BITS):
-        on = (index >> (CODE_BITS - 1 - b)) & 1
-        out[h - CODE_ROWS:, b * w // CODE_BITS:(b + 1) * w // CODE_BITS] = 235 if on else 16
-    return out
-
-
-def read_code(rgb: np.ndarray) -> int:
-    """The index ``stamp`` wrote (block centres, so codec smearing at the edges does not matter)."""
-    h, w = rgb.shape[:2]
-    row = rgb[h - CODE_ROWS * h // CLIP_H // 2].mean(axis=-1)
-    bits = [row[int((b + 0.5) * w / CODE_BITS)] > 128 for b in range(CODE_BITS)]
-    return sum(int(on) << (CODE_BITS - 1 - b) for b, on in enumerate(bits))
-
-
-def face_clip(path: Path, n_images: int = 6, repeat: int = 30):
-    """A clip of sample photos with one face Haar finds at the clip's size and on the lighter path's
-    smaller copy, near the middle (so a box
-    held over from the previous photo still covers the face) and above the code strip, each held for
-    ``repeat`` frames and stamped with its frame index. Returns (path, frames, boxes) with the face box
-    (normalized) of each frame."""
-    from facecore.detect import HaarDetector
-    from facecore.images import read_image
-
-    from facecore.pacing import LEVELS
-
-    haar = HaarDetector(max_width=CLIP_W)
-    light = HaarDetector(max_width=min(lv.width for lv in LEVELS if lv.width))  # the lighter path's size
-    chosen = []
-    for p in sorted(SAMPLE.glob("images/*.jpg")):
-        rgb = cv2.resize(read_image(p), (CLIP_W, CLIP_H), interpolation=cv2.INTER_AREA)
-        faces = [d for d in haar.detect(rgb) if d.score >= 0.5]
-        if (len(faces) == 1 and any(d.score >= 0.5 for d in light.detect(rgb)) and faces[0].box[3] < 1 - 1.5 * CODE_ROWS / CLIP_H
-                and abs((faces[0].box[0] + faces[0].box[2]) / 2 - 0.5) < 0.07):
-            chosen.append((rgb, faces[0].box))
-        if len(chosen) == n_images:
-            break
-    assert chosen, "Haar finds no face in the sample photos at the clip size"
-    frames, boxes = [], []
-    for rgb, box in chosen:
-        for _ in range(repeat):
-            frames.append(stamp(rgb, len(frames)))
-            boxes.append(box)
-    assert len(frames) < 2 ** CODE_BITS
-    return write_y4m(path, frames), frames, boxes
 
 
 # Installed in the component's iframe: for every new frame the video shows, records (time, frame index,
@@ -137,29 +77,6 @@ WATCH_JS = """(v, boxes) => {
     v.requestVideoFrameCallback(step);
 }""" % (CODE_ROWS, CLIP_H, CODE_BITS, CLIP_W, CLIP_H)
 
-# Test instrumentation, in every frame before its scripts: keeps the page's RTCPeerConnections so the
-# test can read the browser's own count of video frames received and decoded (getStats).
-KEEP_PEER_CONNECTIONS_JS = """(() => {
-    const Native = window.RTCPeerConnection;
-    if (!Native) return;
-    window.__pcs = [];
-    window.RTCPeerConnection = function (...args) { const pc = new Native(...args); window.__pcs.push(pc); return pc; };
-    window.RTCPeerConnection.prototype = Native.prototype;
-})()"""
-
-# Every 250 ms: (time, video frames decoded so far) from getStats.
-COUNT_DECODED_JS = """() => {
-    window.__decoded = [];
-    setInterval(async () => {
-        for (const pc of window.__pcs || []) {
-            if (pc.connectionState !== 'connected') continue;
-            (await pc.getStats()).forEach(r => {
-                if (r.type === 'inbound-rtp' && r.kind === 'video') window.__decoded.push([Date.now() / 1000, r.framesDecoded]);
-            });
-        }
-    }, 250);
-}"""
-
 GRAB_JS = """v => {
     const c = document.createElement('canvas');
     c.width = v.videoWidth; c.height = v.videoHeight;
@@ -185,14 +102,6 @@ def video_delay(shown: list, period: int) -> list[tuple[float, float]]:
         first = delay if first is None else first
         out.append((t, delay - first))
     return out
-
-
-def decoded_rate(decoded: list, t0: float, t1: float) -> float:
-    """Frames per second the browser decoded between about ``t0`` and ``t1`` (getStats samples)."""
-    inside = [(t, n) for t, n in decoded if t0 <= t <= t1]
-    if len(inside) < 2 or inside[-1][0] <= inside[0][0]:
-        return 0.0
-    return (inside[-1][1] - inside[0][1]) / (inside[-1][0] - inside[0][0])
 
 
 def rate(times: list[float]) -> float:

@@ -10,7 +10,7 @@ from facecore.dataset import source_of
 from facecore.splits import split_items
 from facecore.images import encode_jpeg
 from facecore.labels import read_labelme
-from synth import face_image, make_dataset
+from facecore.testing import face_image, make_dataset
 
 
 def _jpeg(w=64, h=48, seed=0):

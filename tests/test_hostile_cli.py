@@ -17,7 +17,7 @@ from facecore.__main__ import main
 from facecore.errors import BusyError
 
 from hostile import deep_json, jpeg_bytes, png_bomb
-from synth import make_dataset
+from facecore.testing import make_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 

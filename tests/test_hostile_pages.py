@@ -9,7 +9,7 @@ from streamlit.testing.v1 import AppTest
 
 from conftest import ROOT
 from hostile import deep_json, jpeg_lying_size, labelme, png_bomb, rect, zip_with_flags, jpeg_bytes
-from synth import make_dataset
+from facecore.testing import make_dataset
 
 
 @pytest.fixture

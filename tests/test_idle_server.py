@@ -20,7 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BROWSER_ARGS, CHROMIUM, ROOT, SAMPLE, chromium_or_skip, serve_app
+from conftest import ROOT, SAMPLE, chromium_or_skip
+
+from facecore.testing import BROWSER_ARGS, CHROMIUM, serve_app
 
 pytestmark = pytest.mark.browser
 

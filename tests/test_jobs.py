@@ -98,7 +98,7 @@ def test_cancel_token():
 # -- every kind of long work, cancelled mid-way ---------------------------------------------------
 
 def _train(tmp_path):
-    from synth import make_dataset
+    from facecore.testing import make_dataset
 
     from facecore.train import TrainConfig, train
 
@@ -117,7 +117,7 @@ def _train(tmp_path):
 
 
 def _augment(tmp_path):
-    from synth import make_dataset
+    from facecore.testing import make_dataset
 
     from facecore.augment import AugmentConfig, augment_dataset
 
@@ -134,7 +134,7 @@ def _augment(tmp_path):
 
 
 def _mosaics(tmp_path):
-    from synth import make_dataset
+    from facecore.testing import make_dataset
 
     from facecore.augment import AugmentConfig
     from facecore.mosaic import augment_and_mosaic
@@ -216,7 +216,7 @@ def _video(tmp_path):
 
 
 def _prelabel(tmp_path):
-    from synth import make_dataset
+    from facecore.testing import make_dataset
 
     from facecore import prelabel as P
     from facecore.detect import HaarDetector
@@ -233,7 +233,7 @@ def _prelabel(tmp_path):
 
 
 def _evaluate(tmp_path):
-    from synth import make_dataset
+    from facecore.testing import make_dataset
 
     from facecore.detect import HaarDetector
     from facecore.evaluate import collect_images, evaluate

@@ -18,7 +18,7 @@ from facecore.errors import Cancelled, FaceCoreError
 from facecore.jobs import Cancel
 from facecore.images import encode_jpeg, read_image
 from facecore.labels import read_label
-from synth import face_image
+from facecore.testing import face_image
 
 
 class FixedDetector(Detector):
@@ -350,7 +350,7 @@ class BatchDetector(FixedDetector):
 
 
 def test_prelabel_uses_detect_batch_and_still_reports_each_image(tmp_path):
-    from synth import make_dataset
+    from facecore.testing import make_dataset
     ds = make_dataset(tmp_path / "many", n_face=0, n_noface=11)
     (ds.images_dir / "img005.jpg").write_bytes(b"corrupt")
     det, seen = BatchDetector(), []

@@ -11,7 +11,7 @@ from streamlit.testing.v1 import AppTest
 from conftest import ROOT, texts
 from facecore import DatasetError, FaceCoreError, Workspace
 from facecore.registry import delete_model, list_models, model_zip
-from synth import make_dataset
+from facecore.testing import make_dataset
 
 
 def _model(models, name, kind="facetracker", files=("model.keras", "model.tflite")):

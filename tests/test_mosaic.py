@@ -123,7 +123,7 @@ def test_augment_and_mosaics_live_side_by_side(tiny_dataset):
 
 
 def test_too_few_train_photos(tmp_path):
-    from synth import make_dataset
+    from facecore.testing import make_dataset
     ds = make_dataset(tmp_path / "small", n_face=3, n_noface=0)
     with pytest.raises(DatasetError, match="4 train-split photos"):
         make_mosaics(ds, 1)
@@ -137,7 +137,7 @@ def test_augment_page_mosaic_checkbox(workspace_env):
     from streamlit.testing.v1 import AppTest
 
     from conftest import ROOT
-    from synth import make_dataset
+    from facecore.testing import make_dataset
 
     data, _ = workspace_env
     ds = make_dataset(data / "workspace" / "mine", n_face=6, n_noface=2, size=(96, 72))

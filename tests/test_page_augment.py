@@ -4,9 +4,10 @@ import time
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from conftest import BROWSER_ARGS, CHROMIUM, ROOT, SAMPLE, chromium_or_skip, serve_app
+from conftest import ROOT, SAMPLE, chromium_or_skip
+
+from facecore.testing import BROWSER_ARGS, CHROMIUM, make_dataset, serve_app
 from facecore import Dataset
-from synth import make_dataset
 
 PAGE = str(ROOT / "pages" / "2_Augment.py")
 

@@ -72,7 +72,7 @@ def test_evaluate_haar_and_model_side_by_side(workspace_env):
 
 def test_evaluate_page_without_models_and_on_empty_split(workspace_env):
     data, _ = workspace_env
-    from synth import make_dataset
+    from facecore.testing import make_dataset
 
     make_dataset(data / "workspace" / "two", n_face=1, n_noface=1)
     at = _run()
@@ -92,7 +92,7 @@ def test_evaluate_page_without_models_and_on_empty_split(workspace_env):
 
 def test_split_without_negatives_says_false_positives_are_not_measured(workspace_env):
     data, _ = workspace_env
-    from synth import make_dataset
+    from facecore.testing import make_dataset
 
     make_dataset(data / "workspace" / "faces", n_face=4, n_noface=0)
     at = AppTest.from_file(PAGE, default_timeout=180)

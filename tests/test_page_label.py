@@ -15,7 +15,7 @@ from conftest import ROOT, SAMPLE
 from facecore import Dataset
 from facecore.images import encode_jpeg
 from facecore.labels import read_label
-from synth import face_image, make_dataset
+from facecore.testing import face_image, make_dataset
 
 PAGE = str(ROOT / "pages" / "1_Collect_and_Label.py")
 

@@ -4,7 +4,9 @@ import av
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from conftest import BROWSER_ARGS, CHROMIUM, ROOT, chromium_or_skip, serve_app
+from conftest import ROOT, chromium_or_skip
+
+from facecore.testing import BROWSER_ARGS, CHROMIUM, serve_app
 from test_video import make_video
 from facecore.detect import DEFAULT_DETECTOR
 

@@ -9,7 +9,7 @@ import pytest
 from facecore import Dataset
 from facecore.jobs import Job, Progress
 from facecore.train import TrainConfig, load_samples, train, training_eta
-from synth import make_dataset
+from facecore.testing import make_dataset
 
 
 def test_missing_imagenet_weights_fail_before_reading_images(tmp_path, monkeypatch):
