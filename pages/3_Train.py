@@ -214,7 +214,7 @@ else:
                                      "inside a 192 px square, so small and distant faces get a third more pixels "
                                      "(a third slower). Square: MediaPipe's own input, best for one face close to "
                                      "the camera. Auto picks photo-shaped when a labeled photo holds several faces "
-                                     "(or mosaics from the Augment page) or most faces are small.")
+                                     "(or mosaics from the Augment page) or most faces are tiny (under a tenth of the photo's width).")
                        if blaze else TrainConfig.input_shape)
 
     if blaze and weights is not None:

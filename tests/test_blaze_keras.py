@@ -103,7 +103,7 @@ def test_fine_tuning_runs_saves_and_detects(tmp_path):
     # only; tests/test_page_train.py runs that one)
     # (1e-3 on every layer of a 24-photo model wrecks the boxes of small faces after one epoch)
     out = train(ds, TrainConfig(name="bf", epochs=4, batch_size=8, learning_rate=3e-4, augmentation="on_the_fly",
-                                patience=0, train_layers="all"), seen.append, tmp_path / "models" / "bf")
+                                patience=0, train_layers="all", input_shape="frame"), seen.append, tmp_path / "models" / "bf")
     meta = json.loads((out / "meta.json").read_text())
     assert meta["architecture"] == "blazeface" and meta["config"]["backbone"] == "blazeface"
     assert (out / "model.keras").is_file() and (out / "model.tflite").is_file()
@@ -131,8 +131,7 @@ def test_fine_tuning_runs_saves_and_detects(tmp_path):
 
     assert (B.iou_matrix(truth, np.asarray(shown)).max(axis=1) >= 0.5).all(), shown
     assert meta["metrics"]["train"]["mean_iou"] > 0.5
-    # the sample's faces are small (a sixth of the photo's width): "auto" gives the network a 4:3 input
-    assert meta["input_shape"] == "frame" and meta["network_input_hw"] == [192, 256]
+    assert meta["input_shape"] == "frame" and meta["network_input_hw"] == [192, 256]  # a 4:3 input
 
 
 @pytest.mark.slow

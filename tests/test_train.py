@@ -315,7 +315,8 @@ def test_training_targets_are_clipped_to_the_image(tmp_path):
 @pytest.mark.parametrize("choice, boxes, expected", [
     ("auto", [[[0.3, 0.2, 0.6, 0.7]], [[0.2, 0.1, 0.5, 0.6]], []], "square"),         # close single faces
     ("auto", [[[0.1, 0.1, 0.3, 0.4], [0.6, 0.1, 0.8, 0.4]], [[0.3, 0.2, 0.6, 0.7]]], "frame"),  # two in a photo
-    ("auto", [[[0.40, 0.3, 0.55, 0.5]], [[0.1, 0.1, 0.25, 0.3]], [[0.3, 0.2, 0.6, 0.7]]], "frame"),  # small faces
+    ("auto", [[[0.40, 0.3, 0.48, 0.4]], [[0.1, 0.1, 0.16, 0.2]], [[0.3, 0.2, 0.6, 0.7]]], "frame"),  # tiny faces
+    ("auto", [[[0.40, 0.3, 0.55, 0.5]], [[0.1, 0.1, 0.25, 0.3]], [[0.3, 0.2, 0.6, 0.7]]], "square"),  # small: still square
     ("auto", [[], []], "square"),                                                   # nothing labeled
     ("square", [[[0.1, 0.1, 0.2, 0.2], [0.5, 0.5, 0.6, 0.6]]], "square"),            # an explicit choice stands
     ("frame", [[[0.3, 0.2, 0.6, 0.7]]], "frame"),
