@@ -112,14 +112,16 @@ def blazeface_rows(frames, runs: int, tmp: Path) -> list[dict]:
         det = BlazeFaceDetector(variant)
         rows.append(dict(backbone=f"blazeface-{variant}", size=det.variant.size, path="built in (LiteRT)",
                          ms=timeit(lambda f: draw_detections(f, det.detect(f)), frames, runs, 5)))
-        # as training saves it for 4:3 photos: the graph unstretches the frame into a 4:3 input, the style decodes
-        model = pretrained_detector(variant, 4 / 3, style=DEFAULT_STYLE)
-        size = int(model.inputs[0].shape[1])
-        meta = {"architecture": "blazeface", "frame_aspect": 4 / 3}
-        out = save_model(model, tmp / f"bf-{variant}", meta, tflite_fixed_batch=True)
-        trained = load_detector(out.name, out.parent)
-        rows.append(dict(backbone=f"blazeface-{variant}", size=size, path=f"fine-tuned ({trained.backend})",
-                         ms=timeit(lambda f: draw_detections(f, trained.detect(f)), frames, runs, 5)))
+        for shape in ("square", "frame"):
+            # as training saves it for 4:3 photos: the graph unstretches the frame (into a 4:3 input for
+            # "frame", letterboxed in the square otherwise), the style decodes
+            model = pretrained_detector(variant, 4 / 3, style=DEFAULT_STYLE, input_shape=shape)
+            size = int(model.inputs[0].shape[1])
+            meta = {"architecture": "blazeface", "frame_aspect": 4 / 3}
+            out = save_model(model, tmp / f"bf-{variant}-{shape}", meta, tflite_fixed_batch=True)
+            trained = load_detector(out.name, out.parent)
+            rows.append(dict(backbone=f"blazeface-{variant}", size=size, path=f"fine-tuned, {shape} ({trained.backend})",
+                             ms=timeit(lambda f: draw_detections(f, trained.detect(f)), frames, runs, 5)))
     return rows
 
 

@@ -333,11 +333,13 @@ def detector_net(net, anchors: np.ndarray, size: int, temperature: float = 4.0, 
     return keras.Model(inp, [prob, box, probs, boxes], name="blazeface_detector")
 
 
-def pretrained_detector(variant: str = "full", aspect: float | None = 4 / 3, style=None):
+def pretrained_detector(variant: str = "full", aspect: float | None = 4 / 3, style=None, input_shape: str = "frame"):
     """MediaPipe's network in the saved-model form fine-tuning gives it for frames of ``aspect``, before any
-    fine-tuning (for timing, and as a baseline): input the frame stretched to a square, see ``detector_net``."""
+    fine-tuning (for timing, and as a baseline): input the frame stretched to a square, see ``detector_net``.
+    ``input_shape``: ``"frame"`` (``input_canvas``) or ``"square"`` (MediaPipe's letterboxed square)."""
     from .blazeface import VARIANTS, ssd_anchors
 
-    hw = input_canvas(VARIANTS[variant].size, aspect)
+    size = VARIANTS[variant].size
+    hw = input_canvas(size, aspect) if input_shape == "frame" else (size, size)
     return detector_net(raw_net(variant, input_hw=hw), ssd_anchors(variant, hw), max(hw), style=style,
                         aspect=aspect, hw=hw)
