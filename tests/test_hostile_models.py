@@ -287,3 +287,29 @@ def test_names_that_look_like_swap_stages_are_not_confused(tmp_path):
         replace_dir(root / name, lambda t: (t / "meta.json").write_text('{"kind": "facetracker", "v": 2}'))
     assert sorted(m.name for m in list_models(root)) == ["a.new-1", "b.old-2"]
     assert sorted(p.name for p in root.iterdir()) == ["a.new-1", "b.old-2"]
+
+
+@pytest.mark.parametrize("error, words", [("EROFS", "read-only"), ("ENOSPC", "disk is full")])
+def test_model_save_on_a_read_only_or_full_disk_keeps_the_old_model(good, tmp_path, monkeypatch, error, words):
+    """Saving a model where nothing can be written (read-only folder, full disk) raises a StorageError
+    that says so, and the model already there is untouched and still loads."""
+    import errno
+    import pathlib
+
+    from facecore.errors import StorageError
+
+    d = _copy(good, tmp_path)
+    before = {p.name: p.read_bytes() for p in d.iterdir()}
+    real_mkdir = pathlib.Path.mkdir
+
+    def failing_mkdir(self, *a, **k):
+        if ".tmp-" in self.name:  # the save's temporary folder: where the new model would be written
+            raise OSError(getattr(errno, error), os.strerror(getattr(errno, error)), str(self))
+        return real_mkdir(self, *a, **k)
+
+    monkeypatch.setattr(pathlib.Path, "mkdir", failing_mkdir)
+    with pytest.raises(StorageError, match=words):
+        save_model_dir(d)
+    monkeypatch.undo()
+    assert {p.name: p.read_bytes() for p in d.iterdir()} == before
+    assert load_facetracker(d).detect(np.zeros((48, 64, 3), np.uint8)) is not None
