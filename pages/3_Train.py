@@ -17,6 +17,8 @@ from pages.common import dataset_picker, dataset_summary, show_error, workspace
 from pages.common.figures import loss_figure
 from pages.common.jobs import watch
 
+INPUT_SHAPE_LABELS = {"auto": "auto", "square": "square", "frame": "photo-shaped"}
+
 st.title("🧠 Train")
 st.write(
     "Train a face detector. The default, **blazeface**, fine-tunes MediaPipe's BlazeFace, a network that already "
@@ -209,7 +211,7 @@ else:
                         if blaze else TrainConfig.train_layers)
         input_shape = (a2.radio("Network input", INPUT_SHAPES, key="train_input_shape", horizontal=True,
                                 index=INPUT_SHAPES.index(TrainConfig.input_shape),
-                                format_func={"auto": "auto", "square": "square", "frame": "photo-shaped"}.get,
+                                format_func=INPUT_SHAPE_LABELS.get,
                                 help="Photo-shaped: the network sees a 4:3 photo as 192 x 256 pixels instead of "
                                      "inside a 192 px square, so small and distant faces get a third more pixels "
                                      "(a third slower). Square: MediaPipe's own input, best for one face close to "
@@ -316,7 +318,10 @@ def show_job(job: Job | None) -> None:
                       if best == 0 else f"best epoch {best}")
                    + f"{' (stopped early)' if tr.get('stopped_early') else ''}; "
                    f"{'feature cache' if tr.get('feature_cache') else 'full network'}; "
-                   f"files: {', '.join(meta.get('files', {}).values())}")
+                   + (f"network input {'x'.join(map(str, meta['network_input_hw']))} px "
+                      f"({INPUT_SHAPE_LABELS.get(meta.get('input_shape'), meta.get('input_shape'))}); "
+                      if meta.get("network_input_hw") else "")
+                   + f"files: {', '.join(meta.get('files', {}).values())}")
         for w in tr.get("warnings", []):
             st.warning(w)
     elif job.status == "cancelled":

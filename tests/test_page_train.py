@@ -175,6 +175,7 @@ def test_page_fine_tunes_blazeface_by_default(tiny_ws, train_slot):
     assert job.subject.config.input_shape == "frame" and job.result[1]["input_shape"] == "frame"
     at.run()
     assert "tiny-blazeface" in _texts(at.success)
+    assert "network input 192x256 px (photo-shaped)" in " ".join(c.value for c in at.caption)
     from facecore.registry import detector_names
 
     assert "tiny-blazeface" in detector_names(models)
