@@ -11,7 +11,7 @@ from facecore import list_models
 from facecore.backbones import DETECTOR_BACKBONES
 from facecore.jobs import JobSlot
 from facecore.train import failure_kind
-from synth import make_dataset
+from facecore.testing import make_dataset
 
 
 def _page():

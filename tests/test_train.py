@@ -16,7 +16,7 @@ from facecore.inference import load_keras_model
 from facecore.jobs import Cancel, JobSlot
 from facecore.train import (TrainConfig, TrainingError, failure_kind, load_samples, primary_box, start_training,
                             train)
-from synth import make_dataset
+from facecore.testing import make_dataset
 
 # Small and quick: a 48 px tiny CNN; the pretrained backbones are built in test_model.py.
 QUICK = dict(backbone="tinycnn", input_size=48, head_units=16, batch_size=8, learning_rate=3e-3,
