@@ -19,6 +19,7 @@ Load: when the stream skips more than half of the camera's frames, the processor
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import queue
 import threading
@@ -141,6 +142,10 @@ class LiveProcessor:
         self.stats: queue.Queue[LiveStat] = queue.Queue(maxsize=stats_size)
         self.frames = 0
         self.dropped = 0
+        # peer connections that sent frames: each runs process_queued on an event loop of its own, so a
+        # connection the browser re-made by itself is counted even when the page never saw it stop
+        self.connections = 0
+        self._loop = None
         self.started_at = self.last_frame_at = 0.0  # time.time() of the stream's start / last frame
         self._new_stream_state()
         self._new_detector_state()
@@ -281,6 +286,10 @@ class LiveProcessor:
     async def process_queued(self, frames: list) -> list:
         """streamlit-webrtc ``queued_video_frames_callback``: every frame that arrived since the last
         call; only the newest is processed, the older ones are stale and dropped (counted)."""
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:  # held, so a new loop can never pass for the old one
+            self._loop = loop
+            self.connections += 1
         return [self(frames[-1], len(frames))]
 
     def _begin_frame(self) -> tuple[Detector | None, LiveSettings, bool]:

@@ -19,6 +19,7 @@ PROC_KEY, HISTORY_KEY = "webcam_processor", "webcam_history"
 STARTED_KEY, ACTIVE_KEY, PLAYING_KEY = "webcam_started", "webcam_active", "webcam_playing"
 WANT_KEY, DROPS_KEY = "webcam_want", "webcam_drops"  # the user wants video on; unplanned stops (time, message)
 RETRY_KEY, WANT_SINCE_KEY = "webcam_retry_at", "webcam_want_since"  # when to start again; asked since
+EXPECT_KEY = "webcam_expected_connection"  # proc.connections once the stream the page started sends frames
 RETRY_AFTER_S = 2
 NO_VIDEO_S = 15  # wanted but no video (and not playing) for this long: offer Reconnect
 RETRY_STALLED_S = 10  # an automatic reconnection not playing after this long: try once more (within the limit)
@@ -79,22 +80,30 @@ def on_stream_change() -> None:
         proc.reset_stream()
         st.session_state[HISTORY_KEY] = deque(maxlen=HISTORY_SECONDS * 30)
         st.session_state[STARTED_KEY] = time.time()
+        st.session_state[EXPECT_KEY] = proc.connections + 1
     elif change == "drop":
-        now = time.time()
-        history = st.session_state.get(HISTORY_KEY) or []
-        last = history[-1] if history else None
-        frames = max(proc.frames, last.frame if last else 0)
-        _, message = rtc.explain_drop(
-            connection_config(quiet=True), local=rtc.is_local_host(st.context.headers.get("Host")), frames=frames,
-            stall_s=now - proc.last_frame_at if proc.last_frame_at else 0.0,
-            fps=last.fps if last else 0.0, camera_fps=last.camera_fps if last else 0.0,
-            latency_ms=last.latency_ms if last else 0.0)
-        drops = [d for d in st.session_state.get(DROPS_KEY, []) if now - d[0] < DROP_WINDOW_S]
-        drops.append((now, message))
-        st.session_state[DROPS_KEY] = drops
+        drops = record_drop(proc)
         st.session_state[WANT_KEY] = False
         if len(drops) <= AUTO_RECONNECTS:
-            st.session_state[RETRY_KEY] = now + RETRY_AFTER_S
+            st.session_state[RETRY_KEY] = drops[-1][0] + RETRY_AFTER_S
+
+
+def record_drop(proc: LiveProcessor) -> list:
+    """Add a dropped connection, with why it dropped in words (``rtc.explain_drop``), to the drops of the
+    last DROP_WINDOW_S; returns them."""
+    now = time.time()
+    history = st.session_state.get(HISTORY_KEY) or []
+    last = history[-1] if history else None
+    frames = max(proc.frames, last.frame if last else 0)
+    _, message = rtc.explain_drop(
+        connection_config(quiet=True), local=rtc.is_local_host(st.context.headers.get("Host")), frames=frames,
+        stall_s=now - proc.last_frame_at if proc.last_frame_at else 0.0,
+        fps=last.fps if last else 0.0, camera_fps=last.camera_fps if last else 0.0,
+        latency_ms=last.latency_ms if last else 0.0)
+    drops = [d for d in st.session_state.get(DROPS_KEY, []) if now - d[0] < DROP_WINDOW_S]
+    drops.append((now, message))
+    st.session_state[DROPS_KEY] = drops
+    return drops
 
 
 def set_wanted(on: bool) -> None:
@@ -224,6 +233,13 @@ def live_stats() -> None:
         st.session_state[DROPS_KEY] = [*drops, (time.time(), drops[-1][1])]
         restart()
         st.rerun()
+    expected = st.session_state.get(EXPECT_KEY)
+    if want and expected is not None and proc.connections > expected and time.time() - proc.last_frame_at < STALL_S:
+        # frames from a connection the page did not start: the browser re-made a dropped one at once
+        # (streamlit-webrtc does, while the stream is wanted) and the page never saw it stop
+        record_drop(proc)
+        st.session_state[EXPECT_KEY] = proc.connections
+        st.rerun()  # the whole page: the warning above the video
     since = max(proc.last_frame_at, asked)
     if want and not playing and since and time.time() - since > NO_VIDEO_S:
         # e.g. a reconnection that did not take: never a silent stop

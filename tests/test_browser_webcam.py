@@ -330,7 +330,14 @@ def test_dropped_connection_is_explained_and_restored(app_server, tmp_path):
             assert closed >= 1, "no connected peer connection to drop"
             warning = page.get_by_text("The connection dropped").first
             # the component reports the closed connection in a rerun: on a loaded machine that took over 30 s
-            warning.wait_for(timeout=90_000)
+            try:
+                warning.wait_for(timeout=90_000)
+            except playwright.Error as exc:
+                states = [f.evaluate("() => (window.__pcs || []).map(pc => pc.connectionState)") for f in page.frames
+                          if not f.is_detached()]
+                raise AssertionError(f"no drop reported ({exc}); connections {states}; page:\n"
+                                     + page.locator("body").inner_text()[-2000:] + "\nlog:\n"
+                                     + log_path.read_text(errors="replace")[-3000:]) from None
             assert "It reconnects by itself" in warning.inner_text(), warning.inner_text()
 
             def reconnected() -> bool:

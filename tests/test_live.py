@@ -418,3 +418,20 @@ def test_stream_change_tells_drops_from_starts_and_stops(before, after, wanted, 
 def test_local_hosts():
     assert rtc.is_local_host("localhost:8501") and rtc.is_local_host("127.0.0.1:8501") and rtc.is_local_host("[::1]:8501")
     assert not rtc.is_local_host("facetrack.streamlit.app") and not rtc.is_local_host("192.168.1.5:8501")
+
+
+def test_each_peer_connection_is_counted_once():
+    """Every peer connection runs the queued-frames callback on an event loop of its own: a connection the
+    browser re-made by itself shows as one more, however many frames each sends."""
+    proc = LiveProcessor(FakeDetector(), LiveSettings(overlay=False))
+    frame = av.VideoFrame.from_ndarray(gray(), format="rgb24")
+    frame.pts, frame.time_base = 0, fractions.Fraction(1, 30)
+
+    async def frames_of_one_connection():
+        await proc.process_queued([frame])
+        await proc.process_queued([frame, frame])
+
+    asyncio.run(frames_of_one_connection())
+    assert proc.connections == 1 and proc.frames == 2
+    asyncio.run(frames_of_one_connection())
+    assert proc.connections == 2

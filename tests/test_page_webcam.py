@@ -137,6 +137,31 @@ def test_dropped_connection_says_why_and_offers_one_click(workspace_env):
     assert "dropped" not in _texts(at.error) + _texts(at.warning)
 
 
+def test_connection_remade_unseen_is_reported(workspace_env):
+    """The browser re-made a dropped connection before the page saw it stop: frames from a connection the
+    page did not start are reported as a drop, once."""
+    import asyncio
+    import fractions
+
+    import av
+
+    at = _run()
+    at.button(key="webcam_start").click().run()
+    proc = at.session_state["webcam_processor"]
+    at.session_state["webcam_expected_connection"] = proc.connections + 1  # what starting the stream sets
+    frame = av.VideoFrame.from_ndarray(read_image(sorted(SAMPLE.glob("images/*.jpg"))[0]), format="rgb24")
+    frame.pts, frame.time_base = 0, fractions.Fraction(1, 30)
+    asyncio.run(proc.process_queued([frame]))  # the started connection's frames
+    at.run()
+    assert "dropped" not in _texts(at.warning)
+    asyncio.run(proc.process_queued([frame]))  # frames from a connection the page never started
+    at.run()
+    assert not at.exception, at.exception
+    assert "The connection dropped" in _texts(at.warning) and "(1 of 3" in _texts(at.warning)
+    at.run()
+    assert "(1 of 3" in _texts(at.warning)  # counted once
+
+
 def test_lighter_path_is_announced(workspace_env):
     at = _run()
     proc = at.session_state["webcam_processor"]
