@@ -20,7 +20,8 @@ from .detect import Detection, Detector
 from .errors import FaceCoreError
 from .preprocess import resize_for_model
 
-MIN_SCORE = 0.05  # faces below this never leave the detector (pages filter with their own threshold)
+MIN_SCORE = 0.02  # faces below this never leave the detector (pages filter with their own threshold);
+# 0.02 rather than 0.05: a few more faces of 2x2 mosaics of unseen people ranked (AP50 0.973 -> 0.976, README)
 
 
 def _pick(outputs) -> tuple[np.ndarray, np.ndarray]:

@@ -225,7 +225,7 @@ def test_cli_train_and_compare(tmp_path, capsys):
 
 @pytest.mark.parametrize("scores,expected", [([0.9, 0.3], 0), ([0.2, 0.4], None), ([0.6, 0.7], 1), ([], None)])
 def test_largest_box_ignores_weak_candidates(scores, expected):
-    """Detectors report weak candidates (a trained BlazeFace from 0.05): the largest *face* is chosen."""
+    """Detectors report weak candidates (a trained BlazeFace from 0.02): the largest *face* is chosen."""
     from facecore.detect import Detection
     from facecore.identity import largest_box
 
