@@ -51,7 +51,11 @@ def test_training_with_the_page_open_costs_what_training_costs(tmp_path):
             page.get_by_role("button", name="Start training").click()
             page.get_by_text("Done in").wait_for(timeout=600_000)
             cpu, wall = cpu_seconds(proc.pid) - c0, time.monotonic() - t0
-            chart = page.locator("[data-testid=stPlotlyChart]").first.inner_text()
+            # plotly draws the legend after Streamlit shows the chart: give it a moment on a busy machine
+            figure, chart, end = page.locator("[data-testid=stPlotlyChart]").first, "", time.monotonic() + 30
+            while not ("train" in chart and "val" in chart) and time.monotonic() < end:
+                time.sleep(0.5)
+                chart = figure.inner_text()
         finally:
             browser.close()
     log = (tmp_path / "streamlit.log").read_text(errors="replace")
