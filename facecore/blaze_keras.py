@@ -255,6 +255,12 @@ def input_canvas(size: int, aspect: float | None) -> tuple[int, int]:
     return (size, long) if aspect > 1 else (long, size)
 
 
+def network_hw(size: int, aspect: float | None, input_shape: str) -> tuple[int, int]:
+    """The network's input ``(height, width)`` for ``input_shape`` ``"frame"`` (``input_canvas``) or
+    ``"square"`` (MediaPipe's ``size`` square, the frame letterboxed in it)."""
+    return input_canvas(size, aspect) if input_shape == "frame" else (size, size)
+
+
 def letterbox_geometry(hw, aspect: float | None) -> tuple[float, float, float, float]:
     """Where a frame of ``aspect`` (width / height) sits, letterboxed, in the network's input ``hw``
     (``(height, width)``, or one side of a square) as ``facecore.blazeface.letterbox`` puts it:
@@ -339,7 +345,6 @@ def pretrained_detector(variant: str = "full", aspect: float | None = 4 / 3, sty
     ``input_shape``: ``"frame"`` (``input_canvas``) or ``"square"`` (MediaPipe's letterboxed square)."""
     from .blazeface import VARIANTS, ssd_anchors
 
-    size = VARIANTS[variant].size
-    hw = input_canvas(size, aspect) if input_shape == "frame" else (size, size)
+    hw = network_hw(VARIANTS[variant].size, aspect, input_shape)
     return detector_net(raw_net(variant, input_hw=hw), ssd_anchors(variant, hw), max(hw), style=style,
                         aspect=aspect, hw=hw)

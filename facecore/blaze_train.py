@@ -145,18 +145,18 @@ def pick_input_shape(choice: str, boxes: list[np.ndarray]) -> str:
     return "square"
 
 
-def label_boxes(items) -> list[np.ndarray]:
+def label_boxes(dataset: Dataset, items) -> list[np.ndarray]:
     """The labeled boxes of ``items`` (``facecore.dataset.Item``), normalized; a broken or missing label
     counts as no face (training reports those itself)."""
     from .errors import FaceCoreError
-    from .labels import read_label
 
     out = []
     for it in items:
         try:
-            out.append(np.asarray(read_label(it.label).boxes, np.float32).reshape(-1, 4) if it.label else np.zeros((0, 4)))
-        except (FaceCoreError, OSError, ValueError):
-            out.append(np.zeros((0, 4), np.float32))
+            label = dataset.read_label(it)
+        except FaceCoreError:
+            label = None
+        out.append(np.zeros((0, 4), np.float32) if label is None else np.asarray(label.boxes, np.float32).reshape(-1, 4))
     return out
 
 
@@ -272,8 +272,8 @@ def train_blazeface(dataset: Dataset, config, out_dir: Path, emit: Callable, sta
     first = dataset.split(config.split, config.seed)
     items = dataset.training_items(first) if config.augmentation == "offline" else list(first.train)
     frame_aspect = dominant_aspect([it.image for it in first.train])
-    shape = pick_input_shape(config.input_shape, label_boxes(items))
-    hw = BK.input_canvas(config.size, frame_aspect) if shape == "frame" else (config.size, config.size)
+    shape = pick_input_shape(config.input_shape, label_boxes(dataset, items))
+    hw = BK.network_hw(config.size, frame_aspect, shape)
     size = max(hw)
     load_size = int(round(size * LOAD_SCALE))
     split, *parts = read_splits(dataset, config, load_size, emit, warnings, cancel)
