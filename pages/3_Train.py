@@ -12,7 +12,7 @@ from facecore.backbones import BLAZEFACE, CATALOGUE, DEFAULT_INPUT_SIZE, DETECTO
 from facecore.jobs import Job
 from facecore.registry import META_FILE
 from facecore.train import AUGMENTATION_MODES, INPUT_SHAPES, JOB, TRAIN_LAYERS, TrainConfig, failure_kind, preset
-from facecore.train import preload_tensorflow, start_training as start_job
+from facecore.train import start_training as start_job
 from pages.common import dataset_picker, dataset_summary, show_error, workspace
 from pages.common.figures import loss_figure
 from pages.common.jobs import watch
@@ -29,7 +29,6 @@ st.write(
 )
 
 dataset = dataset_picker()
-preload_tensorflow()  # while the form is filled in, so that Start training does not wait for the import
 
 BACKBONE_HELP = {
     "blazeface": "BlazeFace (default): MediaPipe's face detector fine-tuned on your photos; several faces per "

@@ -11,6 +11,7 @@ from facecore import FaceCoreError, ImageReadError
 from facecore.detect import BLAZEFACE, BUILT_IN, HAAR
 from facecore.evaluate import (calibration_sample, choose_split, collect_images, comparison_table, evaluate,
                                render_result)
+from facecore.jobs import run_in_worker
 from facecore.registry import INT8_SUFFIX, detector_names, list_models, model_version, quantize
 from pages.common import cached_model, dataset_picker, detector, show_error, workspace
 from pages.common.figures import iou_figure, pr_figure
@@ -79,7 +80,8 @@ with st.expander("Make a model faster: an int8 copy"):
             sample = calibration_sample(models[to_quantize].meta, images)
             with st.spinner(f"Converting {to_quantize} (a minute for VGG16)..."):
                 try:
-                    info = quantize(models[to_quantize].path, sample)
+                    # TensorFlow's converter runs in a worker process, never in the server
+                    info = run_in_worker(quantize, models[to_quantize].path, sample, job_name="int8")
                 except FaceCoreError as exc:
                     show_error(exc)
                 else:

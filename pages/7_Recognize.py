@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import pandas as pd
@@ -14,7 +15,7 @@ from facecore.identity import DEFAULT_K, IdentitySet, create_identity_set, list_
 from facecore.identity_compare import COMPARISON_COLUMNS, compare, load_comparison
 from facecore.identity_train import IdentityConfig, overall_fraction, train_identity
 from facecore.images import decode_image, read_image
-from facecore.jobs import Job
+from facecore.jobs import Job, ProcessJob
 from facecore.recognize import draw_recognitions
 from facecore.registry import detector_names, identity_model_names
 from pages.common import dataset_picker, detector, recognizer, show_error, workspace
@@ -181,8 +182,8 @@ else:
             show_error(exc)
         else:
             st.session_state.pop("recognize_trained", None)
-            start_session_job(TRAIN_JOB, Job(lambda progress, cancel: train_identity(ids, cfg, out, progress, cancel),
-                                             "identity-train"))
+            # a worker process: TensorFlow never loads in the server
+            start_session_job(TRAIN_JOB, ProcessJob(functools.partial(train_identity, ids, cfg, out), "identity-train"))
 
     def show_training(job: Job | None) -> None:
         if job is None:
@@ -236,8 +237,8 @@ if ready:
         except FaceCoreError as exc:
             show_error(exc)
         else:
-            start_session_job(CMP_JOB, Job(lambda progress, cancel: compare(
-                ids, backbones, augs, base, ws.models_root, prefix, progress, cancel), "identity-compare"))
+            start_session_job(CMP_JOB, ProcessJob(functools.partial(
+                compare, ids, list(backbones), augs, base, ws.models_root, prefix), "identity-compare"))
 
     def show_comparison(job: Job | None) -> None:
         if job is None or job.status == "done":

@@ -86,16 +86,13 @@ def test_page_trains_a_model_and_shows_it(tiny_ws, train_slot):
 
 
 def test_page_offers_training_from_scratch_when_weights_are_unavailable(tiny_ws, monkeypatch, tmp_path, train_slot):
-    from facecore import model as M
-
-    monkeypatch.setattr(M, "keras_cache_dir", lambda: tmp_path)
-
-    def offline(backbone, size, weights, alpha):
-        if weights == "imagenet":
-            raise Exception("URL fetch failure: [Errno -2] Name or service not known")
-        return M.tiny_cnn(size)  # keep the fallback run quick
-
-    monkeypatch.setattr(M, "_application", offline)
+    # training runs in a worker process: offline there through its environment (an empty Keras cache, a
+    # proxy that refuses every connection), not by patching this process's modules
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    for var in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"):
+        monkeypatch.setenv(var, "http://127.0.0.1:9")
+    monkeypatch.setenv("NO_PROXY", "")
+    monkeypatch.setenv("no_proxy", "")
     at = _page()
     at.sidebar.selectbox[0].select("tiny").run()
     at.selectbox(key="train_backbone").select("mobilenetv2").run()

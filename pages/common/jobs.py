@@ -1,8 +1,9 @@
 """The pages' side of ``facecore.jobs``: a panel that polls a background job, and its progress bar.
 
-Long work runs as a ``facecore.jobs.Job`` on a thread of its own, so a page rerun (any widget touched)
-neither waits for it nor stops it; the panel reruns itself while the job runs and the whole page once
-when it ends (so that buttons and counts are current).
+Long work runs as a ``facecore.jobs.Job`` on a thread of its own, or as a ``facecore.jobs.ProcessJob`` in a
+worker process (anything that imports TensorFlow: trainings, comparisons), so a page rerun (any widget
+touched) neither waits for it nor stops it; both poll the same way. The panel reruns itself while the job
+runs and the whole page once when it ends (so that buttons and counts are current).
 """
 
 from __future__ import annotations
