@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -29,6 +28,7 @@ from ..images import encode_jpeg, read_image
 from ..io import atomic_write_text, storage_errors, storage_message
 from ..jobs import Cancel, Progress, ProgressFn, ignore
 from ..labels import LABEL_EXTS, ImageLabel, labelme_document, read_label, voc_document
+from ..procs import without_main_script
 from ..splits import DEFAULT_SPLIT
 from .copies import CopyReport, DatasetLock, remove_copy, source_signature, write_fast
 from .pipeline import AugmentConfig, augment_sample, build_augmenter, copy_seed, copy_stem
@@ -84,33 +84,12 @@ def _worker_init(config_dict: dict, stop_event=None, pool: bool = True, parent_p
     _WORKER["stopped"] = stop_event.is_set if stop_event is not None else (lambda: False)
 
 
-_MAIN_LOCK = threading.Lock()
-
-
-class _bare_main:
-    """While workers start, ``__main__`` is an empty module: they need nothing from it, and under
-    Streamlit it is the page script being run (``sys.modules["__main__"]`` is swapped per run),
-    which each worker would otherwise run again on start (a page that needs a browser component
-    even dies there)."""
-
-    def __enter__(self):
-        import types
-
-        _MAIN_LOCK.acquire()
-        self._main = sys.modules.get("__main__")
-        sys.modules["__main__"] = types.ModuleType("__main__")
-
-    def __exit__(self, *exc):
-        sys.modules["__main__"] = self._main
-        _MAIN_LOCK.release()
-
-
 def _pool_context():
     """forkserver where there is one (Linux, macOS), else spawn.
 
     Not fork: the app process runs threads (Streamlit, TensorFlow) that a fork would copy mid-lock.
     The fork server is one clean process that imports this module once (never the program's main
-    script: see ``_bare_main``); workers fork from it, so a pool starts in milliseconds instead of
+    script: see ``facecore.procs``); workers fork from it, so a pool starts in milliseconds instead of
     re-importing albumentations and OpenCV per worker.
     """
     import multiprocessing as mp
@@ -268,9 +247,6 @@ def _augment_locked(dataset, out, train, report, config, per_image, seed, split_
                           str(out.labels_dir), label_ext, seed, tuple(todo)))
     # bounded: "--workers 100000" must not start one process per photo
     workers = max(1, min(workers or os.cpu_count() or 1, 4 * (os.cpu_count() or 1), len(tasks) or 1))
-    main_file = getattr(sys.modules.get("__main__"), "__file__", None)
-    if main_file and not os.path.isfile(main_file):
-        workers = 1  # e.g. a script piped to stdin: pool workers could not re-import it and would die
 
     def show():
         progress(Progress(report.done, report.total, f"{report.done}/{report.total} copies", "augment"))
@@ -294,7 +270,7 @@ def _augment_locked(dataset, out, train, report, config, per_image, seed, split_
                 break
             record(_augment_source(task))
     else:
-        with _bare_main():
+        with without_main_script():  # under Streamlit the main script is the page: workers must not run it
             ctx = _pool_context()
             stop = ctx.Event()
             pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init,
