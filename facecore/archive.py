@@ -17,6 +17,7 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
+from .contents import DuplicateImageError
 from .errors import DatasetError, ImageReadError, ImportRejected, LabelFormatError, StorageError
 from .images import IMAGE_EXTS, image_header
 from .io import atomic_write_bytes
@@ -41,6 +42,13 @@ class ImportReport:
     skipped: list[tuple[str, str]] = field(default_factory=list)
     # things imported but changed or worth a look: (file, what happened)
     notes: list[tuple[str, str]] = field(default_factory=list)
+    # photos already in the dataset (same bytes or pixels), not added again: (file, which one it is)
+    duplicates: list[tuple[str, str]] = field(default_factory=list)
+
+    def add_duplicate(self, name: str, exc: "DuplicateImageError", label_name: str | None = None) -> None:
+        """Record that ``name`` was not added: it is ``exc.existing`` (its label ``label_name`` unused)."""
+        self.duplicates.append((name, f"already there as {exc.existing} ({exc.how})"
+                                      + (f"; its label {label_name} was not used" if label_name else "")))
 
 
 def export_labelme_zip(ds: "Dataset", dest: str | os.PathLike | io.BytesIO | None = None) -> bytes | Path:
@@ -181,8 +189,8 @@ def _import_entries(ds: "Dataset", files: dict, read) -> ImportReport:
             used_labels.add(lab_name)
             try:
                 notes: list[str] = []
-                label = parse_label_bytes(read(files[lab_name]), lab_name, (head.width, head.height), notes)
-                label, note = orient_label(label, head)
+                parsed = parse_label_bytes(read(files[lab_name]), lab_name, (head.width, head.height), notes)
+                label, note = orient_label(parsed, head, lab_name)  # may refuse it: then the image goes alone
                 report.notes.extend((lab_name, n.removeprefix(f"{lab_name}: ")) for n in notes + [note] if n)
             except LabelFormatError as exc:
                 report.skipped.append((lab_name, f"{str(exc).removeprefix(f'{lab_name}: ')} "
@@ -193,6 +201,9 @@ def _import_entries(ds: "Dataset", files: dict, read) -> ImportReport:
             item = ds.add_image(data, PurePosixPath(name).name, label=label, label_ext=label_ext)
         except ImageReadError as exc:
             report.skipped.append((name, str(exc).removeprefix(f"{name}: ")))
+            continue
+        except DuplicateImageError as exc:  # content-addressed: the photo is in the dataset already
+            report.add_duplicate(name, exc, lab_name if label is not None else None)
             continue
         report.added.append(item.stem)
         report.labeled += label is not None

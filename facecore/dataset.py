@@ -22,12 +22,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import archive
-from . import boxes as B
 from .archive import ImportReport
-from .errors import DatasetError, ImageReadError, LabelFormatError
+from .errors import DatasetError, LabelFormatError
+from .checks import Problem, content_index, printable_name, validate_dataset
+from .contents import ContentIndex, DuplicateImageError, fingerprint, remember
 from .images import IMAGE_EXTS, decode_image, encode_jpeg, read_image
 from .io import recover_dir, recover_swaps, storage_errors, write_durable
-from .labels import LABEL_EXTS, ImageLabel, read_label, write_label
+from .labels import LABEL_EXTS, ImageLabel, read_label, read_label_for, write_label
 from .splits import DEFAULT_SPLIT, Split, split_dataset, training_items
 
 AUG_SEP = "__aug"
@@ -68,26 +69,6 @@ class Counts:
     augmented: int = 0
 
 
-@dataclass(frozen=True)
-class Problem:
-    """A validation finding: ``kind`` is a short code, ``path`` the file, ``message`` for people."""
-
-    kind: str
-    path: str
-    message: str
-
-
-
-def _printable_name(name: str) -> bool:
-    """False for a file name that is not valid UTF-8 (Python keeps its bytes as surrogates, which no
-    page, JSON or zip can carry): such files are left out of listings and named by ``validate``."""
-    try:
-        name.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
 def _safe_stem(name: str) -> str:
     stem = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(name).stem).strip("._") or "image"
     # "__aug<k>" marks offline-augmented copies; an original must not look like one
@@ -100,6 +81,8 @@ class Dataset:
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root)
         self._next_free: dict[str, int] = {}  # base stem -> first suffix worth trying (linear imports)
+        self._contents: ContentIndex | None = None  # what add_image compares with (``_index``)
+        self._index_stamp = None
 
     # -- construction -------------------------------------------------------------------
     @classmethod
@@ -155,7 +138,7 @@ class Dataset:
         out: dict[str, Path] = {}
         if self.labels_dir.is_dir():
             for p in sorted(self.labels_dir.iterdir()):
-                if p.suffix.lower() in LABEL_EXTS and not p.name.startswith(".") and _printable_name(p.name):
+                if p.suffix.lower() in LABEL_EXTS and not p.name.startswith(".") and printable_name(p.name):
                     out.setdefault(p.stem, p)
         return out
 
@@ -170,7 +153,7 @@ class Dataset:
         return [
             Item(p.stem, p, labels.get(p.stem))
             for p in sorted(self.images_dir.iterdir())
-            if p.suffix.lower() in IMAGE_EXTS and not p.name.startswith(".") and p.is_file() and _printable_name(p.name)
+            if p.suffix.lower() in IMAGE_EXTS and not p.name.startswith(".") and p.is_file() and printable_name(p.name)
         ]
 
     def item(self, stem: str) -> Item:
@@ -186,11 +169,13 @@ class Dataset:
         return "xml" if exts == {".xml"} else "json"
 
     # -- labels -------------------------------------------------------------------------
-    def read_label(self, item: Item) -> ImageLabel | None:
-        """The item's label, or None when it has no label file. Raises LabelFormatError."""
+    def read_label(self, item: Item, notes: list[str] | None = None) -> ImageLabel | None:
+        """The item's label fitted to its photo (``labels.read_label_for``: boxes clipped to the edge, a
+        label of a scaled copy rescaled, ``notes`` says so), or None when it has no label file. Raises
+        LabelFormatError, also for a box that cannot be a face or a label made for another shape of image."""
         if item.label is None:
             return None
-        return read_label(item.label)
+        return read_label_for(item.label, item.image, notes)
 
     def label_or_noface(self, item: Item, image_size: tuple[int, int] | None = None) -> ImageLabel:
         """The item's label; an unlabeled image is a no-face label of its size (w, h)."""
@@ -237,7 +222,8 @@ class Dataset:
         writers never take the same name. ``label`` boxes are normalized, so they stay right even if the
         label was made at another size (``import_*`` reports that). ``label_ext`` (".json"/".xml"): the
         label format, when the caller knows it (saves a listing per image on big imports).
-        An ``OSError`` (read-only folder, full disk) becomes a ``StorageError``.
+        An ``OSError`` (read-only folder, full disk) becomes a ``StorageError``. A photo whose bytes or
+        decoded pixels are already in the dataset is refused with ``DuplicateImageError`` naming both files.
         """
         img = decode_image(data, filename)
         ext = Path(filename).suffix.lower()
@@ -245,14 +231,36 @@ class Dataset:
             ext = ".jpg" if data[:2] == b"\xff\xd8" else ".png"
             if ext == ".png" and data[:8] != b"\x89PNG\r\n\x1a\n":
                 data, ext = encode_jpeg(img), ".jpg"
+        fp = fingerprint(data, img)
+        index = self._index()
+        hit = index.find(fp)
+        if hit is not None:  # content-addressed: the same photo is never added twice, whatever its name
+            raise DuplicateImageError(filename, f"images/{hit[0]}", hit[1])
         with storage_errors(f"add {filename[:120]} to {self.name}"):
             self.images_dir.mkdir(parents=True, exist_ok=True)
             stem, final = self._store_unique(data, _safe_stem(filename), ext, filename)
+        remember(final, fp)
+        index.add(final.name, fp)
+        self._index_stamp = self._images_stamp()
         item = Item(stem, final, None)
         if label is not None:
             ext = label_ext or "." + self.label_format()
             item = self._write_label(item, ImageLabel(img.shape[1], img.shape[0], label.boxes), ext)
         return item
+
+    def _images_stamp(self):
+        try:
+            return self.images_dir.stat().st_mtime_ns
+        except OSError:
+            return None
+
+    def _index(self) -> ContentIndex:
+        """The content index for adds: built once per ``Dataset`` object and kept up to date by its own adds;
+        built again when the folder changed otherwise (another tab or process, a delete)."""
+        if self._contents is None or self._index_stamp != self._images_stamp():
+            self._contents = self.contents() if self.images_dir.is_dir() else ContentIndex({})
+            self._index_stamp = self._images_stamp()
+        return self._contents
 
     def _store_unique(self, data: bytes, base: str, ext: str, filename: str) -> tuple[str, Path]:
         """Write ``data`` as ``images/<base>[_n]<ext>`` under the first free stem. The search starts where
@@ -312,54 +320,14 @@ class Dataset:
         return Counts(len(items), faces, no_face_labeled + unlabeled, labeled, unlabeled, aug)
 
     def validate(self) -> list[Problem]:
-        """Find unreadable images, labels without an image, malformed labels, boxes outside the image,
-        and labels whose size disagrees with their image."""
-        problems: list[Problem] = []
-        for folder in (self.images_dir, self.labels_dir):
-            for p in (sorted(folder.iterdir()) if folder.is_dir() else []):
-                if not _printable_name(p.name):
-                    shown = p.name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-                    problems.append(Problem("bad_file_name", shown, f"{folder.name}/{shown}: the file name is not valid "
-                                            "UTF-8, so the file is left out; rename it"))
-        items = self.items()
-        stems = {it.stem for it in items}
-        if self.labels_dir.is_dir():
-            seen: dict[str, str] = {}
-            for p in sorted(self.labels_dir.iterdir()):
-                if p.suffix.lower() in LABEL_EXTS and not p.name.startswith(".") and _printable_name(p.name):
-                    if p.stem in seen:
-                        problems.append(Problem("duplicate_label", str(p), f"{p.name}: {seen[p.stem]} labels the same "
-                                                f"image and is the one used; delete one of them"))
-                    seen.setdefault(p.stem, p.name)
-        for stem, path in self._label_files().items():
-            if stem not in stems:
-                problems.append(Problem("orphan_label", str(path), f"{path.name}: label without an image"))
-        for it in items:
-            try:
-                img = read_image(it.image)
-            except ImageReadError as exc:
-                problems.append(Problem("unreadable_image", str(it.image), str(exc)))
-                continue
-            if it.label is None:
-                continue
-            try:
-                lab = read_label(it.label)
-            except LabelFormatError as exc:
-                problems.append(Problem("malformed_label", str(it.label), str(exc)))
-                continue
-            h, w = img.shape[:2]
-            if (lab.width, lab.height) != (w, h):
-                hint = ""
-                if (lab.width, lab.height) == (h, w):
-                    hint = (" (the photo is turned by its EXIF orientation and the label was drawn on the stored "
-                            "pixels: import the photo and label again, which turns the boxes, or redraw them)")
-                problems.append(Problem("size_mismatch", str(it.label),
-                                        f"{it.label.name}: label says {lab.width}x{lab.height}, image is {w}x{h}{hint}"))
-            if lab.has_face and B.outside_image(lab.boxes).any():
-                problems.append(Problem("box_outside", str(it.label), f"{it.label.name}: a box reaches past the image edge"))
-            if lab.has_face and not B.is_valid(lab.boxes).all():
-                problems.append(Problem("degenerate_box", str(it.label), f"{it.label.name}: a box has no width or height"))
-        return problems
+        """Find unreadable images, labels without an image, malformed or refused labels, boxes past the edge,
+        labels whose size disagrees with their image, the same photo twice and near duplicates
+        (``facecore.checks.validate_dataset``; ``checks.WARNING_KINDS`` are only worth a look)."""
+        return validate_dataset(self)
+
+    def contents(self) -> ContentIndex:
+        """The fingerprints of the photos (``facecore.contents``): what adds, splits and ``validate`` compare."""
+        return content_index(self)
 
     def fingerprint(self) -> str:
         """A short hash of file names, image sizes in bytes and label contents: changes when the data does."""

@@ -27,6 +27,7 @@ import numpy as np
 
 from . import boxes as B
 from .archive import ImportReport
+from .contents import DuplicateImageError
 from .dataset import Dataset, Item
 from .detect import Detection, draw_detections, draw_overlay
 from .errors import DatasetError, FaceCoreError, ImageReadError, ImportRejected, LabelFormatError
@@ -294,12 +295,15 @@ def add_files(dataset: Dataset, files: Iterable[tuple[str, bytes]]) -> ImportRep
             report.labeled += sub.labeled
             report.skipped += [(f"{name}: {n}", reason(why, n)) for n, why in sub.skipped]
             report.notes += [(f"{name}: {n}", reason(what, n)) for n, what in sub.notes]
+            report.duplicates += [(f"{name}: {n}", what) for n, what in sub.duplicates]
             continue
         if ext not in UPLOAD_TYPES:
             report.skipped.append((name, f"unsupported file type .{ext or '?'} (use jpg, png, webp or a .zip)"))
             continue
         try:
             report.added.append(dataset.add_image(data, name).stem)
+        except DuplicateImageError as exc:  # the same photo is in the dataset already: say which one
+            report.add_duplicate(name, exc)
         except (ImageReadError, DatasetError) as exc:
             report.skipped.append((name, reason(exc, name)))
     return report
@@ -324,13 +328,18 @@ def snapshot_digest(data: bytes) -> str:
 def add_snapshot(dataset: Dataset, data: bytes, seen: set[str], now: float | None = None) -> Item | None:
     """Save a webcam snapshot as ``webcam_<date>_<time>.jpg`` unless its bytes are in ``seen``.
 
-    Returns the new item, or None for a snapshot already saved. ``seen`` is updated.
+    Returns the new item, or None for a snapshot already saved. ``seen`` is updated. A snapshot whose
+    photo is in the dataset already raises ``DuplicateImageError`` (once: it is then in ``seen``).
     """
     digest = snapshot_digest(data)
     if digest in seen:
         return None
     stamp = time.strftime("%Y%m%d_%H%M%S", time.localtime(now))
-    item = dataset.add_image(data, f"webcam_{stamp}.jpg")
+    try:
+        item = dataset.add_image(data, f"webcam_{stamp}.jpg")
+    except DuplicateImageError:
+        seen.add(digest)
+        raise
     seen.add(digest)
     return item
 

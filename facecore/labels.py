@@ -15,7 +15,8 @@ from pathlib import Path, PureWindowsPath
 import numpy as np
 
 from . import boxes as B
-from .errors import LabelFormatError
+from .errors import ImageReadError, LabelFormatError
+from .images import read_image_header
 from .io import atomic_write_text
 
 LABEL_EXTS = (".json", ".xml")
@@ -55,6 +56,9 @@ MAX_SIDE = 20_000  # = facecore.images.MAX_IMAGE_SIDE
 FACE_SHAPES = ("rectangle", "polygon", "circle")
 MAX_SHAPES = 10_000  # boxes per label (a hostile file of a million would take minutes to read)
 MAX_POINTS = 10_000  # points per shape
+# A label whose image size has another width/height ratio than the photo (by more than this share) was
+# made for another image: rescaling its boxes would put them in the wrong place.
+ASPECT_TOLERANCE = 0.02
 
 
 def _fail(path, what: str):
@@ -139,22 +143,35 @@ def parse_labelme(data, path="labelme JSON", image_size: tuple[int, int] | None 
         if notes is not None:
             notes.append(f"{path}: ignored {what} shape(s); only rectangles, polygons and circles are faces")
     boxes = B.from_pixels(np.asarray(px, np.float32), w, h) if px else B.EMPTY.copy()
-    _note_boxes(path, boxes, w, h, notes)
-    return ImageLabel(w, h, boxes)
+    return ImageLabel(w, h, _sane_boxes(path, boxes, w, h, notes))
 
 
-def _note_boxes(path, boxes: np.ndarray, w: int, h: int, notes: list[str] | None) -> None:
-    """Say which boxes cannot train anything: wholly outside the image, or without area (they are
-    kept, so nothing is lost, and ``Dataset.validate`` flags them too)."""
-    if notes is None or not len(boxes):
-        return
+def _sane_boxes(path, boxes: np.ndarray, w: int, h: int, notes: list[str] | None) -> np.ndarray:
+    """The one rule for boxes at the edge (every reader goes through it: import, pages, CLI, training):
+    a box wholly outside the ``w`` x ``h`` image or under a pixel wide or high cannot be a face and the
+    label is refused (LabelFormatError naming the box); a box reaching past the edge is clipped to it,
+    with a line in ``notes``."""
+    if not len(boxes):
+        return boxes
     b = B.order_corners(boxes)
-    out = np.flatnonzero((b[:, 2] <= 0) | (b[:, 3] <= 0) | (b[:, 0] >= 1) | (b[:, 1] >= 1))
-    flat = np.flatnonzero(~B.is_valid(b))
-    if len(out):
-        notes.append(f"{path}: box {', '.join(str(i + 1) for i in out)} lies wholly outside the {w}x{h} image")
+    px = B.to_pixels(b, w, h).astype(np.float64)
+    flat = np.flatnonzero((px[:, 2] - px[:, 0] < 1) | (px[:, 3] - px[:, 1] < 1))
     if len(flat):
-        notes.append(f"{path}: box {', '.join(str(i + 1) for i in flat)} has no width or height")
+        _fail(path, f"box {_which(flat)} has no area (under a pixel wide or high): it cannot mark a face; "
+                    f"delete it or draw it around the face")
+    out = np.flatnonzero((px[:, 2] <= 0) | (px[:, 3] <= 0) | (px[:, 0] >= w) | (px[:, 1] >= h))
+    if len(out):
+        _fail(path, f"box {_which(out)} lies wholly outside the {w}x{h} image: it cannot mark a face; "
+                    f"delete it or redraw it on the photo")
+    clipped = B.clip(b)
+    past = np.flatnonzero(np.abs(clipped - b).max(axis=1) > 1e-6)
+    if len(past) and notes is not None:
+        notes.append(f"{path}: box {_which(past)} reached past the edge of the {w}x{h} image and was clipped to it")
+    return clipped.astype(np.float32)
+
+
+def _which(idx) -> str:
+    return ", ".join(str(int(i) + 1) for i in idx)
 
 
 def _read_label_bytes(path) -> bytes:
@@ -207,10 +224,12 @@ def parse_label_bytes(data: bytes, name: str, image_size: tuple[int, int] | None
     _fail(name, f"unsupported label type {ext!r} (use labelme .json or Pascal VOC .xml)")
 
 
-def orient_label(label: ImageLabel, header) -> tuple[ImageLabel, str | None]:
+def orient_label(label: ImageLabel, header, path="label") -> tuple[ImageLabel, str | None]:
     """Fit a label to its photo as shown (``facecore.images.ImageHeader``): a label drawn on the stored
     pixels of an EXIF-rotated photo (its size is the stored one, sides swapped) gets its boxes turned
-    the same way. Returns the label and a note for people when it was turned, rescaled or is ambiguous."""
+    the same way; a label made for a scaled copy of the photo (same shape within ``ASPECT_TOLERANCE``)
+    is rescaled; one made for an image of another shape is refused (LabelFormatError naming ``path``).
+    Returns the label and a note for people when it was turned, rescaled or is ambiguous."""
     shown, raw, o = (header.width, header.height), (header.raw_width, header.raw_height), header.orientation
     size = (label.width, label.height)
     if size == shown and (o == 1 or shown != raw):
@@ -229,8 +248,28 @@ def orient_label(label: ImageLabel, header) -> tuple[ImageLabel, str | None]:
     if size == shown:
         return ImageLabel(*shown, label.boxes), (f"the photo has EXIF orientation {o}; the label is taken as "
                                                  f"drawn on the photo as shown, upright")
+    if abs(size[0] / size[1] - shown[0] / shown[1]) > ASPECT_TOLERANCE * shown[0] / shown[1]:
+        raise LabelFormatError(f"{path}: label made for a {size[0]}x{size[1]} image, the photo is {shown[0]}x"
+                               f"{shown[1]} (another shape): its boxes cannot be placed on it; redraw them, or use "
+                               f"the label made for this photo")
     return ImageLabel(*shown, label.boxes), (f"label made for a {size[0]}x{size[1]} image, the photo is "
                                              f"{shown[0]}x{shown[1]}: its boxes were rescaled; check them")
+
+
+def read_label_for(label_path, image_path, notes: list[str] | None = None) -> ImageLabel:
+    """Read the label of the photo at ``image_path`` and fit it to the photo (``orient_label``): the one
+    reader of datasets' labels for training, evaluation, splits and the CLI. Raises LabelFormatError
+    (a broken label, a box that cannot be a face, a size of another shape than the photo); a photo that
+    cannot be read leaves the label as it is (``Dataset.validate`` names the photo)."""
+    label = read_label(label_path, notes=notes)
+    try:
+        header = read_image_header(image_path)
+    except ImageReadError:
+        return label
+    label, note = orient_label(label, header, label_path)
+    if note and notes is not None:
+        notes.append(f"{label_path}: {note}")
+    return label
 
 
 def labelme_document(label: ImageLabel, image_filename: str, label_name: str = "face") -> dict:
@@ -286,8 +325,7 @@ def parse_voc(data: bytes | str, path="VOC XML", notes: list[str] | None = None)
             vals.append(_num(path, bb.findtext(tag), tag, text_ok=True))
         px.append(vals)
     boxes = B.from_pixels(np.asarray(px, np.float32), w, h) if px else B.EMPTY.copy()
-    _note_boxes(path, boxes, w, h, notes)
-    return ImageLabel(w, h, boxes)
+    return ImageLabel(w, h, _sane_boxes(path, boxes, w, h, notes))
 
 
 def voc_document(label: ImageLabel, image_filename: str, label_name: str = "face") -> str:

@@ -75,7 +75,7 @@ def test_bomb_in_a_dataset_costs_only_that_file(tmp_path):
 def test_deeply_nested_label_costs_only_that_label(tmp_path):
     ds = Dataset.create(tmp_path / "ds")
     for i in range(3):
-        ds.add_image(png_bytes(), f"p{i}.png")
+        ds.add_image(png_bytes(value=60 * (i + 1)), f"p{i}.png")
     ds.set_label("p0", ds.label_or_noface(ds.item("p0")))
     (ds.labels_dir / "p1.json").write_bytes(deep_json())
     (ds.labels_dir / "p2.xml").write_bytes(b"<annotation>" + b"<a>" * 50_000 + b"</a>" * 50_000 + b"</annotation>")
@@ -151,15 +151,16 @@ def test_encrypted_and_deflate64_entries_are_skipped_with_a_reason(tmp_path):
     assert rep.added == ["good"]
     why = dict(rep.skipped)
     assert "encrypted" in why["secret.jpg"] and "Deflate" in why["d64.jpg"]
-    again = ds.import_zip(z)  # a rerun adds the good photo again (it is an explicit second import) ...
-    assert again.added == ["good_1"] and len(again.skipped) == 2  # ... and never raises
+    again = ds.import_zip(z)  # a rerun finds the good photo there already (content-addressed) ...
+    assert again.added == [] and len(again.skipped) == 2  # ... and never raises
+    assert again.duplicates == [("good.jpg", "already there as images/good.jpg (same bytes)")]
 
 
 def test_zip_of_thousands_of_same_named_entries_is_linear(tmp_path):
     ds = Dataset.create(tmp_path / "ds")
-    img = png_bytes(8, 8)
     n = 1500
-    buf = zip_bytes({f"d{i}/x.png": img for i in range(n)}, compression=0)
+    # distinct photos (the same one would be added once: content-addressed adds)
+    buf = zip_bytes({f"d{i}/x.png": png_bytes(8, 8 + i // 250, value=i % 250) for i in range(n)}, compression=0)
     t0 = time.perf_counter()
     rep = ds.import_zip(buf)
     dt = time.perf_counter() - t0
@@ -232,7 +233,7 @@ def test_read_only_dataset_gives_clear_messages(tmp_path, read_only):
     with pytest.raises(StorageError, match="label"):
         ds.set_label("a", ds.label_or_noface(ds.item("a")))
     with pytest.raises(FaceCoreError):
-        ds.import_zip(zip_bytes({"c.png": png_bytes()}))
+        ds.import_zip(zip_bytes({"c.png": png_bytes(value=8)}))
     assert [it.stem for it in ds.items()] == ["a"]
 
 
@@ -248,13 +249,13 @@ def test_read_only_simulated_as_root(tmp_path, monkeypatch):
         raise OSError(errno.EROFS, "Read-only file system", str(tmp_path))
 
     monkeypatch.setattr(tempfile, "mkstemp", erofs)
-    for call in (lambda: ds.add_image(png_bytes(), "b.png"),
+    for call in (lambda: ds.add_image(png_bytes(value=7), "b.png"),
                  lambda: ds.set_label("a", ds.label_or_noface(ds.item("a"))),
                  lambda: ds.export_labelme_zip(tmp_path / "out.zip")):
         with pytest.raises(StorageError, match="read-only"):
             call()
     with pytest.raises(StorageError, match="read-only"):
-        ds.import_zip(zip_bytes({"c.png": png_bytes()}))
+        ds.import_zip(zip_bytes({"c.png": png_bytes(value=8)}))
     assert [it.stem for it in ds.items()] == ["a"]
 
 
@@ -278,7 +279,7 @@ def test_full_disk_and_long_names_are_storage_errors(tmp_path, monkeypatch):
     with pytest.raises(StorageError, match="disk is full"):
         atomic_write_text(tmp_path / "x.json", "{}")
     with pytest.raises(StorageError, match="disk is full"):
-        ds.add_image(png_bytes(), "z.png")
+        ds.add_image(png_bytes(value=9), "z.png")
     assert not [p for p in ds.images_dir.iterdir() if p.name.startswith(".")]  # no temp file left
 
 
@@ -305,8 +306,10 @@ def _dead_pid() -> int:
 
 
 def test_boxes_stay_finite(tmp_path):
-    lab = parse_label_bytes(labelme([rect(-1e5, 2, 1e5, 20)]), "x.json")
-    assert np.isfinite(lab.boxes).all() and B.outside_image(lab.boxes).any()
+    notes = []
+    lab = parse_label_bytes(labelme([rect(-1e5, 2, 1e5, 20)]), "x.json", notes=notes)
+    assert np.isfinite(lab.boxes).all() and not B.outside_image(lab.boxes).any()  # clipped to the edge ...
+    assert "clipped" in notes[0]  # ... and said
 
 
 def test_file_names_that_are_not_utf8(tmp_path):
@@ -346,15 +349,63 @@ def test_exif_turned_photo_with_raw_label_in_a_dataset_is_named(tmp_path):
     assert "EXIF" in msg and "import" in msg
 
 
-def test_boxes_that_cannot_train_and_duplicate_labels_are_named(tmp_path):
-    notes = []
-    lab = parse_label_bytes(labelme([rect(500, 500, 600, 600), rect(5, 5, 5, 20), rect(1, 1, 10, 10)]), "x.json",
-                            notes=notes)
-    assert len(lab.boxes) == 3  # kept: nothing is lost
-    assert any("wholly outside" in n for n in notes) and any("no width" in n for n in notes)
+@pytest.mark.parametrize("shapes, match", [
+    ([rect(500, 500, 600, 600), rect(1, 1, 10, 10)], "box 1 lies wholly outside the 64x48 image"),
+    ([rect(1, 1, 10, 10), rect(5, 5, 5, 20)], "box 2 has no area"),
+    ([rect(-30, -30, 0, 10)], "wholly outside"),  # touching the edge from outside: no pixel of the photo
+])
+def test_boxes_that_cannot_be_faces_are_refused_everywhere(tmp_path, shapes, match, capsys):
+    """The one label rule (facecore.labels): parsing, import, the dataset's reader, splits and the CLI agree."""
+    with pytest.raises(LabelFormatError, match=match):
+        parse_label_bytes(labelme(shapes), "x.json")
     ds = Dataset.create(tmp_path / "ds")
-    rep = ds.import_zip(zip_bytes({"a.jpg": jpeg_bytes(), "a.json": labelme([rect(500, 500, 600, 600)])}))
-    assert "outside" in dict(rep.notes)["a.json"]
+    rep = ds.import_zip(zip_bytes({"a.jpg": jpeg_bytes(), "a.json": labelme(shapes)}))
+    assert rep.added == ["a"] and rep.labeled == 0 and "image imported without its label" in dict(rep.skipped)["a.json"]
+    (ds.labels_dir / "a.json").write_bytes(labelme(shapes))  # written by hand: training leaves it out, and says so
+    with pytest.raises(LabelFormatError, match=match):
+        ds.read_label(ds.item("a"))
+    split = ds.split()
+    assert sum(split.sizes().values()) == 0 and match in dict(split.skipped)["a.jpg"]
+    from facecore.__main__ import main
+
+    assert main(["info", "--data", str(ds.root)]) == 0
+    assert match in json.loads(capsys.readouterr().out)["left_out"]["a.jpg"]
+    assert [p.kind for p in ds.validate()] == ["malformed_label"]
+
+
+def test_boxes_past_the_edge_are_clipped_with_a_note(tmp_path):
+    notes = []
+    lab = parse_label_bytes(labelme([rect(10, 10, 500, 40)]), "x.json", notes=notes)
+    np.testing.assert_allclose(lab.pixel_boxes()[0], [10, 10, 64, 40], atol=1e-4)
+    assert notes == ["x.json: box 1 reached past the edge of the 64x48 image and was clipped to it"]
+    ds = Dataset.create(tmp_path / "ds")
+    rep = ds.import_zip(zip_bytes({"a.jpg": jpeg_bytes(), "a.json": labelme([rect(10, 10, 500, 40)])}))
+    assert rep.labeled == 1 and "clipped" in dict(rep.notes)["a.json"]
+
+
+@pytest.mark.parametrize("size, kept", [((128, 96), True), ((32, 24), True), ((64, 64), False), ((48, 64), False)])
+def test_label_of_another_size_is_rescaled_or_refused(tmp_path, size, kept):
+    """Same shape (a scaled copy): rescaled, with a note; another shape: refused, on import and on reading."""
+    ds = Dataset.create(tmp_path / "ds")
+    w, h = size
+    doc = labelme([rect(w / 4, h / 4, w / 2, h / 2)], w, h)
+    rep = ds.import_zip(zip_bytes({"a.jpg": jpeg_bytes(64, 48), "a.json": doc}))
+    assert rep.labeled == int(kept)
+    (ds.labels_dir / "a.json").write_bytes(doc)
+    if kept:
+        assert "rescaled" in dict(rep.notes)["a.json"]
+        np.testing.assert_allclose(ds.read_label(ds.item("a")).pixel_boxes()[0], [16, 12, 32, 24], atol=1e-3)
+        assert ds.split().skipped == ()
+    else:
+        assert "another shape" in dict(rep.skipped)["a.json"]
+        with pytest.raises(LabelFormatError, match="another shape"):
+            ds.read_label(ds.item("a"))
+        assert "another shape" in dict(ds.split().skipped)["a.jpg"]
+
+
+def test_duplicate_label_files_are_named(tmp_path):
+    ds = Dataset.create(tmp_path / "ds")
+    ds.import_zip(zip_bytes({"a.jpg": jpeg_bytes(), "a.json": labelme([rect(1, 1, 20, 20)])}))
     (ds.labels_dir / "a.xml").write_text("<annotation/>")
     assert "duplicate_label" in [p.kind for p in ds.validate()]
 

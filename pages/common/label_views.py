@@ -15,6 +15,7 @@ import streamlit as st
 from facecore import FaceCoreError, ImageReadError
 from facecore import labeling as L
 from facecore import prelabel as P
+from facecore.contents import DuplicateImageError
 from facecore.dataset import Item
 from facecore.jobs import Job
 from facecore.registry import detector_names
@@ -167,6 +168,9 @@ def add_view(ds, readonly: bool) -> None:
         if report.added:
             extra = f" ({report.labeled} with a label)" if report.labeled else ""
             flash("success", f"Added {len(report.added)} image(s){extra}.")
+        if report.duplicates:
+            flash("info", f"{len(report.duplicates)} photo(s) already in the dataset, not added again:\n\n"
+                  + skipped_text(report.duplicates))
         if report.skipped:
             flash("warning", f"Skipped {len(report.skipped)} file(s):\n\n" + skipped_text(report.skipped))
         st.rerun()
@@ -178,6 +182,9 @@ def add_view(ds, readonly: bool) -> None:
         seen = ss.setdefault("lab_camera_seen", set())
         try:
             item = L.add_snapshot(ds, shot.getvalue(), seen)
+        except DuplicateImageError as exc:
+            flash("info", f"Webcam photo not saved: it is already in the dataset as {exc.existing} ({exc.how}).")
+            st.rerun()
         except FaceCoreError as exc:
             show_error(exc)
         else:
