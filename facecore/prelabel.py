@@ -88,18 +88,6 @@ def propose(detector: Detector, rgb: np.ndarray, min_score: float = 0.0) -> Prop
     return _proposal(detector.detect(rgb), detector.name, min_score)
 
 
-PREFERRED_DETECTORS = ("blazeface",)  # built-in multi-face detectors, best first: the proposals' default
-
-
-def default_detector(names: list[str]) -> int:
-    """Index in ``names`` (``facecore.registry.detector_names``) of the detector proposals start with:
-    a built-in multi-face detector when there is one, else the first."""
-    for preferred in PREFERRED_DETECTORS:
-        if preferred in names:
-            return names.index(preferred)
-    return 0
-
-
 def _has_label(dataset: Dataset, stem: str) -> bool:
     return any((dataset.labels_dir / f"{stem}{ext}").exists() for ext in LABEL_EXTS)
 

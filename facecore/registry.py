@@ -153,6 +153,16 @@ def detector_names(models_root: str | Path) -> list[str]:
     return names
 
 
+def default_detector(models_root: str | Path) -> str:
+    """The detector every page starts with (Video, Webcam, Evaluate, Recognize, pre-labeling): the face
+    detector saved last (newest ``created``: a training or a fitted box style), else the built-in
+    ``blazeface`` (``facecore.detect.DEFAULT_DETECTOR``)."""
+    from .detect import DEFAULT_DETECTOR
+
+    models = list_models(models_root, kind="facetracker")
+    return models[0].name if models else DEFAULT_DETECTOR
+
+
 def identity_model_names(models_root: str | Path) -> list[str]:
     """Trained identity models in ``models_root``, newest first."""
     return [m.name for m in list_models(models_root, kind="identity")]

@@ -12,7 +12,7 @@ from facecore.detect import BLAZEFACE, BUILT_IN, HAAR
 from facecore.evaluate import (calibration_sample, choose_split, collect_images, comparison_table, evaluate,
                                render_result)
 from facecore.jobs import run_in_worker
-from facecore.registry import INT8_SUFFIX, detector_names, list_models, model_version, quantize
+from facecore.registry import INT8_SUFFIX, default_detector, detector_names, list_models, model_version, quantize
 from pages.common import cached_model, dataset_picker, detector, show_error, workspace
 from pages.common.figures import iou_figure, pr_figure
 
@@ -33,9 +33,13 @@ if not models:
     st.info("No trained model yet: train one on the Train page. Meanwhile you can evaluate the Haar baseline.")
 
 left, mid, right = st.columns([3, 1, 1])
-default = [n for n in names if n not in BUILT_IN][:2] + [BLAZEFACE, HAAR]  # your newest models beside the built-ins
+first = default_detector(ws.models_root)  # every page's default: the detector saved last, else blazeface
+default = list(dict.fromkeys([first, *[n for n in names if n not in BUILT_IN][:2], BLAZEFACE, HAAR]))
 chosen = left.multiselect("Detectors", names, default=default, key="eval_detectors",
-                          help="'haar' is OpenCV's built-in cascade (no training); the others are your models.")
+                          help="'blazeface' finds every face without training; 'haar' is OpenCV's cascade; the "
+                               "others are your saved models.")
+left.caption(f"Default: **{first}** ({'built in' if first in BUILT_IN else 'the detector you saved last'}), "
+             "beside the built-in detectors.")
 split = mid.selectbox("Split", ["test", "val", "train", "all"], key="eval_split",
                       help="'test' holds photos no model saw in training (the split each model was trained with).")
 threshold = right.slider("Threshold", 0.05, 0.95, 0.5, 0.05, key="eval_threshold",

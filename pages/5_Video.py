@@ -16,7 +16,7 @@ from facecore import FaceCoreError
 from facecore.jobs import Job
 from facecore.video import (VIDEO_EXTS, VideoConfig, format_time, max_upload_mb, new_scratch_dir, probe, process_video,
                             store_upload)
-from pages.common import dataset_picker, detector_picker, newest_trained_detector, show_error
+from pages.common import dataset_picker, detector_picker, show_error
 from pages.common.figures import timeline_figure
 from pages.common.jobs import progress_bar, session_job, start_session_job, watch
 
@@ -87,7 +87,7 @@ st.caption(f"Video codec {info.codec}" + (f", rotated {info.rotation}° for disp
 st.subheader("Settings")
 left, right = st.columns(2)
 with left:
-    det_name, det = detector_picker(key="video_detector", default=newest_trained_detector())
+    det_name, det = detector_picker(key="video_detector")
     threshold = st.slider("Threshold", 0.0, 1.0, 0.5, 0.05, key="video_threshold",
                           help="Faces whose probability reaches it are boxed (or blurred).")
     blur = st.toggle("Blur faces instead of boxing them (anonymize)", key="video_blur")

@@ -17,8 +17,8 @@ from facecore.identity_train import IdentityConfig, overall_fraction, train_iden
 from facecore.images import decode_image, read_image
 from facecore.jobs import Job, ProcessJob
 from facecore.recognize import draw_recognitions
-from facecore.registry import detector_names, identity_model_names
-from pages.common import dataset_picker, detector, recognizer, show_error, workspace
+from facecore.registry import identity_model_names
+from pages.common import dataset_picker, detector, detector_select, recognizer, show_error, workspace
 from pages.common.figures import comparison_figure, history_figure
 from pages.common.jobs import progress_bar, session_job, start_session_job, watch
 
@@ -271,8 +271,7 @@ if not models:
     st.stop()
 c1, c2, c3 = st.columns(3)
 ident_model = c1.selectbox("Identity model", models, key="recognize_model")
-det_name = c2.selectbox("Face detector", detector_names(ws.models_root), key="recognize_detector",
-                        help="'haar' finds several faces per photo; trained detectors find one.")
+det_name = detector_select(c2, "recognize_detector", label="Face detector")
 face_thr = c3.slider("Face threshold", 0.0, 1.0, 0.5, 0.05, key="recognize_face_thr",
                      help="Faces the detector scores lower are ignored.")
 photos = st.file_uploader("Photos", type=["jpg", "jpeg", "png", "webp", "bmp"], accept_multiple_files=True,

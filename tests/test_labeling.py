@@ -289,11 +289,6 @@ def test_proposal_shapes():
         P.Proposal([[0.1, 0.1, 0.5, 0.5]], [0.4, 0.7], "x")
 
 
-def test_default_detector_prefers_blazeface():
-    assert P.default_detector(["haar", "mine", "blazeface"]) == 2
-    assert P.default_detector(["haar", "mine"]) == 0
-
-
 def test_haar_proposes_the_face_of_a_real_photo():
     item = sorted((SAMPLE / "images").iterdir())[0]
     lab = read_label(SAMPLE / "labels" / f"{item.stem}.json")

@@ -185,29 +185,42 @@ def detector(name: str):
     return _cached(name)
 
 
-def newest_trained_detector() -> str | None:
-    """The newest trained face-detector model's name (None when there is none yet)."""
-    from facecore.registry import list_models
-
-    models = list_models(workspace().models_root, kind="facetracker")
-    return models[0].name if models else None
-
-
-def detector_picker(where=st, key: str = "detector", default: str | None = None):
-    """Detector selector shared by the Video, Webcam and Recognize pages.
-
-    Returns ``(name, detector)``; ``detector`` is None (with the error shown) when loading failed.
-    Haar needs no training, so it is always offered. When identity models exist, a "Recognize faces"
-    checkbox wraps the chosen detector in a recognizer: its detections are labelled with the
-    identity's name and scored with its probability (name then reads ``"<detector>+<identity>"``).
-    ``default``: the detector selected at first (e.g. ``newest_trained_detector()``); the first otherwise.
-    """
-    from facecore.registry import detector_names, identity_model_names
+def detector_select(where=st, key: str = "detector", label: str = "Detector", help: str | None = None) -> str:
+    """The one detector selector of every page (Video, Webcam, Recognize, pre-labeling): it starts on
+    ``facecore.registry.default_detector`` (the face detector saved last, else the built-in blazeface),
+    shown as such in the list."""
+    from facecore.registry import default_detector, detector_names
 
     models_root = workspace().models_root
     names = detector_names(models_root)
-    name = where.selectbox("Detector", names, index=names.index(default) if default in names else 0, key=key,
-                           help="'haar' is OpenCV's built-in cascade; the others are your trained models.")
+    default = default_detector(models_root)
+    return where.selectbox(label, names, index=names.index(default) if default in names else 0, key=key,
+                           format_func=default_marker(default),
+                           help=help or "'blazeface' finds every face without training; 'haar' is OpenCV's cascade; "
+                                        "the others are your saved models. The default is the detector you saved "
+                                        "last, else the built-in blazeface.")
+
+
+def default_marker(default: str):
+    """``format_func`` for detector lists: the default detector says why it is the default."""
+    from facecore.detect import BUILT_IN
+
+    why = "built in" if default in BUILT_IN else "saved last"
+    return lambda name: f"{name}  (default: {why})" if name == default else name
+
+
+def detector_picker(where=st, key: str = "detector"):
+    """Detector selector shared by the Video, Webcam and Recognize pages (``detector_select``).
+
+    Returns ``(name, detector)``; ``detector`` is None (with the error shown) when loading failed.
+    When identity models exist, a "Recognize faces" checkbox wraps the chosen detector in a recognizer:
+    its detections are labelled with the identity's name and scored with its probability (name then
+    reads ``"<detector>+<identity>"``).
+    """
+    from facecore.registry import identity_model_names
+
+    models_root = workspace().models_root
+    name = detector_select(where, key)
     identities = identity_model_names(models_root)
     if identities and where.checkbox("Recognize faces (me / not me)", key=f"{key}_recognize",
                                      help="Name each detected face with an identity model trained on the Recognize page."):
