@@ -236,3 +236,104 @@ def test_an_upload_named_like_an_augmented_copy_stays_an_original(tmp_path):
     ds = Dataset.create(tmp_path / "d")
     it = ds.add_image(_jpeg(), "x__aug001.jpg")
     assert it.stem == "x_aug001" and it.source == it.stem
+
+
+# -- content-addressed adds, splits by content (issue 21) ---------------------------------------
+def _png_of(rgb) -> bytes:
+    buf = io.BytesIO()
+    from PIL import Image
+
+    Image.fromarray(rgb).save(buf, "PNG")
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("how, make", [
+    ("same bytes", lambda rgb, jpg: jpg),
+    ("same pixels", lambda rgb, jpg: _png_of(rgb)),  # the same decoded pixels in another file format
+])
+def test_the_same_photo_is_never_added_twice(tmp_path, how, make):
+    from facecore.contents import DuplicateImageError
+    from facecore.images import decode_image
+
+    ds = Dataset.create(tmp_path / "d")
+    jpg = _jpeg(seed=3)
+    first = ds.add_image(jpg, "photo.jpg")
+    with pytest.raises(DuplicateImageError) as err:
+        ds.add_image(make(decode_image(jpg), jpg), "other_name.png")
+    assert err.value.existing == f"images/{first.image.name}" and err.value.how == how
+    assert "other_name.png" in str(err.value) and first.image.name in str(err.value)
+    assert len(ds.items()) == 1
+    assert len(Dataset.open(ds.root).items()) == 1  # a fresh Dataset object finds it as well
+
+
+def test_importing_a_zip_or_folder_twice_leaves_the_dataset_as_it_was(tmp_path, capsys):
+    from facecore.__main__ import main
+
+    src = make_dataset(tmp_path / "src", n_face=4, n_noface=2)
+    ds = Dataset.create(tmp_path / "d")
+    first = ds.import_folder(src.root)
+    assert len(first.added) == 6 and first.duplicates == []
+    again = ds.import_folder(src.root)
+    assert again.added == [] and len(again.duplicates) == 6
+    name, what = again.duplicates[0]
+    assert name.endswith(".jpg") and "already there as images/" in what
+    assert ds.import_zip(src.export_labelme_zip()).added == []
+    assert len(ds.items()) == 6
+    assert main(["import", str(src.root), "--data", str(ds.root)]) == 0
+    out = capsys.readouterr().out
+    assert "imported 0 image(s)" in out and "6 already there" in out
+    assert len(ds.items()) == 6
+
+
+def test_upload_and_webcam_say_the_photo_is_there(tmp_path):
+    from facecore import labeling as L
+    from facecore.contents import DuplicateImageError
+
+    ds = Dataset.create(tmp_path / "d")
+    jpg = _jpeg(seed=5)
+    rep = L.add_files(ds, [("a.jpg", jpg), ("b.jpg", jpg)])
+    assert rep.added == ["a"] and rep.duplicates == [("b.jpg", "already there as images/a.jpg (same bytes)")]
+    seen: set = set()
+    with pytest.raises(DuplicateImageError, match="a.jpg"):
+        L.add_snapshot(ds, jpg, seen)
+    assert L.add_snapshot(ds, jpg, seen) is None  # said once, not on every rerun
+    assert len(ds.items()) == 1
+
+
+def test_copies_share_a_split_and_conflicting_labels_are_named(tmp_path):
+    ds = make_dataset(tmp_path / "d", n_face=10, n_noface=4)
+    items = ds.items()
+    faces = [it for it in items if it.label is not None]
+    for i, it in enumerate(faces[:6]):  # copies written by hand (adds refuse them): unlabeled, i.e. no face
+        (ds.images_dir / f"copy{i}.jpg").write_bytes(it.image.read_bytes())
+    for seed in (0, 1, 2):
+        split = ds.split(seed=seed)
+        where = {it.stem: s for s in ("train", "val", "test") for it in split[s]}
+        assert all(where[f"copy{i}"] == where[it.stem] for i, it in enumerate(faces[:6]))
+    assert len(split.conflicts) == 6 and "copy0.jpg" in split.conflicts[0] and "no face" in split.conflicts[0]
+    kinds = [p.kind for p in ds.validate()]
+    assert kinds.count("duplicate_image") == 6 and kinds.count("conflicting_labels") == 6
+
+
+def test_split_without_copies_is_unchanged_by_content_grouping(tiny_dataset):
+    split = tiny_dataset.split(seed=4)
+    by_source = split_items([it for it in tiny_dataset.items() if it.label is not None], seed=4)
+    for name in ("train", "val", "test"):  # the same split as by source photo alone
+        assert set(by_source[name]) == {it for it in split[name] if it.label is not None}
+    assert split.conflicts == ()
+
+
+def test_near_duplicates_are_flagged_not_refused(tmp_path):
+    import cv2
+
+    from facecore.images import decode_image
+
+    ds = Dataset.create(tmp_path / "d")
+    img, _ = face_image(np.random.default_rng(9), 320, 240)
+    ds.add_image(encode_jpeg(img, 95), "orig.jpg")
+    ds.add_image(encode_jpeg(cv2.resize(img, (160, 120), interpolation=cv2.INTER_AREA), 60), "small.jpg")
+    ds.add_image(_jpeg(seed=11), "other.jpg")
+    near = [p for p in ds.validate() if p.kind == "near_duplicate"]
+    assert len(near) == 1 and "small.jpg" in near[0].message and "orig.jpg" in near[0].message
+    assert ds.contents().near_pairs() == [("orig.jpg", "small.jpg")]
+    assert decode_image(ds.item("small").image.read_bytes()).shape == (120, 160, 3)
