@@ -38,7 +38,7 @@ from .evaluate_all import all_faces_metrics
 from .jobs import Cancel, Progress, ProgressFn, ignore
 from .labels import LABEL_EXTS, read_label
 from .preprocess import resize_for_model
-from .registry import split_name
+from .registry import meta_input_hw, split_name
 from .splits import DEFAULT_SPLIT, SPLITS
 
 EVAL_SPLITS = (*SPLITS, "all")
@@ -47,11 +47,13 @@ METRIC_KEYS = ("ap50", "ap30", "mean_iou", "recall50", "face_accuracy", "fp_rate
 
 @dataclass(frozen=True)
 class EvalImage:
-    """An image to evaluate on: its path and its true boxes (float32 (N, 4) normalized; empty = no face)."""
+    """An image to evaluate on: its path and its true boxes (float32 (N, 4) normalized; empty = no face);
+    ``proposed_by``: per box, the detector whose proposal was accepted unchanged (``ImageLabel.proposed_by``)."""
 
     stem: str
     path: Path
     boxes: np.ndarray
+    proposed_by: tuple[str, ...] = ()
 
     @property
     def has_face(self) -> bool:
@@ -203,7 +205,7 @@ def collect_images(data: str | Path | Dataset, split: str = "test", seed: int = 
         except LabelFormatError as exc:
             skipped.append(f"{label.name}: {exc}")
             continue
-        images.append(EvalImage(stem, img, lab.boxes))
+        images.append(EvalImage(stem, img, lab.boxes, lab.proposed_by))
     return images, skipped
 
 
@@ -274,11 +276,14 @@ def _result(name: str, threshold: float, results: list[ImageResult], skipped: in
 def split_config(meta: dict | None) -> tuple[int, tuple[float, float, float]]:
     """The split ``(seed, fractions)`` a model was trained with (``config.seed`` and ``config.split``
     in its meta.json), else the defaults ``(0, DEFAULT_SPLIT)``."""
-    cfg = (meta or {}).get("config") or {}
+    cfg = (meta or {}).get("config")
+    cfg = cfg if isinstance(cfg, dict) else {}  # a broken meta.json (registry.meta_problem): the defaults
     seed = cfg.get("seed")
     fractions = cfg.get("split")
     seed = seed if isinstance(seed, int) and not isinstance(seed, bool) else 0
-    if isinstance(fractions, (list, tuple)) and len(fractions) == 3:
+    if (isinstance(fractions, (list, tuple)) and len(fractions) == 3
+            and all(isinstance(f, (int, float)) and not isinstance(f, bool) and 0 <= f <= 1 for f in fractions)
+            and abs(sum(fractions) - 1) < 1e-6):
         fractions = tuple(float(f) for f in fractions)
     else:
         fractions = DEFAULT_SPLIT
@@ -307,8 +312,8 @@ def choose_split(chosen: list[str], metas: dict[str, dict], dataset_name: str, s
     seed, fractions = split_config(metas[trained[0]] if trained else None)
     warnings = []
     for name in trained:
-        meta = metas[name] or {}
-        trained_on = (meta.get("dataset") or {}).get("name")
+        meta = metas[name] if isinstance(metas[name], dict) else {}
+        trained_on = meta.get("dataset").get("name") if isinstance(meta.get("dataset"), dict) else None
         if trained_on and trained_on != dataset_name:
             warnings.append(f"`{name}` was trained on the dataset `{trained_on}`, not `{dataset_name}`: its "
                             f"{split} split here is not guaranteed to be photos it never saw.")
@@ -318,14 +323,22 @@ def choose_split(chosen: list[str], metas: dict[str, dict], dataset_name: str, s
     return SplitChoice(seed, fractions, tuple(trained), tuple(warnings))
 
 
-def calibration_sample(meta: dict, images: list[EvalImage], n: int = 8) -> np.ndarray | None:
-    """Up to ``n`` of ``images`` as a trained model sees them, float32 (n, S, S, 3) 0..255 with S the
-    model's input size, for ``registry.quantize`` to compare the int8 copy with the model on; None when the
-    model's meta.json names no input size or there is no image. Raises ImageReadError."""
-    size = int(((meta or {}).get("config") or {}).get("input_size", 0) or 0)
-    if not size or not images:
+def calibration_sample(meta: dict, images: list[EvalImage], n: int = 8, name: str = "model") -> np.ndarray | None:
+    """Up to ``n`` of ``images`` as a trained model sees them, float32 (n, H, W, 3) 0..255 with (H, W) the
+    network input its meta.json states (``input.shape``, e.g. a photo-shaped BlazeFace's square canvas, else
+    ``config.input_size``: ``registry.meta_input_hw``), for ``registry.quantize`` to compare the int8 copy
+    with the model on (it resizes them to the network's own input if meta.json was wrong). None when meta.json
+    states no input size or there is no image. Raises ModelFileError (a size that is not one, e.g. "96px")
+    or ImageReadError."""
+    hw = meta_input_hw(meta or {}, name)
+    if hw is None or not images:
         return None
-    return np.stack([resize_for_model(read_image(im.path), size) for im in images[:n]])
+    if hw[0] == hw[1]:
+        return np.stack([resize_for_model(read_image(im.path), hw[0]) for im in images[:n]])
+    import cv2
+
+    return np.stack([cv2.resize(read_image(im.path), (hw[1], hw[0]), interpolation=cv2.INTER_AREA).astype(np.float32)
+                     for im in images[:n]])
 
 
 # -- presentation (tables and drawings for the Evaluate page; no Streamlit here) -----------

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import FaceCoreError, ModelFileError
+from .meta import fit_sample, meta_input_hw, meta_problem  # noqa: F401  (meta_input_hw: re-exported)
 from .io import atomic_write_bytes, atomic_write_text, recover_dir, recover_swaps, storage_errors
 
 META_FILE = "meta.json"
@@ -47,9 +48,16 @@ class ModelInfo:
         return self.meta.get("kind", "facetracker")
 
     def headline(self) -> dict:
-        """The test-split metrics (val when there is no test split), for tables."""
-        metrics = self.meta.get("metrics", {})
-        return dict(metrics.get("test") or metrics.get("val") or {})
+        """The test-split metrics (val when there is no test split), for tables ({} when meta.json has none)."""
+        metrics = self.meta.get("metrics")
+        metrics = metrics if isinstance(metrics, dict) else {}
+        best = metrics.get("test") or metrics.get("val")
+        return dict(best) if isinstance(best, dict) else {}
+
+    @property
+    def problem(self) -> str | None:
+        """What is wrong in this model's ``meta.json`` for people (``meta_problem``), or None."""
+        return meta_problem(self.meta, self.name)
 
 
 # -- names and metadata -----------------------------------------------------------------------------
@@ -354,14 +362,15 @@ def load(name: str, models_root: str | Path):
 # -- making and managing saved models ---------------------------------------------------------------
 def quantize(model_dir: str | Path, sample=None) -> dict:
     """Write ``model_int8.tflite`` beside ``model.keras`` (``facecore.inference.int8_tflite``: about 4x
-    smaller, 2-4x faster on CPUs), loaded as ``NAME@int8``. ``sample``: float32 (N, S, S, 3) 0..255 frames
-    to compare it with the float model on. Returns ``{"file", "max_abs_diff", "mb"}``. Raises FaceCoreError."""
+    smaller, 2-4x faster on CPUs), loaded as ``NAME@int8``. ``sample``: float32 (N, h, w, 3) 0..255 frames
+    to compare it with the float model on, resized to the network's own input (``meta.fit_sample``). Returns ``{"file", "max_abs_diff", "mb"}``. Raises FaceCoreError."""
     from .inference import int8_tflite, load_keras_model
 
     d = Path(model_dir)
     if not (d / KERAS_FILE).is_file():
         raise FaceCoreError(f"model {d.name!r} has no {KERAS_FILE} to quantize")
-    data, diff = int8_tflite(load_keras_model(d / KERAS_FILE), d.name, d / f".{INT8_FILE}.check", sample)
+    net = load_keras_model(d / KERAS_FILE)
+    data, diff = int8_tflite(net, d.name, d / f".{INT8_FILE}.check", fit_sample(sample, net))
     atomic_write_bytes(d / INT8_FILE, data)
     return {"file": str(d / INT8_FILE), "max_abs_diff": diff, "mb": round(len(data) / 1e6, 2)}
 

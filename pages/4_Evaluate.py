@@ -51,6 +51,9 @@ choice = choose_split(chosen, {n: m.meta for n, m in models.items()}, dataset.na
 seed, fractions = choice.seed, choice.fractions
 for warning in choice.warnings:
     st.warning(warning)
+for name in choice.trained:  # a broken or lying meta.json: one clear line, never a traceback
+    if models[name].problem:
+        st.warning(models[name].problem)
 if split in ("train", "all") and choice.trained:
     st.caption("Trained models saw the train split: their scores there say how well they fit, not how well they generalize.")
 
@@ -81,9 +84,10 @@ with st.expander("Make a model faster: an int8 copy"):
         q1, q2 = st.columns([3, 1], vertical_alignment="bottom")
         to_quantize = q1.selectbox("Model", plain, key="eval_quantize_model")
         if q2.button("Make int8 copy", key="eval_quantize"):
-            sample = calibration_sample(models[to_quantize].meta, images)
             with st.spinner(f"Converting {to_quantize} (a minute for VGG16)..."):
                 try:
+                    # at the network input meta.json states; quantize resizes it to the network's own
+                    sample = calibration_sample(models[to_quantize].meta, images, name=to_quantize)
                     # TensorFlow's converter runs in a worker process, never in the server
                     info = run_in_worker(quantize, models[to_quantize].path, sample, job_name="int8")
                 except FaceCoreError as exc:

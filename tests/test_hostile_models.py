@@ -313,3 +313,44 @@ def test_model_save_on_a_read_only_or_full_disk_keeps_the_old_model(good, tmp_pa
     monkeypatch.undo()
     assert {p.name: p.read_bytes() for p in d.iterdir()} == before
     assert load_facetracker(d).detect(np.zeros((48, 64, 3), np.uint8)) is not None
+
+
+# -- meta.json that lies about the input: Evaluate's int8 copy (issue 21) ------------------------
+@pytest.mark.parametrize("meta_patch, match", [
+    ({"config": {"input_size": "96px"}}, "config.input_size '96px', which is not an input size"),
+    ({"config": "x"}, "field 'config' is 'x', not an object"),
+    ({"input": {"shape": [None, 352, "a", 3]}}, "input.shape"),
+])
+def test_broken_meta_input_is_one_clear_message(meta_patch, match):
+    from facecore.evaluate import calibration_sample
+    from facecore.registry import ModelInfo, meta_input_hw
+
+    with pytest.raises(ModelFileError, match=match):
+        meta_input_hw(meta_patch, "m")
+    with pytest.raises(ModelFileError, match=match):
+        calibration_sample(meta_patch, [object()], name="m")  # refused before any image is read
+    assert match.split("'")[0] in ModelInfo("m", "m", meta_patch).problem
+
+
+def test_meta_input_hw_reads_the_network_input():
+    from facecore.registry import ModelInfo, meta_input_hw
+
+    assert meta_input_hw({"config": {"input_size": 96}}) == (96, 96)
+    # a photo-shaped BlazeFace: its graph takes a square canvas (input.shape), not config.input_size
+    meta = {"config": {"input_size": 192}, "input": {"shape": [None, 352, 352, 3]}}
+    assert meta_input_hw(meta) == (352, 352) and meta_input_hw({}) is None
+    assert ModelInfo("m", "m", meta).problem is None
+    assert ModelInfo("m", "m", {"metrics": [1]}).headline() == {}  # never an AttributeError
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sample_hw", [(SIZE + 16, SIZE + 16), (SIZE, SIZE + 24)])
+def test_quantize_uses_the_networks_own_input(good, tmp_path, sample_hw):
+    """A calibration sample made at a size meta.json states wrongly (or photo-shaped) is fitted to the
+    network, never handed to tf.function at the wrong shape."""
+    from facecore.registry import quantize
+
+    d = _copy(good, tmp_path)
+    sample = np.random.default_rng(0).uniform(0, 255, (3, *sample_hw, 3)).astype(np.float32)
+    info = quantize(d, sample)
+    assert (d / "model_int8.tflite").is_file() and np.isfinite(info["max_abs_diff"])
