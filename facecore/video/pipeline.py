@@ -39,7 +39,8 @@ Frame = tuple[int, float, int, bool, np.ndarray]
 
 
 def process_video(src: str | os.PathLike, dst: str | os.PathLike, detector, config: VideoConfig = VideoConfig(),
-                  progress: ProgressFn | None = None, cancel: Cancel | None = None) -> VideoResult:
+                  progress: ProgressFn | None = None, cancel: Cancel | None = None,
+                  info: VideoInfo | None = None) -> VideoResult:
     """Detect faces in every frame (or every ``config.every`` seconds) of ``src`` and write the
     annotated H.264 MP4 to ``dst``.
 
@@ -47,11 +48,13 @@ def process_video(src: str | os.PathLike, dst: str | os.PathLike, detector, conf
     ``progress`` gets frames done of those expected after each chunk (``eta_s``; ``extra``: ``elapsed_s``
     and ``fps``). ``cancel`` stops it at the next chunk with ``Cancelled``. Whatever stops processing,
     ``dst`` is left untouched and the temporary file removed. Raises VideoError for unusable input.
+    ``info``: what ``probe(src)`` returned, when the caller already probed it (the Video page does on
+    upload): a short clip then does not pay for opening and decoding its start twice.
     """
     import av
 
     src, dst = Path(src), Path(dst)
-    info = probe(src)
+    info = info if info is not None else probe(src)
     check_output(dst, src)
     with storage_errors(f"write the video {dst}"):
         dst.parent.mkdir(parents=True, exist_ok=True)
