@@ -74,8 +74,10 @@ BROWSER_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
 
 @contextlib.contextmanager
 def serve_app(data_root, models_root, tmp_path, timeout: float = 60, drop_ice_servers: bool = False,
-              python: str | None = None, cwd=None, file_watcher: str | None = "none", with_process: bool = False):
-    """``streamlit run streamlit_app.py`` on a free loopback port against ``data_root``/``models_root``.
+              python: str | None = None, cwd=None, file_watcher: str | None = "none", with_process: bool = False,
+              address: str = "127.0.0.1"):
+    """``streamlit run streamlit_app.py`` on a free port of ``address`` (loopback unless given: e.g. this
+    machine's own network address, to serve the app as a remote user sees it) against ``data_root``/``models_root``.
 
     Yields the base URL once /_stcore/health answers; the server's output goes to
     ``tmp_path / "streamlit.log"``. With ``drop_ice_servers`` any FACETRACK_* STUN/TURN/ICE settings
@@ -85,7 +87,7 @@ def serve_app(data_root, models_root, tmp_path, timeout: float = 60, drop_ice_se
     yields ``(url, Popen)`` instead of the URL.
     """
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind((address, 0))
         port = s.getsockname()[1]
     env = {**os.environ, "FACETRACK_DATA": str(data_root), "FACETRACK_MODELS": str(models_root),
            "TF_CPP_MIN_LOG_LEVEL": "2"}
@@ -96,10 +98,10 @@ def serve_app(data_root, models_root, tmp_path, timeout: float = 60, drop_ice_se
     log = open(log_path, "wb")
     proc = subprocess.Popen(
         [python or sys.executable, "-m", "streamlit", "run", "streamlit_app.py", "--server.port", str(port),
-         "--server.address", "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false",
+         "--server.address", address, "--server.headless", "true", "--browser.gatherUsageStats", "false",
          *(["--server.fileWatcherType", file_watcher] if file_watcher else [])],
         cwd=cwd or PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
+    url = f"http://{address}:{port}"
     try:
         end = time.monotonic() + timeout
         while True:

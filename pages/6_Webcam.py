@@ -10,6 +10,7 @@ from collections import deque
 import streamlit as st
 
 from facecore import FaceCoreError, rtc
+from facecore.browser import BROWSER, SERVER, default_mode
 from facecore.live import LiveProcessor, LiveSettings, overlay_text
 from facecore.pacing import WINDOW_S
 from pages.common import dataset_picker, detector_picker, show_error
@@ -54,7 +55,7 @@ st.write("Run a detector live on your camera. Threshold, face blurring, smoothin
          "can change while the video plays; the next frame uses them. Frames arriving while the model is "
          "busy are skipped, so a slow model lowers the frame rate instead of building up a delay, and on a "
          "busy server the model runs on every other frame (boxes held in between) to keep the video moving.")
-dataset_picker()
+dataset = dataset_picker()
 
 
 def processor() -> LiveProcessor:
@@ -161,6 +162,32 @@ with st.sidebar:
                    "behind fast moves. 0 shows the raw boxes.")
     st.checkbox("FPS, latency and detector on the video", value=True, key="webcam_overlay", on_change=push_settings)
 proc.configure(detector=det, settings=current_settings())
+
+# Where the detector runs: in the browser (pages/common/browser_webcam: no video to the server, no WebRTC)
+# or on the server through WebRTC (the rest of this page). Away from localhost without TURN, WebRTC rarely
+# gets through, so the browser is the default there.
+MODES = {BROWSER: "in the browser", SERVER: "on the server (WebRTC)"}
+local = rtc.is_local_host(st.context.headers.get("Host"))
+default, why = default_mode(local, connection_config(quiet=True))
+where = st.radio("Run the detector", [BROWSER, SERVER], index=[BROWSER, SERVER].index(default),
+                 format_func=MODES.get, horizontal=True, key="webcam_where",
+                 help="In the browser: the detector's file is sent to your browser, which runs it next to the "
+                      "camera (LiteRT.js); no video goes to the server. On the server: the video goes to the "
+                      "app's server over WebRTC, which detects and sends it back.")
+if default == BROWSER and where == BROWSER:
+    st.info(why)
+elif default == BROWSER:
+    st.warning("The app is not on this computer and no TURN server is configured: a WebRTC connection to the "
+               "server will probably not get through (see *Camera not working?*). *In the browser* needs none.")
+if where == BROWSER:
+    from facecore.workspace import SAMPLE_NAME
+    from pages.common import workspace
+    from pages.common.browser_webcam import browser_section
+
+    ws = workspace()
+    browser_section(name, ws.models_root, current_settings(), dataset,
+                    readonly=dataset is None or (dataset.name == SAMPLE_NAME and dataset.root == ws.sample_root))
+    st.stop()  # the WebRTC part below is not rendered: no peer connection, no polling of the server
 
 config = connection_config()
 left, right = st.columns([3, 2], gap="medium")
