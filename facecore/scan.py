@@ -8,11 +8,11 @@ are merged by non-maximum suppression; a face cut by a tile's inner edge is left
 holds it whole (tiles overlap by more than the largest face a level looks for).
 
 Levels: level 0 is the whole frame; level k tiles have a side of ``long side / 2**k`` source pixels,
-for as long as a tile still shrinks by at least ``1 / max_zoom`` into the network input (no level
-looks at a photo closer than ``max_zoom`` network pixels per photo pixel) and ``max_levels`` allows.
-A 640 x 480 webcam frame with the defaults gets two levels (whole frame and 320 px tiles); a
-400 x 300 crowd photo two; a 12 MP photo four. ``ScanConfig(max_levels=0)`` is the whole frame only:
-the webcam's fast path.
+for as long as no level looks at a photo closer than ``max_zoom`` network pixels per photo pixel and
+``max_levels`` allows: a 400 x 300 crowd photo is seen whole and in 200 and 100 px tiles, a 12 MP
+photo whole and in 2000, 1000 and 500 px tiles. ``STILLS`` scans every photo over 256 px (Evaluate,
+pre-labeling, Recognize); ``VIDEO`` only frames over 1280 px (a 640 x 480 clip runs at full speed);
+``WHOLE_FRAME`` is the webcam's fast path.
 """
 
 from __future__ import annotations
@@ -28,6 +28,9 @@ from .detect import Detection, Detector
 EDGE_MARGIN = 0.02  # a box this close (fraction of the tile) to a tile's inner edge is cut by it
 MERGE_IOU = 0.3
 CONTAIN = 0.75  # a box lying this much inside a better one is the same face seen cut
+# A tile keeps only faces under this share of its side: larger ones are cut by the next tile's edge too
+MAX_IN_TILE = 0.5
+GOOD_PX = 32  # a face this wide in the network's input is boxed as well as it gets
 
 
 @dataclass(frozen=True)
@@ -38,7 +41,7 @@ class ScanConfig:
     only seen whole (the network's own input: nothing to gain)."""
 
     max_levels: int = 3
-    max_zoom: float = 1.0
+    max_zoom: float = 2.0
     overlap: float = 0.3
     min_side: int = 256
     net_size: int = 192
@@ -58,7 +61,9 @@ class ScanConfig:
 
 
 WHOLE_FRAME = ScanConfig(max_levels=0)
-DEFAULT_SCAN = ScanConfig()
+STILLS = ScanConfig()
+VIDEO = ScanConfig(min_side=1281)
+DEFAULT_SCAN = STILLS
 
 
 def tile_origins(length: int, side: int, overlap: float) -> list[int]:
@@ -78,7 +83,7 @@ def tiles(h: int, w: int, side: int, overlap: float) -> list[tuple[int, int, int
 
 def _from_tile(dets: list[Detection], tile, h: int, w: int) -> list[Detection]:
     """A tile's detections (normalized in the tile) -> normalized in the frame, without those cut by an
-    inner edge of the tile or larger than half the tile (a coarser level sees those whole)."""
+    inner edge of the tile or larger than ``MAX_IN_TILE`` of it (a coarser level sees those whole)."""
     x0, y0, x1, y1 = tile
     tw, th = x1 - x0, y1 - y0
     out = []
@@ -87,7 +92,7 @@ def _from_tile(dets: list[Detection], tile, h: int, w: int) -> list[Detection]:
         if (b[0] < EDGE_MARGIN and x0 > 0) or (b[1] < EDGE_MARGIN and y0 > 0) \
                 or (b[2] > 1 - EDGE_MARGIN and x1 < w) or (b[3] > 1 - EDGE_MARGIN and y1 < h):
             continue
-        if (b[2] - b[0]) > 0.5 or (b[3] - b[1]) > 0.5:
+        if (b[2] - b[0]) > MAX_IN_TILE or (b[3] - b[1]) > MAX_IN_TILE:
             continue
         fb = np.array([(x0 + b[0] * tw) / w, (y0 + b[1] * th) / h, (x0 + b[2] * tw) / w, (y0 + b[3] * th) / h],
                       np.float32)
@@ -95,12 +100,19 @@ def _from_tile(dets: list[Detection], tile, h: int, w: int) -> list[Detection]:
     return out
 
 
-def merge(dets: list[Detection], iou: float = MERGE_IOU) -> list[Detection]:
-    """Non-maximum suppression over detections of several levels: best first; a box overlapping a kept one
-    by more than ``iou``, or lying mostly (``CONTAIN``) inside it or around it, is the same face."""
-    dets = sorted(dets, key=lambda d: -d.score)
-    if not dets:
+def merge(dets: list[Detection], zoom: list[float] | None = None, iou: float = MERGE_IOU,
+          width: int = 1) -> list[Detection]:
+    """Non-maximum suppression over detections of several levels (``zoom[i]``: network pixels per frame
+    pixel of the level that found ``dets[i]``; ``width``: the frame's in pixels): best score first; a box
+    overlapping a kept one by more than ``iou``, or lying mostly (``CONTAIN``) inside it or around it, is
+    the same face. A face seen at several levels keeps the best score and the box of the coarsest level
+    that saw it at least ``GOOD_PX`` network pixels wide (the detector's box style was fitted on faces
+    that size), else of the finest."""
+    order = sorted(range(len(dets)), key=lambda i: -dets[i].score)
+    if not order:
         return []
+    dets = [dets[i] for i in order]
+    zm = np.asarray([1.0 if zoom is None else zoom[i] for i in order])
     boxes = np.stack([np.asarray(d.box, np.float32) for d in dets])
     area = np.maximum(boxes[:, 2] - boxes[:, 0], 0) * np.maximum(boxes[:, 3] - boxes[:, 1], 0)
     alive = np.ones(len(dets), bool)
@@ -108,13 +120,16 @@ def merge(dets: list[Detection], iou: float = MERGE_IOU) -> list[Detection]:
     for i, d in enumerate(dets):
         if not alive[i]:
             continue
-        out.append(d)
-        alive[i] = False
         ix = np.maximum(0, np.minimum(boxes[i, 2], boxes[:, 2]) - np.maximum(boxes[i, 0], boxes[:, 0]))
         iy = np.maximum(0, np.minimum(boxes[i, 3], boxes[:, 3]) - np.maximum(boxes[i, 1], boxes[:, 1]))
-        inter = ix * iy
         smaller = np.maximum(np.minimum(area, area[i]), 1e-12)
-        same = (B.iou_matrix(boxes[i:i + 1], boxes)[0] > iou) | (inter / smaller > CONTAIN)
+        same = alive & ((B.iou_matrix(boxes[i:i + 1], boxes)[0] > iou) | (ix * iy / smaller > CONTAIN))
+        same[i] = True
+        members = np.flatnonzero(same)
+        px = (boxes[members, 2] - boxes[members, 0]) * width * zm[members]
+        good = members[px >= GOOD_PX]
+        pick = good[np.argmin(zm[good])] if len(good) else members[np.argmax(zm[members])]
+        out.append(Detection(d.score, boxes[pick].copy(), d.label))
         alive &= ~same
     return out
 
@@ -124,11 +139,14 @@ def scan(detector: Detector, frame: np.ndarray, config: ScanConfig = DEFAULT_SCA
     ``config.levels``, merged; boxes normalized ``[x1, y1, x2, y2]`` in the frame, best first."""
     h, w = frame.shape[:2]
     found = list(detector.detect(frame))
+    zoom = [config.net_size / max(h, w)] * len(found)
     for side in config.levels(h, w):
         for t in tiles(h, w, side, config.overlap):
             crop = np.ascontiguousarray(frame[t[1]:t[3], t[0]:t[2]])
-            found.extend(_from_tile(detector.detect(crop), t, h, w))
-    return merge(found)
+            more = _from_tile(detector.detect(crop), t, h, w)
+            found.extend(more)
+            zoom.extend([config.net_size / side] * len(more))
+    return merge(found, zoom, width=w)
 
 
 class ScanningDetector(Detector):
