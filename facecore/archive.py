@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import io
 import json
+import lzma
 import os
 import re
+import struct
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -28,6 +31,8 @@ MAX_ZIP_TOTAL_BYTES = 2 * 1024**3
 MAX_ZIP_ENTRIES = 50_000
 MAX_ENTRY_BYTES = 64 * 1024**2
 MAX_COMPRESSION_RATIO = 200
+# An LZMA entry's decoder allocates the dictionary its header declares (up to 4 GB) before reading data
+MAX_LZMA_DICT_BYTES = 64 * 1024**2
 # zipfile reads these; others (Deflate64, PPMd, ...) and encrypted entries are skipped with a message
 _ZIP_METHODS = {zipfile.ZIP_STORED: "stored", zipfile.ZIP_DEFLATED: "deflate", zipfile.ZIP_BZIP2: "bzip2",
                 zipfile.ZIP_LZMA: "lzma"}
@@ -104,10 +109,13 @@ def import_zip(ds: "Dataset", source, max_total_bytes: int = MAX_ZIP_TOTAL_BYTES
         source = io.BytesIO(source)
     try:
         zf = zipfile.ZipFile(source)
-    except (zipfile.BadZipFile, OSError) as exc:
+    # ValueError: a name that is not UTF-8; NotImplementedError: a zip version it cannot read
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError) as exc:
         raise ImportRejected(f"not a readable .zip file ({exc})") from exc
     with zf:
-        infos = [i for i in zf.infolist() if not i.is_dir()]
+        infos = [i for i in zf.infolist() if not i.filename.endswith("/")]  # is_dir() fails on an empty name
+        if not infos:
+            raise ImportRejected(_empty_archive(source))
         if len(infos) > MAX_ZIP_ENTRIES:
             raise ImportRejected(f"the archive has {len(infos)} files; the limit is {MAX_ZIP_ENTRIES}")
         total = 0
@@ -135,7 +143,7 @@ def import_zip(ds: "Dataset", source, max_total_bytes: int = MAX_ZIP_TOTAL_BYTES
                                          "cannot be read here; zip it again with ordinary Deflate compression"))
             else:
                 files[name] = info
-        report = _import_entries(ds, files, lambda info: zf.read(info))
+        report = _import_entries(ds, files, lambda info: _read_entry(zf, info))
         report.skipped[:0] = unreadable
         return report
 
@@ -232,8 +240,45 @@ def _closest(image_name: str, candidates: list[str]) -> str | None:
 
 
 # What reading one archive entry or file may raise besides ImageReadError: a corrupt or truncated
-# entry (zlib/bz2/lzma errors, EOF, CRC), an unsupported method or encryption, a vanished file.
-_ENTRY_ERRORS = (OSError, zipfile.BadZipFile, EOFError, RuntimeError, NotImplementedError, ValueError)
+# entry (zlib and lzma errors, bz2's OSError, EOF, a CRC mismatch), an unsupported method or
+# encryption, a vanished file.
+_ENTRY_ERRORS = (OSError, zipfile.BadZipFile, EOFError, RuntimeError, NotImplementedError, ValueError, zlib.error,
+                 lzma.LZMAError)
+_DAMAGED_ENTRY = (zlib.error, lzma.LZMAError, EOFError, zipfile.BadZipFile)
+
+
+def _read_entry(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> bytes:
+    """The bytes of one entry; an LZMA entry declaring a dictionary over ``MAX_LZMA_DICT_BYTES`` is refused
+    (BadZipFile) before its decoder allocates it."""
+    if info.compress_type == zipfile.ZIP_LZMA:
+        zf.fp.seek(info.header_offset)
+        head = zf.fp.read(30)
+        if len(head) == 30 and head[:4] == b"PK\x03\x04":
+            name_len, extra_len = struct.unpack_from("<HH", head, 26)
+            zf.fp.seek(info.header_offset + 30 + name_len + extra_len)
+            props = zf.fp.read(9)  # LZMA version (2), properties size (2), lc/lp/pb (1), dictionary size (4)
+            size = struct.unpack_from("<I", props, 5)[0] if len(props) == 9 else 0
+            if size > MAX_LZMA_DICT_BYTES:
+                raise zipfile.BadZipFile(f"its LZMA header declares a {size / 2**20:.0f} MB dictionary, over the "
+                                         f"{MAX_LZMA_DICT_BYTES // 2**20} MB limit")
+    return zf.read(info)
+
+
+def _empty_archive(source) -> str:
+    """Why a zip lists no files: a damaged central directory (the file still holds entries) or none."""
+    try:
+        if isinstance(source, (str, os.PathLike)):
+            with open(source, "rb") as f:
+                head = f.read(MAX_ENTRY_BYTES)
+        else:
+            source.seek(0)
+            head = source.read(MAX_ENTRY_BYTES)
+    except (AttributeError, OSError, ValueError):
+        head = b""
+    if b"PK\x03\x04" in head:
+        return ("the archive's directory (the list of files at its end) is damaged, so no file in it can be "
+                "found; nothing was imported. Zip the files again, or repair it (e.g. zip -FF in.zip --out fixed.zip)")
+    return "the archive holds no files; nothing was imported"
 
 
 def _entry_error(name: str, exc: BaseException) -> str:
@@ -244,5 +289,7 @@ def _entry_error(name: str, exc: BaseException) -> str:
         return "compression method not supported; zip it again with ordinary Deflate compression"
     if isinstance(exc, (ImageReadError, StorageError)):
         return str(exc).removeprefix(f"{name}: ")
+    if isinstance(exc, _DAMAGED_ENTRY) or (isinstance(exc, OSError) and "data stream" in str(exc)):
+        return f"damaged in the archive ({type(exc).__name__}: {str(exc)[:160]}); zip the original file again"
     return f"could not be read ({type(exc).__name__}: {str(exc)[:160]})"
 

@@ -13,6 +13,11 @@ class ImageReadError(FaceCoreError):
     """An image file is missing, corrupt or not an image."""
 
 
+class DamagedImageError(ImageReadError):
+    """An image file is recognisably a JPEG or PNG but its data is damaged or cut short (bad
+    checksum, corrupt compressed data, premature end): decoders would show garbage or a part."""
+
+
 class LabelFormatError(FaceCoreError):
     """A label file (labelme JSON or Pascal VOC XML) is malformed."""
 

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import io
 import os
+import struct
 import warnings
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,7 +16,7 @@ import cv2
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from .errors import ImageReadError
+from .errors import DamagedImageError, ImageReadError
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 
@@ -75,20 +77,130 @@ def image_header(data: bytes, name: str = "image") -> ImageHeader:
 
 def decode_image(data: bytes, name: str = "image") -> np.ndarray:
     """Decode encoded image bytes (jpg/png/webp/bmp) to an RGB uint8 array of shape (H, W, 3),
-    turned by its EXIF orientation. The size the header declares is checked first (``image_header``).
+    turned by its EXIF orientation. The size the header declares is checked first (``image_header``),
+    and a PNG's chunk structure (``check_png``) before any decoder allocates for it.
 
-    Raises ImageReadError naming ``name`` when the bytes are not a readable image or are too large.
+    Raises ImageReadError naming ``name`` when the bytes are not a readable image or are too large;
+    DamagedImageError (a subclass) when a JPEG or PNG is corrupt or cut short, which other decoders
+    would show as garbage or a part of the picture.
     """
     head = image_header(data, name)
+    if data[:8] == _PNG_SIGNATURE:
+        check_png(data, name)
+    img = _decode_jpeg(data, name) if data[:3] == b"\xff\xd8\xff" else None
+    if img is None:
+        img = _decode_opencv(data, name)
+    if img.shape[:2] != (head.raw_height, head.raw_width):
+        raise _damaged(name, f"it decodes to {img.shape[1]}x{img.shape[0]} pixels though its header declares "
+                             f"{head.raw_width}x{head.raw_height}")
+    return np.ascontiguousarray(apply_orientation(img, head.orientation))
+
+
+def _decode_opencv(data: bytes, name: str) -> np.ndarray:
     arr = np.frombuffer(data, dtype=np.uint8)
     try:
-        # orientation applied below from the header, the same way for every format
+        # orientation applied by the caller from the header, the same way for every format
         img = cv2.imdecode(arr, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION) if arr.size else None
     except cv2.error as exc:
         raise ImageReadError(f"{name}: could not be decoded ({str(exc).strip().splitlines()[-1][:200]})") from None
     if img is None or img.size == 0:
         raise ImageReadError(f"{name}: not a readable image (corrupt file or unsupported format; use jpg, png or webp)")
-    return np.ascontiguousarray(apply_orientation(cv2.cvtColor(img, cv2.COLOR_BGR2RGB), head.orientation))
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+# libjpeg warnings about metadata only: the pixels are intact.
+_JPEG_BENIGN = ("JFIF revision", "Adobe transform", "ICC")
+# Valid files the strict decoder does not take (unusual chroma subsampling, colour spaces, precisions);
+# OpenCV decodes them as before.
+_JPEG_UNSUPPORTED = ("tjDecompressHeader", "Unsupported color conversion", "Unsupported JPEG data precision",
+                     "Unsupported JPEG process")
+
+
+def _decode_jpeg(data: bytes, name: str) -> np.ndarray | None:
+    """RGB pixels of a JPEG through libjpeg-turbo with its warnings ("Corrupt JPEG data", "Premature end
+    of JPEG file") raised, so damaged data is refused (DamagedImageError) instead of decoded into
+    garbage. Memory is bounded by the declared size, checked before. None for a valid file that uses a
+    feature this decoder lacks (the caller falls back to OpenCV)."""
+    import simplejpeg
+
+    try:
+        return simplejpeg.decode_jpeg(data, colorspace="RGB", strict=True)
+    except ValueError as exc:
+        message = str(exc).strip()
+    if any(s in message for s in _JPEG_UNSUPPORTED):
+        return None
+    if any(s in message for s in _JPEG_BENIGN):
+        try:
+            return simplejpeg.decode_jpeg(data, colorspace="RGB", strict=False)
+        except ValueError as exc:
+            message = str(exc).strip()
+    raise _damaged(name, f"libjpeg: {message[:160]}")
+
+
+def _damaged(name: str, what: str) -> DamagedImageError:
+    return DamagedImageError(f"{name}: damaged image ({what}); the file is corrupt or cut short (an interrupted "
+                             "download or copy?): use an intact copy")
+
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # by colour type
+# Adam7 interlacing passes: (first column, first row, column step, row step)
+_ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
+
+
+def check_png(data: bytes, name: str = "image") -> None:
+    """Walk a PNG's chunks before it is decoded: refuse (DamagedImageError) a chunk whose length runs
+    past the end of the file (a decoder would allocate it: 2 GB for a 6 KB file), a CRC mismatch, a
+    file without its IEND end marker, and pixel data that is corrupt or stops early. Pixel data is
+    inflated in 1 MB steps and thrown away, so this costs time, never memory."""
+    view, pos, ihdr, idat = memoryview(data), 8, None, []
+    while True:
+        if pos + 12 > len(data):
+            raise _damaged(name, "the file ends before the PNG end marker: it is truncated")
+        length, kind = struct.unpack_from(">I4s", data, pos)
+        if not kind.isalpha():
+            raise _damaged(name, f"no PNG chunk where one should start (offset {pos})")
+        if length > len(data) - pos - 12:
+            raise _damaged(name, f"PNG chunk {kind.decode()} declares {length} bytes, more than the file holds")
+        body = view[pos + 8:pos + 8 + length]
+        if zlib.crc32(body, zlib.crc32(kind)) != struct.unpack_from(">I", data, pos + 8 + length)[0]:
+            raise _damaged(name, f"CRC error in PNG chunk {kind.decode()}")
+        if ihdr is None and (kind != b"IHDR" or length != 13):
+            raise _damaged(name, "the PNG does not start with its IHDR header")
+        if kind == b"IHDR":
+            ihdr = struct.unpack(">IIBBBBB", body)
+        elif kind == b"IDAT":
+            idat.append(body)
+        elif kind == b"IEND":
+            break
+        pos += 12 + length
+    _check_png_pixels(ihdr, idat, name)
+
+
+def _check_png_pixels(ihdr: tuple, idat: list, name: str) -> None:
+    """Inflate the IDAT stream (discarding it) and refuse it when corrupt or shorter than the rows
+    the IHDR header declares."""
+    w, h, depth, colour, _, _, interlace = ihdr
+    bits = _PNG_CHANNELS.get(colour, 0) * depth
+    if not bits:
+        return  # an invalid colour type: the decoder refuses it with its own message
+    need = 0
+    for x0, y0, dx, dy in (_ADAM7 if interlace else ((0, 0, 1, 1),)):
+        pw, ph = (w - x0 + dx - 1) // dx, (h - y0 + dy - 1) // dy
+        if pw > 0 and ph > 0:
+            need += ph * (1 + (pw * bits + 7) // 8)  # a filter byte per row
+    inflate, got = zlib.decompressobj(), 0
+    try:
+        for part in idat:
+            while part and not inflate.eof and got <= need:  # past ``need`` is extra data decoders ignore
+                got += len(inflate.decompress(part, 1 << 20))
+                part = inflate.unconsumed_tail
+    except zlib.error as exc:
+        raise _damaged(name, f"corrupt compressed pixel data ({exc})") from None
+    if got < need:
+        raise _damaged(name, f"the pixel data stops at {100 * got // max(need, 1)}% of the image: it is truncated")
+    if got > need:
+        raise _damaged(name, f"it holds more pixel data than its header's {w}x{h} pixels (a damaged header?)")
 
 
 def apply_orientation(img: np.ndarray, orientation: int) -> np.ndarray:

@@ -324,6 +324,10 @@ def parse_voc(data: bytes | str, path="VOC XML", notes: list[str] | None = None)
                 _fail(path, f"object {i} <bndbox> lacks <{tag}>")
             vals.append(_num(path, bb.findtext(tag), tag, text_ok=True))
         px.append(vals)
+    unique = list(dict.fromkeys(map(tuple, px)))  # a repeated <object> (a merge or copy slip) is one face
+    if len(unique) < len(px) and notes is not None:
+        notes.append(f"{path}: {len(px) - len(unique)} <object>(s) repeat an earlier one's box exactly; kept once")
+    px = [list(v) for v in unique]
     boxes = B.from_pixels(np.asarray(px, np.float32), w, h) if px else B.EMPTY.copy()
     return ImageLabel(w, h, _sane_boxes(path, boxes, w, h, notes))
 

@@ -265,7 +265,14 @@ class LiveProcessor:
         """streamlit-webrtc ``video_frame_callback``: ``av.VideoFrame`` in, annotated ``av.VideoFrame`` out."""
         import av
 
-        out = self.process(frame.to_ndarray(format="rgb24"), arrived)
+        try:
+            rgb = frame.to_ndarray(format="rgb24")
+        except Exception:  # noqa: BLE001 - a frame that cannot be converted must not end the stream
+            log.warning("a camera frame could not be converted; dropped", exc_info=True)
+            with self._run_lock:
+                self.dropped += arrived
+            return frame
+        out = self.process(rgb, arrived)
         new = av.VideoFrame.from_ndarray(out, format="rgb24")
         new.pts, new.time_base = frame.pts, frame.time_base
         new.opaque = SentMark(self._note_sent)

@@ -24,8 +24,8 @@ from ..preprocess import shrink
 from ..smoothing import BoxSmoother
 from .encode import Encoder, Writer
 from .result import FrameRecord, VideoConfig, VideoResult
-from .source import VideoError, VideoInfo, check_output, format_time, open_video, probe, reason, \
-    rotate, video_stream
+from .source import VideoError, VideoInfo, check_output, format_time, missing_start, open_video, probe, \
+    reason, StartDecoder, upright_rgb, video_stream
 
 GALLERY_WIDTH = 480  # gallery thumbnails: small enough to keep dozens in the session
 # Frames waiting in each pipeline stage are capped by bytes, not count, so 4K input stays bounded too.
@@ -120,6 +120,7 @@ def _read(inp, encoder: Encoder, info: VideoInfo, config: VideoConfig, frames_q:
     ``("frame", Frame)``, ``("audio", packet)``, ``("error", exception)`` and finally ``("end", None)``."""
     decoded, last_pts, next_sample = 0, -1, 0.0
     t0, tb = info.start, encoder.time_base
+    decode = StartDecoder()
     try:
         for packet in inp.demux(*encoder.streams):
             if stop.is_set():
@@ -128,7 +129,7 @@ def _read(inp, encoder: Encoder, info: VideoInfo, config: VideoConfig, frames_q:
                 if encoder.audio_kept and not _put(frames_q, ("audio", packet), stop):
                     return
                 continue
-            for frame in packet.decode():
+            for frame in decode(packet):
                 t = (frame.time - t0) if frame.time is not None else decoded / info.fps
                 # Keep the input's timing (variable frame rates too), strictly increasing.
                 pts = max(int(round(t / tb)), last_pts + 1)
@@ -137,7 +138,7 @@ def _read(inp, encoder: Encoder, info: VideoInfo, config: VideoConfig, frames_q:
                 if sample and config.every > 0:
                     while next_sample <= t + 1e-6:
                         next_sample += config.every
-                rgb = rotate(frame.to_ndarray(format="rgb24"), info.rotation)
+                rgb = upright_rgb(frame, info, encoder.warnings, t)
                 if not _put(frames_q, ("frame", (decoded, t, pts, sample, rgb)), stop):
                     return
                 decoded += 1
@@ -233,6 +234,9 @@ def _check_complete(name: str, info: VideoInfo, config: VideoConfig, records: li
     import av
 
     n = len(records)
+    start_note = missing_start(name, info)
+    if start_note:
+        warnings.append(start_note)
     if decode_error is not None:
         if not isinstance(decode_error, av.FFmpegError):
             raise decode_error
@@ -247,7 +251,7 @@ def _check_complete(name: str, info: VideoInfo, config: VideoConfig, records: li
         raise VideoError(f"{name} has no video frames that could be decoded")
     # A file cut short (interrupted upload or copy) usually just ends early without a decoding
     # error: compare the time reached with the duration its header declares (robust to variable fps).
-    reached = records[-1].time + 1.0 / info.fps
+    reached = info.lead + records[-1].time + 1.0 / info.fps  # frames missing at the start are not an early end
     if info.duration > 0 and reached < 0.95 * info.duration - 0.5 and not warnings_truncated(warnings):
         problem = (f"{name} ends at {format_time(reached)} although it declares {format_time(info.duration)}: "
                    "it is truncated")

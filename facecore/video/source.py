@@ -110,6 +110,9 @@ class VideoInfo:
     audio: str | None = None
     rotation: int = 0
     start: float = 0.0  # time stamp of the first frame, s; output times count from it
+    # seconds from the stream's start to its first decodable frame: a clip cut without re-encoding can
+    # start on frames that need an earlier key frame; they cannot be decoded (``missing_start``)
+    lead: float = 0.0
 
     def summary(self) -> str:
         audio = f", audio {self.audio}" if self.audio else ", no audio"
@@ -183,9 +186,12 @@ def probe(path: str | os.PathLike) -> VideoInfo:
             duration = container.duration / 1e6
         first = None
         try:
-            for frame in container.decode(stream):
-                first = frame
-                break
+            decode = StartDecoder()
+            for packet in container.demux(stream):
+                frames = decode(packet)
+                if frames:
+                    first = frames[0]
+                    break
         except av.FFmpegError as exc:
             raise VideoError(f"{path.name}: the video track cannot be decoded (unsupported codec or corrupt "
                              f"file): {reason(exc)}") from exc
@@ -203,7 +209,65 @@ def probe(path: str | os.PathLike) -> VideoInfo:
             audio = a.codec_context.name if a.codec_context is not None else "unsupported"
         start = float(first.time) if first.time is not None else 0.0
         return VideoInfo(w, h, round(fps, 3), round(duration, 3), frames, stream.codec_context.name, audio, rotation,
-                         start)
+                         start, round(max(0.0, start - _stream_start(container, stream)), 3))
+
+
+def _stream_start(container, stream) -> float:
+    if stream.start_time is not None and stream.time_base:
+        return float(stream.start_time * stream.time_base)
+    return container.start_time / 1e6 if container.start_time is not None else 0.0
+
+
+# Frame threads report a packet's decoding error a few packets late: errors this many packets past
+# the first key frame may still belong to the frames before it.
+_KEY_SLACK = 32
+
+
+class StartDecoder:
+    """Decodes a video stream's packets (``decoder(packet)`` -> frames). Until the first frame comes out,
+    errors of the packets before the first key frame give no frames instead of raising: a clip cut
+    without re-encoding starts on frames that need an earlier key frame, and decoding begins at the
+    first one (``VideoInfo.lead`` says how much is missing). Raises av.FFmpegError otherwise."""
+
+    def __init__(self):
+        self.started, self.after_key = False, -1
+
+    def __call__(self, packet) -> list:
+        import av
+
+        if self.after_key >= 0 or packet.is_keyframe:
+            self.after_key += 1
+        try:
+            frames = packet.decode()
+        except av.FFmpegError:
+            if self.started or self.after_key > _KEY_SLACK:
+                raise
+            return []
+        self.started = self.started or bool(frames)
+        return frames
+
+
+def missing_start(name: str, info: VideoInfo) -> str | None:
+    """The warning for a clip whose first ``info.lead`` seconds cannot be decoded (it starts without a key
+    frame), or None. This is not a truncated file: its end is intact."""
+    if info.lead <= max(0.1, 1.5 / info.fps):
+        return None
+    return (f"{name} starts without a key frame (it was cut without re-encoding?): the first "
+            f"{format_time(info.lead)} (about {round(info.lead * info.fps)} frames) cannot be decoded and are left "
+            "out; the output starts at the first key frame")
+
+
+def upright_rgb(frame, info: VideoInfo, warnings: list[str], t: float = 0.0) -> np.ndarray:
+    """A decoded frame as upright RGB uint8 at the size of the video's first frame. A stream whose frame
+    size changes part-way (a camera switching resolution, joined clips) is scaled back to the first size,
+    which the output is written at, with one warning."""
+    w, h = (info.height, info.width) if info.rotation in (90, 270) else (info.width, info.height)
+    if (frame.width, frame.height) == (w, h):
+        return rotate(frame.to_ndarray(format="rgb24"), info.rotation)
+    if not any("frame size changes" in x for x in warnings):
+        warnings.append(f"the frame size changes from {w}x{h} to {frame.width}x{frame.height} at {format_time(t)}: "
+                        f"later frames are scaled to {w}x{h} (stretched if their shape differs)")
+    return rotate(frame.to_ndarray(format="rgb24", width=w, height=h), info.rotation)
 
 
 def _check_size(name: str, w: int, h: int) -> None:

@@ -17,6 +17,7 @@ from facecore import labeling as L
 from facecore import prelabel as P
 from facecore.contents import DuplicateImageError
 from facecore.dataset import Item
+from facecore.errors import DamagedImageError
 from facecore.jobs import Job
 from facecore.registry import detector_names
 from facecore.workspace import SAMPLE_NAME
@@ -228,6 +229,8 @@ def grid(ds, shown: list[L.Entry], proposals: dict, key: str) -> None:
             with col:
                 try:
                     st.image(thumb(e, proposals.get(e.stem)))
+                except DamagedImageError:  # corrupt or cut short: validate names the damage
+                    st.error("damaged image")
                 except ImageReadError:
                     st.error("unreadable image")
                 n = len(e.label.boxes) if e.label is not None else 0
