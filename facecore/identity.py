@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from . import boxes as B
+from .contents import CACHE_FILE, ContentIndex, DuplicateImageError, fingerprint
 from .errors import DatasetError, FaceCoreError, ImageReadError, StorageError
 from .images import IMAGE_EXTS, decode_image, encode_jpeg, read_image
 from .io import atomic_write_bytes, storage_errors
@@ -170,14 +171,33 @@ class IdentitySet:
             with storage_errors(f"remove {d}"):
                 shutil.rmtree(d)
 
-    def add_crop(self, identity: str, rgb: np.ndarray, stem: str) -> Path:
-        """Write an RGB crop as ``<identity>/<stem>.jpg`` (atomic; an existing stem gets a suffix)."""
+    def contents(self) -> ContentIndex:
+        """Fingerprints of every crop of every identity (``facecore.contents``), named ``<identity>/<file>``."""
+        prints = {}
+        for ident in self.identities():
+            d = self.root / ident
+            idx = ContentIndex.of(d, d / CACHE_FILE, [p.name for p in self.images(ident)])
+            prints.update({f"{ident}/{n}": fp for n, fp in idx.prints.items()})
+        return ContentIndex(prints)
+
+    def add_crop(self, identity: str, rgb: np.ndarray, stem: str, index: ContentIndex | None = None) -> Path:
+        """Write an RGB crop as ``<identity>/<stem>.jpg`` (atomic; an existing stem gets a suffix). A crop whose
+        bytes or pixels are already in the set, under any identity, raises ``DuplicateImageError`` naming both
+        (``index``: the set's ``contents()``, when the caller adds many)."""
         d = self.add_identity(identity)
         stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", stem).strip("._") or "face"
+        data = encode_jpeg(rgb)
+        fp = fingerprint(data)
+        index = index if index is not None else self.contents()
+        hit = index.find(fp)
+        if hit is not None:
+            raise DuplicateImageError(f"{identity}/{stem}.jpg", hit[0], hit[1])
         path, n = d / f"{stem}.jpg", 1
         while path.exists():
             path, n = d / f"{stem}-{n}.jpg", n + 1
-        return atomic_write_bytes(path, encode_jpeg(rgb))
+        atomic_write_bytes(path, data)
+        index.add(f"{identity}/{path.name}", fp)
+        return path
 
     def add_upload(self, identity: str, data: bytes, filename: str, detector=None, k: float = DEFAULT_K) -> BuildReport:
         """Add an uploaded photo to ``identity``: with a ``detector``, the largest detected face cropped
@@ -199,7 +219,10 @@ class IdentitySet:
                 rgb = crop_face(rgb, box, k)
             except ValueError as exc:  # a face box too small to crop
                 return BuildReport(0, [(filename, str(exc))])
-        self.add_crop(identity, rgb, stem)
+        try:
+            self.add_crop(identity, rgb, stem)
+        except DuplicateImageError as exc:  # Add photos clicked twice: the same crops are not added again
+            return BuildReport(0, [(filename, f"already there as {exc.existing} ({exc.how})")])
         return BuildReport(1, [])
 
     def build_from_dataset(self, identity: str, dataset, k: float = DEFAULT_K,
@@ -212,6 +235,7 @@ class IdentitySet:
         if not items:
             raise DatasetError(f"dataset {dataset.name!r} has no images to crop faces from")
         d = self.add_identity(identity)
+        index = self.contents()
         added, skipped = 0, []
         for n, item in enumerate(items, 1):
             try:
@@ -227,8 +251,10 @@ class IdentitySet:
                     if rgb is None:
                         rgb = read_image(item.image)
                     try:
-                        atomic_write_bytes(path, encode_jpeg(crop_face(rgb, box, k)))
+                        self.add_crop(identity, crop_face(rgb, box, k), path.stem, index)
                         added += 1
+                    except DuplicateImageError as exc:
+                        skipped.append((item.stem, f"already there as {exc.existing} ({exc.how})"))
                     except ValueError as exc:
                         skipped.append((item.stem, str(exc)))
             except StorageError:
@@ -239,8 +265,10 @@ class IdentitySet:
                 progress(Progress(n, len(items), f"cropping {n}/{len(items)}", "crop"))
         return BuildReport(added, skipped)
 
-    def load(self, size: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
-        """All crops resized to ``size`` -> (x float32 (N, size, size, 3) 0..255, y int (N,), class names).
+    def load(self, size: int, with_groups: bool = False):
+        """All crops resized to ``size`` -> (x float32 (N, size, size, 3) 0..255, y int (N,), class names), and
+        with ``with_groups`` the source group of each crop (``crop_groups``: crops of one photo, or copies of
+        one crop, share a group, so a split by group never puts one photo in train and val).
 
         Unreadable files are skipped. Raises DatasetError unless there are two identities with
         at least two crops each (one to train on, one to validate with).
@@ -250,7 +278,7 @@ class IdentitySet:
             have = ", ".join(f"{k}: {v}" for k, v in self.counts().items()) or "none"
             raise DatasetError(f"identity set {self.name!r} needs at least two identities with crops "
                                f"(e.g. me/ and not_me/); it has {have}")
-        xs, ys = [], []
+        xs, ys, names = [], [], []
         for ci, c in enumerate(classes):
             n = 0
             for p in self.images(c):
@@ -259,7 +287,40 @@ class IdentitySet:
                 except ImageReadError:
                     continue
                 ys.append(ci)
+                names.append(f"{c}/{p.name}")
                 n += 1
             if n < 2:
                 raise DatasetError(f"identity {c!r} has {n} readable crop(s); add at least two (better: dozens)")
-        return np.stack(xs), np.asarray(ys, np.int64), classes
+        out = np.stack(xs), np.asarray(ys, np.int64), classes
+        return (*out, crop_groups(names, self.contents())) if with_groups else out
+
+
+_FACE_INDEX = re.compile(r"_\d+$")  # build_from_dataset names crops <dataset>_<stem>_<face index>
+
+
+def crop_groups(names: list[str], index: ContentIndex) -> list[str]:
+    """The source photo of each crop (``<identity>/<file>``): the faces of one dataset photo
+    (``<dataset>_<stem>_<i>.jpg``) share one, and so do crops that are the same picture (identical, or
+    re-encoded or resized: ``facecore.contents``)."""
+    same = index.groups(near_too=True)
+    out = []
+    for name in names:
+        ident, file = name.split("/", 1)
+        stem = Path(file).stem
+        key = f"{ident}/{_FACE_INDEX.sub('', stem)}" if stem.count("_") >= 2 else name
+        out.append(key)
+    # join the name groups with the content groups (union-find over both)
+    parent = {k: k for k in set(out) | set(same.values())}
+
+    def root(k):
+        while parent[k] != k:
+            parent[k] = parent[parent[k]]
+            k = parent[k]
+        return k
+
+    for name, key in zip(names, out):
+        if name in same:
+            a, b = root(key), root(same[name])
+            if a != b:
+                parent[max(a, b)] = min(a, b)
+    return [root(k) for k in out]

@@ -25,6 +25,8 @@ from .jobs import Cancel, Progress, ProgressFn, ignore
 from .registry import KERAS_FILE, write_meta
 
 STOPPED = "training stopped; nothing was saved"
+RANDOM_FEATURES = ("trained on random frozen features (no ImageNet weights, e.g. offline): its accuracy means "
+                   "nothing about real faces; train with ImageNet weights before trusting it")
 
 
 @dataclass(frozen=True)
@@ -159,16 +161,23 @@ def augment_images(x: np.ndarray, y: np.ndarray, copies: int, seed: int = 0) -> 
     return np.concatenate([x, np.stack(extra)]), np.concatenate([y, np.tile(y, copies)])
 
 
-def stratified_split(y: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Indices (train, val): ``val_fraction`` of each class (at least one) goes to val, shuffled by ``seed``."""
+def stratified_split(y: np.ndarray, val_fraction: float, seed: int, groups=None) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (train, val): ``val_fraction`` of each class (at least one) goes to val, shuffled by ``seed``.
+    ``groups`` (one key per crop, ``identity.crop_groups``): whole groups go to one side, so no photo has crops
+    in both (a class whose crops all come from one photo is split by crop: then val says little)."""
     rng = np.random.default_rng(seed)
+    groups = np.asarray(groups if groups is not None else np.arange(len(y)).astype(str))
     train, val = [], []
     for c in np.unique(y):
-        idx = rng.permutation(np.flatnonzero(y == c))
-        n_val = min(max(1, int(round(len(idx) * val_fraction))), len(idx) - 1)
-        val.extend(idx[:n_val])
-        train.extend(idx[n_val:])
-    return np.sort(np.asarray(train)), np.sort(np.asarray(val))
+        idx = np.flatnonzero(y == c)
+        keys = groups[idx] if len(set(groups[idx])) > 1 else idx.astype(str)
+        units = list(dict.fromkeys(keys))
+        units = [units[i] for i in rng.permutation(len(units))]
+        n_val = min(max(1, int(round(len(units) * val_fraction))), len(units) - 1)
+        chosen = set(units[:n_val])
+        val.extend(i for i, k in zip(idx, keys) if k in chosen)
+        train.extend(i for i, k in zip(idx, keys) if k not in chosen)
+    return np.sort(np.asarray(train, np.int64)), np.sort(np.asarray(val, np.int64))
 
 
 def _features(feature_fn, x: np.ndarray, batch: int, progress: ProgressFn, cancel: Cancel) -> np.ndarray:
@@ -224,8 +233,8 @@ def train_identity(identity_set: IdentitySet, config: IdentityConfig, out_dir: s
     out_dir = Path(out_dir)
     check_identity_name(out_dir.name, "model")
     check_model_dir(out_dir, "identity")  # never replace a dataset or any folder that is not our model
-    x, y, classes = identity_set.load(config.input_size)
-    train_idx, val_idx = stratified_split(y, config.val_fraction, config.seed)
+    x, y, classes, groups = identity_set.load(config.input_size, with_groups=True)
+    train_idx, val_idx = stratified_split(y, config.val_fraction, config.seed, groups)
     x_tr, y_tr = augment_images(x[train_idx], y[train_idx], config.augment, config.seed)
     x_va, y_va = x[val_idx], y[val_idx]
 
@@ -282,6 +291,7 @@ def train_identity(identity_set: IdentitySet, config: IdentityConfig, out_dir: s
         "history": history, "best_epoch": best["epoch"],
         "metrics": {"train": {"accuracy": tr_acc, "loss": tr_loss}, "val": {"accuracy": val_acc, "loss": val_loss}},
         "params": int(model.count_params()), "trainable_params": int(head.count_params()),
+        "warnings": [RANDOM_FEATURES] if config.weights is None else [],
         "latency_ms": latency, "train_seconds": round(time.perf_counter() - t0, 2),
     }
 

@@ -167,6 +167,7 @@ def test_training_separates_two_people_and_saves_model(tmp_path):
     assert meta["kind"] == "identity" and meta["classes"] == ["ann", "bob"]
     assert meta["metrics"]["val"]["accuracy"] == 1.0
     assert meta["dataset"]["split"] == {"train": 20, "train_augmented": 40, "val": 4}
+    assert "accuracy means nothing" in meta["warnings"][0]  # random features: said plainly
     assert meta["size_bytes"] > 1e6 and meta["params"] > meta["trainable_params"] > 0 and meta["latency_ms"] > 0
     assert ("epoch", 1, 12) in seen and any(s[0] == "features" for s in seen)
     assert [m.name for m in list_models(tmp_path / "models", kind="identity")] == ["who"]
@@ -234,3 +235,46 @@ def test_largest_box_ignores_weak_candidates(scores, expected):
     dets = [Detection(s, b) for s, b in zip(scores, (small, big))]
     got = largest_box(dets)
     assert (got is None) if expected is None else np.array_equal(got, (small, big)[expected])
+
+
+# -- content-addressed crops and splits by source photo (issue 21) ------------------------------
+def test_add_photos_twice_adds_the_crops_once(tmp_path):
+    from facecore.identity import IdentitySet
+
+    ids = IdentitySet(tmp_path / "set")
+    rng = np.random.default_rng(0)
+    photos = [(f"p{i}.jpg", encode_jpeg(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8))) for i in range(3)]
+    assert sum(ids.add_upload("me", d, n).added for n, d in photos) == 3
+    again = [ids.add_upload("me", d, n) for n, d in photos]
+    assert sum(r.added for r in again) == 0 and ids.counts() == {"me": 3}
+    name, why = again[0].skipped[0]
+    assert name == "p0.jpg" and "already there as me/p0.jpg" in why
+    other = ids.add_upload("not_me", photos[1][1], "x.jpg")  # the same photo under another identity
+    assert other.added == 0 and "me/p1.jpg" in other.skipped[0][1]
+
+
+def test_crops_of_one_photo_never_sit_in_train_and_val(tmp_path):
+    from facecore.identity import IdentitySet, crop_groups
+    from facecore.identity_train import stratified_split
+
+    ids = IdentitySet(tmp_path / "set")
+    rng = np.random.default_rng(1)
+    for ident in ("me", "not_me"):
+        for photo in range(5):
+            for face in range(2):  # two faces of one dataset photo: <dataset>_<stem>_<i>
+                ids.add_crop(ident, rng.integers(0, 255, (24, 24, 3), dtype=np.uint8), f"ds_{ident}{photo}_{face}")
+    x, y, classes, groups = ids.load(16, with_groups=True)
+    assert len(set(groups)) == 10 and groups[0] == groups[1] != groups[2]
+    for seed in range(5):
+        tr, va = stratified_split(y, 0.4, seed, groups)
+        assert not {groups[i] for i in tr} & {groups[i] for i in va}
+        assert set(y[va]) == {0, 1}
+    # a re-encoded copy of a crop (a near duplicate, not refused) joins its photo's group
+    from facecore.testing import face_image
+
+    face, _ = face_image(np.random.default_rng(3), 64, 64)
+    ids.add_crop("me", face, "ds_me9_0")
+    (ids.root / "me" / "copy.jpg").write_bytes(encode_jpeg(read_image(ids.root / "me" / "ds_me9_0.jpg"), 60))
+    names = [f"me/{p.name}" for p in ids.images("me")]
+    g = dict(zip(names, crop_groups(names, ids.contents())))
+    assert g["me/copy.jpg"] == g["me/ds_me9_0.jpg"] != g["me/ds_me1_0.jpg"]
