@@ -13,7 +13,7 @@ from facecore.backbones import IDENTITY_BACKBONES
 from facecore.detect import DEFAULT_DETECTOR
 from facecore.identity import DEFAULT_K, IdentitySet, create_identity_set, list_identity_sets
 from facecore.identity_compare import COMPARISON_COLUMNS, compare, load_comparison
-from facecore.identity_train import IdentityConfig, overall_fraction, train_identity
+from facecore.identity_train import RANDOM_FEATURES, IdentityConfig, overall_fraction, train_identity
 from facecore.images import decode_image, read_image
 from facecore.jobs import Job, ProcessJob
 from facecore.recognize import draw_recognitions
@@ -213,6 +213,8 @@ else:
         c[1].metric("Val loss", f"{m['loss']:.4f}")
         c[2].metric("Size", f"{meta['size_bytes'] / 1e6:.1f} MB")
         c[3].metric("Latency / face", f"{meta['latency_ms']:.1f} ms")
+        for line in meta.get("warnings") or []:  # e.g. random features: the accuracy means nothing
+            st.warning(line)
         st.plotly_chart(history_figure(meta["history"]), key="recognize_final_chart")
 
 
@@ -257,6 +259,8 @@ if doc and doc["rows"]:
     df = pd.DataFrame(doc["rows"], columns=COMPARISON_COLUMNS)
     st.caption(f"Last comparison on this set: {doc['created']}, crops {doc.get('counts')}, "
                f"input {doc['config']['input_size']} px, weights {doc['config']['weights'] or 'none'}.")
+    if not doc["config"].get("weights"):
+        st.warning(f"These models were {RANDOM_FEATURES}.")
     st.dataframe(df, hide_index=True)
     st.plotly_chart(comparison_figure(df), key="recognize_cmp_chart")
 elif not ready:
