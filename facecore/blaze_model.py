@@ -2,8 +2,9 @@
 behind the ``Detector`` interface: every face in the frame, best first. ``facecore.registry`` opens it.
 
 Inference runs ``model.tflite`` on LiteRT (XNNPACK, all cores), so a page that only detects never
-imports TensorFlow; ``model.keras`` through ``tf.function`` is the fallback. The frame is resized
-whole to the model's square input (``facecore.preprocess.resize_for_model``, as in training), the graph
+imports TensorFlow; ``model.keras`` through ``tf.function`` is the fallback. ``model_input`` pads the frame
+to the training photos' shape and resizes it whole to the model's square input
+(``facecore.preprocess.resize_for_model``, as in training; the README's saved-model example uses it too), the graph
 decodes every anchor, and MediaPipe's weighted NMS (``facecore.blazeface.weighted_nms``) gives the faces.
 """
 
@@ -55,6 +56,29 @@ def pad_to_aspect(frame: np.ndarray, aspect) -> tuple[np.ndarray, tuple[float, f
     return out, (w / pw, h / ph, x0 / pw, y0 / ph)
 
 
+def model_input(frame: np.ndarray, meta: dict, size: int | None = None):
+    """The one way a frame goes into a saved BlazeFace model (``model.keras`` or ``model.tflite``) and its
+    boxes come back; numpy and OpenCV only. ``frame``: RGB uint8 (H, W, 3) of any shape; ``meta``: the
+    model's ``meta.json``; ``size``: the model's input side (default: ``meta["input"]["shape"][1]``).
+
+    Returns ``(x, to_frame)``: ``x`` float32 (size, size, 3), RGB 0..255, the frame padded with mid-grey to
+    the training photos' shape (``meta["frame_aspect"]``) and resized whole (as the app runs it: the box
+    style in the graph was fitted on faces stretched as theirs); ``to_frame(boxes)`` maps the model's
+    normalized ``[x1, y1, x2, y2]`` boxes (any leading shape) to the frame's, float32."""
+    if size is None:
+        try:
+            size = int(meta["input"]["shape"][1])
+        except (KeyError, IndexError, TypeError, ValueError) as exc:
+            raise FaceCoreError("meta.json has no input size (input.shape); pass size= (the model's input side)") from exc
+    padded, (sx, sy, ox, oy) = pad_to_aspect(frame, meta.get("frame_aspect"))
+    origin, scale = np.array([ox, oy, ox, oy], np.float32), np.array([sx, sy, sx, sy], np.float32)
+
+    def to_frame(boxes) -> np.ndarray:
+        return ((np.asarray(boxes, np.float32) - origin) / scale).astype(np.float32)
+
+    return resize_for_model(padded, int(size)), to_frame
+
+
 class TrainedBlazeDetector(Detector):
     """A fine-tuned BlazeFace: ``detect(rgb)`` -> every face (score >= ``min_score``), best first."""
 
@@ -103,14 +127,13 @@ class TrainedBlazeDetector(Detector):
         """RGB uint8 (H, W, 3) -> every face, best first; boxes normalized to the frame.
 
         A frame of another shape than the training photos (``meta["frame_aspect"]``, width / height) is
-        first padded to their shape: the box style in the graph was fitted on faces stretched as theirs."""
-        padded, (sx, sy, ox, oy) = pad_to_aspect(frame, self.meta.get("frame_aspect"))
-        probs, boxes = _pick(self._run(resize_for_model(padded, self.input_size)))
+        first padded to their shape (``model_input``, the step documented for the saved model's users)."""
+        x, to_frame = model_input(frame, self.meta, self.input_size)
+        probs, boxes = _pick(self._run(x))
         found = weighted_nms(boxes, probs, self.min_score, NMS_IOU)
         out = []
         for score, box in found:
-            box = (np.asarray(box, np.float32) - [ox, oy, ox, oy]) / [sx, sy, sx, sy]
-            b = B.clip(B.order_corners(box))[0]
+            b = B.clip(B.order_corners(to_frame(box)))[0]
             if b[2] > b[0] and b[3] > b[1] and np.isfinite(score):
                 out.append(Detection(score, b))
         return out

@@ -33,7 +33,7 @@ from .detect import Detection, draw_detections, draw_overlay
 from .errors import DatasetError, FaceCoreError, ImageReadError, ImportRejected, LabelFormatError
 from .images import encode_jpeg, image_size, read_image
 from .labels import ImageLabel, read_label
-from .prelabel import Proposal
+from .prelabel import Proposal, proposal_sources
 from .preprocess import shrink
 
 FACE, NO_FACE, UNLABELED, BROKEN = "face", "no_face", "unlabeled", "broken"
@@ -166,12 +166,22 @@ def save_pixel_box(dataset: Dataset, stem: str, box_px, size: tuple[int, int] | 
     return save_pixel_boxes(dataset, stem, [box_px], size)
 
 
-def save_pixel_boxes(dataset: Dataset, stem: str, boxes_px, size: tuple[int, int] | None = None) -> Item:
+def save_pixel_boxes(dataset: Dataset, stem: str, boxes_px, size: tuple[int, int] | None = None,
+                     proposal: Proposal | None = None) -> Item:
     """Save every face box given in pixels (a list of ``[x1, y1, x2, y2]``) as the label of ``stem``
-    (one atomic write; nothing is written when a box is refused)."""
+    (one atomic write; nothing is written when a box is refused). A box that is one of ``proposal``'s,
+    or an earlier accepted proposal's, unchanged records its detector (``prelabel.proposal_sources``)."""
     item = dataset.item(stem)
     w, h = size or image_size(item.image)
-    return dataset.set_label(stem, label_from_pixel_boxes(boxes_px, w, h))
+    label = label_from_pixel_boxes(boxes_px, w, h)
+    previous = None
+    if item.label is not None:
+        try:
+            previous = read_label(item.label)
+        except LabelFormatError:  # a broken label is being replaced: it recorded nothing usable
+            previous = None
+    by = proposal_sources(label.boxes, proposal, previous)
+    return dataset.set_label(stem, ImageLabel(w, h, label.boxes, by) if by else label)
 
 
 def mark_no_face(dataset: Dataset, stem: str, size: tuple[int, int] | None = None) -> Item:

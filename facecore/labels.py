@@ -25,14 +25,21 @@ LABELME_VERSION = "5.0.1"
 
 @dataclass(frozen=True)
 class ImageLabel:
-    """Face boxes of one image. ``boxes``: float32 (N, 4) normalized ``[x1, y1, x2, y2]``."""
+    """Face boxes of one image. ``boxes``: float32 (N, 4) normalized ``[x1, y1, x2, y2]``.
+    ``proposed_by``: per box, the detector whose proposal it is, accepted unchanged (``""``: drawn or
+    moved by a person); empty when not recorded (labelme's shape key ``"proposed_by"``; VOC has none)."""
 
     width: int
     height: int
     boxes: np.ndarray = field(default_factory=lambda: B.EMPTY.copy())
+    proposed_by: tuple[str, ...] = ()
 
     def __post_init__(self):
         object.__setattr__(self, "boxes", B.order_corners(self.boxes))
+        by = tuple(str(s or "") for s in self.proposed_by)
+        if by and len(by) != len(self.boxes):
+            raise ValueError(f"proposed_by names {len(by)} box(es), the label has {len(self.boxes)}")
+        object.__setattr__(self, "proposed_by", by if any(by) else ())
 
     @property
     def has_face(self) -> bool:
@@ -126,7 +133,7 @@ def parse_labelme(data, path="labelme JSON", image_size: tuple[int, int] | None 
         _fail(path, "'shapes' must be a list")
     if len(shapes) > MAX_SHAPES:
         _fail(path, f"{len(shapes)} shapes is over the limit of {MAX_SHAPES} per label")
-    px, other = [], {}
+    px, other, by = [], {}, []
     for i, shape in enumerate(shapes):
         if not isinstance(shape, dict):
             _fail(path, f"shape {i} is not an object")
@@ -135,6 +142,8 @@ def parse_labelme(data, path="labelme JSON", image_size: tuple[int, int] | None 
             other[str(kind)[:20]] = other.get(str(kind)[:20], 0) + 1
             continue
         px.append(_shape_box(path, i, kind, shape.get("points")))
+        source = shape.get("proposed_by")  # facecore's own key: a detector's proposal, accepted unchanged
+        by.append(source[:200] if isinstance(source, str) else "")
     if other:
         what = ", ".join(f"{n} {k}" for k, n in other.items())
         if not px:
@@ -143,7 +152,7 @@ def parse_labelme(data, path="labelme JSON", image_size: tuple[int, int] | None 
         if notes is not None:
             notes.append(f"{path}: ignored {what} shape(s); only rectangles, polygons and circles are faces")
     boxes = B.from_pixels(np.asarray(px, np.float32), w, h) if px else B.EMPTY.copy()
-    return ImageLabel(w, h, _sane_boxes(path, boxes, w, h, notes))
+    return ImageLabel(w, h, _sane_boxes(path, boxes, w, h, notes), tuple(by))
 
 
 def _sane_boxes(path, boxes: np.ndarray, w: int, h: int, notes: list[str] | None) -> np.ndarray:
@@ -233,7 +242,7 @@ def orient_label(label: ImageLabel, header, path="label") -> tuple[ImageLabel, s
     shown, raw, o = (header.width, header.height), (header.raw_width, header.raw_height), header.orientation
     size = (label.width, label.height)
     if size == shown and (o == 1 or shown != raw):
-        return ImageLabel(*shown, label.boxes), None
+        return ImageLabel(*shown, label.boxes, label.proposed_by), None
     if o != 1 and size == raw and shown != raw:
         b = label.boxes.astype(np.float64)
         x1, y1, x2, y2 = b[:, 0], b[:, 1], b[:, 2], b[:, 3]
@@ -273,12 +282,17 @@ def read_label_for(label_path, image_path, notes: list[str] | None = None) -> Im
 
 
 def labelme_document(label: ImageLabel, image_filename: str, label_name: str = "face") -> dict:
-    """A labelme 5 document for ``label``; ``imagePath`` points from ``labels/`` to ``../images/``."""
+    """A labelme 5 document for ``label``; ``imagePath`` points from ``labels/`` to ``../images/``.
+    A box accepted unchanged from a detector's proposal gets ``"proposed_by": <detector>`` (labelme keeps
+    keys it does not know)."""
     shapes = [
         {"label": label_name, "points": [[float(x1), float(y1)], [float(x2), float(y2)]],
          "group_id": None, "shape_type": "rectangle", "flags": {}}
         for x1, y1, x2, y2 in label.pixel_boxes().tolist()
     ]
+    for shape, source in zip(shapes, label.proposed_by):
+        if source:
+            shape["proposed_by"] = source
     return {
         "version": LABELME_VERSION, "flags": {}, "shapes": shapes,
         "imagePath": f"../images/{image_filename}", "imageData": None,

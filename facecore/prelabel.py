@@ -150,11 +150,34 @@ def prelabel(dataset: Dataset, detector: Detector, stems: Iterable[str] | None =
     return result
 
 
+UNCHANGED_IOU = 0.98  # a saved box overlapping a proposed one this much is that proposal, accepted unchanged
+# (the canvas rounds corners to 0.1 px; a box moved by even a few pixels falls below)
+
+
 def accept_proposal(dataset: Dataset, stem: str, proposal: Proposal) -> Item:
-    """Save every box of ``proposal`` as the label of ``stem`` (the user accepted it)."""
+    """Save every box of ``proposal`` as the label of ``stem`` (the user accepted it); each box records
+    the detector that proposed it (``ImageLabel.proposed_by``)."""
     item = dataset.item(stem)
     w, h = image_size(item.image)
-    return dataset.set_label(stem, ImageLabel(w, h, proposal.boxes))
+    return dataset.set_label(stem, ImageLabel(w, h, proposal.boxes, (proposal.detector,) * len(proposal.boxes)))
+
+
+def proposal_sources(boxes: np.ndarray, proposal: Proposal | None = None,
+                     previous: ImageLabel | None = None) -> tuple[str, ...]:
+    """For each of ``boxes`` (normalized (N, 4)) about to be saved: the detector whose proposal it is,
+    unchanged (IoU >= ``UNCHANGED_IOU`` with a box of ``proposal``, or with a box of the ``previous``
+    label that recorded one), else ``""`` (drawn, typed or moved by a person)."""
+    boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+    known = []
+    if proposal is not None:
+        known += [(b, proposal.detector) for b in proposal.boxes]
+    if previous is not None:
+        known += [(b, s) for b, s in zip(previous.boxes, previous.proposed_by) if s]
+    if not known or not len(boxes):
+        return ()
+    iou = B.iou_matrix(boxes, np.stack([b for b, _ in known]).astype(np.float32))
+    best = iou.argmax(axis=1)
+    return tuple(known[j][1] if iou[i, j] >= UNCHANGED_IOU else "" for i, j in enumerate(best))
 
 
 def accept_proposals(dataset: Dataset, proposals: dict[str, Proposal]) -> tuple[list[str], list[tuple[str, str]]]:

@@ -177,7 +177,8 @@ def save_boxes(ds, cur: str, cand: dict, w: int, h: int, message: str) -> None:
         st.error("Draw a box on the photo (or type its corners) first, or mark the photo 'No face'.")
         return
     try:
-        L.save_pixel_boxes(ds, cur, cand["boxes"], (w, h))
+        # boxes of the waiting proposal saved unchanged record its detector (Evaluate warns about them)
+        L.save_pixel_boxes(ds, cur, cand["boxes"], (w, h), proposal=proposals_of(ds).get(cur))
     except FaceCoreError as exc:
         show_error(exc)
     else:

@@ -1,0 +1,77 @@
+"""Where the labels being scored came from: boxes accepted unchanged from a detector's proposals.
+
+Pre-labeling records, per box, the detector whose proposal was accepted unchanged
+(``ImageLabel.proposed_by``, labelme's shape key ``"proposed_by"``). Scoring that detector on those
+labels measures how well it agrees with its own boxes (IoU 1.000 for the built-in detector), not where a
+person would draw the face; the same holds for a model fine-tuned from that detector's network, which
+starts out drawing its boxes. ``own_labels`` counts such boxes so the Evaluate page can say so.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable
+
+from .detect import BLAZEFACE, BLAZEFACE_SHORT
+from .registry import BLAZEFACE_ARCH, STYLE_ARCH, split_name
+
+SHORT_RANGE_SIZE = 128  # a fine-tuned BlazeFace of this input size started from the short-range network
+
+
+def start_detectors(meta: dict | None) -> tuple[str, ...]:
+    """The built-in detector whose network (and boxes) a trained model started from: ``("blazeface",)``
+    for a fitted box style or a BlazeFace fine-tuned from MediaPipe's weights (``"blazeface-short"`` for
+    the 128 px one); ``()`` for anything trained from scratch or not a model."""
+    meta = meta if isinstance(meta, dict) else {}
+    config = meta.get("config") if isinstance(meta.get("config"), dict) else {}
+    if meta.get("architecture") == STYLE_ARCH:
+        return (BLAZEFACE,)
+    if meta.get("architecture") == BLAZEFACE_ARCH and config.get("weights"):
+        return (BLAZEFACE_SHORT if config.get("input_size") == SHORT_RANGE_SIZE else BLAZEFACE,)
+    return ()
+
+
+@dataclass(frozen=True)
+class OwnLabels:
+    """Of the ``boxes`` face boxes scored, ``unchanged`` were accepted unchanged from the proposals of
+    ``detector`` itself (``from_itself``) or of the network it started from (``from_start``)."""
+
+    detector: str
+    boxes: int
+    from_itself: int
+    from_start: int
+    start: str = ""
+
+    @property
+    def unchanged(self) -> int:
+        return self.from_itself + self.from_start
+
+    def message(self) -> str:
+        """What the figures mean, for people; ``""`` when no scored box is an unchanged proposal."""
+        if not self.unchanged:
+            return ""
+        whose = []
+        if self.from_itself:
+            whose.append(f"`{self.detector}`'s own proposals")
+        if self.from_start:
+            whose.append(f"the proposals of `{self.start}`, the network `{self.detector}` started from")
+        return (f"**`{self.detector}` is scored against its own boxes:** {self.unchanged} of the {self.boxes} "
+                f"face boxes here were accepted unchanged from {' and '.join(whose)}. On those photos its IoU "
+                f"and AP say how well it agrees with boxes it drew itself (near 1.0 by construction), not how "
+                f"well it finds faces where you would draw them. Correct those boxes on Collect & Label (moving "
+                f"a box makes it yours), or evaluate on photos you boxed by hand.")
+
+
+def own_labels(images: Iterable, detector: str, meta: dict | None = None) -> OwnLabels:
+    """Count the face boxes of ``images`` (``facecore.evaluate.EvalImage``) accepted unchanged from the
+    proposals of ``detector`` (``NAME@int8``: of ``NAME`` too) or of the network it started from
+    (``start_detectors(meta)``, ``meta`` its ``meta.json``)."""
+    own = {detector, split_name(detector)[0]}
+    start = [s for s in start_detectors(meta) if s not in own]
+    boxes = itself = from_start = 0
+    for im in images:
+        boxes += len(im.boxes)
+        for source in getattr(im, "proposed_by", ()):
+            itself += source in own
+            from_start += source in start
+    return OwnLabels(detector, boxes, itself, from_start, start[0] if start else "")
