@@ -422,3 +422,21 @@ def test_links_to_devices_and_folders_never_read_forever(tmp_path):
         read_image(ds.images_dir / "zero.png")
     assert [it.stem for it in ds.items()] == ["a"]
     assert [p.kind for p in ds.validate()] == ["malformed_label"]
+
+
+def test_augment_and_training_say_which_labels_they_left_out(tmp_path, capsys):
+    from facecore.__main__ import main
+    from facecore.testing import make_dataset
+
+    ds = make_dataset(tmp_path / "ds", n_face=6, n_noface=2)
+    bad = ds.items()[0]
+    bad.label.write_bytes(labelme([rect(500, 500, 600, 600)], 160, 120))
+    assert main(["augment", "--data", str(ds.root), "--per-image", "1", "--workers", "1"]) == 0
+    out = capsys.readouterr().out
+    assert f"left out {bad.image.name}: " in out and "wholly outside" in out
+    from facecore.train.config import TrainConfig
+    from facecore.train.data import read_splits
+
+    warnings: list[str] = []
+    read_splits(ds, TrainConfig(), 64, lambda *a, **k: None, warnings)
+    assert any(w.startswith(f"left out {bad.image.name}: ") and "wholly outside" in w for w in warnings)

@@ -15,7 +15,7 @@ import os
 import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +43,8 @@ class AugmentReport(CopyReport):
     sources: int = 0
     per_image: int = 0
     no_face: int = 0        # written copies whose crop lost the face (or whose source had none)
+    # (image, why) of photos left out: their label is broken or refused by the label rule (facecore.labels)
+    left_out: list = field(default_factory=list)
 
 
 _WORKER: dict[str, Any] = {}
@@ -189,8 +191,10 @@ def augment_dataset(
     if not isinstance(per_image, int) or per_image < 1 or per_image > 1000:
         raise DatasetError(f"copies per image must be between 1 and 1000, got {per_image}")
     t0 = time.perf_counter()
-    train = dataset.split(fractions, split_seed).train
-    report = AugmentReport(sources=len(train), per_image=per_image, total=len(train) * per_image)
+    split = dataset.split(fractions, split_seed)
+    train = split.train
+    report = AugmentReport(sources=len(train), per_image=per_image, total=len(train) * per_image,
+                           left_out=list(split.skipped))
     if not train:
         raise DatasetError(f"{dataset.name}: the train split is empty; add labeled photos first")
     out = Dataset.create(dataset.augmented.root)

@@ -22,6 +22,8 @@ def _augment(args) -> int:
           f"({rep.written / max(rep.seconds, 1e-9):.1f} copies/s) -> {ds.augmented.root}")
     for stem, why in rep.failed:
         print(f"failed {stem}: {why}")
+    for name, why in rep.left_out:
+        print(f"left out {name}: {why}")
     return 1 if rep.failed else 0
 
 

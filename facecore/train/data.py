@@ -115,6 +115,7 @@ def read_splits(dataset: Dataset, config: TrainConfig, size: int, emit: Callable
     emit("loading", 0.0, "splitting the dataset")
     split = dataset.split(config.split, config.seed)
     warnings.extend(f"left out {name}: {why}" for name, why in split.skipped)
+    warnings.extend(split.conflicts)  # copies of one photo whose labels disagree
     train_items = dataset.training_items(split) if config.augmentation == "offline" else list(split.train)
     if config.augmentation == "offline" and len(train_items) == len(split.train):
         warnings.append("augmentation 'offline' but the dataset has no augmented copies of its train split "
