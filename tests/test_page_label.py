@@ -371,3 +371,31 @@ def test_keyboard_shortcuts_are_on_the_buttons(mine):
     keys = {b.label: b.proto.shortcut for b in at.button if b.proto.shortcut}
     assert keys == {"Previous": "a", "Next": "d", "Next unlabeled": "u", "Propose boxes": "p", "Save boxes": "s",
                     "No face": "n", "Delete box": "delete"}
+
+
+def test_uploading_the_same_photos_twice_adds_nothing_and_says_so(mine):
+    at = view(start("mine"), "Add images")
+    photos = [(f"new{i}.jpg", jpeg(40 + i), "image/jpeg") for i in range(3)]
+    at.file_uploader[0].set_value(photos)
+    run(at)
+    assert "Added 3 image(s)" in texts(at) and len(mine.items()) == 8
+    at.file_uploader[0].set_value([(f"again_{n}", d, t) for n, d, t in photos])  # other names, same photos
+    run(at)
+    said = " ".join(i.value for i in at.info)
+    assert "3 photo(s) already in the dataset" in said and "again_new0.jpg" in said and "images/new0.jpg" in said
+    assert len(mine.items()) == 8 and "Added" not in texts(at)
+    # a webcam snapshot of a photo already there is not saved either
+    at.camera_input[0].upload("photo.jpg", (mine.images_dir / "img001.jpg").read_bytes())
+    run(at)
+    assert "Webcam photo not saved" in " ".join(i.value for i in at.info) and len(mine.items()) == 8
+
+
+def test_gallery_flags_near_duplicates(mine):
+    import cv2
+
+    img, _ = face_image(np.random.default_rng(1), 160, 120)
+    mine.add_image(encode_jpeg(img), "big.jpg")
+    mine.add_image(encode_jpeg(cv2.resize(img, (80, 60), interpolation=cv2.INTER_AREA), 70), "big_small.jpg")
+    at = view(start("mine"), "Gallery")
+    (exp,) = [e for e in at.expander if "near duplicate" in e.label]
+    assert exp.label.startswith("1 photo(s)") and "**big_small.jpg** ≈ big.jpg" in " ".join(m.value for m in exp.markdown)

@@ -246,6 +246,11 @@ def gallery_view(ds, entries: list[L.Entry]) -> None:
                                format_func=lambda f: f"{f} ({counts[f]})")
     st.caption(":green[Green]: saved face boxes. :orange[Orange]: proposals not accepted yet. "
                "Click an image's name to open it.")
+    near = ds.contents().near_pairs()  # the same picture re-encoded or resized: flagged, never refused
+    if near:
+        with st.expander(f"{len(near)} photo(s) look like another one (a near duplicate)"):
+            st.markdown("Re-encoded or resized copies, or burst shots: keep one unless they really differ.\n\n"
+                        + "\n".join(f"- **{b}** ≈ {a}" for a, b in near[:50]))
     grid(ds, L.filter_entries(entries, flt or "all"), proposals_of(ds), "gal")
 
 
