@@ -108,32 +108,34 @@ def _decode_opencv(data: bytes, name: str) -> np.ndarray:
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
-# libjpeg warnings about metadata only: the pixels are intact.
-_JPEG_BENIGN = ("JFIF revision", "Adobe transform", "ICC")
-# Valid files the strict decoder does not take (unusual chroma subsampling, colour spaces, precisions);
-# OpenCV decodes them as before.
-_JPEG_UNSUPPORTED = ("tjDecompressHeader", "Unsupported color conversion", "Unsupported JPEG data precision",
-                     "Unsupported JPEG process")
+# What TurboJPEG cannot take in a valid file (an unusual chroma subsampling, coding process, precision
+# or colour space); OpenCV decodes those.
+_JPEG_UNSUPPORTED = ("subsampling", "Unsupported JPEG process", "Unsupported JPEG data precision",
+                     "Unsupported color conversion")
 
 
 def _decode_jpeg(data: bytes, name: str) -> np.ndarray | None:
     """RGB pixels of a JPEG through libjpeg-turbo with its warnings ("Corrupt JPEG data", "Premature end
     of JPEG file") raised, so damaged data is refused (DamagedImageError) instead of decoded into
-    garbage. Memory is bounded by the declared size, checked before. None for a valid file that uses a
-    feature this decoder lacks (the caller falls back to OpenCV)."""
+    garbage. Memory is bounded by the declared size, checked before. None for a file whose header
+    TurboJPEG does not take (an unusual chroma subsampling or coding process): OpenCV decodes it."""
     import simplejpeg
 
     try:
         return simplejpeg.decode_jpeg(data, colorspace="RGB", strict=True)
     except ValueError as exc:
         message = str(exc).strip()
-    if any(s in message for s in _JPEG_UNSUPPORTED):
-        return None
-    if any(s in message for s in _JPEG_BENIGN):
-        try:
-            return simplejpeg.decode_jpeg(data, colorspace="RGB", strict=False)
-        except ValueError as exc:
-            message = str(exc).strip()
+    try:
+        simplejpeg.decode_jpeg_header(data)
+    except ValueError as exc:  # in the header
+        if any(s in str(exc) for s in _JPEG_UNSUPPORTED):
+            return None
+    else:  # the header is fine: "Unsupported JPEG process" here is a marker inside the scan data
+        if any(s in message for s in ("Unsupported JPEG data precision", "Unsupported color conversion")):
+            return None
+    jfif = data.find(b"JFIF\x00", 0, 64)
+    if "JFIF revision" in message and jfif > 0:  # metadata only: read it as JFIF 1.01, still strictly
+        return _decode_jpeg(data[:jfif + 5] + b"\x01\x01" + data[jfif + 7:], name)
     raise _damaged(name, f"libjpeg: {message[:160]}")
 
 

@@ -242,3 +242,14 @@ def test_repeated_voc_object_is_kept_once_with_a_note():
 
 def test_image_read_errors_stay_image_read_errors():
     assert issubclass(DamagedImageError, ImageReadError)  # every `except ImageReadError` still holds
+
+
+def test_jpeg_with_an_unknown_jfif_revision_still_decodes_strictly():
+    data = bytearray(_photo_jpeg())
+    j = data.find(b"JFIF\x00")
+    data[j + 5] = 3  # "JFIF 3.01": a libjpeg warning about metadata only
+    assert decode_image(bytes(data)).shape == (80, 96, 3)
+    damaged = bytearray(_jpeg_damage("truncated"))
+    damaged[j + 5] = 3  # and damage behind it is still found
+    with pytest.raises(DamagedImageError, match="Premature end"):
+        decode_image(bytes(damaged))
