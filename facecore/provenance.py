@@ -1,4 +1,5 @@
-"""Where the labels being scored came from: boxes accepted unchanged from a detector's proposals.
+"""Where the labels being scored came from (boxes accepted unchanged from a detector's proposals), and what
+a saved model is when training kept its starting point.
 
 Pre-labeling records, per box, the detector whose proposal was accepted unchanged
 (``ImageLabel.proposed_by``, labelme's shape key ``"proposed_by"``). Scoring that detector on those
@@ -75,3 +76,30 @@ def own_labels(images: Iterable, detector: str, meta: dict | None = None) -> Own
             itself += source in own
             from_start += source in start
     return OwnLabels(detector, boxes, itself, from_start, start[0] if start else "")
+
+
+def kept_start(meta: dict | None) -> str:
+    """For a finished training whose epochs never beat the starting point on the val split
+    (``meta["training"]["best_epoch"] == 0``): what the saved model is, for people, first thing on the
+    Train page's result; ``""`` when an epoch was kept."""
+    meta = meta if isinstance(meta, dict) else {}
+    training = meta.get("training") if isinstance(meta.get("training"), dict) else {}
+    if training.get("best_epoch") != 0:
+        return ""
+    config = meta.get("config") if isinstance(meta.get("config"), dict) else {}
+    runs = training.get("epochs_run")
+    head = (f"**No training epoch beat the starting point on the val split**, so the {runs} epoch(s) of "
+            f"training were dropped and the saved model is the start: " if isinstance(runs, int) else
+            "**No training epoch beat the starting point on the val split**, so the saved model is the start: ")
+    if meta.get("architecture") == BLAZEFACE_ARCH and not config.get("weights"):
+        return head + ("the network as initialized, untrained (no pretrained weights). It will not find faces: "
+                       "train with MediaPipe's weights instead.")
+    if meta.get("architecture") == BLAZEFACE_ARCH:
+        start = start_detectors(meta)[0]
+        style = meta.get("start_style") if isinstance(meta.get("start_style"), dict) else None
+        fitted = (f"with your labels' box style fitted ({style.get('method', 'offsets')}, from "
+                  f"{style.get('n_faces', '?')} faces)" if style else "with its own box style")
+        return head + (f"MediaPipe's network, unchanged (the built-in `{start}`), {fitted}. Compare it with "
+                       f"`{start}` on the Evaluate page. Training may beat the start with more labeled photos "
+                       f"(a val split of a few photos is a noisy judge), more epochs or other *Layers to train*.")
+    return head + "the network as it was before training."

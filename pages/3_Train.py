@@ -10,6 +10,7 @@ import streamlit as st
 from facecore import Dataset, FaceCoreError
 from facecore.backbones import BLAZEFACE, CATALOGUE, DEFAULT_INPUT_SIZE, DETECTOR_BACKBONES, IMAGENET_BACKBONES
 from facecore.jobs import Job
+from facecore.provenance import kept_start
 from facecore.registry import META_FILE
 from facecore.train import AUGMENTATION_MODES, INPUT_SHAPES, JOB, TRAIN_LAYERS, TrainConfig, failure_kind, preset
 from facecore.train import start_training as start_job
@@ -307,14 +308,16 @@ def show_job(job: Job | None) -> None:
     elif job.running:
         st.caption("The chart appears after the first epoch.")
     if job.status == "done":
+        kept = kept_start(meta)  # first, in full: the figures below are the start's, not training's
+        if kept:
+            st.warning(kept)
         st.success(f"Done in {_fmt_s(job.elapsed_s)}: the model is saved in `{job.result[0]}` and listed on the "
                    "home page. Measure it on the Evaluate page.")
         st.table(metrics_table(meta.get("metrics", {})).set_index("split").style.format(precision=3, na_rep="--"))
         tr = meta.get("training", {})
         best = tr.get("best_epoch")
         st.caption(f"{tr.get('epochs_run')} epoch(s), "
-                   + ("no epoch beat the start (the pretrained network with the fitted box style), which was kept"
-                      if best == 0 else f"best epoch {best}")
+                   + ("the start kept (above)" if best == 0 else f"best epoch {best}")
                    + f"{' (stopped early)' if tr.get('stopped_early') else ''}; "
                    f"{'feature cache' if tr.get('feature_cache') else 'full network'}; "
                    + (f"network input {'x'.join(map(str, meta['network_input_hw']))} px "

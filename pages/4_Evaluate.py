@@ -12,7 +12,9 @@ from facecore.detect import BLAZEFACE, BUILT_IN, HAAR
 from facecore.evaluate import (calibration_sample, choose_split, collect_images, comparison_table, evaluate,
                                render_result)
 from facecore.jobs import run_in_worker
-from facecore.registry import INT8_SUFFIX, default_detector, detector_names, list_models, model_version, quantize
+from facecore.provenance import own_labels
+from facecore.registry import (INT8_SUFFIX, default_detector, detector_names, list_models, model_meta, model_version,
+                               quantize)
 from pages.common import cached_model, dataset_picker, detector, show_error, workspace
 from pages.common.figures import iou_figure, pr_figure
 
@@ -157,6 +159,10 @@ if n_noface == 0:
 elif n_noface < 5:
     st.caption(f"Only {n_noface} photo(s) without a face: the false-positive rate moves in steps of "
                f"{1 / n_noface:.0%}.")
+for name in results:  # labels accepted unchanged from this detector's (or its start network's) proposals
+    own = own_labels(images, name, model_meta(name, ws.models_root))
+    if own.unchanged:
+        st.warning(own.message())
 rows_ = [{k: (v if k == "metric" else fmt(v)) for k, v in row.items()} for row in comparison_table(results)]
 st.dataframe(pd.DataFrame(rows_).set_index("metric"), height="content", key="eval_table")
 backends = [f"`{n}`: {detector(n).backend}" for n in results if n != HAAR]
