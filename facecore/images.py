@@ -54,25 +54,36 @@ def image_header(data: bytes, name: str = "image") -> ImageHeader:
     try:
         with Image.open(io.BytesIO(data)) as im:
             w, h = im.size
-            try:
-                orientation = int(im.getexif().get(0x0112, 1) or 1)
-            except Exception:  # noqa: BLE001  a broken EXIF block only loses the orientation
-                orientation = 1
+            _check_size(name, w, h)
+            orientation = _orientation(im)
     except Image.DecompressionBombError:
         raise ImageReadError(f"{name}: declares far more than the {MAX_IMAGE_PIXELS / 1e6:.0f} megapixel limit "
                              "(a decompression bomb?); use a smaller image") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError) as exc:
         raise ImageReadError(f"{name}: not a readable image (corrupt file or unsupported format; "
                              f"use jpg, png or webp)") from exc
+    sw, sh = (h, w) if orientation >= 5 else (w, h)
+    return ImageHeader(sw, sh, w, h, orientation)
+
+
+def _check_size(name: str, w: int, h: int) -> None:
     if w <= 0 or h <= 0:
         raise ImageReadError(f"{name}: declares an empty image ({w}x{h})")
     if w * h > MAX_IMAGE_PIXELS or max(w, h) > MAX_IMAGE_SIDE:
         raise ImageReadError(f"{name}: {w}x{h} pixels is over the limit of {MAX_IMAGE_PIXELS / 1e6:.0f} megapixels "
                              f"and {MAX_IMAGE_SIDE} pixels per side; resize it and try again")
-    if orientation not in range(1, 9):
-        orientation = 1
-    sw, sh = (h, w) if orientation >= 5 else (w, h)
-    return ImageHeader(sw, sh, w, h, orientation)
+
+
+def _orientation(im: Image.Image) -> int:
+    """The EXIF orientation (1..8) of an opened image, without decoding it: a PNG's eXIf chunk is read
+    when it comes before the pixel data (Pillow would decode the whole image to look for one after)."""
+    if im.format == "PNG" and "exif" not in im.info:
+        return 1
+    try:
+        orientation = int(im.getexif().get(0x0112, 1) or 1)
+    except Exception:  # noqa: BLE001  a broken EXIF block only loses the orientation
+        return 1
+    return orientation if orientation in range(1, 9) else 1
 
 
 def decode_image(data: bytes, name: str = "image") -> np.ndarray:
@@ -85,11 +96,15 @@ def decode_image(data: bytes, name: str = "image") -> np.ndarray:
     would show as garbage or a part of the picture.
     """
     head = image_header(data, name)
-    if data[:8] == _PNG_SIGNATURE:
-        check_png(data, name)
+    png = _png_chunks(data, name) if data[:8] == _PNG_SIGNATURE else None
     img = _decode_jpeg(data, name) if data[:3] == b"\xff\xd8\xff" else None
     if img is None:
-        img = _decode_opencv(data, name)
+        try:
+            img = _decode_opencv(data, name)
+        except ImageReadError:
+            if png is not None:  # name the damage when it is in the pixel data (inflating it again costs time)
+                _check_png_pixels(*png, name)
+            raise
     if img.shape[:2] != (head.raw_height, head.raw_width):
         raise _damaged(name, f"it decodes to {img.shape[1]}x{img.shape[0]} pixels though its header declares "
                              f"{head.raw_width}x{head.raw_height}")
@@ -151,10 +166,16 @@ _ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), 
 
 
 def check_png(data: bytes, name: str = "image") -> None:
-    """Walk a PNG's chunks before it is decoded: refuse (DamagedImageError) a chunk whose length runs
-    past the end of the file (a decoder would allocate it: 2 GB for a 6 KB file), a CRC mismatch, a
-    file without its IEND end marker, and pixel data that is corrupt or stops early. Pixel data is
-    inflated in 1 MB steps and thrown away, so this costs time, never memory."""
+    """Refuse (DamagedImageError) a PNG whose chunks are damaged (``decode_image`` does this before any
+    decoder sees the file: a chunk length past the end of the file would have a decoder allocate it,
+    2 GB for a 6 KB file; a CRC mismatch; no IEND end marker) or whose pixel data is corrupt, stops
+    early or runs past the declared size. Pixel data is inflated in 1 MB steps and thrown away, so this
+    costs time, never memory."""
+    _check_png_pixels(*_png_chunks(data, name), name)
+
+
+def _png_chunks(data: bytes, name: str) -> tuple[tuple, list]:
+    """Walk a PNG's chunks, checking lengths and CRCs: (IHDR fields, IDAT chunk views)."""
     view, pos, ihdr, idat = memoryview(data), 8, None, []
     while True:
         if pos + 12 > len(data):
@@ -176,7 +197,7 @@ def check_png(data: bytes, name: str = "image") -> None:
         elif kind == b"IEND":
             break
         pos += 12 + length
-    _check_png_pixels(ihdr, idat, name)
+    return ihdr, idat
 
 
 def _check_png_pixels(ihdr: tuple, idat: list, name: str) -> None:
