@@ -12,6 +12,7 @@ from facecore.backbones import BLAZEFACE, CATALOGUE, DEFAULT_INPUT_SIZE, DETECTO
 from facecore.jobs import Job
 from facecore.provenance import kept_start
 from facecore.registry import META_FILE
+from facecore.splits import mosaic_sources
 from facecore.train import AUGMENTATION_MODES, INPUT_SHAPES, JOB, TRAIN_LAYERS, TrainConfig, failure_kind, preset
 from facecore.train import start_training as start_job
 from pages.common import dataset_picker, dataset_summary, show_error, workspace
@@ -19,6 +20,7 @@ from pages.common.figures import loss_figure
 from pages.common.jobs import watch
 
 INPUT_SHAPE_LABELS = {"auto": "auto", "square": "square", "frame": "photo-shaped"}
+LAYER_LABELS = {"box": "box heads", "heads": "all detection heads", "all": "every layer"}
 
 st.title("🧠 Train")
 st.write(
@@ -61,7 +63,7 @@ def metrics_table(metrics: dict) -> pd.DataFrame:
         m = metrics.get(split)
         if m:
             rows.append({"split": split, **{label: m.get(k) for k, label in METRIC_COLS.items()}})
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows).dropna(axis=1, how="all")  # no column of blanks for figures a model has not got
 
 
 def start_training(ds: Dataset, config: TrainConfig) -> None:
@@ -170,58 +172,84 @@ else:
     lr = right.select_slider("Learning rate", [1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2], defaults["learning_rate"],
                              format_func=lambda v: f"{v:g}", key=f"train_lr_{kind}")
     n_aug = counts.augmented if counts is not None else 0
-    aug_default = "off" if defaults["augmentation"] == "offline" and not n_aug else defaults["augmentation"]
+    n_mosaics = len(mosaic_sources(dataset)) if n_aug else 0
+    # copies made on the Augment page are used by default (the choice stays visible here)
+    aug_default = ("offline" if n_aug else "off" if defaults["augmentation"] == "offline"
+                   else defaults["augmentation"])
     augmentation = st.radio("Augmentation", AUGMENTATION_MODES, index=AUGMENTATION_MODES.index(aug_default),
                             horizontal=True, format_func=AUG_LABELS.get, key=f"train_aug_{dataset.name}_{blaze}",
-                            help="BlazeFace augments on the fly inside training (zoom, shift, flip, colour).")
+                            help="Offline copies: the train split plus the copies written on the Augment page "
+                                 "(picked by default when the dataset has some). BlazeFace also augments inside "
+                                 "training in every mode but Off (zoom, shift, flip, colour).")
     aug_config = None
     if augmentation == "offline" and not n_aug:
         st.warning("This dataset has no augmented copies yet: make them on the Augment page, or choose another mode.")
+    elif augmentation == "offline":
+        st.caption(f"Trains on the train split plus its {n_aug} augmented copies from the Augment page"
+                   + (f" ({n_mosaics} of them 2x2 mosaics)." if n_mosaics else "."))
+    elif augmentation == "on_the_fly" and blaze:
+        st.caption("BlazeFace makes its random copies inside training (zoom 60-220 %, shift, flip, colour); the "
+                   "Augment page's transforms apply to its offline copies.")
     elif augmentation == "on_the_fly":
         aug_config = st.session_state.get("augment_config")  # set by the Augment page
         st.caption("Uses the transforms set on the Augment page in this session"
                    if aug_config is not None else "Uses the default transforms (tune them on the Augment page).")
+    mosaic_note = st.empty()  # filled once the network input is known (Advanced)
 
     with st.expander("Advanced"):
         a1, a2, a3 = st.columns(3)
-        head_units = a1.number_input("Head units", 8, 4096, defaults["head_units"], 8,
-                                     key=f"train_head_{backbone}", help="Width of each head's hidden Dense layer.")
-        loc_weight = a2.number_input("Localization weight", 0.1, 100.0, TrainConfig.localization_weight, 0.5,
+        loc_weight = a1.number_input("Localization weight", 0.1, 100.0, TrainConfig.localization_weight, 0.5,
                                      key="train_locw",
                                      help="Total loss = classification + this x localization.")
-        patience = a3.number_input("Early stopping patience (epochs, 0 = off)", 0, 100, TrainConfig.patience,
+        patience = a2.number_input("Early stopping patience (epochs, 0 = off)", 0, 100, TrainConfig.patience,
                                    key="train_patience")
-        ft_epochs = a1.number_input("Fine-tuning epochs", 0, 500, TrainConfig.fine_tune_epochs, key="train_ft",
-                                    disabled=weights is None,
-                                    help="A second phase that unfreezes the top of a pretrained backbone at a small "
-                                         "learning rate (slow: every step runs through the backbone).")
-        ft_layers = a2.number_input("Layers to unfreeze", 1, 300, TrainConfig.fine_tune_layers, key="train_ft_layers",
-                                    disabled=weights is None)
-        alpha = (a3.select_slider("MobileNetV2 width", [0.35, 0.5, 0.75, 1.0, 1.3, 1.4], TrainConfig.alpha,
-                                  key="train_alpha") if backbone == "mobilenetv2" else TrainConfig.alpha)
         seed = a3.number_input("Seed", 0, 2**31 - 1, TrainConfig.seed, key="train_seed")
-        train_layers = (a1.radio("Layers to train", TRAIN_LAYERS, key="train_layers", horizontal=True,
-                                 index=TRAIN_LAYERS.index(defaults.get("train_layers", TrainConfig.train_layers)),
-                                 format_func={"box": "box heads", "heads": "all detection heads",
-                                              "all": "every layer"}.get,
-                                 help="Box heads (the default) learn where your boxes go and keep MediaPipe's "
-                                      "judgement of what is a face: on people not in your photos it kept false "
-                                      "alarms at zero. All detection heads also relearn face/no-face; every layer "
-                                      "fits your own photos most closely and forgets more.")
-                        if blaze else TrainConfig.train_layers)
-        input_shape = (a2.radio("Network input", INPUT_SHAPES, key="train_input_shape", horizontal=True,
-                                index=INPUT_SHAPES.index(TrainConfig.input_shape),
-                                format_func=INPUT_SHAPE_LABELS.get,
-                                help="Photo-shaped: the network sees a 4:3 photo as 192 x 256 pixels instead of "
-                                     "inside a 192 px square, so small and distant faces get a third more pixels "
-                                     "(a third slower). Square: MediaPipe's own input, best for one face close to "
-                                     "the camera. Auto picks photo-shaped when a labeled photo holds several faces "
-                                     "(or mosaics from the Augment page) or most faces are tiny (under a tenth of the photo's width).")
-                       if blaze else TrainConfig.input_shape)
-
+        # only the settings of the chosen model: BlazeFace has no Dense heads and no backbone to unfreeze
+        head_units, ft_epochs, ft_layers = defaults["head_units"], 0, TrainConfig.fine_tune_layers
+        alpha, train_layers, input_shape = TrainConfig.alpha, TrainConfig.train_layers, TrainConfig.input_shape
+        if blaze:
+            b1, b2 = st.columns(2)
+            train_layers = b1.radio("Layers to train", TRAIN_LAYERS, key="train_layers", horizontal=True,
+                                    index=TRAIN_LAYERS.index(defaults.get("train_layers", TrainConfig.train_layers)),
+                                    format_func=LAYER_LABELS.get,
+                                    help="Box heads (the default) learn where your boxes go and keep MediaPipe's "
+                                         "judgement of what is a face: on people not in your photos it kept false "
+                                         "alarms at zero. All detection heads also relearn face/no-face; every layer "
+                                         "fits your own photos most closely and forgets more.")
+            input_shape = b2.radio("Network input", INPUT_SHAPES, key="train_input_shape", horizontal=True,
+                                   index=INPUT_SHAPES.index(TrainConfig.input_shape),
+                                   format_func=INPUT_SHAPE_LABELS.get,
+                                   help="Photo-shaped: the network sees a 4:3 photo as 192 x 256 pixels instead of "
+                                        "inside a 192 px square, so small and distant faces get a third more pixels "
+                                        "(slower: see below). Square: MediaPipe's own input, best for one face close "
+                                        "to the camera. Auto picks photo-shaped when a labeled photo holds several "
+                                        "faces (or mosaics from the Augment page) or most faces are tiny (under a "
+                                        "tenth of the photo's width).")
+        else:
+            head_units = a1.number_input("Head units", 8, 4096, defaults["head_units"], 8,
+                                         key=f"train_head_{backbone}", help="Width of each head's hidden Dense layer.")
+            ft_epochs = a2.number_input("Fine-tuning epochs", 0, 500, TrainConfig.fine_tune_epochs, key="train_ft",
+                                        disabled=weights is None,
+                                        help="A second phase that unfreezes the top of a pretrained backbone at a "
+                                             "small learning rate (slow: every step runs through the backbone).")
+            ft_layers = a3.number_input("Layers to unfreeze", 1, 300, TrainConfig.fine_tune_layers,
+                                        key="train_ft_layers", disabled=weights is None)
+            if backbone == "mobilenetv2":
+                alpha = a1.select_slider("MobileNetV2 width", [0.35, 0.5, 0.75, 1.0, 1.3, 1.4], TrainConfig.alpha,
+                                         key="train_alpha")
+    if blaze and augmentation == "offline" and n_mosaics and input_shape != "square":
+        mosaic_note.info(
+            f"**The {n_mosaics} mosaics switch the network to the photo-shaped input** "
+            + ("(*Network input: auto*: several faces in a photo)" if input_shape == "auto" else "")
+            + ": 192 x 256 px for 4:3 photos instead of MediaPipe's 192 px square. It finds small faces and "
+            "several faces better, but training takes about 3.5x as long and the saved detector about twice as "
+            "long per frame. To keep the square, choose *Network input: square* under *Advanced*, or train "
+            "without the offline copies.")
     if blaze and weights is not None:
-        st.caption("Starts from MediaPipe's face weights (shipped with the app, nothing to download); every photo "
-                   "goes through the whole network with a fresh random zoom, shift, flip and colour change.")
+        st.caption(f"Starts from MediaPipe's face weights (shipped with the app, nothing to download) and trains "
+                   f"the {LAYER_LABELS[train_layers]} (*Advanced*)"
+                   + ("; every photo gets a fresh random zoom, shift, flip and colour change in every epoch."
+                      if augmentation != "off" else "."))
     elif weights is None:
         st.warning("**No pretrained weights: the whole network trains from scratch.** That is much slower than "
                    "training the heads on a frozen pretrained backbone and needs more photos and epochs.")
@@ -319,7 +347,9 @@ def show_job(job: Job | None) -> None:
         st.caption(f"{tr.get('epochs_run')} epoch(s), "
                    + ("the start kept (above)" if best == 0 else f"best epoch {best}")
                    + f"{' (stopped early)' if tr.get('stopped_early') else ''}; "
-                   f"{'feature cache' if tr.get('feature_cache') else 'full network'}; "
+                   + (f"trained: {LAYER_LABELS.get(tr.get('train_layers', cfg.train_layers), cfg.train_layers)}; "
+                      if cfg.backbone == BLAZEFACE else
+                      f"{'feature cache (frozen backbone, heads trained)' if tr.get('feature_cache') else 'full network'}; ")
                    + (f"network input {'x'.join(map(str, meta['network_input_hw']))} px "
                       f"({INPUT_SHAPE_LABELS.get(meta.get('input_shape'), meta.get('input_shape'))}); "
                       if meta.get("network_input_hw") else "")
