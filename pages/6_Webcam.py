@@ -286,6 +286,14 @@ def live_stats() -> None:
             st.info("Press **Start** above the video and allow the camera. Stats appear here while it plays.")
         return
     last = history[-1]
+    if STARTED_KEY in st.session_state and not playing and not want and RETRY_KEY not in st.session_state:
+        # a stream ran and was stopped: no live-looking "Face found" or fps figures that are no longer true
+        st.info(f"Stopped. The last stream delivered {last.frame} frames with detector `{last.detector or 'none'}`; "
+                "press **Start** to run it again.")
+        st.plotly_chart(probability_chart(history, threshold, HISTORY_SECONDS), key="webcam_probability_chart",
+                        config={"displayModeBar": False})
+        st.caption("The chart shows the last stream's face probability.")
+        return
     face = last.faces > 0
     named = last.label not in ("", "face")  # a recognizer scores the name, not the face
     st.markdown(f"**{'Face found' if face else 'No face'}**"
@@ -311,8 +319,6 @@ def live_stats() -> None:
         st.error(f"The detector failed on the last frame: {last.error}")
     st.plotly_chart(probability_chart(history, threshold, HISTORY_SECONDS), key="webcam_probability_chart",
                     config={"displayModeBar": False})
-    if not playing and not want:
-        st.caption("Stream stopped: these are the last stats.")
 
 
 with right:

@@ -297,7 +297,8 @@ def test_webcam_holds_up_on_a_busy_machine(app_server, cpu_hog, tmp_path):
             assert np.median(np.abs(page_fps - decoded) / decoded) <= 0.2, summary
 
             page.locator(".st-key-webcam_stop").get_by_role("button", name="Stop").click()
-            page.get_by_text("Stream stopped").wait_for(timeout=30_000)
+            page.get_by_text("Stopped. The last stream delivered").wait_for(timeout=30_000)
+            assert page.get_by_text("Delivered FPS").count() == 0  # no live figures after Stop
             assert page.locator(".st-key-webcam_start").get_by_role("button", name="Start").is_visible()
         finally:
             browser.close()

@@ -62,6 +62,20 @@ def test_stats_from_the_callback_are_shown(workspace_env):
     assert at.get("plotly_chart"), "the rolling probability chart is missing"
 
 
+def test_after_stop_the_stats_do_not_read_as_live(workspace_env):
+    at = _run()
+    proc = at.session_state["webcam_processor"]
+    face = read_image(sorted(SAMPLE.glob("images/*.jpg"))[0])
+    for _ in range(3):
+        proc.process(face)
+    at.session_state["webcam_started"] = time.time() - 5  # a stream ran (on_stream_change "start"), now stopped
+    at.run()
+    assert not at.exception
+    assert "Stopped. The last stream delivered 3 frames" in _texts(at.info)
+    assert "Face found" not in _texts(at.markdown) and not [m for m in at.metric if "FPS" in m.label]
+    assert at.get("plotly_chart")  # the last stream's chart stays
+
+
 def test_bad_turn_setting_is_reported_and_falls_back(workspace_env, monkeypatch):
     monkeypatch.setenv("FACETRACK_TURN_URLS", "turn:turn.example.org:3478")
     at = _run()
