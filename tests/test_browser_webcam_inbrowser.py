@@ -256,6 +256,29 @@ def camera_clip(path: Path, photos: int = 8, hold: int = 30):
     return write_y4m(path, frames, fps=30), frames
 
 
+# The drawn canvas and the camera's own frame at one moment, as PNG data URLs, and the boxes shown.
+GRAB_JS = """() => {
+    const v = document.getElementById('video'), c = document.createElement('canvas');
+    c.width = v.videoWidth; c.height = v.videoHeight;
+    c.getContext('2d').drawImage(v, 0, 0);
+    const log = window.__facetrack.log;
+    return [document.getElementById('view').toDataURL('image/png'), c.toDataURL('image/png'), log[log.length - 1].shown];
+}"""
+
+
+def png(url: str) -> np.ndarray:
+    raw = np.frombuffer(base64.b64decode(url.split(",", 1)[1]), np.uint8)
+    return cv2.cvtColor(cv2.imdecode(raw, cv2.IMREAD_COLOR), cv2.COLOR_BGR2GRAY)
+
+
+def sharpness_inside(gray: np.ndarray, box, keep: float = 0.6) -> float:
+    """Laplacian variance of the central ``keep`` share of a normalized box."""
+    h, w = gray.shape
+    cx, cy, bw, bh = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2, (box[2] - box[0]) * keep, (box[3] - box[1]) * keep
+    x1, y1, x2, y2 = int((cx - bw / 2) * w), int((cy - bh / 2) * h), int((cx + bw / 2) * w), int((cy + bh / 2) * h)
+    return float(cv2.Laplacian(gray[y1:y2, x1:x2], cv2.CV_64F).var())
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU seconds of process ``pid`` so far (Linux /proc)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -311,6 +334,16 @@ def test_in_browser_webcam_away_from_localhost(tmp_path):
                 frame.locator("#snapshot").click()
                 page.get_by_text("Saved snapshot").wait_for(timeout=30_000)
                 added = set((data / "workspace" / "mine" / "images").iterdir()) - before
+
+                # Box -> Blur in the sidebar: the component's next frames blur the faces
+                page.locator('[data-testid="stSidebar"]').get_by_text("Blur", exact=True).click()
+                time.sleep(2)
+                ratios = []
+                for _ in range(5):
+                    drawn, camera, shown = frame.evaluate(GRAB_JS)
+                    if shown:
+                        ratios.append(sharpness_inside(png(drawn), shown[0]) / max(sharpness_inside(png(camera), shown[0]), 1e-6))
+                    time.sleep(0.3)
             finally:
                 chrome.close()
     print(f"in-browser: drawn fps {np.median(fps):.1f} (min {min(fps):.1f}), detections/s {stats['detectFps']:.1f}, "
@@ -334,4 +367,5 @@ def test_in_browser_webcam_away_from_localhost(tmp_path):
     assert checked >= 20, f"only {checked} detections could be matched to clip frames"
     assert min(ious) >= 0.9, f"IoU with facecore on the camera's frames: min {min(ious):.3f}"
     assert len(added) == 1 and next(iter(added)).name.startswith("webcam_")
+    assert ratios and np.median(ratios) < 0.25, f"the face is not blurred: Laplacian variance ratios {ratios}"
     print(f"camera frames: {checked} detections, IoU with facecore min {min(ious):.4f}, mean {np.mean(ious):.4f}")
