@@ -81,6 +81,33 @@ def test_default_mode(local, config, mode):
     assert has_turn(config) == (config == {} or "turn" in str(config))
 
 
+# -- the page's mode choice (AppTest: the component itself only runs in a browser) ---------------------------
+def test_page_runs_the_server_on_localhost_and_the_browser_when_asked(workspace_env):
+    from conftest import run_page, texts
+
+    at = run_page("pages/6_Webcam.py")
+    assert at.radio(key="webcam_where").value == SERVER
+    assert at.button(key="webcam_start").label == "Start"  # the WebRTC path, as before
+    at.radio(key="webcam_where").set_value(BROWSER).run()
+    assert not at.exception, at.exception
+    assert "No video leaves this browser" in texts(at.caption)
+    assert not [b for b in at.button if b.key == "webcam_start"]  # no WebRTC component, no peer connection
+    at.sidebar.selectbox(key="webcam_detector").select("haar").run()
+    assert "runs on the server only" in texts(at.error)
+
+
+def test_page_defaults_to_the_browser_away_from_localhost_without_turn(workspace_env, monkeypatch):
+    from conftest import run_page, texts
+    from facecore import rtc
+
+    monkeypatch.setattr(rtc, "is_local_host", lambda host: False)
+    at = run_page("pages/6_Webcam.py")
+    assert at.radio(key="webcam_where").value == BROWSER
+    assert "no TURN server is configured" in texts(at.info)
+    at.radio(key="webcam_where").set_value(SERVER).run()
+    assert "will probably not get through" in texts(at.warning)
+
+
 # -- in Chromium -------------------------------------------------------------------------------------------
 DETECT_JS = """async ([b64, w, h]) => {
     const bin = atob(b64), rgba = new Uint8ClampedArray(w * h * 4);
