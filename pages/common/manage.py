@@ -17,8 +17,16 @@ from . import set_active_dataset, show_error, workspace
 CONFIRM_KEY = "manage_confirm"  # ("dataset" | "model", name) waiting for "Yes, delete"
 
 
-def _flash(text: str) -> None:
-    st.session_state["manage_flash"] = text
+def _flash(text: str, tab: str = "dataset") -> None:
+    """A message for the next run, shown inside the tab it concerns (``tab``: "dataset" or "model")."""
+    st.session_state["manage_flash"] = (tab, text)
+
+
+def _show_flash(tab: str) -> None:
+    flash = st.session_state.get("manage_flash")
+    if flash and flash[0] == tab:
+        st.session_state.pop("manage_flash")
+        st.success(flash[1])
 
 
 def _confirm_box(kind: str, name: str, what: str, on_yes) -> None:
@@ -32,7 +40,7 @@ def _confirm_box(kind: str, name: str, what: str, on_yes) -> None:
         except FaceCoreError as exc:
             show_error(exc)
             return
-        _flash(f"Deleted {kind} **{name}**.")
+        _flash(f"Deleted {kind} **{name}**.", kind)
         st.rerun()
     if no.button("Cancel", key=f"manage_no_{kind}"):
         st.session_state.pop(CONFIRM_KEY, None)
@@ -48,7 +56,7 @@ def _datasets(dataset: Dataset | None) -> None:
     name = dataset.name
     with st.form("manage_rename", border=False):
         left, right = st.columns([3, 1], vertical_alignment="bottom")
-        new = left.text_input(f"Rename **{name}** to", value=name, key="manage_new_name")
+        new = left.text_input(f"Rename {name} to", value=name, key="manage_new_name")  # a plain label: no markdown
         if right.form_submit_button("Rename"):
             try:
                 ws.rename_dataset(name, new)
@@ -88,10 +96,12 @@ def _models(models) -> None:
 def manage_section(dataset: Dataset | None, models) -> None:
     """Rename / delete the active dataset (not the sample) and download / delete a model."""
     st.subheader("Manage")
-    if text := st.session_state.pop("manage_flash", None):
-        st.success(text)
-    tab_data, tab_models = st.tabs(["Datasets", "Models"])
+    # a keyed tab widget keeps the open tab across reruns (a rename or delete reruns the page, and a message
+    # above the tabs used to remount them on "Datasets"); each tab shows its own messages
+    tab_data, tab_models = st.tabs(["Datasets", "Models"], key="manage_tab", on_change="rerun")
     with tab_data:
+        _show_flash("dataset")
         _datasets(dataset)
     with tab_models:
+        _show_flash("model")
         _models(models)
