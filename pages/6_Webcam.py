@@ -39,7 +39,8 @@ CAMERA_HELP = """
 3. **Secure page**: browsers only give the camera to pages on `https://` or `localhost`. Opening the app
    at `http://<another computer>:8501` blocks it: use HTTPS, or run the app on this computer.
 4. **Network**: away from localhost, the video needs a TURN server (see the README, *Deploy to
-   Streamlit Community Cloud*). Corporate firewalls may block WebRTC altogether.
+   Streamlit Community Cloud*). Corporate firewalls may block WebRTC altogether. *Run the detector: in the
+   browser* needs neither: no video goes to the server.
 """
 
 TRANSLATIONS = {
