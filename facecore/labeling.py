@@ -357,16 +357,16 @@ def add_snapshot(dataset: Dataset, data: bytes, seen: set[str], now: float | Non
 # -- model proposals -------------------------------------------------------------------------
 # -- drawing ---------------------------------------------------------------------------------
 def draw_label(rgb: np.ndarray, label: ImageLabel | None, proposal: Proposal | None = None,
-               status: str | None = None) -> np.ndarray:
-    """A copy of ``rgb`` with the saved boxes (green), a proposal's boxes (orange, with their scores) and,
-    for images without a face box, the status written in the corner."""
+               status: str | None = None, scores: bool = True) -> np.ndarray:
+    """A copy of ``rgb`` with the saved boxes (green), a proposal's boxes (orange, with their scores unless
+    ``scores`` is off) and, for images without a face box, the status written in the corner."""
     out = rgb
     if label is not None and label.has_face:
         out = draw_detections(out, [Detection(1.0, b) for b in label.boxes], threshold=0.0,
                               color=SAVED_COLOR, show_score=False)
     if proposal is not None:
         out = draw_detections(out, [Detection(s, b, "proposal") for s, b in zip(proposal.scores, proposal.boxes)],
-                              threshold=0.0, color=PROPOSAL_COLOR)
+                              threshold=0.0, color=PROPOSAL_COLOR, show_score=scores)
     if out is rgb:
         out = rgb.copy()
     if status in (NO_FACE, UNLABELED, BROKEN):
@@ -375,5 +375,6 @@ def draw_label(rgb: np.ndarray, label: ImageLabel | None, proposal: Proposal | N
 
 
 def thumbnail(e: Entry, size: int = 192, proposal: Proposal | None = None) -> np.ndarray:
-    """A thumbnail (longest side ``size``) of an entry's image with its boxes drawn. Raises ImageReadError."""
-    return draw_label(shrink(read_image(e.item.image), size, size), e.label, proposal, e.status)
+    """A thumbnail (longest side ``size``) of an entry's image with its boxes drawn; a proposal's boxes
+    without their score tags, which at this size would cover the face. Raises ImageReadError."""
+    return draw_label(shrink(read_image(e.item.image), size, size), e.label, proposal, e.status, scores=False)

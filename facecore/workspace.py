@@ -65,6 +65,25 @@ class Workspace:
                     out[p.name] = Dataset(p)
         return out
 
+    def recent_dataset(self) -> str | None:
+        """The dataset a new session opens on: the user's dataset changed last (photos or labels added,
+        edited or removed: its folders' times), else ``sample``; None when there is no dataset."""
+        datasets = self.datasets()
+
+        def changed(ds: Dataset) -> float:
+            times = []
+            for p in (ds.root, ds.root / "images", ds.root / "labels"):
+                try:
+                    times.append(p.stat().st_mtime)
+                except OSError:
+                    pass
+            return max(times, default=0.0)
+
+        own = [ds for name, ds in datasets.items() if name != SAMPLE_NAME or ds.root != self.sample_root]
+        if own:
+            return max(own, key=changed).name
+        return next(iter(datasets), None)
+
     def dataset(self, name: str) -> Dataset:
         """The dataset called ``name``; raises DatasetError naming the ones that exist."""
         all_ = self.datasets()

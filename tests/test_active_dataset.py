@@ -38,13 +38,30 @@ def test_unknown_url_dataset_falls_back_and_the_url_follows_the_picker(workspace
     at = _app()
     at.query_params["dataset"] = "gone"
     _run(at)
-    assert at.sidebar.selectbox(key="_dataset_picker").value == "sample"
+    assert at.sidebar.selectbox(key="_dataset_picker").value == "mine"  # the user's own, not the sample
+    assert at.query_params["dataset"] == "mine"
+    at.sidebar.selectbox(key="_dataset_picker").select("sample")
+    _run(at)
     assert at.query_params["dataset"] == "sample"
     at.sidebar.selectbox(key="_dataset_picker").select("mine")
     _run(at)
     assert at.query_params["dataset"] == "mine"
     _run(at)  # a plain rerun keeps it
     assert at.sidebar.selectbox(key="_dataset_picker").value == "mine"
+
+
+def test_bare_url_opens_the_users_most_recent_dataset(workspace_env):
+    import os
+
+    data, _ = workspace_env
+    assert _run(_app()).sidebar.selectbox(key="_dataset_picker").value == "sample"  # nothing of the user's yet
+    older, newer = (make_dataset(data / "workspace" / n, n_face=2, n_noface=1) for n in ("alpha", "beta"))
+    for ds, t in ((older, 2_000_000_000), (newer, 1_000_000_000)):  # alpha was worked on last
+        for p in (ds.root, ds.images_dir, ds.labels_dir):
+            os.utime(p, (t, t))
+    at = _run(_app())  # a new tab: no session, no ?dataset=
+    assert at.sidebar.selectbox(key="_dataset_picker").value == "alpha"
+    assert at.query_params["dataset"] == "alpha"
 
 
 def test_new_dataset_stays_active_over_reruns_and_pages(workspace_env):

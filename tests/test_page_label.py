@@ -109,6 +109,8 @@ def test_create_dataset_then_upload_images_zip_and_corrupt_file(workspace_env):
 
 def test_webcam_photos_saved_once_each(mine):
     at = view(start("mine"), "Add images")
+    assert not at.camera_input  # the camera is off until the user asks for it
+    run(at.toggle(key="lab_camera_on").set_value(True))
     at.camera_input[0].upload("photo.jpg", jpeg(11))
     run(at)
     assert "Saved webcam photo webcam_" in texts(at)
@@ -385,6 +387,7 @@ def test_uploading_the_same_photos_twice_adds_nothing_and_says_so(mine):
     assert "3 photo(s) already in the dataset" in said and "again_new0.jpg" in said and "images/new0.jpg" in said
     assert len(mine.items()) == 8 and "Added" not in texts(at)
     # a webcam snapshot of a photo already there is not saved either
+    run(at.toggle(key="lab_camera_on").set_value(True))
     at.camera_input[0].upload("photo.jpg", (mine.images_dir / "img001.jpg").read_bytes())
     run(at)
     assert "Webcam photo not saved" in " ".join(i.value for i in at.info) and len(mine.items()) == 8

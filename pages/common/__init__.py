@@ -99,12 +99,15 @@ def _served_from_home() -> bool:
 
 
 def active_dataset_name(names) -> str | None:
-    """The active dataset among ``names``: this session's choice, else the URL's ``?dataset=``, else the first."""
+    """The active dataset among ``names``: this session's choice, else the URL's ``?dataset=``, else the
+    user's dataset changed last (``Workspace.recent_dataset``: a new tab at the bare URL opens the one the
+    user works in, not ``sample``), else the first."""
     names = list(names)
     current = st.session_state.get(ACTIVE_KEY)
     if current not in names:
         wanted = st.query_params.get(QUERY_KEY)
-        current = wanted if wanted in names else (names[0] if names else None)
+        recent = workspace().recent_dataset() if wanted not in names else None
+        current = wanted if wanted in names else recent if recent in names else (names[0] if names else None)
         st.session_state[ACTIVE_KEY] = current
     return current
 

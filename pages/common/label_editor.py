@@ -108,8 +108,12 @@ def label_view(ds, entries: list[L.Entry], readonly: bool) -> None:
     st.markdown(f"**{e.item.image.name}** · {w}x{h} · **{status}**" + (f" ({n_saved} boxes)" if n_saved > 1 else ""))
     proposal_row(ds, cur, e, rgb, cand, proposals)
     # in the left part of the row: the canvas toolbar floats over the right end of the line above the photo
-    st.columns([3, 2])[0].caption("Drag on the photo to add a box around each face. The toolbar's pencil lets "
-                                  "you select, move and resize boxes, and its bin deletes the selected one. "
+    # the component shows its toolbar on hover only (it pins it only while editing; its style is sealed in a
+    # shadow root), so the caption says where it is
+    st.columns([3, 2])[0].caption("Drag on the photo to add a box around each face. With the pointer over the "
+                                  "photo a toolbar appears above its top right corner (it stays while editing): "
+                                  "its pencil lets you select, move and resize boxes, and its bin deletes the "
+                                  "selected one. "
                                   ":green[Green]: saved. "
                                   ":orange[Orange]: proposal. :blue[Blue]: changed, not saved yet. Fine-tune the "
                                   "selected box's corners below.")

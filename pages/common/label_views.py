@@ -19,9 +19,9 @@ from facecore.contents import DuplicateImageError
 from facecore.dataset import Item
 from facecore.errors import DamagedImageError
 from facecore.jobs import Job
-from facecore.registry import detector_names
 from facecore.workspace import SAMPLE_NAME
 from pages.common import detector, set_active_dataset, show_error, workspace
+from pages.common import detector_select as common_detector_select
 from pages.common.jobs import progress_bar, session_job, start_session_job, watch
 
 ss = st.session_state
@@ -102,11 +102,11 @@ def skipped_text(skipped: list[tuple[str, str]]) -> str:
 
 
 def detector_select(where, key: str, help: str | None = None) -> str:
-    """The detector picker of the proposal tools; starts on the built-in multi-face detector if there is one."""
-    names = detector_names(workspace().models_root)
-    return where.selectbox("Detector", names, index=P.default_detector(names), key=key,
-                           help=help or "Every face it finds above the minimum score is proposed (orange). "
-                                        "'haar' is OpenCV's face cascade; your trained models are listed too.")
+    """The detector picker of the proposal tools: every page's picker (``pages.common.detector_select``), which
+    starts on the detector saved last, else the built-in blazeface."""
+    return common_detector_select(where, key, help=help or "Every face it finds above the minimum score is proposed "
+                                  "(orange). The default is the detector you saved last, else the built-in "
+                                  "blazeface; 'haar' is OpenCV's face cascade.")
 
 
 def scores_text(prop: P.Proposal) -> str:
@@ -178,6 +178,9 @@ def add_view(ds, readonly: bool) -> None:
 
     st.markdown("**Take photos with your webcam**: each photo is saved as soon as it is taken; "
                 "press *Clear photo* to take the next one.")
+    # the camera switches on only when asked: opening Add images to upload must not light the webcam
+    if not st.toggle("Use the webcam", key="lab_camera_on", help="Turns the camera on (the browser asks first)."):
+        return
     shot = st.camera_input("Webcam photo", key="lab_camera", label_visibility="collapsed")
     if shot is not None:
         seen = ss.setdefault("lab_camera_seen", set())
