@@ -67,6 +67,25 @@ class IdentityConfig:
                                 f"{self.augment} (0..100) or epochs {self.epochs} (1..10000) is out of range")
 
 
+class ImageNetWeightsMissing(FaceCoreError):
+    """The ImageNet weights are not in the Keras cache and could not be downloaded (no network)."""
+
+
+def weights_missing(error: BaseException | None) -> bool:
+    """Whether a failed identity training failed for want of the ImageNet weights (the page then offers
+    training with weights 'none'); also for the error as it comes back from a worker process."""
+    name = ImageNetWeightsMissing.__name__
+    return isinstance(error, ImageNetWeightsMissing) or name in getattr(error, "type_names", ())
+
+
+def _missing_message(backbone: str, file: str, url: str, why: str) -> str:
+    from .model import keras_cache_dir
+
+    return (f"could not download the ImageNet weights for {backbone} ({why}). Place {file} (from {url}) in "
+            f"{keras_cache_dir()}/ and retry, or train with weights 'none' (random frozen features: only for "
+            "trying the app out).")
+
+
 def build_backbone(backbone: str, input_size: int, weights: str | None):
     """A frozen ``keras.applications`` backbone (no top) taking RGB float 0..255, with its own input
     scaling in front (``facecore.model.preprocess_layer``): returns a ``keras.Model`` (S, S, 3) -> (h, w, C)
@@ -83,15 +102,17 @@ def build_backbone(backbone: str, input_size: int, weights: str | None):
     if weights not in (None, "imagenet") and not Path(weights).is_file():
         raise FaceCoreError(f"weights file {weights} not found; give an existing .h5 file, 'imagenet' or none")
     shape = (input_size, input_size, 3)
+    if weights == "imagenet":
+        file, url = entry.imagenet_weights(input_size)
+        if not (keras_cache_dir() / file).is_file() and not BB.reachable(url):  # seconds, not Keras' 12.5 s
+            raise ImageNetWeightsMissing(_missing_message(backbone, file, url, "no network"))
     try:
         base = getattr(keras.applications, entry.keras_app)(include_top=False, weights=weights, input_shape=shape)
     except Exception as exc:  # Keras raises plain Exception/URLError/OSError for a failed download
         if weights != "imagenet":
             raise FaceCoreError(f"could not load weights {weights} into {backbone}: {exc}") from exc
-        raise FaceCoreError(
-            f"could not download the ImageNet weights for {backbone} (offline?): {exc}. Place "
-            f"{entry.imagenet_weights(input_size)[0]} in {keras_cache_dir()}/ and retry, or train with weights "
-            "'none' (random frozen features: only for trying the app out).") from exc
+        file, url = entry.imagenet_weights(input_size)
+        raise ImageNetWeightsMissing(_missing_message(backbone, file, url, str(exc))) from exc
     base.trainable = False
     inp = keras.Input(shape, name="image")
     pre = preprocess_layer(entry.name, input_size)  # a stock layer: the saved model needs no custom code to load

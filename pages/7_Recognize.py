@@ -13,7 +13,8 @@ from facecore.backbones import IDENTITY_BACKBONES
 from facecore.detect import DEFAULT_DETECTOR
 from facecore.identity import DEFAULT_K, IdentitySet, create_identity_set, list_identity_sets
 from facecore.identity_compare import COMPARISON_COLUMNS, compare, load_comparison
-from facecore.identity_train import RANDOM_FEATURES, IdentityConfig, overall_fraction, train_identity
+from facecore.identity_train import (RANDOM_FEATURES, IdentityConfig, overall_fraction, train_identity,
+                                     weights_missing)
 from facecore.images import decode_image, read_image
 from facecore.jobs import Job, ProcessJob
 from facecore.recognize import draw_recognitions
@@ -38,6 +39,12 @@ WEIGHTS = {"imagenet": "ImageNet (pretrained, downloaded once)", "none": "None: 
 
 def _weights(choice: str):
     return None if choice == "none" else choice
+
+
+def _train_without_weights() -> None:
+    """The offline fallback: weights 'none' in the form, and train again with it."""
+    st.session_state["recognize_train_weights"] = "none"
+    st.session_state["recognize_train_retry"] = True
 
 
 # ------------------------------------------------------------------------------------------------
@@ -172,7 +179,8 @@ else:
     model_name = c2.text_input("Model name", value=f"{ids.name}-{s['backbone']}", key="recognize_train_name")
     if s["weights"] == "none":
         st.warning("Without ImageNet weights the frozen backbone is random: fine to try the app, poor on real faces.")
-    if st.button("Train", type="primary", key="recognize_train_go", disabled=busy):
+    retry = st.session_state.pop("recognize_train_retry", False)  # the offline fallback's button, below
+    if st.button("Train", type="primary", key="recognize_train_go", disabled=busy) or (retry and not busy):
         try:
             cfg = IdentityConfig(backbone=s["backbone"], input_size=int(s["input_size"]), weights=_weights(s["weights"]),
                                  augment=int(augment), epochs=int(s["epochs"]),
@@ -202,6 +210,9 @@ else:
             st.warning("Training stopped: nothing was saved.")
         elif job.status == "failed":
             show_error(job.error)
+            if weights_missing(job.error):  # offline: the try-out fallback, one click away
+                st.button("Train with random features instead (weights: none)", key="recognize_train_random",
+                          on_click=_train_without_weights)
 
     watch(lambda: session_job(TRAIN_JOB), show_training)
     meta = st.session_state.get("recognize_trained")
