@@ -256,8 +256,34 @@ def _error_from_record(record: dict) -> BaseException:
     return WorkerError(record["message"], record["types"], record["traceback"])
 
 
-def _worker_main(payload: bytes, out, cancel: Cancel, parent: int) -> None:
-    """A ``ProcessJob``'s worker: run the pickled work, send its progress, then one final message."""
+def _skip_main_in_workers() -> None:
+    """Spawned workers named ``facecore-*`` do not re-run the parent's ``__main__``.
+
+    multiprocessing's spawn re-imports the parent's main module in the child; inside a Streamlit server
+    that is the page script being run (Streamlit installs it as ``__main__``), which would execute the
+    page in the worker. The work needs none of it: it arrives pickled, by module and name."""
+    from multiprocessing import spawn
+
+    if getattr(spawn.get_preparation_data, "facecore", False):
+        return
+    original = spawn.get_preparation_data
+
+    def preparation_data(name):
+        data = original(name)
+        if str(name).startswith("facecore-"):
+            data.pop("init_main_from_path", None)
+            data.pop("init_main_from_name", None)
+        return data
+
+    preparation_data.facecore = True
+    spawn.get_preparation_data = preparation_data
+
+
+def _worker_main(inbox, out, cancel: Cancel, parent: int) -> None:
+    """A ``ProcessJob``'s worker: read the pickled work, run it, send its progress, then one final message."""
+    payload = inbox.recv_bytes()
+    inbox.close()
+
     def orphaned() -> None:  # the server was killed: stop the work rather than train for no one
         while os.getppid() == parent:
             time.sleep(_PARENT_POLL_S)
@@ -327,13 +353,18 @@ class ProcessJob(Job[T]):
         with self._lock:
             if self._status != IDLE:
                 raise RuntimeError(f"job {self.name!r} was already started")
+            _skip_main_in_workers()
             out = self._ctx.Queue()
-            self._process = self._ctx.Process(target=_worker_main, args=(payload, out, self._cancel, os.getpid()),
+            # the work goes through a pipe of its own, sent by the watcher: a large payload (arrays) never
+            # blocks this thread, and a worker that dies before reading it is seen as dead (BrokenPipeError)
+            inbox, send = self._ctx.Pipe(duplex=False)
+            self._process = self._ctx.Process(target=_worker_main, args=(inbox, out, self._cancel, os.getpid()),
                                               name=f"facecore-{self.name}", daemon=True)
             self._process.start()
+            inbox.close()
             self._status, self.started = RUNNING, time.time()
-            self._thread = threading.Thread(target=self._watch, args=(out,), name=f"facecore-{self.name}-watch",
-                                            daemon=True)
+            self._thread = threading.Thread(target=self._watch, args=(out, send, payload),
+                                            name=f"facecore-{self.name}-watch", daemon=True)
             self._thread.start()
         return self
 
@@ -349,9 +380,15 @@ class ProcessJob(Job[T]):
                     except queue_mod.Empty:
                         return None
 
-    def _watch(self, out) -> None:
+    def _watch(self, out, send, payload: bytes) -> None:
         status, result, error = FAILED, None, None
         try:
+            try:
+                send.send_bytes(payload)
+            except OSError:  # BrokenPipeError: the worker died before it read its work
+                pass  # _next sees it dead and the job says so
+            finally:
+                send.close()
             while (msg := self._next(out)) is not None and msg[0] == "progress":
                 self._report(pickle.loads(msg[1]))
             if msg is None:

@@ -99,6 +99,28 @@ def test_run_in_worker_returns_what_the_function_returns():
     assert run_in_worker(divmod, 7, 2, job_name="divide") == (3, 1)
 
 
+def total(array):
+    return float(array.sum())
+
+
+def test_a_large_payload_and_a_page_script_as_main(tmp_path, monkeypatch):
+    """Work holding tens of MB (a calibration sample) goes through; a Streamlit server's ``__main__`` (the
+    page script being run) is not executed again in the worker."""
+    import types
+
+    import numpy as np
+
+    marker = tmp_path / "page-ran"
+    page = tmp_path / "page.py"
+    page.write_text(f"open({str(marker)!r}, 'w').close()\n")
+    main = types.ModuleType("__main__")
+    main.__file__ = str(page)
+    monkeypatch.setitem(sys.modules, "__main__", main)
+    big = np.ones((40, 256, 256, 3), np.float32)  # 31 MB: far over a pipe's buffer
+    assert run_in_worker(total, big, job_name="big") == big.size
+    assert not marker.exists()
+
+
 def test_work_that_does_not_pickle_is_refused_before_starting():
     job = ProcessJob(lambda progress, cancel: 1, "demo")
     with pytest.raises(TypeError, match="must pickle"):
