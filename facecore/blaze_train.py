@@ -29,11 +29,6 @@ trained it to, and no pixel is spent on padding.
 
 from __future__ import annotations
 
-import math
-import time
-from pathlib import Path
-from typing import Callable
-
 import numpy as np
 
 from .blaze_losses import _tf, augment_batch, corner_loss, focal_loss, match_anchors, pad_boxes, pairwise_iou
@@ -245,111 +240,6 @@ def dataset_of(images: np.ndarray, all_boxes: list[np.ndarray], batch: int, shuf
 def resize_all(images: np.ndarray, size: int) -> np.ndarray:
     """uint8 (N, L, L, 3) -> float32 (N, size, size, 3), as inference resizes (``resize_for_model``)."""
     return np.stack([resize_for_model(im, size) for im in images]) if len(images) else np.zeros((0, size, size, 3), np.float32)
-
-
-def train_blazeface(dataset: Dataset, config, out_dir: Path, emit: Callable, state: dict, history: list,
-                    warnings: list, cancel, t_start: float, *, make_callbacks: Callable,
-                    read_splits: Callable, load_samples: Callable, save_model: Callable, run_meta: Callable,
-                    check_stop: Callable, eta_of: Callable) -> Path:
-    """Split, read, fine-tune, evaluate in eval mode, save; returns the model folder.
-
-    ``cancel``: a ``facecore.jobs.Cancel`` or None. Called by ``facecore.train.train`` (whose ``emit``,
-    callbacks, photo readers and saver are passed in, so progress, history, early stopping, cancel and
-    non-finite-loss checks behave as for every model).
-    """
-    import keras
-
-    from . import blaze_keras as BK
-    from .blazeface import model_path, ssd_anchors
-    from .evaluate import compute_metrics
-    from .losses import evaluate_predictions
-
-    variant = VARIANT_BY_SIZE[config.size]
-    model_path(variant)  # the pretrained network must be there before any photo is read
-    # "frame": the network's input follows the photos' shape (shorter side config.size): a 4:3 photo
-    # fills 192 x 256 instead of sitting in a 192 px square, so small faces keep a third more pixels. The
-    # saved model takes the whole frame stretched to a square of the longer side, unstretched in the graph.
-    first = dataset.split(config.split, config.seed)
-    items = dataset.training_items(first) if config.augmentation == "offline" else list(first.train)
-    frame_aspect = dominant_aspect([it.image for it in first.train])
-    shape = pick_input_shape(config.input_shape, label_boxes(dataset, items))
-    hw = BK.network_hw(config.size, frame_aspect, shape)
-    size = max(hw)
-    load_size = int(round(size * LOAD_SCALE))
-    split, *parts = read_splits(dataset, config, load_size, emit, warnings, cancel)
-    samples = dict(zip(("train", "val", "test"), parts))
-    tr = samples["train"]
-    emit("loading", 1.0, "building BlazeFace (face-pretrained)" if config.weights else "building BlazeFace (from scratch)")
-    keras.utils.set_random_seed(config.seed)
-    net = BK.raw_net(variant, "blazeface" if config.weights else None, input_hw=hw)
-    BK.set_trainable(net, config.train_layers)
-    anchors = ssd_anchors(variant, hw)
-    emit("loading", 1.0, "measuring how the labels sit around the pretrained detector's boxes")
-    style = fit_start_style(net, anchors, size, tr, warnings, frame_aspect, hw)
-    trainer = build_trainer(net, anchors, size, float(config.localization_weight), config.augmentation != "off", style,
-                            frame_aspect, hw)
-    trainer.compile(keras.optimizers.Adam(config.learning_rate))
-    bs = int(config.batch_size)
-    train_ds = dataset_of(tr.images, tr.all_boxes, bs, True, config.seed)
-    val = samples["val"]
-    val_ds = dataset_of(resize_all(val.images, size).astype(np.uint8), val.all_boxes, bs, False, 0) if len(val) else None
-    steps = math.ceil(len(tr) / bs)
-    state["batches_total"] = steps * config.epochs
-
-    def report(phase: str):
-        emit(phase, state["batches_done"] / max(state["batches_total"], 1),
-             f"{phase}: epoch {min(len(history) + 1, config.epochs)}/{config.epochs}", eta_of(state), len(history),
-             config.epochs)
-
-    monitor = "val_box_error" if val_ds is not None else "box_error"
-    # The start (pretrained network + the fitted style) is a candidate too: fine-tuning that never beats
-    # it on the val split leaves it in place.
-    start = trainer.evaluate(val_ds, verbose=0, return_dict=True).get("box_error") if val_ds is not None else None
-    start = float(start) if start is not None and math.isfinite(float(start)) else math.inf
-    state["best_epoch"] = 0 if math.isfinite(start) else None
-    cbs = make_callbacks(keras, "training", 0, config.epochs, report, cancel, monitor, config, history, state,
-                         best=start, best_weights=net.get_weights() if math.isfinite(start) else None)
-    trainer.fit(train_ds, validation_data=val_ds, epochs=config.epochs, callbacks=cbs, verbose=0, shuffle=False)
-    check_stop(state, cancel)
-    model = BK.detector_net(net, anchors, size, style=style, aspect=frame_aspect, hw=hw)
-
-    emit("evaluating", 0.0, "evaluating on train, val and test")
-    metrics = {}
-    for key in ("train", "val", "test"):
-        s = samples[key] if key != "train" else load_samples(split.train, load_size)
-        if len(s) == 0:
-            continue
-        prob, box, _ = predict_best(model, s.images)
-        m = evaluate_predictions(s.has_face, s.boxes, prob, box)
-        m.pop("loss", None), m.pop("class_loss", None), m.pop("loc_loss", None)
-        ap = compute_metrics([b for b in s.all_boxes], prob[:, 0], list(box))
-        m.update({k: ap[k] for k in ("ap50", "ap30", "fp_rate_noface", "recall50") if k in ap})
-        metrics[key] = m
-    emit("saving", 0.0, "saving the model")
-    meta = {
-        **run_meta(out_dir, config, dataset, split, tr),
-        "architecture": "blazeface",
-        "start_style": style.to_dict() if style is not None else None,
-        # width / height of most training photos: the graph letterboxes its input to it, and inference
-        # pads frames of another shape to it first
-        "frame_aspect": frame_aspect,
-        "input_shape": shape,  # "frame" or "square" (config.input_shape "auto" picks one: pick_input_shape)
-        "network_input_hw": list(hw),  # what the network sees after the graph's unstretching
-        "history": history,
-        "metrics": metrics,
-        "input": {"shape": [None, size, size, 3], "dtype": "float32", "range": "RGB 0..255",
-                  "preprocess": "facecore.preprocess.resize_for_model"},
-        "outputs": saved_outputs_doc(),
-        "attribution": f"fine-tuned from MediaPipe BlazeFace {variant}-range (Apache-2.0), see NOTICE",
-        "training": {"seconds": round(time.monotonic() - t_start, 2), "epochs_run": len(history),
-                     "best_epoch": state.get("best_epoch"), "stopped_early": len(history) < config.epochs,
-                     "train_layers": config.train_layers, "warnings": warnings},
-    }
-    sample = resize_all(np.concatenate([samples["train"].images[:2], val.images[:2]]), size)
-    path = save_model(model, out_dir, meta, export_tflite=config.export_tflite, sample=sample,
-                      tflite_fixed_batch=True)
-    emit("saving", 1.0, f"saved {path}")
-    return path
 
 
 def predict_best(model, images: np.ndarray, batch: int = 64) -> tuple[np.ndarray, np.ndarray, list]:

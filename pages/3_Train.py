@@ -11,6 +11,7 @@ from facecore import Dataset, FaceCoreError
 from facecore.backbones import BLAZEFACE, CATALOGUE, DEFAULT_INPUT_SIZE, DETECTOR_BACKBONES, IMAGENET_BACKBONES
 from facecore.jobs import Job
 from facecore.provenance import kept_start
+from facecore.train.personalize import note as personalization_note
 from facecore.registry import META_FILE
 from facecore.splits import mosaic_sources
 from facecore.train import AUGMENTATION_MODES, INPUT_SHAPES, JOB, TRAIN_LAYERS, TrainConfig, failure_kind, preset
@@ -336,6 +337,9 @@ def show_job(job: Job | None) -> None:
     elif job.running:
         st.caption("The chart appears after the first epoch.")
     if job.status == "done":
+        chosen = personalization_note(meta)  # first, in full: which of built-in, style, fine-tuning won
+        if chosen:
+            st.info(chosen)
         kept = kept_start(meta)  # first, in full: the figures below are the start's, not training's
         if kept:
             st.warning(kept)
@@ -345,7 +349,8 @@ def show_job(job: Job | None) -> None:
         tr = meta.get("training", {})
         best = tr.get("best_epoch")
         st.caption(f"{tr.get('epochs_run')} epoch(s), "
-                   + ("the start kept (above)" if best == 0 else f"best epoch {best}")
+                   + ("the start kept (above)" if best == 0 else f"best epoch {best}" if best else
+                      "no epoch trained (chosen above)")
                    + f"{' (stopped early)' if tr.get('stopped_early') else ''}; "
                    + (f"trained: {LAYER_LABELS.get(tr.get('train_layers', cfg.train_layers), cfg.train_layers)}; "
                       if cfg.backbone == BLAZEFACE else

@@ -15,7 +15,8 @@ from facecore.jobs import run_in_worker
 from facecore.provenance import own_labels
 from facecore.registry import (INT8_SUFFIX, default_detector, detector_names, list_models, model_meta, model_version,
                                quantize)
-from pages.common import cached_model, dataset_picker, detector, show_error, workspace
+from facecore.scan import STILLS
+from pages.common import cached_model, dataset_picker, detector, show_error, small_faces_toggle, workspace
 from pages.common.figures import iou_figure, pr_figure
 
 RESULTS_KEY = "eval_results"
@@ -47,6 +48,7 @@ split = mid.selectbox("Split", ["test", "val", "train", "all"], key="eval_split"
 threshold = right.slider("Threshold", 0.05, 0.95, 0.5, 0.05, key="eval_threshold",
                          help="Score from which a prediction means 'a face is here' (recall, accuracy, "
                               "false positives). AP and mean IoU do not depend on it.")
+small = small_faces_toggle(right, "eval_small_faces")
 
 # All detectors are measured on the same photos: the split of the first trained model chosen.
 choice = choose_split(chosen, {n: m.meta for n, m in models.items()}, dataset.name, split)
@@ -107,7 +109,8 @@ fingerprint = dataset.fingerprint()
 
 def selection_key(name: str):
     """Results are reused while the model (its version), the photos and the settings are unchanged."""
-    return (name, model_version(name, ws.models_root), fingerprint, split, seed, tuple(fractions), round(threshold, 3))
+    return (name, model_version(name, ws.models_root), fingerprint, split, seed, tuple(fractions), round(threshold, 3),
+            small)
 
 
 def fmt(v) -> str:
@@ -124,7 +127,7 @@ if start:
         if key in store:
             continue
         try:
-            det = detector(name)
+            det = detector(name, STILLS if small else None)
         except FaceCoreError as exc:
             show_error(exc)
             continue

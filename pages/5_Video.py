@@ -14,6 +14,7 @@ import streamlit as st
 
 from facecore import FaceCoreError
 from facecore.jobs import Job
+from facecore.scan import VIDEO, ScanningDetector
 from facecore.video import (VIDEO_EXTS, VideoConfig, format_time, max_upload_mb, new_scratch_dir, probe, process_video,
                             store_upload)
 from pages.common import dataset_picker, detector_picker, show_error
@@ -91,6 +92,10 @@ with left:
     threshold = st.slider("Threshold", 0.0, 1.0, 0.5, 0.05, key="video_threshold",
                           help="Faces whose probability reaches it are boxed (or blurred).")
     blur = st.toggle("Blur faces instead of boxing them (anonymize)", key="video_blur")
+    if st.toggle("Find small faces in large frames (tiles for frames over 1280 px)", value=True,
+                 key="video_small_faces", help="A 640 x 480 clip runs at full speed either way; photo-sized "
+                                               "frames are also scanned in tiles (facecore.scan).") and det:
+        det = ScanningDetector(det, VIDEO)
 with right:
     mode = st.radio("Run the detector", ["on every frame", "every few seconds (faster)"], key="video_mode",
                     help="Sampling holds the last boxes until the next sample, as the FaceVision tutorial does.")

@@ -19,7 +19,8 @@ from facecore.images import decode_image, read_image
 from facecore.jobs import Job, ProcessJob
 from facecore.recognize import draw_recognitions
 from facecore.registry import identity_model_names
-from pages.common import dataset_picker, detector, detector_select, recognizer, show_error, workspace
+from facecore.scan import STILLS
+from pages.common import dataset_picker, detector, detector_select, recognizer, show_error, small_faces_toggle, workspace
 from pages.common.figures import comparison_figure, history_figure
 from pages.common.jobs import progress_bar, session_job, start_session_job, watch
 
@@ -119,7 +120,7 @@ with upload_col:
     if st.button("Add photos", key="recognize_add", disabled=not files):
         added, skipped = 0, []
         try:
-            det = detector(DEFAULT_DETECTOR) if crop else None  # the built-in BlazeFace
+            det = detector(DEFAULT_DETECTOR, STILLS) if crop else None  # the built-in BlazeFace, small faces too
             for f in files:
                 rep = ids.add_upload(u_ident, f.getvalue(), f.name, detector=det,
                                      k=st.session_state.get("recognize_build_k", DEFAULT_K))
@@ -289,6 +290,7 @@ ident_model = c1.selectbox("Identity model", models, key="recognize_model")
 det_name = detector_select(c2, "recognize_detector", label="Face detector")
 face_thr = c3.slider("Face threshold", 0.0, 1.0, 0.5, 0.05, key="recognize_face_thr",
                      help="Faces the detector scores lower are ignored.")
+small = small_faces_toggle(c3, "recognize_small_faces")
 photos = st.file_uploader("Photos", type=["jpg", "jpeg", "png", "webp", "bmp"], accept_multiple_files=True,
                           key="recognize_photos")
 sample = None
@@ -311,7 +313,7 @@ if sample is not None:
         show_error(exc)
 if images:
     try:
-        rec = recognizer(det_name, ident_model)
+        rec = recognizer(det_name, ident_model, STILLS if small else None)
     except FaceCoreError as exc:
         show_error(exc)
         st.stop()

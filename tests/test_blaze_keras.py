@@ -103,7 +103,8 @@ def test_fine_tuning_runs_saves_and_detects(tmp_path):
     # only; tests/test_page_train.py runs that one)
     # (1e-3 on every layer of a 24-photo model wrecks the boxes of small faces after one epoch)
     out = train(ds, TrainConfig(name="bf", epochs=4, batch_size=8, learning_rate=3e-4, augmentation="on_the_fly",
-                                patience=0, train_layers="all", input_shape="frame"), seen.append, tmp_path / "models" / "bf")
+                                patience=0, train_layers="all", input_shape="frame",
+                                personalize="fine-tune"), seen.append, tmp_path / "models" / "bf")
     meta = json.loads((out / "meta.json").read_text())
     assert meta["architecture"] == "blazeface" and meta["config"]["backbone"] == "blazeface"
     assert (out / "model.keras").is_file() and (out / "model.tflite").is_file()
@@ -143,7 +144,7 @@ def test_default_training_moves_boxes_and_keeps_mediapipes_face_judgement(tmp_pa
     from facecore.train import TrainConfig, train
 
     ds = Dataset.open(_small_dataset(tmp_path, n_faces=12, n_walls=4))
-    cfg = TrainConfig(name="bfbox", epochs=2, batch_size=8, patience=0)
+    cfg = TrainConfig(name="bfbox", epochs=2, batch_size=8, patience=0, personalize="fine-tune")
     assert cfg.train_layers == "box"
     out = train(ds, cfg, None, tmp_path / "models" / "bfbox")
     saved = keras.models.load_model(out / "model.keras", compile=False)
@@ -169,7 +170,8 @@ def test_fine_tuning_that_only_hurts_keeps_the_start(tmp_path):
     from facecore.train import TrainConfig, train
 
     ds = Dataset.open(_small_dataset(tmp_path, n_faces=12, n_walls=4))
-    out = train(ds, TrainConfig(name="wreck", epochs=2, batch_size=8, patience=0, learning_rate=50.0),
+    out = train(ds, TrainConfig(name="wreck", epochs=2, batch_size=8, patience=0, learning_rate=50.0,
+                                      personalize="fine-tune"),
                 None, tmp_path / "models" / "wreck")
     meta = json.loads((out / "meta.json").read_text())
     assert meta["training"]["best_epoch"] == 0

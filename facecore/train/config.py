@@ -48,6 +48,9 @@ class TrainingError(FaceCoreError):
 STOPPED = "training stopped; nothing was saved"
 
 
+PERSONALIZE = ("auto", "fine-tune")
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Everything that defines a training run; saved in ``meta.json`` beside the model.
@@ -86,6 +89,10 @@ class TrainConfig:
     # blazeface: "square" (MediaPipe's letterboxed square), "frame" (the photos' shape, shorter side input_size:
     # small faces get more pixels) or "auto" (frame when the labels hold several or small faces)
     input_shape: str = "auto"
+    # blazeface: "auto" (with at most 40 labeled face photos, cross-validation on them chooses the built-in
+    # detector, its box style fitted to the labels, or fine-tuning: facecore.train.personalize) or
+    # "fine-tune" (always fine-tune, the val split keeping the start if no epoch beats it)
+    personalize: str = "auto"
 
     def __post_init__(self):
         check_name(self.name, "model")
@@ -98,6 +105,8 @@ class TrainConfig:
             object.__setattr__(self, "weights", None)
         if self.input_shape not in INPUT_SHAPES:
             raise TrainingError(f"input_shape must be one of {', '.join(INPUT_SHAPES)}, got {self.input_shape!r}")
+        if self.personalize not in PERSONALIZE:
+            raise TrainingError(f"personalize must be one of {', '.join(PERSONALIZE)}, got {self.personalize!r}")
         if self.train_layers not in TRAIN_LAYERS:
             raise TrainingError(f"train_layers must be one of {', '.join(TRAIN_LAYERS)}, got {self.train_layers!r}")
         if self.backbone == BLAZEFACE:

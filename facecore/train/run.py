@@ -10,12 +10,9 @@ from ..dataset import Dataset
 from ..io import check_model_dir
 from ..jobs import Cancel, ProgressFn
 from ..workspace import Workspace, check_name
-from .callbacks import make_callbacks
 from .config import TrainConfig
-from .context import Run, check_stop, training_eta
-from .data import load_samples, read_splits
+from .context import Run
 from .facetracker import train_facetracker
-from .save import run_meta, save_model
 
 
 def train(dataset: Dataset, config: TrainConfig, progress: ProgressFn | None = None,
@@ -37,10 +34,6 @@ def train(dataset: Dataset, config: TrainConfig, progress: ProgressFn | None = N
     check_model_dir(out_dir, "facetracker")  # never replace a dataset or any folder that is not our model
     if config.backbone != BLAZEFACE:
         return train_facetracker(run)
-    from ..blaze_train import train_blazeface
+    from .blazeface import train_blazeface
 
-    # facecore.blaze_train gets this module's helpers as arguments (it does not import facecore.train)
-    return train_blazeface(dataset, config, out_dir, run.emit, run.state, run.history, run.warnings, cancel,
-                           run.t_start, make_callbacks=make_callbacks, read_splits=read_splits,
-                           load_samples=load_samples, save_model=save_model, run_meta=run_meta,
-                           check_stop=check_stop, eta_of=training_eta)
+    return train_blazeface(run)

@@ -183,9 +183,22 @@ def _cached(*names: str):
     return cached_model(names, str(root), tuple(model_version(n, root) for n in names))
 
 
-def detector(name: str):
-    """The cached detector ``name`` (built in, or a model in models/); reloaded if the model was retrained."""
-    return _cached(name)
+def detector(name: str, scan=None):
+    """The cached detector ``name`` (built in, or a model in models/); reloaded if the model was retrained.
+    With ``scan`` (a ``facecore.scan.ScanConfig``) it also runs over tiles of the photo, for small faces."""
+    det = _cached(name)
+    if scan is None:
+        return det
+    from facecore.scan import ScanningDetector
+
+    return ScanningDetector(det, scan)
+
+
+def small_faces_toggle(where=st, key: str = "small_faces", value: bool = True) -> bool:
+    """The "Find small faces" switch of the pages that look at photos (``facecore.scan``)."""
+    return where.toggle("Find small faces (scan the photo in tiles: slower)", value=value, key=key,
+                        help="The detector also looks at overlapping tiles of the photo, so faces too small for "
+                             "its 192 px input (group photos, crowds, large photos) are found.")
 
 
 def detector_select(where=st, key: str = "detector", label: str = "Detector", help: str | None = None) -> str:
@@ -240,10 +253,20 @@ def detector_picker(where=st, key: str = "detector"):
         return name, None
 
 
-def recognizer(detector_name: str, identity_name: str):
+def recognizer(detector_name: str, identity_name: str, scan=None):
     """The cached recognizer (``facecore.recognize.Recognizer``) naming the faces ``detector_name`` finds with
-    identity model ``identity_name``. Thread-safe (it locks itself)."""
-    return _cached(detector_name, identity_name)
+    identity model ``identity_name``. Thread-safe (it locks itself). With ``scan``, its detector also runs
+    over tiles of the photo (a copy: the cached one stays the fast path)."""
+    rec = _cached(detector_name, identity_name)
+    if scan is None:
+        return rec
+    import copy
+
+    from facecore.scan import ScanningDetector
+
+    rec = copy.copy(rec)
+    rec.detector = ScanningDetector(rec.detector, scan)
+    return rec
 
 
 def show_error(exc: BaseException) -> None:

@@ -19,8 +19,9 @@ from facecore.contents import DuplicateImageError
 from facecore.dataset import Item
 from facecore.errors import DamagedImageError
 from facecore.jobs import Job
+from facecore.scan import STILLS
 from facecore.workspace import SAMPLE_NAME
-from pages.common import detector, set_active_dataset, show_error, workspace
+from pages.common import detector, set_active_dataset, show_error, small_faces_toggle, workspace
 from pages.common import detector_select as common_detector_select
 from pages.common.jobs import progress_bar, session_job, start_session_job, watch
 
@@ -275,10 +276,11 @@ def prelabel_view(ds, entries: list[L.Entry], readonly: bool) -> None:
     det_name = detector_select(c1, "lab_det_batch")
     min_score = c2.slider("Minimum score", 0.0, 1.0, 0.5, 0.05, key="lab_min_score",
                           help="Faces scoring lower are not proposed.")
+    small = small_faces_toggle(c2, "lab_small_faces")
     if st.button(f"Pre-label all unlabeled ({len(todo)})", type="primary", disabled=not todo or running,
                  key="lab_prelabel"):
         try:
-            det = detector(det_name)
+            det = detector(det_name, STILLS if small else None)
         except FaceCoreError as exc:
             show_error(exc)
             return
