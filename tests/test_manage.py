@@ -84,6 +84,8 @@ def test_home_renames_then_deletes_the_active_dataset(workspace_env):
     data, _ = workspace_env
     make_dataset(data / "workspace" / "mine", n_face=2, n_noface=1)
     at = _home()
+    assert at.sidebar.selectbox(key="_dataset_picker").value == "mine"  # a new session opens the user's own
+    at.sidebar.selectbox(key="_dataset_picker").select("sample").run()
     assert "cannot be renamed or deleted" in texts(at.caption)  # sample active: nothing offered
     at.sidebar.selectbox(key="_dataset_picker").select("mine").run()
     at.text_input(key="manage_new_name").set_value("renamed")

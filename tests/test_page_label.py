@@ -279,12 +279,14 @@ def test_prelabel_with_a_trained_model(mine, workspace_env):
         layers[name].set_weights([np.zeros_like(kernel), np.log(t / (1 - t))])
     save_model_dir(models / "tiny", model=model, tflite=False)
     at = view(start("mine"), "Pre-label")
-    assert {"haar", "tiny"} <= set(at.selectbox(key="lab_det_batch").options)
+    picker = at.selectbox(key="lab_det_batch")
+    assert picker.value == "tiny" and "haar" in picker.options  # the detector saved last is the default
     at.selectbox(key="lab_det_batch").set_value("tiny")
     at.slider(key="lab_min_score").set_value(0.0)
     at = run(button(at, "Pre-label all unlabeled (2)").click())
-    at.session_state["lab_prelabel_job"].wait(60)
-    run(at)
+    if "lab_prelabel_job" in at.session_state:  # a fast job is collected in the same run already
+        at.session_state["lab_prelabel_job"].wait(60)
+        run(at)
     assert "tiny proposed 2 box(es) in 2 image(s)" in texts(at)
     assert not (mine.labels_dir / "img003.json").exists() and not (mine.labels_dir / "img004.json").exists()
     at = view(at, "Label")

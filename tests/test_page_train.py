@@ -143,6 +143,7 @@ def test_few_no_face_photos_warn(workspace_env):
     data, _ = workspace_env
     make_dataset(data / "workspace" / "allfaces", n_face=12, n_noface=1, size=(96, 72))
     at = _page()
+    at.sidebar.selectbox[0].select("sample").run()  # a new session opens the user's own dataset
     assert not [w for w in at.warning if "have no face" in w.value]  # the sample: 16 of 106
     at.sidebar.selectbox[0].select("allfaces").run()
     assert [w for w in at.warning if "Only 1 of 13 photos (8%) have no face" in w.value]
