@@ -33,7 +33,8 @@ ws = workspace()
 models = {m.name: m for m in list_models(ws.models_root, kind="facetracker")}
 names = detector_names(ws.models_root)
 if not models:
-    st.info("No trained model yet: train one on the Train page. Meanwhile you can evaluate the Haar baseline.")
+    st.info("No trained model yet: train one on the Train page. Meanwhile you can evaluate the built-in "
+            "blazeface and the Haar baseline.")
 
 left, mid, right = st.columns([3, 1, 1])
 first = default_detector(ws.models_root)  # every page's default: the detector saved last, else blazeface
@@ -41,8 +42,8 @@ default = list(dict.fromkeys([first, *[n for n in names if n not in BUILT_IN][:2
 chosen = left.multiselect("Detectors", names, default=default, key="eval_detectors",
                           help="'blazeface' finds every face without training; 'haar' is OpenCV's cascade; the "
                                "others are your saved models.")
-left.caption(f"Default: **{first}** ({'built in' if first in BUILT_IN else 'the detector you saved last'}), "
-             "beside the built-in detectors.")
+left.caption(f"Default: **{first}**, the detector you saved last, beside the built-in ones." if first not in BUILT_IN
+             else f"Default: the built-in **{first}** (until you save a detector of your own), with haar beside it.")
 split = mid.selectbox("Split", ["test", "val", "train", "all"], key="eval_split",
                       help="'test' holds photos no model saw in training (the split each model was trained with).")
 threshold = right.slider("Threshold", 0.05, 0.95, 0.5, 0.05, key="eval_threshold",

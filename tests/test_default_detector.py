@@ -63,7 +63,7 @@ def test_builtin_default_is_marked_built_in(workspace_env):
 def test_evaluate_starts_with_the_default_and_names_it(saved_last):
     at = run_page("pages/4_Evaluate.py")
     assert at.multiselect(key="eval_detectors").value[0] == saved_last
-    assert f"Default: **{saved_last}** (the detector you saved last)" in texts(at.caption)
+    assert f"Default: **{saved_last}**, the detector you saved last" in texts(at.caption)
 
 
 def test_prelabel_picker_starts_on_the_default(saved_last, workspace_env):
