@@ -23,6 +23,7 @@ from .preprocess import resize_for_model
 
 MIN_SCORE = 0.02  # faces below this never leave the detector (pages filter with their own threshold);
 # 0.02 rather than 0.05: a few more faces of 2x2 mosaics of unseen people ranked (AP50 0.973 -> 0.976, README)
+AVERAGE_FLOOR = 0.3  # MediaPipe's own floor: a face's box is the average of its anchors scoring this much
 
 
 def _pick(outputs) -> tuple[np.ndarray, np.ndarray]:
@@ -130,7 +131,7 @@ class TrainedBlazeDetector(Detector):
         first padded to their shape (``model_input``, the step documented for the saved model's users)."""
         x, to_frame = model_input(frame, self.meta, self.input_size)
         probs, boxes = _pick(self._run(x))
-        found = weighted_nms(boxes, probs, self.min_score, NMS_IOU)
+        found = weighted_nms(boxes, probs, self.min_score, NMS_IOU, average_floor=AVERAGE_FLOOR)
         out = []
         for score, box in found:
             b = B.clip(B.order_corners(to_frame(box)))[0]

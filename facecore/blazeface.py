@@ -132,12 +132,16 @@ def decode(regressors: np.ndarray, logits: np.ndarray, anchors: np.ndarray, size
 
 
 def weighted_nms(boxes: np.ndarray, scores: np.ndarray, min_score: float, iou_threshold: float = NMS_IOU,
-                 max_faces: int = 20, max_candidates: int = 128) -> list[tuple[float, np.ndarray]]:
+                 max_faces: int = 20, max_candidates: int = 128,
+                 average_floor: float = 0.0) -> list[tuple[float, np.ndarray]]:
     """MediaPipe's weighted NMS: take the best remaining candidate, average the boxes of every
     candidate overlapping it by more than ``iou_threshold`` (weighted by score), keep the best score.
     ``boxes`` (A, 4) normalized, or (A, 4 + K) with K more columns (flattened keypoints) averaged the same
     way; ``scores`` (A,). Returns ``[(score, row (4 + K,))]``, best first.
-    Only the ``max_candidates`` best anchors take part (a low ``min_score`` stays cheap)."""
+    Only the ``max_candidates`` best anchors take part (a low ``min_score`` stays cheap). ``average_floor``:
+    only members scoring at least ``min(average_floor, best member's score)`` are averaged (all overlapping
+    ones are still suppressed), so a low ``min_score`` that lets weak faces out does not drag a strong
+    face's box toward its faint neighbours."""
     keep = np.flatnonzero(scores >= min_score)
     if keep.size == 0:
         return []
@@ -151,8 +155,9 @@ def weighted_nms(boxes: np.ndarray, scores: np.ndarray, min_score: float, iou_th
         overlap = B.iou_matrix(cand_boxes[i:i + 1, :4], cand_boxes[:, :4])[0]
         members = alive & (overlap > iou_threshold)
         members[i] = True
-        w = cand_scores[members]
-        box = (cand_boxes[members] * w[:, None]).sum(0) / w.sum()
+        avg = members & (cand_scores >= min(average_floor, cand_scores[i]))
+        w = cand_scores[avg]
+        box = (cand_boxes[avg] * w[:, None]).sum(0) / w.sum()
         out.append((float(cand_scores[i]), box.astype(np.float32)))
         alive &= ~members
         if len(out) >= max_faces:

@@ -53,11 +53,13 @@ class BrowserDetector:
     anchors: tuple | None = None
     style: tuple | None = None
     frame_aspect: float | None = None
+    average_floor: float = 0.0  # facecore.blazeface.weighted_nms's: the weakest anchor a face's box averages
 
     def spec(self) -> dict:
         """The decoding as JSON-able numbers (no file contents), with ``id``: changes with the file or spec."""
         body = {"name": self.name, "kind": self.kind, "min_score": self.min_score, "nms_iou": self.nms_iou,
-                "size": self.size, "anchors": self.anchors, "style": self.style, "frame_aspect": self.frame_aspect}
+                "size": self.size, "anchors": self.anchors, "style": self.style, "frame_aspect": self.frame_aspect,
+                "average_floor": self.average_floor}
         digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode())
         digest.update(self.tflite_bytes())
         return {**body, "id": digest.hexdigest()[:16]}
@@ -115,14 +117,15 @@ def browser_detector(name: str, models_root: str | Path) -> BrowserDetector:
     tfl = path / TFLITE_FILE
     if not tfl.is_file():
         raise BrowserUnsupported(f"{name} has no {TFLITE_FILE} (only model.keras), so it runs on the server only")
-    from .blaze_model import MIN_SCORE
+    from .blaze_model import AVERAGE_FLOOR, MIN_SCORE
     from .blazeface import NMS_IOU
 
     try:
         aspect = float(meta.get("frame_aspect"))
     except (TypeError, ValueError):
         aspect = None
-    return BrowserDetector(base, "anchors", tfl, float(MIN_SCORE), float(NMS_IOU), frame_aspect=aspect)
+    return BrowserDetector(base, "anchors", tfl, float(MIN_SCORE), float(NMS_IOU), frame_aspect=aspect,
+                           average_floor=float(AVERAGE_FLOOR))
 
 
 def has_turn(config: Mapping[str, Any]) -> bool:

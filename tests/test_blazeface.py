@@ -165,3 +165,15 @@ def test_trained_blazeface_pads_frames_to_the_training_aspect(shape, aspect, pad
     ys, xs = np.nonzero(out[..., 0] == 255)
     box = np.array([xs.min() / padded[1], ys.min() / padded[0], (xs.max() + 1) / padded[1], (ys.max() + 1) / padded[0]])
     assert np.allclose((box - [ox, oy, ox, oy]) / [sx, sy, sx, sy], [0.25, 0.25, 0.5, 0.5], atol=2e-3)
+
+
+@pytest.mark.parametrize("floor, x1", [(0.0, 0.1 * 0.9 + 0.25 * 0.1), (0.05, 0.1 * 0.9 + 0.25 * 0.1), (0.3, 0.1),
+                                       (0.95, 0.1)])
+def test_weighted_nms_averages_only_anchors_above_the_average_floor(floor, x1):
+    """A strong face (0.9) and a faint overlapping anchor (0.1): the faint one joins the average only when it
+    reaches the floor, and is suppressed either way; a floor above the best score still keeps the best."""
+    boxes = np.array([[0.1, 0.1, 0.5, 0.5], [0.25, 0.1, 0.65, 0.5]], np.float32)  # IoU 0.45 > NMS's 0.3
+    scores = np.array([0.9, 0.1], np.float32)
+    found = BF.weighted_nms(boxes, scores, 0.02, average_floor=floor)
+    assert len(found) == 1 and found[0][0] == pytest.approx(0.9)
+    assert found[0][1][0] == pytest.approx(x1, abs=1e-5)

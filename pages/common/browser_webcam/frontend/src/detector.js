@@ -177,8 +177,10 @@ export function iou(a, ai, b, bi) {
 }
 
 // facecore.blazeface.weighted_nms over rows of `cols` numbers (4 box corners, then anything averaged
-// along: keypoints): [{score, row}], best first.
-export function weightedNms(rows, cols, scores, minScore, iouThreshold, maxFaces = 20, maxCandidates = 128) {
+// along: keypoints): [{score, row}], best first. Only members scoring at least min(averageFloor, the best
+// member's score) are averaged; every overlapping one is suppressed.
+export function weightedNms(rows, cols, scores, minScore, iouThreshold, maxFaces = 20, maxCandidates = 128,
+                            averageFloor = 0) {
   let keep = [];
   for (let i = 0; i < scores.length; i++) if (scores[i] >= minScore) keep.push(i);
   if (!keep.length) return [];
@@ -193,9 +195,10 @@ export function weightedNms(rows, cols, scores, minScore, iouThreshold, maxFaces
     let wsum = 0;
     for (let j = 0; j < n; j++) {
       if (!(j === i || (alive[j] && iou(cand, i * cols, cand, j * cols) > iouThreshold))) continue;
+      alive[j] = 0;
+      if (cs[j] < Math.min(averageFloor, cs[i])) continue;
       for (let c = 0; c < cols; c++) acc[c] += cand[j * cols + c] * cs[j];
       wsum += cs[j];
-      alive[j] = 0;
     }
     out.push({ score: cs[i], row: acc.map((v) => v / wsum) });
     if (out.length >= maxFaces) break;
@@ -289,7 +292,8 @@ export class BrowserDetector {
     const s = this.spec;
     const probs = by["3:1"].toTypedArray(), boxes = by["3:4"].toTypedArray();
     const faces = [];
-    for (const { score, row } of weightedNms(Float64Array.from(boxes), 4, probs, s.min_score, s.nms_iou)) {
+    for (const { score, row } of weightedNms(Float64Array.from(boxes), 4, probs, s.min_score, s.nms_iou, 20, 128,
+                                                     s.average_floor || 0)) {
       const b = [(row[0] - ox) / sx, (row[1] - oy) / sy, (row[2] - ox) / sx, (row[3] - oy) / sy];
       const box = [clip01(Math.min(b[0], b[2])), clip01(Math.min(b[1], b[3])), clip01(Math.max(b[0], b[2])), clip01(Math.max(b[1], b[3]))];
       if (box[2] > box[0] && box[3] > box[1] && Number.isFinite(score)) faces.push({ score, box });
