@@ -90,6 +90,7 @@ def run_detector(det, data) -> dict:
         truth.append(im.boxes)
     m = compute_metrics(truth, scores, preds)
     m["ms"] = float(np.median(ms))
+    m["raw"] = (truth, scores, preds)  # for the pooled figure over every person's photos
     return m
 
 
@@ -240,8 +241,8 @@ def mosaic_table(results: dict[str, dict[str, dict]], rows) -> str:
 
 
 def table(results: dict[str, dict[str, dict]], rows) -> str:
-    lines = ["| detector | AP50 mean | AP50 worst | AP30 mean | mean IoU | FP rate (no-face) | ms / frame | train s |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| detector | AP50 mean | AP50 worst | AP50 pooled | AP30 mean | mean IoU | FP rate (no-face) | ms / frame | train s |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for row in rows:
         per = [r[row] for r in results.values() if row in r]
         if not per:
@@ -249,10 +250,11 @@ def table(results: dict[str, dict[str, dict]], rows) -> str:
         ap50 = [p["ap50"] for p in per]
         fp = [p["fp_rate_noface"] for p in per if p["fp_rate_noface"] is not None and np.isfinite(p["fp_rate_noface"])]
         tr = [p["train_s"] for p in per if p.get("train_s")]
-        lines.append(f"| {row} | {np.mean(ap50):.3f} | {np.min(ap50):.3f} | {np.mean([p['ap30'] for p in per]):.3f} | "
+        pooled = compute_metrics(*(sum((list(p["raw"][i]) for p in per), []) for i in range(3)))["ap50"]
+        lines.append(f"| {row} | {np.mean(ap50):.3f} | {np.min(ap50):.3f} | {pooled:.3f} | {np.mean([p['ap30'] for p in per]):.3f} | "
                      f"{np.mean([p['mean_iou'] for p in per]):.3f} | {np.mean(fp) if fp else float('nan'):.3f} | "
                      f"{np.median([p['ms'] for p in per]):.1f} | {np.mean(tr):.0f} |" if tr else
-                     f"| {row} | {np.mean(ap50):.3f} | {np.min(ap50):.3f} | {np.mean([p['ap30'] for p in per]):.3f} | "
+                     f"| {row} | {np.mean(ap50):.3f} | {np.min(ap50):.3f} | {pooled:.3f} | {np.mean([p['ap30'] for p in per]):.3f} | "
                      f"{np.mean([p['mean_iou'] for p in per]):.3f} | {np.mean(fp) if fp else float('nan'):.3f} | "
                      f"{np.median([p['ms'] for p in per]):.1f} | |")
     return "\n".join(lines)
@@ -319,6 +321,9 @@ def rows_for_personal(rows, ds, train_data, test_data, tmp, epochs, size=192) ->
         m["train_s"] = secs
         out[row] = m
         print(f"  {row:18s} ap50 {m['ap50']:.3f} iou {m['mean_iou']:.3f} {m['ms']:.1f} ms", flush=True)
+        chosen = (getattr(det, "meta", None) or {}).get("personalization")
+        if chosen:
+            print(f"  {'':18s} chose {chosen['winner']} (cross-validated IoU {chosen['cv_iou']})", flush=True)
     return out
 
 

@@ -49,7 +49,8 @@ def test_home_with_no_dataset(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-def test_facecore_never_imports_streamlit():
+def test_importing_every_facecore_module_loads_no_streamlit():
+    """At run time, transitively (tests/test_layers.py reads the import statements)."""
     import subprocess
     import sys
     code = ("import facecore, pkgutil, importlib, sys\n"
