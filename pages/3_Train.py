@@ -14,13 +14,14 @@ from facecore.provenance import kept_start
 from facecore.train.personalize import note as personalization_note
 from facecore.registry import META_FILE
 from facecore.splits import mosaic_sources
-from facecore.train import AUGMENTATION_MODES, INPUT_SHAPES, JOB, TRAIN_LAYERS, TrainConfig, failure_kind, preset
+from facecore.train import AUGMENTATION_MODES, INPUT_SHAPES, JOB, PERSONALIZE, TRAIN_LAYERS, TrainConfig, failure_kind, preset
 from facecore.train import start_training as start_job
 from pages.common import dataset_picker, dataset_summary, show_error, workspace
 from pages.common.figures import loss_figure
 from pages.common.jobs import watch
 
 INPUT_SHAPE_LABELS = {"auto": "auto", "square": "square", "frame": "photo-shaped"}
+PERSONALIZE_LABELS = {"auto": "choose by cross-validation", "fine-tune": "always fine-tune"}
 LAYER_LABELS = {"box": "box heads", "heads": "all detection heads", "all": "every layer"}
 
 st.title("🧠 Train")
@@ -208,6 +209,7 @@ else:
         # only the settings of the chosen model: BlazeFace has no Dense heads and no backbone to unfreeze
         head_units, ft_epochs, ft_layers = defaults["head_units"], 0, TrainConfig.fine_tune_layers
         alpha, train_layers, input_shape = TrainConfig.alpha, TrainConfig.train_layers, TrainConfig.input_shape
+        personalize = TrainConfig.personalize
         if blaze:
             b1, b2 = st.columns(2)
             train_layers = b1.radio("Layers to train", TRAIN_LAYERS, key="train_layers", horizontal=True,
@@ -226,6 +228,14 @@ else:
                                         "to the camera. Auto picks photo-shaped when a labeled photo holds several "
                                         "faces (or mosaics from the Augment page) or most faces are tiny (under a "
                                         "tenth of the photo's width).")
+            personalize = b1.radio("With 40 labeled photos or fewer", PERSONALIZE, key="train_personalize",
+                                   horizontal=True, index=PERSONALIZE.index(TrainConfig.personalize),
+                                   format_func=PERSONALIZE_LABELS.get,
+                                   help="Choose by cross-validation (default): your photos are split in three, and "
+                                        "the built-in detector, its box style fitted to your labels and fine-tuning "
+                                        "are each scored on the photos they did not learn from; the simplest one that "
+                                        "nothing beats is saved, so a few photos never make the detector worse. "
+                                        "Costs three short extra trainings. Always fine-tune: skip that choice.")
         else:
             head_units = a1.number_input("Head units", 8, 4096, defaults["head_units"], 8,
                                          key=f"train_head_{backbone}", help="Width of each head's hidden Dense layer.")
@@ -267,7 +277,7 @@ else:
                              localization_weight=float(loc_weight), augmentation=augmentation, augment=aug_config,
                              fine_tune_epochs=int(ft_epochs) if weights is not None else 0,
                              fine_tune_layers=int(ft_layers), patience=int(patience), seed=int(seed),
-                             train_layers=train_layers, input_shape=input_shape)
+                             train_layers=train_layers, input_shape=input_shape, personalize=personalize)
     except FaceCoreError as exc:
         show_error(exc)
     if config is not None and (workspace().models_root / config.name / META_FILE).exists():

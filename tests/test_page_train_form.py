@@ -111,3 +111,17 @@ def test_finished_blazeface_run_shows_no_blank_columns_and_its_layers(workspace_
     assert {"mean IoU", "face accuracy"} <= set(table.columns)
     caption = texts(at.caption)
     assert "trained: box heads" in caption and "full network" not in caption
+
+
+def test_personalization_choice_is_in_advanced_and_reaches_the_config(workspace_env, train_slot, monkeypatch):
+    """With few photos cross-validation chooses by default; 'always fine-tune' reaches TrainConfig.personalize."""
+    started = []
+    monkeypatch.setattr(importlib.import_module("facecore.train"), "start_training",
+                        lambda dataset, config, *a, **k: started.append(config))
+    at = run_page("pages/3_Train.py")
+    assert at.radio(key="train_personalize").value == TrainConfig.personalize == "auto"
+    at.radio(key="train_personalize").set_value("fine-tune").run()
+    assert not at.exception, at.exception
+    at.button(key="train_start").click().run()
+    assert not at.exception, at.exception
+    assert started and started[-1].personalize == "fine-tune"

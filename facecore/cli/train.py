@@ -13,7 +13,7 @@ from pathlib import Path
 from ..backbones import DETECTOR_BACKBONES
 from ..dataset import Dataset
 from ..registry import read_meta
-from ..train import AUGMENTATION_MODES, INPUT_SHAPES, TRAIN_LAYERS, TrainConfig, preset, train
+from ..train import AUGMENTATION_MODES, INPUT_SHAPES, PERSONALIZE, TRAIN_LAYERS, TrainConfig, preset, train
 from ..workspace import Workspace, check_name
 from .progress import bar, fmt_s, line_printer
 
@@ -40,7 +40,7 @@ def config_from_args(args, name: str) -> TrainConfig:
         augmentation=pick(args.augmentation, "augmentation"), fine_tune_epochs=args.fine_tune_epochs,
         patience=args.patience, seed=args.seed, cache_features=not args.no_cache, export_tflite=not args.no_tflite,
         train_layers=args.train_layers or defaults.get("train_layers", TrainConfig.train_layers),
-        input_shape=args.input_shape)
+        input_shape=args.input_shape, personalize=args.personalize)
 
 
 def _train(args) -> int:
@@ -77,6 +77,9 @@ def add_parser(sub) -> None:
     p.add_argument("--input-shape", default=TrainConfig.input_shape, choices=INPUT_SHAPES,
                    help="blazeface: the network's input: the photos' shape (frame: small faces get a third more "
                         "pixels), MediaPipe's square, or auto (frame when the labels hold several or small faces)")
+    p.add_argument("--personalize", default=TrainConfig.personalize, choices=PERSONALIZE,
+                   help="blazeface, 40 labeled photos or fewer: auto chooses the built-in detector, its box style "
+                        "fitted to the labels or fine-tuning by cross-validation on them; fine-tune always fine-tunes")
     p.add_argument("--epochs", type=int, default=None, help="default: per model (facecore.train.preset)")
     p.add_argument("--batch-size", type=int, default=None, help="default: per model")
     p.add_argument("--lr", type=float, default=None, help="learning rate (default: per model)")

@@ -25,7 +25,7 @@ Modules: ``config`` (presets, ``TrainConfig``; the backbones are ``facecore.back
 load quickly.
 """
 
-from .config import AUGMENTATION_MODES, INPUT_SHAPES, MAX_HEAD_UNITS, MAX_INPUT_SIZE, TRAIN_LAYERS, TrainConfig, TrainingError, preset
+from .config import AUGMENTATION_MODES, INPUT_SHAPES, MAX_HEAD_UNITS, MAX_INPUT_SIZE, PERSONALIZE, TRAIN_LAYERS, TrainConfig, TrainingError, preset
 from .context import training_eta
 from .data import Samples, load_samples, primary_box, read_splits
 from .job import JOB, TrainRun, failure_kind, start_training
@@ -33,7 +33,7 @@ from .run import train
 from .save import save_model
 
 __all__ = [
-    "AUGMENTATION_MODES", "INPUT_SHAPES", "JOB", "MAX_HEAD_UNITS", "MAX_INPUT_SIZE", "Samples", "TRAIN_LAYERS", "TrainConfig",
+    "AUGMENTATION_MODES", "INPUT_SHAPES", "JOB", "MAX_HEAD_UNITS", "MAX_INPUT_SIZE", "PERSONALIZE", "Samples", "TRAIN_LAYERS", "TrainConfig",
     "TrainRun", "TrainingError", "failure_kind", "load_samples", "preset", "primary_box",
     "read_splits", "save_model", "start_training", "train", "training_eta",
 ]
