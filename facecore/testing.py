@@ -125,6 +125,36 @@ def serve_app(data_root, models_root, tmp_path, timeout: float = 60, drop_ice_se
         log.close()
 
 
+
+def group_photo(width: int = 4000, height: int = 3000, n_faces: int = 8, face_px: int = 110, seed: int = 0):
+    """A large "group photo": ``n_faces`` faces of the shipped sample, each about ``face_px`` wide, spread
+    over a plain (width x height) RGB photo. Returns ``(rgb, boxes (n, 4) normalized: the faces' labels)``."""
+    from . import boxes as B
+    from .labels import read_label
+
+    rng = np.random.default_rng(seed)
+    photo = np.full((height, width, 3), 90, np.uint8)
+    faces = [p for p in sorted((SAMPLE / "images").glob("*.jpg")) if (SAMPLE / "labels" / f"{p.stem}.json").exists()]
+    cols = max(1, (n_faces + 1) // 2)
+    truth = []
+    for i, p in enumerate(faces[:n_faces * 10:10]):
+        rgb = read_image(p)
+        box = B.clip(read_label(SAMPLE / "labels" / f"{p.stem}.json").boxes)[0]
+        h, w = rgb.shape[:2]
+        x1, y1, x2, y2 = (box * [w, h, w, h]).astype(int)
+        cx, cy, side = (x1 + x2) // 2, (y1 + y2) // 2, int(max(x2 - x1, y2 - y1) * 1.6)
+        left, top = max(cx - side // 2, 0), max(cy - side // 2, 0)
+        crop = rgb[top:cy + side // 2, left:cx + side // 2]
+        scale = face_px * 1.6 / crop.shape[1]
+        crop = cv2.resize(crop, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        cell_w, cell_h = width // cols, height // 2
+        ox = (i % cols) * cell_w + int(rng.integers(0, max(cell_w - crop.shape[1], 1)))
+        oy = (i // cols) * cell_h + int(rng.integers(0, max(cell_h - crop.shape[0], 1)))
+        photo[oy:oy + crop.shape[0], ox:ox + crop.shape[1]] = crop[:height - oy, :width - ox]
+        fx1, fy1 = ox + (x1 - left) * scale, oy + (y1 - top) * scale
+        truth.append([fx1 / width, fy1 / height, (fx1 + (x2 - x1) * scale) / width, (fy1 + (y2 - y1) * scale) / height])
+    return photo, np.asarray(truth, np.float32)
+
 # -- a fake camera for WebRTC: a clip of sample photos, each frame stamped with its index -------------
 CLIP_W, CLIP_H, CLIP_FPS = 320, 240, 15
 CODE_BITS, CODE_ROWS = 8, 16  # frame index in 8 blocks across the bottom 16 rows

@@ -1,7 +1,6 @@
 """Small faces (facecore.scan): tiles cover the frame, levels stop where they should, merging keeps one box
 per face, and a group photo's small faces are found by the scan that the whole frame misses."""
 
-import cv2
 import numpy as np
 import pytest
 
@@ -64,39 +63,43 @@ def test_scanning_detector_looks_at_every_tile_and_keeps_the_name():
     assert base.calls[0] == (300, 400) and len(base.calls) == 1 + len(tiles(300, 400, 200, 0.3))
 
 
+def found(detector, photo, truth, iou=0.3) -> int:
+    """Labeled faces of ``photo`` boxed (score >= 0.5) at IoU >= ``iou``."""
+    boxes = [d.box for d in detector.detect(photo) if d.score >= 0.5]
+    return int((B.iou_matrix(truth, np.asarray(boxes)).max(axis=1) >= iou).sum()) if boxes else 0
+
+
 def test_small_faces_of_a_large_group_photo_are_found_by_the_scan():
     """Eight sample faces about 110 px wide on a 4000 x 3000 photo (3 % of its width, 5 px in the 192 px
     input): the whole frame finds almost none of them, the scan finds them all at IoU 0.3."""
     from facecore.blazeface import BlazeFaceDetector
-    from facecore.images import read_image
-    from facecore.labels import read_label
-    from facecore.testing import SAMPLE
+    from facecore.testing import group_photo
 
-    rng = np.random.default_rng(0)
-    photo = np.full((3000, 4000, 3), 90, np.uint8)
-    truth = []
-    faces = [p for p in sorted((SAMPLE / "images").glob("*.jpg")) if (SAMPLE / "labels" / f"{p.stem}.json").exists()]
-    for i, p in enumerate(faces[:80:10]):
-        rgb = read_image(p)
-        box = B.clip(read_label(SAMPLE / "labels" / f"{p.stem}.json").boxes)[0]
-        h, w = rgb.shape[:2]
-        x1, y1, x2, y2 = (box * [w, h, w, h]).astype(int)
-        cx, cy, s = (x1 + x2) // 2, (y1 + y2) // 2, int(max(x2 - x1, y2 - y1) * 1.6)
-        crop = rgb[max(cy - s // 2, 0):cy + s // 2, max(cx - s // 2, 0):cx + s // 2]
-        scale = 180 / crop.shape[1]
-        crop = cv2.resize(crop, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-        ox, oy = 200 + (i % 4) * 950 + int(rng.integers(0, 200)), 400 + (i // 4) * 1400 + int(rng.integers(0, 300))
-        photo[oy:oy + crop.shape[0], ox:ox + crop.shape[1]] = crop
-        fx1, fy1 = ox + (x1 - max(cx - s // 2, 0)) * scale, oy + (y1 - max(cy - s // 2, 0)) * scale
-        truth.append([fx1 / 4000, fy1 / 3000, (fx1 + (x2 - x1) * scale) / 4000, (fy1 + (y2 - y1) * scale) / 3000])
-    truth = np.asarray(truth, np.float32)
-
-    def found(detector):
-        boxes = [d.box for d in detector.detect(photo) if d.score >= 0.5]
-        if not boxes:
-            return 0
-        return int((B.iou_matrix(truth, np.asarray(boxes)).max(axis=1) >= 0.3).sum())
-
+    photo, truth = group_photo(4000, 3000, 8, 110)
     built_in = BlazeFaceDetector()
-    assert found(built_in) <= 2
-    assert found(ScanningDetector(built_in, STILLS)) == len(truth)
+    assert found(built_in, photo, truth) <= 2
+    assert found(ScanningDetector(built_in, STILLS), photo, truth) == len(truth)
+
+
+@pytest.mark.slow
+def test_video_of_large_frames_has_its_small_faces_boxed(tmp_path):
+    """The Video page's scan (frames over 1280 px): a 2560 x 1920 clip of eight 70 px faces."""
+    import av
+
+    from facecore.blazeface import BlazeFaceDetector
+    from facecore.testing import group_photo
+    from facecore.video import VideoConfig, process_video
+
+    photo, truth = group_photo(2560, 1920, 8, 70)
+    src = tmp_path / "group.mp4"
+    with av.open(str(src), "w") as c:
+        v = c.add_stream("libx264", rate=2)
+        v.width, v.height, v.pix_fmt = 2560, 1920, "yuv420p"
+        for _ in range(2):
+            c.mux(v.encode(av.VideoFrame.from_ndarray(photo, format="rgb24")))
+        c.mux(v.encode(None))
+    whole = process_video(src, tmp_path / "whole.mp4", BlazeFaceDetector(), VideoConfig(threshold=0.5))
+    scanned = process_video(src, tmp_path / "scan.mp4", ScanningDetector(BlazeFaceDetector(), VIDEO),
+                            VideoConfig(threshold=0.5))
+    assert whole.most_faces <= 2
+    assert scanned.most_faces >= 7
