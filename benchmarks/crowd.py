@@ -96,6 +96,9 @@ def detector_for(row: str, train, tmp: Path, epochs: int, scan: ScanConfig, cach
         if "ft" not in cache:
             ds = subset_dataset(train, tmp)
             cache["ft"], cache["ft_s"] = train_detector(ds, tmp, "blazeface", **{**preset("blazeface"), "epochs": epochs})
+            chosen = (getattr(cache["ft"], "meta", None) or {}).get("personalization")
+            if chosen:
+                print(f"  trained: chose {chosen['winner']} (cross-validated IoU {chosen['cv_iou']})", flush=True)
         det = cache["ft"]
     elif row.startswith("blazeface-style"):
         det = BlazeFaceDetector(style=fit_blaze_style_all(train))

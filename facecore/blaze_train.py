@@ -242,7 +242,7 @@ def resize_all(images: np.ndarray, size: int) -> np.ndarray:
     return np.stack([resize_for_model(im, size) for im in images]) if len(images) else np.zeros((0, size, size, 3), np.float32)
 
 
-def predict_best(model, images: np.ndarray, batch: int = 64) -> tuple[np.ndarray, np.ndarray, list]:
+def predict_best(model, images: np.ndarray, batch: int = 64, max_faces: int = 5) -> tuple[np.ndarray, np.ndarray, list]:
     """Run the saved-model graph on uint8 (N, L, L, 3) photos: ``(prob (N, 1), box (N, 4), faces per photo)``;
     the box is the best face after weighted NMS (as ``facecore.blaze_model`` does at inference)."""
     from .blaze_model import AVERAGE_FLOOR
@@ -254,7 +254,7 @@ def predict_best(model, images: np.ndarray, batch: int = 64) -> tuple[np.ndarray
         x = resize_all(images[i:i + batch], size)
         _, _, ap, ab = (np.asarray(o) for o in model.predict(x, verbose=0))
         for p, b in zip(ap[..., 0], ab):
-            found = weighted_nms(b, p, 0.0, NMS_IOU, max_faces=5, average_floor=AVERAGE_FLOOR)
+            found = weighted_nms(b, p, 0.0, NMS_IOU, max_faces=max_faces, average_floor=AVERAGE_FLOOR)
             faces.append(found)
             probs.append([found[0][0]])
             boxes.append(found[0][1])

@@ -302,6 +302,10 @@ def _worker_env() -> dict:
     # one thread each: the address-space cap is about the decoders, not thread stacks or arenas
     env.update(OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MALLOC_ARENA_MAX="2", OPENCV_FOR_THREADS_NUM="1",
                TF_CPP_MIN_LOG_LEVEL="2")
+    # the worker runs this file as a script (its folder, tests/, first on sys.path): facecore comes from the
+    # repository, as in CI's clean clone, where facecore is not pip-installed
+    root = str(Path(__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join([root, *filter(None, [env.get("PYTHONPATH")])])
     return env
 
 

@@ -39,16 +39,25 @@ def _trainer(net, ctx: dict, style):
 
 
 def _mean_iou(net, style, samples, ctx: dict) -> float:
-    """Mean IoU of each face photo's best face, found as the app finds it (the saved graph's anchors,
-    weighted NMS: ``predict_best``), with the labeled face it overlaps most."""
+    """Mean over every labeled face of its IoU with the best-overlapping of its photo's n best faces (n: the
+    photo's labeled faces), found as the app finds them (the saved graph's anchors, weighted NMS:
+    ``predict_best``). For one face a photo: the IoU of the best face with the label; for group photos a
+    candidate also has to find every face."""
     from .. import blaze_keras as BK
     from .. import boxes as B
     from ..blaze_train import predict_best
 
     model = BK.detector_net(net, ctx["anchors"], ctx["size"], style=style, aspect=ctx["aspect"], hw=ctx["hw"])
-    _, box, _ = predict_best(model, samples.images)
-    ious = [float(B.iou_matrix(box[i:i + 1], np.asarray(t, np.float32).reshape(-1, 4))[0].max())
-            for i, t in enumerate(samples.all_boxes) if len(t)]
+    most = max([len(t) for t in samples.all_boxes] + [1])
+    _, _, faces = predict_best(model, samples.images, max_faces=min(most, 64))
+    ious = []
+    for found, truth in zip(faces, samples.all_boxes):
+        truth = np.asarray(truth, np.float32).reshape(-1, 4)
+        if not len(truth):
+            continue
+        boxes = np.asarray([b for _, b in found[:len(truth)]], np.float32).reshape(-1, 4)
+        best = B.iou_matrix(truth, boxes).max(axis=1) if len(boxes) else np.zeros(len(truth))
+        ious.extend(float(v) for v in best)
     return float(np.mean(ious)) if ious else 0.0
 
 
