@@ -91,11 +91,12 @@ def score(det, data) -> dict:
     return m
 
 
-def detector_for(row: str, train, tmp: Path, epochs: int, scan: ScanConfig, cache: dict):
+def detector_for(row: str, train, tmp: Path, epochs: int, scan: ScanConfig, cache: dict, personalize: str = "auto"):
     if row.startswith("blazeface-ft"):
         if "ft" not in cache:
             ds = subset_dataset(train, tmp)
-            cache["ft"], cache["ft_s"] = train_detector(ds, tmp, "blazeface", **{**preset("blazeface"), "epochs": epochs})
+            cache["ft"], cache["ft_s"] = train_detector(ds, tmp, "blazeface", **{**preset("blazeface"), "epochs": epochs},
+                                                        personalize=personalize)
             chosen = (getattr(cache["ft"], "meta", None) or {}).get("personalization")
             if chosen:
                 print(f"  trained: chose {chosen['winner']} (cross-validated IoU {chosen['cv_iou']})", flush=True)
@@ -122,6 +123,7 @@ def main(argv=None) -> int:
     ap.add_argument("--levels", type=int, default=ScanConfig().max_levels)
     ap.add_argument("--zoom", type=float, default=ScanConfig().max_zoom)
     ap.add_argument("--limit", type=int, default=0, help="score only the first N photos (quick looks)")
+    ap.add_argument("--personalize", default="auto", choices=("auto", "fine-tune"), help="the trained rows' choice")
     args = ap.parse_args(argv)
     if not CROWD.is_dir():
         print(f"no {CROWD}: this benchmark needs the shared crowd set", file=sys.stderr)
@@ -137,7 +139,7 @@ def main(argv=None) -> int:
     cache: dict = {}
     with tempfile.TemporaryDirectory(prefix="facetrack-crowd-") as tmp:
         for row in [r for r in args.rows.split(",") if r]:
-            m = score(detector_for(row, train, Path(tmp), args.epochs, scan, cache), test)
+            m = score(detector_for(row, train, Path(tmp), args.epochs, scan, cache, args.personalize), test)
             secs = f"{cache['ft_s']:.0f}" if row.startswith("blazeface-ft") else ""
             lines.append(f"| {row} | {m['ap50']:.3f} | {m['ap30']:.3f} | {m['recall50']:.3f} | "
                          f"{m['fp_per_image']:.2f} | {m['ms']:.1f} | {secs} |")
