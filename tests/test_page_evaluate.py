@@ -122,3 +122,32 @@ def test_broken_model_shows_error_not_crash(workspace_env):
 
 if __name__ == "__main__":
     pytest.main([__file__, "-q"])
+
+
+@pytest.mark.slow
+def test_evaluate_boxes_the_small_faces_of_a_group_photo(workspace_env):
+    """Two 2400 x 1800 photos of eight 60 px faces each: the Small faces toggle (on by default) finds them."""
+    from facecore.images import encode_jpeg
+    from facecore.labels import ImageLabel
+    from facecore.testing import group_photo
+    from facecore.workspace import Workspace
+
+    ws = Workspace.from_env()
+    ds = ws.create_dataset("group")
+    for seed in (0, 1):
+        photo, boxes = group_photo(2400, 1800, 8, 60, seed=seed)
+        ds.add_image(encode_jpeg(photo), f"group{seed}.jpg", ImageLabel(2400, 1800, boxes))
+    at = _run()
+    if at.selectbox(key="_dataset_picker").value != "group":  # a new session opens the dataset changed last
+        at.selectbox(key="_dataset_picker").select("group").run()
+    at.multiselect(key="eval_detectors").set_value(["blazeface"])
+    at.selectbox(key="eval_split").select("all")
+    assert at.toggle(key="eval_small_faces").value is True
+    at.button(key="eval_start").click()
+    _run(at)
+    scanned = float(at.dataframe[0].value.loc["AP @ IoU 0.5, every face", "blazeface"])
+    at.toggle(key="eval_small_faces").set_value(False)
+    at.button(key="eval_start").click()
+    _run(at)
+    whole = float(at.dataframe[0].value.loc["AP @ IoU 0.5, every face", "blazeface"])
+    assert scanned >= 0.8 and whole <= 0.3, (scanned, whole)
