@@ -22,7 +22,7 @@ from .errors import FaceCoreError
 from .identity import DEFAULT_K, IdentitySet, check_identity_name
 from .io import check_model_dir, replace_dir
 from .jobs import Cancel, Progress, ProgressFn, ignore
-from .registry import KERAS_FILE, write_meta
+from .registry import KERAS_FILE, TFLITE_FILE, write_meta
 
 STOPPED = "training stopped; nothing was saved"
 RANDOM_FEATURES = ("trained on random frozen features (no ImageNet weights, e.g. offline): its accuracy means "
@@ -318,8 +318,34 @@ def train_identity(identity_set: IdentitySet, config: IdentityConfig, out_dir: s
 
     def write(tmp: Path) -> None:
         model.save(tmp / KERAS_FILE)
+        meta["tflite"] = export_identity_tflite(model, tmp, clf)
         meta["size_bytes"] = dir_size(tmp)
         write_meta(tmp, meta)
 
     path = replace_dir(out_dir, write, check=lambda d: check_model_dir(d, "identity"))
     return TrainResult(path, meta)
+
+
+TFLITE_TOLERANCE = 1e-3  # class probabilities: LiteRT against Keras on the same crops
+
+
+def export_identity_tflite(model, folder: Path, clf) -> dict:
+    """Write ``model.tflite`` beside ``model.keras`` (one crop a call), so that recognizing faces needs no
+    TensorFlow in the app's server (LiteRT runs it); checked against Keras on a few crops and left out,
+    with the reason in the returned dict, if it disagrees or the conversion fails."""
+    from .model import export_tflite
+    from .recognize import IdentityClassifier
+
+    path = folder / TFLITE_FILE
+    try:
+        export_tflite(model, path, fixed_batch=True)
+        rng = np.random.default_rng(0)
+        crops = [rng.integers(0, 256, (clf.input_size, clf.input_size, 3), dtype=np.uint8) for _ in range(3)]
+        diff = float(np.abs(IdentityClassifier.from_tflite(path, clf.classes).predict(crops) - clf.predict(crops)).max())
+    except Exception as exc:  # noqa: BLE001 - model.keras is complete without it
+        path.unlink(missing_ok=True)
+        return {"file": None, "reason": f"{type(exc).__name__}: {exc}"}
+    if not diff <= TFLITE_TOLERANCE:
+        path.unlink(missing_ok=True)
+        return {"file": None, "reason": f"differs from Keras by {diff:.2g}"}
+    return {"file": TFLITE_FILE, "max_abs_diff": diff}

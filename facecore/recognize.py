@@ -22,9 +22,10 @@ from .preprocess import resize_for_model
 class IdentityClassifier:
     """A trained identity model: ``predict(crops) -> (N, C)`` probabilities over ``classes``.
 
-    Inference goes through one ``tf.function`` traced for any batch size (never ``model.predict``
-    per face), under a lock: one instance may be shared by the webcam thread and page reruns.
-    ``facecore.registry.load_identity`` loads a saved one.
+    A Keras ``model`` runs through one ``tf.function`` traced for any batch size (never ``model.predict``
+    per face); ``from_tflite`` runs a saved ``model.tflite`` on LiteRT instead, with no TensorFlow in the
+    process (the Streamlit server). Under a lock: one instance may be shared by the webcam thread and page
+    reruns. ``facecore.registry.load_identity`` loads a saved one.
     """
 
     def __init__(self, model, classes: list[str], input_size: int, k: float = DEFAULT_K, name: str = "identity"):
@@ -32,8 +33,35 @@ class IdentityClassifier:
 
         self.model, self.classes, self.input_size, self.k, self.name = model, list(classes), int(input_size), float(k), name
         spec = tf.TensorSpec([None, self.input_size, self.input_size, 3], tf.float32)
-        self._fn = tf.function(lambda x: model(x, training=False), input_signature=[spec])
+        fn = tf.function(lambda x: model(x, training=False), input_signature=[spec])
+        self._fn = lambda x: fn(x).numpy()
         self._lock = threading.Lock()
+        self.backend = "tf.function"
+
+    @classmethod
+    def from_tflite(cls, path, classes: list[str], k: float = DEFAULT_K, name: str = "identity",
+                    num_threads: int | None = None) -> "IdentityClassifier":
+        """A saved ``model.tflite`` (one crop at a time: (1, S, S, 3) RGB 0..255 -> (1, C)) on LiteRT."""
+        from .inference import _interpreter_class, default_threads
+
+        interp = _interpreter_class()(model_path=str(path), num_threads=num_threads or default_threads())
+        interp.allocate_tensors()
+        inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
+
+        def run(x: np.ndarray) -> np.ndarray:
+            rows = []
+            for crop in x:  # the file takes one crop: a fixed batch folds its shapes (one XNNPACK partition)
+                interp.set_tensor(inp["index"], crop[None].astype(np.float32))
+                interp.invoke()
+                rows.append(interp.get_tensor(out["index"])[0].copy())
+            return np.asarray(rows, np.float32)
+
+        self = cls.__new__(cls)
+        self.model, self.classes, self.k, self.name = None, list(classes), float(k), name
+        self.input_size = int(inp["shape"][1])
+        self.n_outputs = int(out["shape"][-1])
+        self._fn, self._lock, self.backend = run, threading.Lock(), "tflite"
+        return self
 
     def predict(self, crops: list[np.ndarray]) -> np.ndarray:
         """RGB uint8 crops (any sizes) -> float32 (N, C) class probabilities."""
@@ -41,7 +69,7 @@ class IdentityClassifier:
             return np.zeros((0, len(self.classes)), np.float32)
         x = np.stack([resize_for_model(c, self.input_size) for c in crops])
         with self._lock:
-            return self._fn(x).numpy()
+            return np.asarray(self._fn(x), np.float32)
 
     def classify(self, crop: np.ndarray) -> tuple[str, float]:
         """The name and probability of the most likely identity of one crop."""
@@ -59,6 +87,23 @@ class IdentityClassifier:
             self.predict([crop])
             times.append(time.perf_counter() - t)
         return round(float(np.median(times)) * 1000, 3)
+
+
+def saved_tflite(path, classes, k, name: str) -> "IdentityClassifier | None":
+    """A saved identity ``model.tflite`` at ``path`` on LiteRT, or None when it cannot be used (the caller
+    then loads ``model.keras``): its own input size and class count must agree with ``meta.json``'s
+    ``classes`` and crop margin ``k``."""
+    from .inference import MAX_INPUT_SIZE, MIN_INPUT_SIZE
+
+    if not isinstance(classes, list) or not isinstance(k, (int, float)) or isinstance(k, bool) or not 0 <= k <= 10:
+        return None
+    try:
+        clf = IdentityClassifier.from_tflite(path, [str(c) for c in classes], float(k), name=name)
+    except (ValueError, RuntimeError, OSError):  # a file LiteRT refuses: model.keras may still load
+        return None
+    if not MIN_INPUT_SIZE <= clf.input_size <= MAX_INPUT_SIZE or clf.n_outputs != len(classes):
+        return None
+    return clf
 
 
 class Recognition(NamedTuple):

@@ -305,7 +305,7 @@ def load_identity(model_dir: str | Path):
     The network's own input size and class count must agree with ``meta.json``. Raises FaceCoreError."""
     from .identity import DEFAULT_K
     from .inference import MAX_INPUT_SIZE, MIN_INPUT_SIZE, load_keras_model
-    from .recognize import IdentityClassifier
+    from .recognize import IdentityClassifier, saved_tflite
 
     d = Path(model_dir)
     try:
@@ -314,6 +314,11 @@ def load_identity(model_dir: str | Path):
         raise FaceCoreError(f"{d}: no readable {META_FILE}; train an identity model on the Recognize page first") from exc
     if meta.get("kind") != "identity":
         raise FaceCoreError(f"{d.name} is a {meta.get('kind', 'facetracker')} model, not an identity classifier")
+    k = meta.get("crop_margin", DEFAULT_K)
+    if (d / TFLITE_FILE).is_file():  # LiteRT: no TensorFlow in the process that recognizes faces
+        clf = saved_tflite(d / TFLITE_FILE, meta.get("classes"), k, d.name)
+        if clf is not None:
+            return clf
     if not (d / KERAS_FILE).is_file():
         raise FaceCoreError(f"{d}: {KERAS_FILE} is missing; retrain the identity model")
     try:
@@ -323,7 +328,6 @@ def load_identity(model_dir: str | Path):
     # the network's own input size and class count win over meta.json's (a lying size would allocate GBs)
     size = int(model.inputs[0].shape[1] or 0)
     classes, n_out = meta.get("classes"), int(model.outputs[0].shape[-1] or 0)
-    k = meta.get("crop_margin", DEFAULT_K)
     if (not MIN_INPUT_SIZE <= size <= MAX_INPUT_SIZE or not isinstance(classes, list) or len(classes) != n_out
             or not isinstance(k, (int, float)) or isinstance(k, bool) or not 0 <= k <= 10):
         raise FaceCoreError(f"{d}: {META_FILE} does not match {KERAS_FILE} (input {size} px, {n_out} classes, "

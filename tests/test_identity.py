@@ -1,6 +1,8 @@
 """Identity data (crops with margin k) and the identity classifier (facecore.identity)."""
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -12,6 +14,7 @@ from facecore.identity_compare import load_comparison
 from facecore.identity_train import IdentityConfig, build_backbone, stratified_split, train_identity
 from facecore.images import encode_jpeg, read_image
 from facecore.registry import list_models, load_identity
+from facecore.workspace import PROJECT_ROOT as ROOT
 from identity_synth import PEOPLE, person_dataset, person_image
 
 
@@ -181,6 +184,16 @@ def test_training_separates_two_people_and_saves_model(tmp_path):
         crops = [crop_face(*person_image(rng, who), 0.5) for _ in range(20)]
         names = [clf.classes[i] for i in clf.predict(crops).argmax(axis=1)]
         assert names.count(who) >= 19, names
+
+    # ... on LiteRT, from model.tflite: a process that recognizes faces never imports TensorFlow
+    assert clf.backend == "tflite" and meta["tflite"]["file"] == "model.tflite" and meta["tflite"]["max_abs_diff"] <= 1e-3
+    code = ("import sys, numpy as np\n"
+            "from facecore.registry import load_identity\n"
+            f"clf = load_identity({str(res.path)!r})\n"
+            "p = clf.predict([np.full((80, 80, 3), 128, np.uint8)])\n"
+            "assert p.shape == (1, 2) and clf.backend == 'tflite'\n"
+            "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules, 'TensorFlow was imported'\n")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, timeout=120)
 
     # retraining into the same folder replaces it atomically
     res2 = train_identity(ids, IdentityConfig(input_size=64, weights=None, epochs=1), tmp_path / "models" / "who")
