@@ -29,8 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.accuracy import SHARED, YuNet, fit_style, train_detector
-from facecore.blazeface import DEFAULT_STYLE, BlazeFaceDetector, BoxStyle, style_pairs
+from benchmarks.accuracy import SHARED, YuNet, fit_blaze_style, fit_style, train_detector
+from facecore.blazeface import BlazeFaceDetector
 from facecore.dataset import Dataset
 from facecore.evaluate import collect_images
 from facecore.evaluate_all import all_faces_metrics
@@ -56,16 +56,6 @@ def load_parts() -> dict[str, list]:
     for i, im in enumerate(images):
         parts["tune" if i % 4 == 0 else "report"].append((im, read_image(im.path)))
     return parts
-
-
-def fit_blaze_style_all(data) -> BoxStyle:
-    """BlazeFace's box style fitted on every labeled face of ``data`` (the Train page's *Fit box style*)."""
-    raw = BlazeFaceDetector(style=BoxStyle())
-    cols = ([], [], [])
-    for im, rgb in data:
-        for col, v in zip(cols, style_pairs(raw, rgb, im.boxes)):
-            col.extend(v)
-    return BoxStyle.fit(*(np.asarray(c) for c in cols[:2]), keypoints=np.asarray(cols[2]), prior=DEFAULT_STYLE)
 
 
 def subset_dataset(data, tmp: Path) -> Dataset:
@@ -102,7 +92,7 @@ def detector_for(row: str, train, tmp: Path, epochs: int, scan: ScanConfig, cach
                 print(f"  trained: chose {chosen['winner']} (cross-validated IoU {chosen['cv_iou']})", flush=True)
         det = cache["ft"]
     elif row.startswith("blazeface-style"):
-        det = BlazeFaceDetector(style=fit_blaze_style_all(train))
+        det = BlazeFaceDetector(style=fit_blaze_style(train))
     elif row.startswith("blazeface"):
         det = BlazeFaceDetector()
     elif row == "yunet":
