@@ -27,7 +27,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 
 from benchmarks.accuracy import SHARED, YuNet, fit_blaze_style, fit_style, train_detector
 from facecore.blazeface import BlazeFaceDetector
