@@ -256,6 +256,13 @@ def _vm_mb() -> tuple[float, float]:
     return int(fields["VmSize"].split()[0]) / 1024, int(fields["VmRSS"].split()[0]) / 1024
 
 
+def _peak_rss_mb() -> float:
+    """The most this process has held resident, in MB: VmHWM, which starts afresh at exec (getrusage's
+    ru_maxrss does not: a worker started by a 2 GB pytest reported 2 GB before its first call)."""
+    fields = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines() if ":" in line)
+    return int(fields["VmHWM"].split()[0]) / 1024
+
+
 def worker(fmt: str, start: int, count: int, out: Path) -> None:
     """Run mutants ``start`` .. ``start + count`` of ``fmt``; one JSON line per mutant on stdout (and a
     ``start`` line before each, so a crash names its mutant); the last line sums up."""
@@ -270,7 +277,7 @@ def worker(fmt: str, start: int, count: int, out: Path) -> None:
     vm, rss0 = _vm_mb()
     cap = int((vm + CAP_MB) * 2**20)
     resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
-    base_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    base_peak = _peak_rss_mb()
     counts = {"accepted": 0, "refused": 0}
     slowest = 0.0
     for i in range(start, start + count):
@@ -290,7 +297,7 @@ def worker(fmt: str, start: int, count: int, out: Path) -> None:
         slowest = max(slowest, time.perf_counter() - t0)
         if time.perf_counter() - t0 > SLOW_CALL_S:
             print(json.dumps({"slow": i, "s": round(time.perf_counter() - t0, 1)}), flush=True)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = _peak_rss_mb()
     print(json.dumps({"done": fmt, "mutants": count, **counts, "rss_start_mb": round(rss0),
                       "peak_rss_mb": round(peak), "peak_growth_mb": round(max(0.0, peak - min(base_peak, rss0))),
                       "cap_mb": round(cap / 2**20), "slowest_s": round(slowest, 3)}), flush=True)

@@ -119,7 +119,7 @@ def test_model_input_maps_boxes_back_like_the_detector(trained, frames, shape):
 
     import keras
 
-    from facecore.blaze_model import MIN_SCORE, model_input
+    from facecore.blaze_model import AVERAGE_FLOOR, MIN_SCORE, model_input
     from facecore.blazeface import weighted_nms
     from facecore.registry import load_detector
 
@@ -135,14 +135,14 @@ def test_model_input_maps_boxes_back_like_the_detector(trained, frames, shape):
         x, to_frame = model_input(frame, meta)
         assert x.shape == (192, 192, 3) and x.dtype == np.float32
         _, _, ap, ab = model.predict(x[None], verbose=0)
-        found = weighted_nms(ab[0], ap[0, :, 0], MIN_SCORE)
+        found = weighted_nms(ab[0], ap[0, :, 0], MIN_SCORE, average_floor=AVERAGE_FLOOR)
         _match([(sc, to_frame(b).clip(0, 1)) for sc, b in found if sc >= 0.5], app.detect(frame))
         # the face's label box, moved into the frame's terms, is where the model puts its best face
         ious.append(B.iou_matrix(to_frame(found[0][1]).clip(0, 1)[None], truth[None])[0, 0])
         # the frame resized straight to the input (no padding to the training shape), for comparison
         _, _, ap, ab = model.predict(resize_for_model(frame, 192)[None], verbose=0)
-        naive_ious.append(B.iou_matrix(weighted_nms(ab[0], ap[0, :, 0], MIN_SCORE)[0][1].clip(0, 1)[None],
-                                       truth[None])[0, 0])
+        naive = weighted_nms(ab[0], ap[0, :, 0], MIN_SCORE, average_floor=AVERAGE_FLOOR)[0][1]
+        naive_ious.append(B.iou_matrix(naive.clip(0, 1)[None], truth[None])[0, 0])
     assert len(ious) == 3 and min(ious) >= 0.6, ious
     if shape in ("3:4", "9:16"):  # portrait frames stretched to the square: the fitted box style misses
         assert np.mean(ious) > np.mean(naive_ious) + 0.1, (ious, naive_ious)
