@@ -168,7 +168,7 @@ def app_folders(tmp_path: Path) -> tuple[Path, Path]:
 def open_in_browser_mode(page, url: str, choose: bool = True):
     """The Webcam page with the in-browser mode on; returns the component's frame once its model is loaded."""
     page.goto(url + "/Webcam?dataset=mine", wait_until="domcontentloaded")
-    page.get_by_text("Run the detector").wait_for(timeout=120_000)
+    page.get_by_text("Run the detector", exact=True).wait_for(timeout=120_000)
     if choose:
         page.get_by_text("in the browser", exact=True).click()
     page.wait_for_selector(IFRAME, timeout=60_000)
