@@ -26,24 +26,6 @@ PAGES = [("home", ""), ("Collect & Label", "Collect_and_Label"), ("Augment", "Au
          ("Evaluate", "Evaluate"), ("Video", "Video"), ("Webcam", "Webcam"), ("Recognize", "Recognize")]
 
 
-def rss_mb(pid: int) -> tuple[float, float]:
-    """(current, peak) resident memory of ``pid`` in MiB."""
-    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
-    return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
-
-
-def settled_rss_mb(pid: int, quiet_s: float = 3.0, timeout_s: float = 60.0) -> float:
-    end, last, since = time.time() + timeout_s, rss_mb(pid)[0], time.time()
-    while time.time() < end:
-        time.sleep(0.5)
-        now = rss_mb(pid)[0]
-        if abs(now - last) > 5:
-            last, since = now, time.time()
-        elif time.time() - since >= quiet_s:
-            break
-    return rss_mb(pid)[0]
-
-
 def tensorflow_mapped(pid: int) -> bool:
     return any("libtensorflow" in line for line in Path(f"/proc/{pid}/maps").read_text().splitlines())
 
@@ -62,7 +44,7 @@ def main(argv=None) -> int:
 
     from playwright.sync_api import sync_playwright
 
-    from facecore.testing import BROWSER_ARGS, CHROMIUM, serve_app
+    from facecore.testing import BROWSER_ARGS, CHROMIUM, rss_mb, serve_app, settled_rss_mb
 
     rows: list[tuple[str, float, float, bool]] = []
     with tempfile.TemporaryDirectory(prefix="bench-memory-") as tmp:

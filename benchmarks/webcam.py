@@ -163,25 +163,6 @@ def bench_live(proc: LiveProcessor, rgb_frames: list[np.ndarray], seconds: float
             "age_ms_max": 1000 * float(np.max(ages[2:] or ages)) if ages else float("nan")}
 
 
-def rss_mb(pid: int) -> tuple[float, float]:
-    """(current, peak) resident memory of process ``pid`` in MiB, from /proc."""
-    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
-    return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
-
-
-def settled_rss_mb(pid: int, quiet_s: float = 3.0, timeout_s: float = 120.0) -> float:
-    """RSS once it has moved less than 5 MiB for ``quiet_s`` (e.g. a model finished loading)."""
-    end, last, since = time.time() + timeout_s, rss_mb(pid)[0], time.time()
-    while time.time() < end:
-        time.sleep(0.5)
-        now = rss_mb(pid)[0]
-        if abs(now - last) > 5:
-            last, since = now, time.time()
-        elif time.time() - since >= quiet_s:
-            break
-    return rss_mb(pid)[0]
-
-
 def server_pid(port: int) -> int:
     """The pid of the `streamlit run` serving ``port`` (facecore.testing.serve_app does not expose it)."""
     for proc in Path("/proc").iterdir():
@@ -207,7 +188,7 @@ def browser_run(detectors: list[str], seconds: float, hogs: int, input_size: int
     from playwright.sync_api import sync_playwright
 
     from facecore.testing import (BROWSER_ARGS, CHROMIUM, COUNT_DECODED_JS, KEEP_PEER_CONNECTIONS_JS, decoded_rate,
-                                  face_clip, serve_app)
+                                  face_clip, rss_mb, serve_app)
 
     if not CHROMIUM.exists():
         raise SystemExit(f"--browser needs {CHROMIUM}")

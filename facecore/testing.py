@@ -155,6 +155,26 @@ def group_photo(width: int = 4000, height: int = 3000, n_faces: int = 8, face_px
         truth.append([fx1 / width, fy1 / height, (fx1 + (x2 - x1) * scale) / width, (fy1 + (y2 - y1) * scale) / height])
     return photo, np.asarray(truth, np.float32)
 
+
+# -- process memory, for the benchmarks that measure the server ------------------------------------
+def rss_mb(pid: int) -> tuple[float, float]:
+    """(current, peak) resident memory of ``pid`` in MiB."""
+    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
+    return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
+
+
+def settled_rss_mb(pid: int, quiet_s: float = 3.0, timeout_s: float = 60.0) -> float:
+    """RSS of ``pid`` in MiB once it has moved less than 5 MiB for ``quiet_s`` (e.g. a model finished loading)."""
+    end, last, since = time.time() + timeout_s, rss_mb(pid)[0], time.time()
+    while time.time() < end:
+        time.sleep(0.5)
+        now = rss_mb(pid)[0]
+        if abs(now - last) > 5:
+            last, since = now, time.time()
+        elif time.time() - since >= quiet_s:
+            break
+    return rss_mb(pid)[0]
+
 # -- a fake camera for WebRTC: a clip of sample photos, each frame stamped with its index -------------
 CLIP_W, CLIP_H, CLIP_FPS = 320, 240, 15
 CODE_BITS, CODE_ROWS = 8, 16  # frame index in 8 blocks across the bottom 16 rows
