@@ -37,7 +37,7 @@ from facecore.detect import Detection, HaarDetector
 from facecore.evaluate import EvalImage, collect_images, compute_metrics
 from facecore.evaluate_all import all_faces_metrics
 from facecore.images import read_image
-from facecore.train import preset
+from facecore.train import model_defaults
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -212,7 +212,7 @@ def rows_for(rows, train_people, test_data, train_data, tmp, epochs, mosaics=Non
                 det, secs = train_detector(ds, tmp, "tinycnn", weights=None, epochs=60, batch_size=16,
                                            learning_rate=1e-3, head_units=256, augmentation="on_the_fly", patience=0)
             else:
-                det, secs = train_detector(ds, tmp, "blazeface", **{**preset("blazeface"), "epochs": epochs,
+                det, secs = train_detector(ds, tmp, "blazeface", **{**model_defaults("blazeface"), "epochs": epochs,
                                                                     "input_size": size, "train_layers": layers_of(row),
                                                                     "input_shape": input_shape_of(row),
                                                                     **({"learning_rate": lr} if lr else {})})
@@ -264,8 +264,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rows", default=",".join(ALL_ROWS))
     ap.add_argument("--people", default=",".join(PEOPLE))
-    ap.add_argument("--epochs", type=int, default=preset("blazeface")["epochs"])
-    ap.add_argument("--learning-rate", type=float, default=preset("blazeface")["learning_rate"])
+    ap.add_argument("--epochs", type=int, default=model_defaults("blazeface")["epochs"])
+    ap.add_argument("--learning-rate", type=float, default=model_defaults("blazeface")["learning_rate"])
     ap.add_argument("--size", type=int, default=192, help="fine-tuned BlazeFace input: 192 (full range) or 128 (short)")
     ap.add_argument("--mosaic", action="store_true", help="also score every face of 2x2 mosaics of the held-out person")
     ap.add_argument("--personal", action="store_true", help="the personalization table instead")
@@ -311,7 +311,7 @@ def rows_for_personal(rows, ds, train_data, test_data, tmp, epochs, size=192) ->
         if det is not None:
             pass
         elif row.startswith("blazeface-ft"):
-            det, secs = train_detector(ds, tmp, "blazeface", **{**preset("blazeface"), "epochs": epochs, "batch_size": 8,
+            det, secs = train_detector(ds, tmp, "blazeface", **{**model_defaults("blazeface"), "epochs": epochs, "batch_size": 8,
                                                                 "input_size": size, "train_layers": layers_of(row),
                                                                 "input_shape": input_shape_of(row)},
                                        split=(1.0, 0.0, 0.0), patience=0)

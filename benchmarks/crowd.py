@@ -35,7 +35,7 @@ from facecore.evaluate import collect_images
 from facecore.evaluate_all import all_faces_metrics
 from facecore.images import read_image
 from facecore.scan import ScanConfig, ScanningDetector
-from facecore.train import preset
+from facecore.train import model_defaults
 
 CROWD = SHARED / "datasets" / "facemask_dev"
 ROWS = ("blazeface", "blazeface-scan", "blazeface-style-scan", "yunet", "yunet-style",
@@ -84,7 +84,7 @@ def detector_for(row: str, train, tmp: Path, epochs: int, scan: ScanConfig, cach
     if row.startswith("blazeface-ft"):
         if "ft" not in cache:
             ds = subset_dataset(train, tmp)
-            cache["ft"], cache["ft_s"] = train_detector(ds, tmp, "blazeface", **{**preset("blazeface"), "epochs": epochs},
+            cache["ft"], cache["ft_s"] = train_detector(ds, tmp, "blazeface", **{**model_defaults("blazeface"), "epochs": epochs},
                                                         personalize=personalize)
             chosen = (getattr(cache["ft"], "meta", None) or {}).get("personalization")
             if chosen:
@@ -108,7 +108,7 @@ def main(argv=None) -> int:
     ap.add_argument("--rows", default=",".join(ROWS))
     ap.add_argument("--part", choices=("tune", "report"), default="report", help="the photos scored")
     ap.add_argument("--train", type=int, default=40, help="photos of the tune part that detectors learn from")
-    ap.add_argument("--epochs", type=int, default=preset("blazeface")["epochs"])
+    ap.add_argument("--epochs", type=int, default=model_defaults("blazeface")["epochs"])
     ap.add_argument("--levels", type=int, default=ScanConfig().max_levels)
     ap.add_argument("--zoom", type=float, default=ScanConfig().max_zoom)
     ap.add_argument("--limit", type=int, default=0, help="score only the first N photos (quick looks)")

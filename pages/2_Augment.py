@@ -9,7 +9,7 @@ from facecore.augment import AugmentConfig, build_augmenter, delete_augmented, p
 from facecore.detect import draw_boxes
 from facecore.jobs import Job, JobSlot
 from facecore.mosaic import augment_and_mosaic
-from pages.common import dataset_picker, show_error
+from pages.common import AUGMENT_CONFIG_KEY, dataset_picker, show_error
 from pages.common.jobs import progress_bar, watch
 
 st.title("🎛️ Augment")
@@ -25,7 +25,6 @@ if dataset is None:
     st.stop()
 
 DEFAULTS = AugmentConfig()
-CONFIG_KEY = "augment_config"  # the Train page may read this for on-the-fly augmentation
 
 
 @st.cache_resource(show_spinner=False)
@@ -86,7 +85,7 @@ try:
 except ValueError as exc:
     st.error(f"These settings are not valid: {exc}")
     st.stop()
-st.session_state[CONFIG_KEY] = config
+st.session_state[AUGMENT_CONFIG_KEY] = config
 augmenter = _augmenter(json.dumps(config.to_dict(), sort_keys=True))
 
 try:

@@ -14,9 +14,9 @@ from facecore.provenance import kept_start
 from facecore.train.personalize import note as personalization_note
 from facecore.registry import META_FILE
 from facecore.splits import mosaic_sources
-from facecore.train import AUGMENTATION_MODES, INPUT_SHAPES, JOB, PERSONALIZE, TRAIN_LAYERS, TrainConfig, failure_kind, preset
+from facecore.train import AUGMENTATION_MODES, INPUT_SHAPES, JOB, PERSONALIZE, TRAIN_LAYERS, TrainConfig, failure_kind
 from facecore.train import start_training as start_job
-from pages.common import dataset_picker, dataset_summary, show_error, workspace
+from pages.common import AUGMENT_CONFIG_KEY, dataset_picker, dataset_summary, show_error, workspace
 from pages.common.figures import loss_figure
 from pages.common.jobs import watch
 
@@ -166,18 +166,17 @@ else:
                             help="Saved under models/<name>; a model with the same name is replaced when training ends.")
 
     left, mid, right = st.columns(3)
-    defaults = preset(backbone, weights is None)  # the CLI's defaults too
+    defaults = TrainConfig.for_backbone(backbone, weights is None)  # the CLI's defaults too
     kind = "blaze" if blaze else weights is None
-    epochs = left.number_input("Epochs", 1, 1000, defaults["epochs"], key=f"train_epochs_{kind}")
-    batch_size = mid.select_slider("Batch size", [2, 4, 8, 16, 32, 64], defaults["batch_size"],
+    epochs = left.number_input("Epochs", 1, 1000, defaults.epochs, key=f"train_epochs_{kind}")
+    batch_size = mid.select_slider("Batch size", [2, 4, 8, 16, 32, 64], defaults.batch_size,
                                    key=f"train_batch_{kind}")
-    lr = right.select_slider("Learning rate", [1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2], defaults["learning_rate"],
+    lr = right.select_slider("Learning rate", [1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2], defaults.learning_rate,
                              format_func=lambda v: f"{v:g}", key=f"train_lr_{kind}")
     n_aug = counts.augmented if counts is not None else 0
     n_mosaics = len(mosaic_sources(dataset)) if n_aug else 0
     # copies made on the Augment page are used by default (the choice stays visible here)
-    aug_default = ("offline" if n_aug else "off" if defaults["augmentation"] == "offline"
-                   else defaults["augmentation"])
+    aug_default = "offline" if n_aug else "off" if defaults.augmentation == "offline" else defaults.augmentation
     augmentation = st.radio("Augmentation", AUGMENTATION_MODES, index=AUGMENTATION_MODES.index(aug_default),
                             horizontal=True, format_func=AUG_LABELS.get, key=f"train_aug_{dataset.name}_{blaze}",
                             help="Offline copies: the train split plus the copies written on the Augment page "
@@ -193,34 +192,34 @@ else:
         st.caption("BlazeFace makes its random copies inside training (zoom 60-220 %, shift, flip, colour); the "
                    "Augment page's transforms apply to its offline copies.")
     elif augmentation == "on_the_fly":
-        aug_config = st.session_state.get("augment_config")  # set by the Augment page
+        aug_config = st.session_state.get(AUGMENT_CONFIG_KEY)  # set by the Augment page
         st.caption("Uses the transforms set on the Augment page in this session"
                    if aug_config is not None else "Uses the default transforms (tune them on the Augment page).")
     mosaic_note = st.empty()  # filled once the network input is known (Advanced)
 
     with st.expander("Advanced"):
         a1, a2, a3 = st.columns(3)
-        loc_weight = a1.number_input("Localization weight", 0.1, 100.0, TrainConfig.localization_weight, 0.5,
+        loc_weight = a1.number_input("Localization weight", 0.1, 100.0, defaults.localization_weight, 0.5,
                                      key="train_locw",
                                      help="Total loss = classification + this x localization.")
-        patience = a2.number_input("Early stopping patience (epochs, 0 = off)", 0, 100, TrainConfig.patience,
+        patience = a2.number_input("Early stopping patience (epochs, 0 = off)", 0, 100, defaults.patience,
                                    key="train_patience")
-        seed = a3.number_input("Seed", 0, 2**31 - 1, TrainConfig.seed, key="train_seed")
+        seed = a3.number_input("Seed", 0, 2**31 - 1, defaults.seed, key="train_seed")
         # only the settings of the chosen model: BlazeFace has no Dense heads and no backbone to unfreeze
-        head_units, ft_epochs, ft_layers = defaults["head_units"], 0, TrainConfig.fine_tune_layers
-        alpha, train_layers, input_shape = TrainConfig.alpha, TrainConfig.train_layers, TrainConfig.input_shape
-        personalize = TrainConfig.personalize
+        head_units, ft_epochs, ft_layers = defaults.head_units, 0, defaults.fine_tune_layers
+        alpha, train_layers, input_shape = defaults.alpha, defaults.train_layers, defaults.input_shape
+        personalize = defaults.personalize
         if blaze:
             b1, b2 = st.columns(2)
             train_layers = b1.radio("Layers to train", TRAIN_LAYERS, key="train_layers", horizontal=True,
-                                    index=TRAIN_LAYERS.index(defaults.get("train_layers", TrainConfig.train_layers)),
+                                    index=TRAIN_LAYERS.index(defaults.train_layers),
                                     format_func=LAYER_LABELS.get,
                                     help="Box heads (the default) learn where your boxes go and keep MediaPipe's "
                                          "judgement of what is a face: on people not in your photos it kept false "
                                          "alarms at zero. All detection heads also relearn face/no-face; every layer "
                                          "fits your own photos most closely and forgets more.")
             input_shape = b2.radio("Network input", INPUT_SHAPES, key="train_input_shape", horizontal=True,
-                                   index=INPUT_SHAPES.index(TrainConfig.input_shape),
+                                   index=INPUT_SHAPES.index(defaults.input_shape),
                                    format_func=INPUT_SHAPE_LABELS.get,
                                    help="Photo-shaped: the network sees a 4:3 photo as 192 x 256 pixels instead of "
                                         "inside a 192 px square, so small and distant faces get a third more pixels "
@@ -229,7 +228,7 @@ else:
                                         "faces (or mosaics from the Augment page) or most faces are tiny (under a "
                                         "tenth of the photo's width).")
             personalize = b1.radio("With 40 labeled photos or fewer", PERSONALIZE, key="train_personalize",
-                                   horizontal=True, index=PERSONALIZE.index(TrainConfig.personalize),
+                                   horizontal=True, index=PERSONALIZE.index(defaults.personalize),
                                    format_func=PERSONALIZE_LABELS.get,
                                    help="Choose by cross-validation (default): your photos are split in three, and "
                                         "the built-in detector, its box style fitted to your labels and fine-tuning "
@@ -237,16 +236,16 @@ else:
                                         "nothing beats is saved, so a few photos never make the detector worse. "
                                         "Costs three short extra trainings. Always fine-tune: skip that choice.")
         else:
-            head_units = a1.number_input("Head units", 8, 4096, defaults["head_units"], 8,
+            head_units = a1.number_input("Head units", 8, 4096, defaults.head_units, 8,
                                          key=f"train_head_{backbone}", help="Width of each head's hidden Dense layer.")
-            ft_epochs = a2.number_input("Fine-tuning epochs", 0, 500, TrainConfig.fine_tune_epochs, key="train_ft",
+            ft_epochs = a2.number_input("Fine-tuning epochs", 0, 500, defaults.fine_tune_epochs, key="train_ft",
                                         disabled=weights is None,
                                         help="A second phase that unfreezes the top of a pretrained backbone at a "
                                              "small learning rate (slow: every step runs through the backbone).")
-            ft_layers = a3.number_input("Layers to unfreeze", 1, 300, TrainConfig.fine_tune_layers,
+            ft_layers = a3.number_input("Layers to unfreeze", 1, 300, defaults.fine_tune_layers,
                                         key="train_ft_layers", disabled=weights is None)
             if backbone == "mobilenetv2":
-                alpha = a1.select_slider("MobileNetV2 width", [0.35, 0.5, 0.75, 1.0, 1.3, 1.4], TrainConfig.alpha,
+                alpha = a1.select_slider("MobileNetV2 width", [0.35, 0.5, 0.75, 1.0, 1.3, 1.4], defaults.alpha,
                                          key="train_alpha")
     if blaze and augmentation == "offline" and n_mosaics and input_shape != "square":
         mosaic_note.info(
@@ -271,13 +270,13 @@ else:
         st.caption("On-the-fly augmentation runs every image through the backbone in every epoch (slower than "
                    "offline copies, which use the feature cache).")
     try:
-        config = TrainConfig(name=name.strip(), backbone=backbone, input_size=int(input_size), weights=weights,
-                             alpha=float(alpha), head_units=int(head_units), epochs=int(epochs),
-                             batch_size=int(batch_size), learning_rate=float(lr),
-                             localization_weight=float(loc_weight), augmentation=augmentation, augment=aug_config,
-                             fine_tune_epochs=int(ft_epochs) if weights is not None else 0,
-                             fine_tune_layers=int(ft_layers), patience=int(patience), seed=int(seed),
-                             train_layers=train_layers, input_shape=input_shape, personalize=personalize)
+        config = replace(defaults, name=name.strip(), input_size=int(input_size), weights=weights,
+                         alpha=float(alpha), head_units=int(head_units), epochs=int(epochs),
+                         batch_size=int(batch_size), learning_rate=float(lr),
+                         localization_weight=float(loc_weight), augmentation=augmentation, augment=aug_config,
+                         fine_tune_epochs=int(ft_epochs) if weights is not None else 0,
+                         fine_tune_layers=int(ft_layers), patience=int(patience), seed=int(seed),
+                         train_layers=train_layers, input_shape=input_shape, personalize=personalize)
     except FaceCoreError as exc:
         show_error(exc)
     if config is not None and (workspace().models_root / config.name / META_FILE).exists():

@@ -144,7 +144,8 @@ def test_default_training_moves_boxes_and_keeps_mediapipes_face_judgement(tmp_pa
     from facecore.train import TrainConfig, train
 
     ds = Dataset.open(_small_dataset(tmp_path, n_faces=12, n_walls=4))
-    cfg = TrainConfig(name="bfbox", epochs=2, batch_size=8, patience=0, personalize="fine-tune")
+    cfg = TrainConfig(name="bfbox", epochs=2, batch_size=8, patience=0, personalize="fine-tune", learning_rate=1e-4,
+                      augmentation="offline")
     assert cfg.train_layers == "box"
     out = train(ds, cfg, None, tmp_path / "models" / "bfbox")
     saved = keras.models.load_model(out / "model.keras", compile=False)
@@ -171,7 +172,7 @@ def test_fine_tuning_that_only_hurts_keeps_the_start(tmp_path):
 
     ds = Dataset.open(_small_dataset(tmp_path, n_faces=12, n_walls=4))
     out = train(ds, TrainConfig(name="wreck", epochs=2, batch_size=8, patience=0, learning_rate=50.0,
-                                      personalize="fine-tune"),
+                                      personalize="fine-tune", augmentation="offline"),
                 None, tmp_path / "models" / "wreck")
     meta = json.loads((out / "meta.json").read_text())
     assert meta["training"]["best_epoch"] == 0

@@ -43,7 +43,8 @@ def flow(tmp_path_factory):
     for k in range(0, 40, 2):
         frame, boxes = two_faces(train_faces[k], train_faces[k + 1])
         ds.add_image(encode_jpeg(frame), f"pair{k}.jpg", ImageLabel(640, 480, boxes))
-    out = train(ds, TrainConfig(name="pairs-blazeface", epochs=2, batch_size=8), None, ws.model_dir("pairs-blazeface"))
+    out = train(ds, TrainConfig(name="pairs-blazeface", epochs=2, batch_size=8, learning_rate=1e-4,
+                                augmentation="offline"), None, ws.model_dir("pairs-blazeface"))
     frame, truth = two_faces(*unseen)
     clip = root / "two.mp4"
     with av.open(str(clip), "w") as c:

@@ -8,6 +8,7 @@ from conftest import ROOT, SAMPLE, chromium_or_skip
 
 from facecore.testing import BROWSER_ARGS, CHROMIUM, make_dataset, serve_app
 from facecore import Dataset
+from pages.common import AUGMENT_CONFIG_KEY
 
 PAGE = str(ROOT / "pages" / "2_Augment.py")
 
@@ -50,13 +51,13 @@ def test_page_previews_the_sample_and_rerolls(workspace_env):
     at.toggle(key="aug_crop_on").set_value(False)
     _run(at)
     assert all(c.endswith("640x480") for c in _captions(at))
-    assert at.session_state["augment_config"].crop_p == 0.0
+    assert at.session_state[AUGMENT_CONFIG_KEY].crop_p == 0.0
     at.selectbox(key="aug_preview_n").select(4)
     _run(at)
     assert len(_captions(at)) == 5
     _button(at, "Reset to the tutorial's settings").click()
     _run(at)
-    assert at.toggle(key="aug_crop_on").value is True and at.session_state["augment_config"].crop_p == 1.0
+    assert at.toggle(key="aug_crop_on").value is True and at.session_state[AUGMENT_CONFIG_KEY].crop_p == 1.0
 
 
 def test_page_runs_offline_augmentation_and_deletes_copies(workspace_env):

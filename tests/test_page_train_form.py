@@ -13,7 +13,9 @@ from facecore import Dataset
 from facecore.augment import AugmentConfig, augment_dataset
 from facecore.jobs import Job, JobSlot
 from facecore.mosaic import make_mosaics
-from facecore.train import TrainConfig, preset
+from dataclasses import fields
+
+from facecore.train import TrainConfig
 from facecore.train.job import TrainRun
 
 FACETRACKER_ONLY = ("train_head_blazeface", "train_ft", "train_ft_layers")
@@ -43,7 +45,7 @@ def test_blazeface_advanced_shows_only_its_settings(workspace_env):
 
 def test_blazeface_defaults_are_the_presets_and_the_readmes(workspace_env):
     at = run_page("pages/3_Train.py")
-    p = preset("blazeface")
+    p = TrainConfig().to_dict()
     assert at.select_slider(key="train_lr_blaze").value == p["learning_rate"]
     assert at.radio(key="train_layers").value == p["train_layers"] == TrainConfig.train_layers
     assert at.number_input(key="train_epochs_blaze").value == p["epochs"]
@@ -55,6 +57,38 @@ def test_blazeface_defaults_are_the_presets_and_the_readmes(workspace_env):
     lr = f"{p['learning_rate']:.0e}".replace("e-0", "e-")  # 1e-3, as the README writes it
     assert f"BlazeFace {p['epochs']} epochs, batch {p['batch_size']}, learning rate {lr}" in " ".join(defaults.split())
     assert "box heads" in defaults
+
+
+# the Train page's widget (for the default model, BlazeFace) that sets each TrainConfig field
+DEFAULT_WIDGETS = {"backbone": ("selectbox", "train_backbone"), "weights": ("radio", "train_weights_blazeface"),
+                   "input_size": ("selectbox", "train_size_blazeface"), "epochs": ("number_input", "train_epochs_blaze"),
+                   "batch_size": ("select_slider", "train_batch_blaze"),
+                   "learning_rate": ("select_slider", "train_lr_blaze"),
+                   "augmentation": ("radio", "train_aug_sample_True"),
+                   "localization_weight": ("number_input", "train_locw"),
+                   "patience": ("number_input", "train_patience"), "seed": ("number_input", "train_seed"),
+                   "train_layers": ("radio", "train_layers"), "input_shape": ("radio", "train_input_shape"),
+                   "personalize": ("radio", "train_personalize")}
+
+
+def test_page_defaults_are_trainconfigs(workspace_env, monkeypatch):
+    """``TrainConfig()`` is what the Train page trains when nothing is touched: each widget's default is the
+    field's, and the config the page starts equals ``TrainConfig()`` field by field (but the name)."""
+    started = []
+    monkeypatch.setattr(importlib.import_module("facecore.train"), "start_training",
+                        lambda dataset, config, *a, **k: started.append(config))
+    at = run_page("pages/3_Train.py")
+    default = TrainConfig().to_dict()  # input_size: the size it resolves to
+    for field, (kind, key) in DEFAULT_WIDGETS.items():
+        assert getattr(at, kind)(key=key).value == default[field], field
+    at.button(key="train_start").click().run()
+    assert not at.exception, at.exception
+    (cfg,) = started
+    assert cfg.name == "sample-blazeface"
+    started_dict = cfg.to_dict()  # input_size: the page names the size TrainConfig() resolves to
+    for field in fields(TrainConfig):
+        if field.name != "name":
+            assert started_dict[field.name] == default[field.name], field.name
 
 
 @pytest.fixture

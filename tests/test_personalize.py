@@ -87,7 +87,7 @@ def test_ten_photo_personalization_is_not_below_the_built_in_detector(tmp_path):
     ds = ws.create_dataset("ten")
     for p in faces[:40:4]:
         ds.add_image(p.read_bytes(), p.name, read_label(SAMPLE / "labels" / f"{p.stem}.json"))
-    out = train(ds, TrainConfig(name="ten", epochs=4, batch_size=8), None, ws.model_dir("ten"))
+    out = train(ds, TrainConfig(name="ten", epochs=4, batch_size=8, learning_rate=1e-4, augmentation="offline"), None, ws.model_dir("ten"))
     meta = json.loads((out / "meta.json").read_text())
     choice = P.Choice.from_dict(meta["personalization"])
     assert choice is not None and choice.winner in P.CANDIDATES and set(choice.cv_iou) == set(P.CANDIDATES)

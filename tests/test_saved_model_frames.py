@@ -51,7 +51,8 @@ def trained(tmp_path_factory):
     for f in sorted((SAMPLE / "images").glob("*.jpg"))[:12]:
         shutil.copy(f, ds / "images" / f.name)
         shutil.copy(SAMPLE / "labels" / f"{f.stem}.json", ds / "labels" / f"{f.stem}.json")
-    out = train(Dataset.open(ds), TrainConfig(name="my-face", epochs=1, batch_size=8, patience=0), None,
+    out = train(Dataset.open(ds), TrainConfig(name="my-face", epochs=1, batch_size=8, patience=0,
+                                               learning_rate=1e-4, augmentation="offline"), None,
                 root / "models" / "my-face")
     return out
 

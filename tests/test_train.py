@@ -5,6 +5,7 @@ import os
 import shutil
 import subprocess
 import sys
+from dataclasses import fields
 
 import numpy as np
 import pytest
@@ -62,7 +63,7 @@ def test_config_defaults_and_weights_spelling():
     assert TrainConfig(input_size=128).size == 128  # the short-range model
     with pytest.raises(TrainingError, match="train_layers"):
         TrainConfig(train_layers="some")
-    c = TrainConfig(backbone="vgg16")
+    c = TrainConfig.for_backbone("vgg16")
     assert (c.backbone, c.size, c.weights, c.batch_size) == ("vgg16", 120, "imagenet", 8)
     assert c.frozen and c.uses_feature_cache
     assert TrainConfig(backbone="vgg16", weights="none").weights is None
@@ -78,14 +79,13 @@ def test_cli_and_page_share_one_preset(backbone, scratch, expected):
     import argparse
 
     from facecore.cli.train import add_parser, config_from_args
-    from facecore.train import preset
 
-    p = preset(backbone, scratch)
+    p = TrainConfig.for_backbone(backbone, scratch).to_dict()
     assert (p["epochs"], p["batch_size"], p["learning_rate"], p["augmentation"]) == expected
     parser = argparse.ArgumentParser()
     add_parser(parser.add_subparsers())
     args = parser.parse_args(["train", "--data", "x", "--backbone", backbone] + (["--weights", "none"] if scratch else []))
-    assert args.epochs is None and args.lr is None  # filled from the preset, as the Train page does
+    assert args.epochs is None and args.lr is None  # filled from for_backbone, as the Train page does
     cfg = config_from_args(args, "m")
     assert (cfg.epochs, cfg.batch_size, cfg.learning_rate, cfg.augmentation, cfg.head_units) == \
         (*expected, p["head_units"])
@@ -93,6 +93,21 @@ def test_cli_and_page_share_one_preset(backbone, scratch, expected):
     assert (cfg.patience, cfg.alpha, cfg.seed, cfg.fine_tune_epochs, cfg.localization_weight, cfg.split) == \
         (TrainConfig.patience, TrainConfig.alpha, TrainConfig.seed, TrainConfig.fine_tune_epochs,
          TrainConfig.localization_weight, TrainConfig.split)
+
+
+def test_cli_defaults_are_trainconfigs():
+    """Every option left unset trains what ``TrainConfig()`` trains (the Train page's default model)."""
+    import argparse
+
+    from facecore.cli.train import add_parser, config_from_args
+
+    parser = argparse.ArgumentParser()
+    add_parser(parser.add_subparsers())
+    cfg = config_from_args(parser.parse_args(["train", "--data", "x"]), TrainConfig.name)
+    default = TrainConfig()
+    for field in fields(TrainConfig):
+        assert getattr(cfg, field.name) == getattr(default, field.name), field.name
+    assert TrainConfig.for_backbone() == default
 
 
 def test_primary_box_is_the_largest():

@@ -23,7 +23,7 @@ def test_missing_imagenet_weights_fail_before_reading_images(tmp_path, monkeypat
 
     monkeypatch.setattr(M, "_application", offline)
     messages = []
-    cfg = TrainConfig(name="m", backbone="mobilenetv2", input_size=48, weights="imagenet", epochs=1)
+    cfg = TrainConfig.for_backbone("mobilenetv2", name="m", input_size=48, weights="imagenet", epochs=1)
     with pytest.raises(M.WeightsUnavailable, match="could not download the ImageNet weights"):
         train(ds, cfg, lambda p: messages.append(p.message), tmp_path / "m")
     assert messages and not [m for m in messages if "reading images" in m], messages

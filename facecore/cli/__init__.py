@@ -2,8 +2,8 @@
 
 One module per command group, each with ``add_parser(subparsers)`` that sets ``func``; the work itself
 is in facecore's modules. Defaults come from facecore's config dataclasses (``TrainConfig``,
-``VideoConfig``, ``IdentityConfig``) and ``facecore.train.preset``, so that the command line and the
-pages do the same for the same choice.
+``VideoConfig``, ``IdentityConfig``; per model ``TrainConfig.for_backbone``), so that the command line
+and the pages do the same for the same choice.
 """
 
 from __future__ import annotations

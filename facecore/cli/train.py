@@ -1,7 +1,8 @@
 """``python -m facecore train``: train a face detector on a dataset.
 
-Unset options take the Train page's defaults for the same choice: ``facecore.train.preset`` for the
-model's epochs, batch size, learning rate, augmentation, head width and layers, ``TrainConfig`` for the rest.
+Unset options take the Train page's defaults for the same choice: ``TrainConfig.for_backbone`` (the
+model's epochs, batch size, learning rate, augmentation, head width and layers; ``TrainConfig``'s own
+defaults for the rest, which are the default model's).
 """
 
 from __future__ import annotations
@@ -12,8 +13,8 @@ from pathlib import Path
 
 from ..backbones import DETECTOR_BACKBONES
 from ..dataset import Dataset
-from ..registry import read_meta
-from ..train import AUGMENTATION_MODES, INPUT_SHAPES, PERSONALIZE, TRAIN_LAYERS, TrainConfig, preset, train
+from ..meta import ModelMeta
+from ..train import AUGMENTATION_MODES, INPUT_SHAPES, PERSONALIZE, TRAIN_LAYERS, TrainConfig, train
 from ..workspace import Workspace, check_name
 from .progress import bar, fmt_s, line_printer
 
@@ -29,18 +30,17 @@ def _line(p) -> str:
 
 
 def config_from_args(args, name: str) -> TrainConfig:
-    """The ``TrainConfig`` the options ask for; options left unset take ``preset`` (as the Train page)."""
+    """The ``TrainConfig`` the options ask for; options left unset take ``TrainConfig.for_backbone``'s
+    (as the Train page)."""
     weights = None if args.weights.lower() == "none" else args.weights
-    defaults = preset(args.backbone, weights is None)
-    pick = lambda value, key: defaults[key] if value is None else value  # noqa: E731
-    return TrainConfig(
-        name=name, backbone=args.backbone, input_size=args.input_size, weights=weights, alpha=args.alpha,
-        head_units=pick(args.head_units, "head_units"), epochs=pick(args.epochs, "epochs"),
-        batch_size=pick(args.batch_size, "batch_size"), learning_rate=pick(args.lr, "learning_rate"),
-        augmentation=pick(args.augmentation, "augmentation"), fine_tune_epochs=args.fine_tune_epochs,
-        patience=args.patience, seed=args.seed, cache_features=not args.no_cache, export_tflite=not args.no_tflite,
-        train_layers=args.train_layers or defaults.get("train_layers", TrainConfig.train_layers),
-        input_shape=args.input_shape, personalize=args.personalize)
+    per_model = {"head_units": args.head_units, "epochs": args.epochs, "batch_size": args.batch_size,
+                 "learning_rate": args.lr, "augmentation": args.augmentation, "train_layers": args.train_layers}
+    return TrainConfig.for_backbone(
+        args.backbone, weights is None, **{k: v for k, v in per_model.items() if v is not None},
+        name=name, input_size=args.input_size, weights=weights, alpha=args.alpha,
+        fine_tune_epochs=args.fine_tune_epochs, patience=args.patience, seed=args.seed,
+        cache_features=not args.no_cache, export_tflite=not args.no_tflite, input_shape=args.input_shape,
+        personalize=args.personalize)
 
 
 def _train(args) -> int:
@@ -52,12 +52,11 @@ def _train(args) -> int:
               file=sys.stderr)
     path = train(ds, config, line_printer(_line, sys.stderr), out)
     print(file=sys.stderr)
-    meta = read_meta(path)
-    for w in meta["training"]["warnings"]:
+    meta = ModelMeta.load(path)
+    for w in meta.training_warnings:
         print(f"warning: {w}", file=sys.stderr)
-    print(json.dumps({"model": str(path), "metrics": meta["metrics"],
-                      "epochs_run": meta["training"]["epochs_run"], "seconds": meta["training"]["seconds"]},
-                     indent=2))
+    print(json.dumps({"model": str(path), "metrics": meta.metrics, "epochs_run": meta.epochs_run,
+                      "seconds": meta.training.get("seconds")}, indent=2))
     return 0
 
 
@@ -80,7 +79,7 @@ def add_parser(sub) -> None:
     p.add_argument("--personalize", default=TrainConfig.personalize, choices=PERSONALIZE,
                    help="blazeface, 40 labeled photos or fewer: auto chooses the built-in detector, its box style "
                         "fitted to the labels or fine-tuning by cross-validation on them; fine-tune always fine-tunes")
-    p.add_argument("--epochs", type=int, default=None, help="default: per model (facecore.train.preset)")
+    p.add_argument("--epochs", type=int, default=None, help="default: per model (TrainConfig.for_backbone)")
     p.add_argument("--batch-size", type=int, default=None, help="default: per model")
     p.add_argument("--lr", type=float, default=None, help="learning rate (default: per model)")
     p.add_argument("--input-size", type=int, default=None, help="input pixels (default: per backbone)")

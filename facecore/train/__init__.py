@@ -18,14 +18,14 @@
    moving statistics trail the weights and it does much worse in eval mode than in training;
 5. save ``model.keras``, ``model.tflite`` and ``meta.json`` atomically (see ``save_model``).
 
-Modules: ``config`` (presets, ``TrainConfig``; the backbones are ``facecore.backbones``'), ``data``
+Modules: ``config`` (``TrainConfig`` and its per-model defaults; the backbones are ``facecore.backbones``'), ``data``
 (samples and tf.data), ``callbacks``, ``context`` (what a run's stages share, progress, ETA),
 ``facetracker`` (the FaceTracker's stages), ``run`` (``train``), ``save`` (``save_model``), ``job``
 (the background job). TensorFlow is imported only when training starts, so the command line and pages
 load quickly.
 """
 
-from .config import AUGMENTATION_MODES, INPUT_SHAPES, MAX_HEAD_UNITS, MAX_INPUT_SIZE, PERSONALIZE, TRAIN_LAYERS, TrainConfig, TrainingError, preset
+from .config import AUGMENTATION_MODES, INPUT_SHAPES, MAX_HEAD_UNITS, MAX_INPUT_SIZE, PERSONALIZE, TRAIN_LAYERS, TrainConfig, TrainingError, model_defaults
 from .context import training_eta
 from .data import Samples, load_samples, primary_box, read_splits
 from .job import JOB, TrainRun, failure_kind, start_training
@@ -34,6 +34,6 @@ from .save import save_model
 
 __all__ = [
     "AUGMENTATION_MODES", "INPUT_SHAPES", "JOB", "MAX_HEAD_UNITS", "MAX_INPUT_SIZE", "PERSONALIZE", "Samples", "TRAIN_LAYERS", "TrainConfig",
-    "TrainRun", "TrainingError", "failure_kind", "load_samples", "preset", "primary_box",
+    "TrainRun", "TrainingError", "failure_kind", "load_samples", "model_defaults", "primary_box",
     "read_splits", "save_model", "start_training", "train", "training_eta",
 ]

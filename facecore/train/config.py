@@ -1,5 +1,6 @@
-"""What defines a training run: the model choices, their presets (shared by the Train page and the
-command line) and ``TrainConfig``, saved in ``meta.json`` beside the model."""
+"""What defines a training run: the model choices and ``TrainConfig`` (saved in ``meta.json`` beside the
+model), whose defaults, per model through ``TrainConfig.for_backbone``, the Train page and the command
+line both use."""
 
 from __future__ import annotations
 
@@ -21,11 +22,11 @@ TRAIN_LAYERS = ("heads", "box", "all")
 INPUT_SHAPES = ("auto", "square", "frame")  # blazeface: the network's input (facecore.blaze_train.pick_input_shape)
 
 
-def preset(backbone: str, from_scratch: bool = False) -> dict:
-    """Default epochs, batch size, learning rate, augmentation and head width for a choice of model,
-    the same on the Train page and the CLI: BlazeFace fine-tunes the whole network with on-the-fly
-    augmentation; a frozen ImageNet backbone trains its heads as the tutorials do (40 / 8 / 1e-4);
-    a network from scratch needs larger steps, more epochs and narrower heads."""
+def model_defaults(backbone: str, from_scratch: bool = False) -> dict:
+    """The settings that depend on the choice of model (``TrainConfig.for_backbone`` applies them):
+    BlazeFace fine-tunes its box heads with on-the-fly augmentation; a frozen ImageNet backbone trains its
+    heads as the tutorials do (40 / 8 / 1e-4); a network from scratch needs larger steps, more epochs
+    and narrower heads."""
     if backbone == BLAZEFACE:
         # box heads only: on people it never saw, retraining the face/no-face head made it say "face" on
         # hands and toys, and every layer forgot small faces (benchmarks/accuracy.py, README)
@@ -60,7 +61,8 @@ class TrainConfig:
     ``"on_the_fly"`` (a fresh random augmentation of every sample in every epoch, ``augment`` config).
     ``fine_tune_epochs`` > 0 adds a second phase that unfreezes the top ``fine_tune_layers`` layers of a
     pretrained backbone at ``fine_tune_lr``. ``patience`` 0 turns early stopping off.
-    Defaults follow the tutorials (VGG16 at 120 px, batch 8, Adam 1e-4).
+    The defaults are what the Train page and the command line train for the default model (BlazeFace
+    fine-tuned, ``model_defaults(BLAZEFACE)``); ``for_backbone`` gives another model's.
     """
 
     name: str = "facetracker"
@@ -69,11 +71,11 @@ class TrainConfig:
     weights: str | None = "imagenet"
     alpha: float = 1.0
     head_units: int = 2048
-    epochs: int = 40
-    batch_size: int = 8
-    learning_rate: float = 1e-4
+    epochs: int = 20
+    batch_size: int = 16
+    learning_rate: float = 1e-3
     localization_weight: float = 2.0
-    augmentation: str = "offline"
+    augmentation: str = "on_the_fly"
     augment: Any = None
     fine_tune_epochs: int = 0
     fine_tune_layers: int = 4
@@ -136,6 +138,16 @@ class TrainConfig:
         if len(split) != 3 or any(f < 0 for f in split) or split[0] <= 0:
             raise TrainingError(f"split must be three fractions (train, val, test) with train > 0, got {self.split}")
         object.__setattr__(self, "split", split)
+
+    @classmethod
+    def for_backbone(cls, backbone: str = BLAZEFACE, from_scratch: bool = False, **overrides) -> "TrainConfig":
+        """The Train page's and the command line's defaults for a choice of model (``model_defaults``; no
+        pretrained weights when ``from_scratch``), with ``overrides`` on top. ``for_backbone()`` equals
+        ``TrainConfig()``."""
+        settings = {"backbone": backbone, **model_defaults(backbone, from_scratch)}
+        if from_scratch:
+            settings["weights"] = None
+        return cls(**{**settings, **overrides})
 
     @property
     def size(self) -> int:

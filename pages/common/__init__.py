@@ -55,6 +55,7 @@ WORKFLOW = [
 ]
 
 ACTIVE_KEY = "active_dataset"
+AUGMENT_CONFIG_KEY = "augment_config"  # the Augment page's AugmentConfig; the Train page's on-the-fly augmentation
 PICKER_KEY = "_dataset_picker"
 # The active dataset also lives in the page URL (``?dataset=<name>``), so it survives a reload, a new
 # tab, and a page URL opened directly; session state alone is lost on each of those.
