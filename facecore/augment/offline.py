@@ -206,8 +206,43 @@ def augment_dataset(
 def _augment_locked(dataset, out, train, report, config, per_image, seed, split_seed, fractions, workers,
                     progress, cancel, t0) -> AugmentReport:
     label_ext = "." + dataset.label_format()
+    sigs = _prune_copies(out, train, report, config, per_image, seed, label_ext)
+    new_manifest = {"config": config.to_dict(), "seed": seed, "label_ext": label_ext,
+                    "split_seed": split_seed, "fractions": list(fractions), "per_image": per_image,
+                    "source_dataset": dataset.name, "sources": sigs}
+    atomic_write_text(out.root / MANIFEST, json.dumps(new_manifest, indent=1))
+    tasks = _copy_tasks(out, train, report, per_image, seed, label_ext)
+    # bounded: "--workers 100000" must not start one process per photo
+    workers = max(1, min(workers or os.cpu_count() or 1, 4 * (os.cpu_count() or 1), len(tasks) or 1))
 
-    # Decide which existing copies are still valid for this request; the rest go.
+    def show():
+        progress(Progress(report.done, report.total, f"{report.done}/{report.total} copies", "augment"))
+
+    def record(res):
+        stem, w, nf, err = res
+        report.written += w
+        report.no_face += nf
+        if err:
+            report.failed.append((stem, err))
+        show()
+
+    show()
+    if tasks and workers == 1:
+        _run_here(tasks, config, cancel, record)
+    elif tasks:
+        _run_on_pool(tasks, config, workers, cancel, record)
+    report.cancelled = cancel.cancelled and report.done < report.total
+    report.seconds = time.perf_counter() - t0
+    if report.cancelled:
+        raise Cancelled(f"augmentation stopped after {report.done} of {report.total} copies; they are kept",
+                        report)
+    return report
+
+
+def _prune_copies(out: Dataset, train, report: AugmentReport, config: AugmentConfig, per_image: int, seed: int,
+                  label_ext: str) -> dict:
+    """Delete the copies this request does not keep (another config or seed, a changed or dropped photo,
+    a number past ``per_image``) and a killed run's leftovers. Returns the sources' signatures."""
     manifest = _read_manifest(out)
     same_run = (manifest.get("config") == config.to_dict() and manifest.get("seed") == seed
                 and manifest.get("label_ext") == label_ext)
@@ -219,7 +254,7 @@ def _augment_locked(dataset, out, train, report, config, per_image, seed, split_
         if (stem, int(k) if k.isdigit() else -1) not in keep:
             remove_copy(out, it.stem)
             report.removed += 1
-    # Leftovers of a killed run: temp files, and labels whose image was never written (redone below).
+    # Leftovers of a killed run: temp files, and labels whose image was never written (redone later).
     for folder in (out.images_dir, out.labels_dir):
         for p in folder.iterdir():
             if p.name.startswith(".") and p.name.endswith(".tmp"):
@@ -228,11 +263,11 @@ def _augment_locked(dataset, out, train, report, config, per_image, seed, split_
     for p in out.labels_dir.iterdir():
         if p.suffix.lower() in LABEL_EXTS and AUG_SEP in p.stem and p.stem not in images:
             p.unlink(missing_ok=True)
-    new_manifest = {"config": config.to_dict(), "seed": seed, "label_ext": label_ext,
-                    "split_seed": split_seed, "fractions": list(fractions), "per_image": per_image,
-                    "source_dataset": dataset.name, "sources": sigs}
-    atomic_write_text(out.root / MANIFEST, json.dumps(new_manifest, indent=1))
+    return sigs
 
+
+def _copy_tasks(out: Dataset, train, report: AugmentReport, per_image: int, seed: int, label_ext: str) -> list:
+    """One ``_augment_source`` task per photo with copies still to write (counting the rest as skipped)."""
     tasks = []
     for it in train:
         todo = []
@@ -249,60 +284,44 @@ def _augment_locked(dataset, out, train, report, config, per_image, seed, split_
         if todo:
             tasks.append((it.stem, str(it.image), str(it.label) if it.label else None, str(out.images_dir),
                           str(out.labels_dir), label_ext, seed, tuple(todo)))
-    # bounded: "--workers 100000" must not start one process per photo
-    workers = max(1, min(workers or os.cpu_count() or 1, 4 * (os.cpu_count() or 1), len(tasks) or 1))
+    return tasks
 
-    def show():
-        progress(Progress(report.done, report.total, f"{report.done}/{report.total} copies", "augment"))
 
-    def record(res):
-        stem, w, nf, err = res
-        report.written += w
-        report.no_face += nf
-        if err:
-            report.failed.append((stem, err))
-        show()
+def _run_here(tasks: list, config: AugmentConfig, cancel: Cancel, record) -> None:
+    """The tasks in this process, one after another (``workers=1``)."""
+    _worker_init(config.to_dict(), pool=False)
+    _WORKER["stopped"] = lambda: cancel.cancelled
+    for task in tasks:
+        if cancel.cancelled:
+            break
+        record(_augment_source(task))
 
-    show()
-    if not tasks:
-        pass
-    elif workers == 1:
-        _worker_init(config.to_dict(), pool=False)
-        _WORKER["stopped"] = lambda: cancel.cancelled
-        for task in tasks:
-            if cancel.cancelled:
-                break
-            record(_augment_source(task))
-    else:
-        with without_main_script():  # under Streamlit the main script is the page: workers must not run it
-            ctx = _pool_context()
-            stop = ctx.Event()
-            pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init,
-                                       initargs=(config.to_dict(), stop, True, os.getpid()))
-            try:
-                pending = {pool.submit(_augment_source, t) for t in tasks}  # the workers start here
-            except BaseException:
-                pool.shutdown(wait=False, cancel_futures=True)
-                raise
-        with pool:
-            try:
-                while pending:
-                    done, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
-                    for f in done:
-                        if not f.cancelled():  # cancelled ones never ran: nothing to record
-                            record(f.result())
-                    if cancel.cancelled and not stop.is_set():
-                        stop.set()
-                        for f in pending:
-                            f.cancel()
-            except BaseException:
-                # Ctrl-C or an error: leaving the with-block would otherwise wait for every queued photo.
-                stop.set()
-                pool.shutdown(wait=True, cancel_futures=True)
-                raise
-    report.cancelled = cancel.cancelled and report.done < report.total
-    report.seconds = time.perf_counter() - t0
-    if report.cancelled:
-        raise Cancelled(f"augmentation stopped after {report.done} of {report.total} copies; they are kept",
-                        report)
-    return report
+
+def _run_on_pool(tasks: list, config: AugmentConfig, workers: int, cancel: Cancel, record) -> None:
+    """The tasks on a pool of ``workers`` processes; ``record`` gets each result on this thread."""
+    with without_main_script():  # under Streamlit the main script is the page: workers must not run it
+        ctx = _pool_context()
+        stop = ctx.Event()
+        pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init,
+                                   initargs=(config.to_dict(), stop, True, os.getpid()))
+        try:
+            pending = {pool.submit(_augment_source, t) for t in tasks}  # the workers start here
+        except BaseException:
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+    with pool:
+        try:
+            while pending:
+                done, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
+                for f in done:
+                    if not f.cancelled():  # cancelled ones never ran: nothing to record
+                        record(f.result())
+                if cancel.cancelled and not stop.is_set():
+                    stop.set()
+                    for f in pending:
+                        f.cancel()
+        except BaseException:
+            # Ctrl-C or an error: leaving the with-block would otherwise wait for every queued photo.
+            stop.set()
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
