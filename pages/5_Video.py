@@ -22,6 +22,7 @@ from pages.common.figures import timeline_figure
 from pages.common.jobs import progress_bar, session_job, start_session_job, watch
 
 DIR_KEY, UPLOAD_KEY, RESULT_KEY, JOB_KEY = "video_dir", "video_upload", "video_result", "video_job"
+SAMPLE_EVERY_S = 0.3  # the interval offered when sampling is chosen (VideoConfig's default runs every frame)
 
 st.title("🎞️ Video")
 st.write("Upload a video, pick a detector, and get it back with every face boxed (or blurred), a chart of the "
@@ -87,28 +88,32 @@ cols[4].metric("Audio", info.audio or "none")
 st.caption(f"Video codec {info.codec}" + (f", rotated {info.rotation}° for display" if info.rotation else ""))
 
 st.subheader("Settings")
+DEFAULTS = VideoConfig()  # every widget starts at facecore's default (tests/test_page_video.py checks)
 left, right = st.columns(2)
 with left:
     det_name, det = detector_picker(key="video_detector")
-    threshold = st.slider("Threshold", 0.0, 1.0, 0.5, 0.05, key="video_threshold",
+    threshold = st.slider("Threshold", 0.0, 1.0, DEFAULTS.threshold, 0.05, key="video_threshold",
                           help="Faces whose probability reaches it are boxed (or blurred).")
-    blur = st.toggle("Blur faces instead of boxing them (anonymize)", key="video_blur")
+    blur = st.toggle("Blur faces instead of boxing them (anonymize)", DEFAULTS.blur, key="video_blur")
     if st.toggle("Find small faces in large frames (tiles for frames over 1280 px)", value=True,
                  key="video_small_faces", help="A 640 x 480 clip runs at full speed either way; photo-sized "
                                                "frames are also scanned in tiles (facecore.scan).") and det:
         det = ScanningDetector(det, VIDEO)
 with right:
     mode = st.radio("Run the detector", ["on every frame", "every few seconds (faster)"], key="video_mode",
+                    index=0 if DEFAULTS.every <= 0 else 1,
                     help="Sampling holds the last boxes until the next sample, as the FaceVision tutorial does.")
-    every = 0.0
+    every = DEFAULTS.every
     if mode != "on every frame":
-        every = st.number_input("Interval (seconds)", 0.05, 10.0, 0.3, 0.05, key="video_every")
-    smooth = st.slider("Box smoothing", 0.0, 0.9, 0.0, 0.1, key="video_smooth",
+        every = st.number_input("Interval (seconds)", 0.05, 10.0, DEFAULTS.every or SAMPLE_EVERY_S, 0.05,
+                                key="video_every")
+    smooth = st.slider("Box smoothing", 0.0, 0.9, DEFAULTS.smooth, 0.1, key="video_smooth",
                        help="Weight of the previous box when a face is seen again: steadier boxes, a little lag.")
 with st.expander("Advanced"):
-    batch = st.number_input("Frames per inference batch", 1, 64, 16, key="video_batch")
-    crf = st.slider("Video quality (x264 CRF, lower is better and bigger)", 16, 32, 23, key="video_crf")
-    allow_truncated = st.checkbox("Process the readable part of a truncated file", key="video_truncated")
+    batch = st.number_input("Frames per inference batch", 1, 64, DEFAULTS.batch_size, key="video_batch")
+    crf = st.slider("Video quality (x264 CRF, lower is better and bigger)", 16, 32, DEFAULTS.crf, key="video_crf")
+    allow_truncated = st.checkbox("Process the readable part of a truncated file", DEFAULTS.allow_truncated,
+                                  key="video_truncated")
 
 config = None
 try:

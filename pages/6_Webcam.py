@@ -138,10 +138,16 @@ def connection_config(quiet: bool = False) -> dict:
         return {"iceServers": []}
 
 
+LIVE_DEFAULTS = LiveSettings()  # every widget starts at facecore's default (tests/test_page_webcam.py checks)
+FACES = ["Box", "Blur"]
+
+
 def current_settings() -> LiveSettings:
     ss = st.session_state
-    return LiveSettings(threshold=ss.get("webcam_threshold", 0.5), blur=ss.get("webcam_mode", "Box") == "Blur",
-                        smoothing=ss.get("webcam_smoothing", 0.6), overlay=ss.get("webcam_overlay", True))
+    return LiveSettings(threshold=ss.get("webcam_threshold", LIVE_DEFAULTS.threshold),
+                        blur=ss.get("webcam_mode", FACES[LIVE_DEFAULTS.blur]) == "Blur",
+                        smoothing=ss.get("webcam_smoothing", LIVE_DEFAULTS.smoothing),
+                        overlay=ss.get("webcam_overlay", LIVE_DEFAULTS.overlay))
 
 
 def push_settings() -> None:
@@ -154,14 +160,17 @@ proc = processor()
 with st.sidebar:
     st.header("Live settings")
     name, det = detector_picker(st.sidebar, key="webcam_detector")
-    threshold = st.slider("Threshold", 0.0, 1.0, 0.5, 0.05, key="webcam_threshold", on_change=push_settings,
+    threshold = st.slider("Threshold", 0.0, 1.0, LIVE_DEFAULTS.threshold, 0.05, key="webcam_threshold",
+                          on_change=push_settings,
                           help="Boxes with a lower face probability are not drawn.")
-    st.radio("Faces", ["Box", "Blur"], horizontal=True, key="webcam_mode", on_change=push_settings,
+    st.radio("Faces", FACES, index=int(LIVE_DEFAULTS.blur), horizontal=True, key="webcam_mode",
+             on_change=push_settings,
              help="Blur hides each detected face instead of boxing it.")
-    st.slider("Box smoothing", 0.0, 0.9, 0.6, 0.1, key="webcam_smoothing", on_change=push_settings,
+    st.slider("Box smoothing", 0.0, 0.9, LIVE_DEFAULTS.smoothing, 0.1, key="webcam_smoothing", on_change=push_settings,
               help="Weight of the previous box in each new one: higher is steadier but lags "
                    "behind fast moves. 0 shows the raw boxes.")
-    st.checkbox("FPS, latency and detector on the video", value=True, key="webcam_overlay", on_change=push_settings)
+    st.checkbox("FPS, latency and detector on the video", value=LIVE_DEFAULTS.overlay, key="webcam_overlay",
+                on_change=push_settings)
 proc.configure(detector=det, settings=current_settings())
 
 # Where the detector runs: in the browser (pages/common/browser_webcam: no video to the server, no WebRTC)

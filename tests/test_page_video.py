@@ -75,6 +75,19 @@ def test_upload_process_play_chart_and_download(workspace_env, clip_bytes):
     assert at.session_state["video_result"] is result and len(at.get("video")) == 1
 
 
+def test_settings_start_at_videoconfigs_defaults(workspace_env, clip_bytes):
+    """The page has no defaults of its own: each setting starts at VideoConfig's (facecore and the CLI's)."""
+    from facecore.video import VideoConfig
+
+    at = _upload(_page(), "walk.mp4", clip_bytes)
+    d = VideoConfig()
+    assert at.slider(key="video_threshold").value == d.threshold and at.toggle(key="video_blur").value == d.blur
+    assert at.radio(key="video_mode").value == "on every frame" and d.every == 0
+    assert at.slider(key="video_smooth").value == d.smooth
+    assert at.number_input(key="video_batch").value == d.batch_size and at.slider(key="video_crf").value == d.crf
+    assert at.checkbox(key="video_truncated").value == d.allow_truncated
+
+
 @pytest.mark.slow
 def test_detector_defaults_to_the_newest_trained_model(workspace_env, clip_bytes):
     import json

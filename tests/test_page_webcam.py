@@ -28,6 +28,19 @@ def test_page_renders_without_the_component(workspace_env):
     assert "Permission" in _texts(at.markdown)
 
 
+def test_settings_start_at_livesettings_defaults(workspace_env):
+    """The page has no defaults of its own: the widgets start at LiveSettings' and so does the processor."""
+    from facecore.live import LiveSettings
+
+    at = _run()
+    d = LiveSettings()
+    assert at.sidebar.slider(key="webcam_threshold").value == d.threshold
+    assert (at.sidebar.radio(key="webcam_mode").value == "Blur") == d.blur
+    assert at.sidebar.slider(key="webcam_smoothing").value == d.smoothing
+    assert at.sidebar.checkbox(key="webcam_overlay").value == d.overlay
+    assert at.session_state["webcam_processor"].settings == d
+
+
 def test_controls_reach_the_processor(workspace_env):
     at = _run()
     proc = at.session_state["webcam_processor"]
