@@ -5,7 +5,6 @@ The video callback runs on a streamlit-webrtc worker thread: it only sees the se
 """
 
 import time
-from collections import deque
 
 import streamlit as st
 
@@ -13,22 +12,13 @@ from facecore import FaceCoreError, rtc
 from facecore.browser import BROWSER, SERVER, default_mode
 from facecore.live import LiveProcessor, LiveSettings, overlay_text
 from facecore.pacing import WINDOW_S
+from facecore.reconnect import AUTO_RECONNECTS, DROP_WINDOW_S, HISTORY_SECONDS, RERUN, StreamKeeper
 from pages.common import dataset_picker, detector_picker, show_error
 from pages.common.figures import probability_chart
 
-PROC_KEY, HISTORY_KEY = "webcam_processor", "webcam_history"
-STARTED_KEY, ACTIVE_KEY, PLAYING_KEY = "webcam_started", "webcam_active", "webcam_playing"
-WANT_KEY, DROPS_KEY = "webcam_want", "webcam_drops"  # the user wants video on; unplanned stops (time, message)
-RETRY_KEY, WANT_SINCE_KEY = "webcam_retry_at", "webcam_want_since"  # when to start again; asked since
-EXPECT_KEY = "webcam_expected_connection"  # proc.connections once the stream the page started sends frames
-RETRY_AFTER_S = 2
-NO_VIDEO_S = 15  # wanted but no video (and not playing) for this long: offer Reconnect
-RETRY_STALLED_S = 10  # an automatic reconnection not playing after this long: try once more (within the limit)
+PROC_KEY = "webcam_processor"
+STREAM_KEY = "webcam_stream"  # the session's facecore.reconnect.StreamKeeper: starts, drops, retries, stats
 REFRESH_S = 1.0
-HISTORY_SECONDS = 15
-NO_FRAMES_AFTER_S = 10
-STALL_S = 3  # no new frame for this long while playing: say so
-AUTO_RECONNECTS, DROP_WINDOW_S = 3, 120  # reconnect by itself this often per window, then ask for a click
 
 CAMERA_HELP = """
 **No picture?** Check, in this order:
@@ -66,60 +56,42 @@ def processor() -> LiveProcessor:
     return st.session_state[PROC_KEY]
 
 
-def on_stream_change() -> None:
-    """The component started or stopped. A start begins fresh stats; a stop the user did not ask for
-    (Stop sets WANT_KEY off first) is a dropped connection: record why, stop wanting the stream for a
-    moment (the component would restart at once, before the server has let go of the old connection)
-    and start again RETRY_AFTER_S later (see live_stats); after AUTO_RECONNECTS drops in DROP_WINDOW_S
-    it waits for a click on Reconnect."""
-    state = st.session_state["webcam"].state
-    active = state.playing or state.signalling
-    change = rtc.stream_change(st.session_state.get(ACTIVE_KEY, False), st.session_state.get(PLAYING_KEY, False),
-                               active, state.playing, bool(st.session_state.get(WANT_KEY)))
-    st.session_state[ACTIVE_KEY], st.session_state[PLAYING_KEY] = active, state.playing
+def stream() -> StreamKeeper:
+    """This session's stream state (what the user wants, drops, retries, the stats); it outlives reruns."""
+    if STREAM_KEY not in st.session_state:
+        st.session_state[STREAM_KEY] = StreamKeeper()
+    return st.session_state[STREAM_KEY]
+
+
+def why_dropped() -> str:
+    """Why the stream dropped, in words, from the processor's and the stats' last figures."""
     proc = processor()
+    return stream().explain(connection_config(quiet=True), local=rtc.is_local_host(st.context.headers.get("Host")),
+                            frames=proc.frames, last_frame_at=proc.last_frame_at, now=time.time())
+
+
+def on_stream_change() -> None:
+    """The component started or stopped: a start begins a fresh stream in the processor; a stop the user
+    did not ask for is a drop, which ``StreamKeeper`` records and retries."""
+    state = st.session_state["webcam"].state
+    proc = processor()
+    change = stream().stream_changed(state.playing or state.signalling, state.playing, time.time(), proc.connections,
+                                     why_dropped)
     if change == "start":
         proc.reset_stream()
-        st.session_state[HISTORY_KEY] = deque(maxlen=HISTORY_SECONDS * 30)
-        st.session_state[STARTED_KEY] = time.time()
-        st.session_state[EXPECT_KEY] = proc.connections + 1
-    elif change == "drop":
-        drops = record_drop(proc)
-        st.session_state[WANT_KEY] = False
-        if len(drops) <= AUTO_RECONNECTS:
-            st.session_state[RETRY_KEY] = drops[-1][0] + RETRY_AFTER_S
-
-
-def record_drop(proc: LiveProcessor) -> list:
-    """Add a dropped connection, with why it dropped in words (``rtc.explain_drop``), to the drops of the
-    last DROP_WINDOW_S; returns them."""
-    now = time.time()
-    history = st.session_state.get(HISTORY_KEY) or []
-    last = history[-1] if history else None
-    frames = max(proc.frames, last.frame if last else 0)
-    _, message = rtc.explain_drop(
-        connection_config(quiet=True), local=rtc.is_local_host(st.context.headers.get("Host")), frames=frames,
-        stall_s=now - proc.last_frame_at if proc.last_frame_at else 0.0,
-        fps=last.fps if last else 0.0, camera_fps=last.camera_fps if last else 0.0,
-        latency_ms=last.latency_ms if last else 0.0)
-    drops = [d for d in st.session_state.get(DROPS_KEY, []) if now - d[0] < DROP_WINDOW_S]
-    drops.append((now, message))
-    st.session_state[DROPS_KEY] = drops
-    return drops
 
 
 def set_wanted(on: bool) -> None:
-    st.session_state[WANT_KEY] = on
-    st.session_state.pop(RETRY_KEY, None)
+    """Start / Stop buttons."""
     if on:
-        st.session_state[DROPS_KEY] = []
-        st.session_state[WANT_SINCE_KEY] = time.time()
+        stream().start(time.time())
+    else:
+        stream().stop()
 
 
 def restart() -> None:
-    """Reconnect button: stop the component for this run, start it again RETRY_AFTER_S later."""
-    st.session_state[WANT_KEY] = False
-    st.session_state[RETRY_KEY] = time.time() + RETRY_AFTER_S
+    """Reconnect button: stop the component for this run, start it again a moment later."""
+    stream().reconnect(time.time())
 
 
 def connection_config(quiet: bool = False) -> dict:
@@ -202,9 +174,8 @@ if where == BROWSER:
 config = connection_config()
 left, right = st.columns([3, 2], gap="medium")
 ctx = None
-want = bool(st.session_state.setdefault(WANT_KEY, False))
-drops = st.session_state.get(DROPS_KEY, [])
-retrying = RETRY_KEY in st.session_state
+keeper = stream()
+want, drops, retrying = keeper.want, keeper.drops, keeper.retrying
 with left:
     # One container for the controls and messages: whatever shows in it, the component below keeps its
     # place in the page, so Streamlit does not remount it (a remount would drop the running stream).
@@ -214,7 +185,7 @@ with left:
         else:
             st.button("Reconnect" if drops else "Start", key="webcam_start", type="primary",
                       on_click=set_wanted, args=(True,), help="Starts the camera; allow it when the browser asks.")
-        if drops and (want or retrying):
+        if keeper.auto_reconnecting:
             st.warning(f"The connection dropped: {drops[-1][1]} It reconnects by itself "
                        f"({len(drops)} of {AUTO_RECONNECTS} tries in {DROP_WINDOW_S // 60} minutes).")
         elif drops:
@@ -255,48 +226,30 @@ if det is None:
     st.warning(f"The detector '{name}' could not be loaded (see above): the video will show without boxes.")
 
 
-@st.fragment(run_every=REFRESH_S if playing or want or retrying else None)
+@st.fragment(run_every=REFRESH_S if keeper.refreshing(playing) else None)
 def live_stats() -> None:
-    retry_at = st.session_state.get(RETRY_KEY)
-    if retry_at is not None and time.time() >= retry_at:
-        st.session_state.pop(RETRY_KEY)
-        st.session_state[WANT_KEY], st.session_state[WANT_SINCE_KEY] = True, time.time()
-        st.rerun()  # the whole page: the component starts again
-    drops = st.session_state.get(DROPS_KEY, [])
-    asked = st.session_state.get(WANT_SINCE_KEY, time.time())
-    if want and not playing and drops and time.time() - asked > RETRY_STALLED_S and len(drops) < AUTO_RECONNECTS:
-        # an automatic reconnection that did not take (streamlit-webrtc can pick up the dropped connection's
-        # answer): stop the component and start it again, counted as one more try
-        st.session_state[DROPS_KEY] = [*drops, (time.time(), drops[-1][1])]
-        restart()
-        st.rerun()
-    expected = st.session_state.get(EXPECT_KEY)
-    if want and expected is not None and proc.connections > expected and time.time() - proc.last_frame_at < STALL_S:
-        # frames from a connection the page did not start: the browser re-made a dropped one at once
-        # (streamlit-webrtc does, while the stream is wanted) and the page never saw it stop
-        record_drop(proc)
-        st.session_state[EXPECT_KEY] = proc.connections
-        st.rerun()  # the whole page: the warning above the video
-    since = max(proc.last_frame_at, asked)
-    if want and not playing and since and time.time() - since > NO_VIDEO_S:
-        # e.g. a reconnection that did not take: never a silent stop
-        st.warning(f"No video for {time.time() - since:.0f} s and the connection is not back: the network or the "
+    now = time.time()
+    if keeper.tick(now, playing, proc.connections, proc.last_frame_at, why_dropped) == RERUN:
+        st.rerun()  # the whole page: the component starts again, or a drop shows above the video
+    silent_s = keeper.no_video_s(now, playing, proc.last_frame_at)
+    if silent_s is not None:  # e.g. a reconnection that did not take: never a silent stop
+        st.warning(f"No video for {silent_s:.0f} s and the connection is not back: the network or the "
                    "server may be down (see *Camera not working?*).")
         st.button("Reconnect", key="webcam_reconnect", on_click=restart)
-    history = st.session_state.setdefault(HISTORY_KEY, deque(maxlen=HISTORY_SECONDS * 30))
+    history = keeper.history
     history.extend(proc.drain_stats())
     st.subheader("Live stats")
     if not history:
-        if playing and time.time() - st.session_state.get(STARTED_KEY, time.time()) > NO_FRAMES_AFTER_S:
+        if keeper.no_frames_yet(now, playing):
             st.warning("Connected, but no video has reached the detector yet. Check the camera permission "
                        "and device (see *Camera not working?*); away from localhost a TURN server may be needed.")
-        elif playing or want:
+        elif playing or keeper.want:
             st.info("Waiting for the first frames...")
         else:
             st.info("Press **Start** above the video and allow the camera. Stats appear here while it plays.")
         return
     last = history[-1]
-    if STARTED_KEY in st.session_state and not playing and not want and RETRY_KEY not in st.session_state:
+    if keeper.stopped(playing):
         # a stream ran and was stopped: no live-looking "Face found" or fps figures that are no longer true
         st.info(f"Stopped. The last stream delivered {last.frame} frames with detector `{last.detector or 'none'}`; "
                 "press **Start** to run it again.")
@@ -322,9 +275,9 @@ def live_stats() -> None:
     if last.light:
         st.info(f"Lighter path: {last.light}, because the server could not keep up with the camera. "
                 "It tries the full path again when the load drops.")
-    if playing and time.time() - last.time > STALL_S:
-        st.warning(f"No new frame for {time.time() - last.time:.0f} s: the server is busy or the connection "
-                   "is stalling.")
+    stalled_s = keeper.stalled_s(now, playing, last.time)
+    if stalled_s is not None:
+        st.warning(f"No new frame for {stalled_s:.0f} s: the server is busy or the connection is stalling.")
     if last.error:
         st.error(f"The detector failed on the last frame: {last.error}")
     st.plotly_chart(probability_chart(history, threshold, HISTORY_SECONDS), key="webcam_probability_chart",

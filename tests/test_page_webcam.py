@@ -69,7 +69,7 @@ def test_stats_from_the_callback_are_shown(workspace_env):
     assert "Face found" in _texts(at.markdown)
     assert "3 frames delivered" in _texts(at.caption)
     # one figure, shown the same beside the video as on it
-    last = at.session_state["webcam_history"][-1]
+    last = at.session_state["webcam_stream"].history[-1]
     assert metrics["Delivered FPS"] == f"{last.fps:.1f}" and metrics["Model latency"] == f"{last.latency_ms:.0f} ms"
     assert f"On the video: `{overlay_text(last)}`" in _texts(at.caption)
     assert at.get("plotly_chart"), "the rolling probability chart is missing"
@@ -81,7 +81,7 @@ def test_after_stop_the_stats_do_not_read_as_live(workspace_env):
     face = read_image(sorted(SAMPLE.glob("images/*.jpg"))[0])
     for _ in range(3):
         proc.process(face)
-    at.session_state["webcam_started"] = time.time() - 5  # a stream ran (on_stream_change "start"), now stopped
+    at.session_state["webcam_stream"].started = time.time() - 5  # a stream ran (on_stream_change "start"), now stopped
     at.run()
     assert not at.exception
     assert "Stopped. The last stream delivered 3 frames" in _texts(at.info)
@@ -136,7 +136,7 @@ def test_trained_model_can_be_picked_while_streaming(workspace_env):
     from facecore.registry import default_detector
 
     default = default_detector(models)  # every page starts on the detector saved last (here: tiny)
-    assert at.session_state["webcam_history"][-1].detector == default  # the page took the earlier stats
+    assert at.session_state["webcam_stream"].history[-1].detector == default  # the page took the earlier stats
     proc.process(face)
     (stat,) = proc.drain_stats()
     assert stat.detector == "tiny" and 0.0 <= stat.probability <= 1.0 and not stat.error
@@ -145,24 +145,24 @@ def test_trained_model_can_be_picked_while_streaming(workspace_env):
 def test_start_and_stop_drive_the_stream(workspace_env):
     at = _run()
     at.button(key="webcam_start").click().run()
-    assert not at.exception and at.session_state["webcam_want"] is True
+    assert not at.exception and at.session_state["webcam_stream"].want is True
     assert "Waiting for the first frames" in _texts(at.info)
     at.button(key="webcam_stop").click().run()
-    assert at.session_state["webcam_want"] is False and at.button(key="webcam_start").label == "Start"
+    assert at.session_state["webcam_stream"].want is False and at.button(key="webcam_start").label == "Start"
 
 
 def test_dropped_connection_says_why_and_offers_one_click(workspace_env):
     at = _run()
     why = "The server is overloaded (2.0 of 30 camera frames per second processed, 400 ms per model call)."
-    at.session_state["webcam_want"] = True
-    at.session_state["webcam_drops"] = [(time.time(), why)]
+    at.session_state["webcam_stream"].want = True
+    at.session_state["webcam_stream"].drops = [(time.time(), why)]
     at.run()
     assert "It reconnects by itself (1 of 3" in _texts(at.warning) and why in _texts(at.warning)
-    at.session_state["webcam_want"] = False  # after too many drops the page stops retrying
+    at.session_state["webcam_stream"].want = False  # after too many drops the page stops retrying
     at.run()
     assert why in _texts(at.error) and "Press **Reconnect**" in _texts(at.error)
     at.button(key="webcam_start").click().run()
-    assert at.session_state["webcam_want"] is True and at.session_state["webcam_drops"] == []
+    assert at.session_state["webcam_stream"].want is True and at.session_state["webcam_stream"].drops == []
     assert "dropped" not in _texts(at.error) + _texts(at.warning)
 
 
@@ -177,7 +177,7 @@ def test_connection_remade_unseen_is_reported(workspace_env):
     at = _run()
     at.button(key="webcam_start").click().run()
     proc = at.session_state["webcam_processor"]
-    at.session_state["webcam_expected_connection"] = proc.connections + 1  # what starting the stream sets
+    at.session_state["webcam_stream"].expected = proc.connections + 1  # what starting the stream sets
     frame = av.VideoFrame.from_ndarray(read_image(sorted(SAMPLE.glob("images/*.jpg"))[0]), format="rgb24")
     frame.pts, frame.time_base = 0, fractions.Fraction(1, 30)
     asyncio.run(proc.process_queued([frame]))  # the started connection's frames
@@ -206,9 +206,9 @@ def test_lighter_path_is_announced(workspace_env):
 
 def test_no_video_for_long_offers_reconnect(workspace_env):
     at = _run()
-    at.session_state["webcam_want"] = True
-    at.session_state["webcam_want_since"] = time.time() - 60  # asked a minute ago, nothing came
+    at.session_state["webcam_stream"].want = True
+    at.session_state["webcam_stream"].want_since = time.time() - 60  # asked a minute ago, nothing came
     at.run()
     assert "No video for 60 s" in _texts(at.warning)
     at.button(key="webcam_reconnect").click().run()
-    assert at.session_state["webcam_want"] is False and at.session_state["webcam_retry_at"] > time.time() - 1
+    assert at.session_state["webcam_stream"].want is False and at.session_state["webcam_stream"].retry_at > time.time() - 1
