@@ -267,7 +267,45 @@ def train_identity(identity_set: IdentitySet, config: IdentityConfig, out_dir: s
     feats = _features(feature_fn, both, 32, progress, cancel)
     f_tr, f_va = feats[:len(x_tr)], feats[len(x_tr):]
 
-    head = build_head(f_tr, len(classes), config.dense_units, config.dropout, config.seed)
+    head, history, best_epoch = _fit_head(f_tr, y_tr, f_va, y_va, len(classes), config, progress, cancel)
+    val_loss, val_acc = (float(v) for v in head.evaluate(f_va, y_va, verbose=0))
+    tr_loss, tr_acc = (float(v) for v in head.evaluate(f_tr, y_tr, verbose=0))
+
+    model = assemble(base, head)
+    clf = IdentityClassifier(model, classes, config.input_size, config.k, name=out_dir.name)
+    latency = clf.measure_latency()
+    meta = {
+        "name": out_dir.name, "kind": "identity",
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "config": asdict(config), "classes": classes, "input_size": config.input_size, "crop_margin": config.k,
+        "dataset": {"name": identity_set.name, "path": str(identity_set.root), "fingerprint": identity_set.fingerprint(),
+                    "counts": identity_set.counts(),
+                    "split": {"train": int(len(train_idx)), "train_augmented": int(len(x_tr)), "val": int(len(val_idx))}},
+        "history": history, "best_epoch": best_epoch,
+        "metrics": {"train": {"accuracy": tr_acc, "loss": tr_loss}, "val": {"accuracy": val_acc, "loss": val_loss}},
+        "params": int(model.count_params()), "trainable_params": int(head.count_params()),
+        "warnings": [RANDOM_FEATURES] if config.weights is None else [],
+        "latency_ms": latency, "train_seconds": round(time.perf_counter() - t0, 2),
+    }
+
+    def write(tmp: Path) -> None:
+        model.save(tmp / KERAS_FILE)
+        meta["tflite"] = export_identity_tflite(model, tmp, clf)
+        meta["size_bytes"] = dir_size(tmp)
+        write_meta(tmp, meta)
+
+    path = replace_dir(out_dir, write, check=lambda d: check_model_dir(d, "identity"))
+    return TrainResult(path, meta)
+
+
+def _fit_head(f_tr, y_tr, f_va, y_va, n_classes: int, config: IdentityConfig, progress: ProgressFn,
+              cancel: Cancel):
+    """Train the dense head on the backbone's features, with early stopping on the val loss; returns
+    ``(head with the best epoch's weights, the epoch history, the best epoch)``. Raises ``Cancelled`` and,
+    for a non-finite loss, FaceCoreError."""
+    import keras
+
+    head = build_head(f_tr, n_classes, config.dense_units, config.dropout, config.seed)
     head.compile(optimizer=keras.optimizers.Adam(config.learning_rate),
                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     history: list[dict] = []
@@ -296,34 +334,7 @@ def train_identity(identity_set: IdentitySet, config: IdentityConfig, out_dir: s
         raise FaceCoreError(f"training diverged at epoch {history[-1]['epoch']} (loss is not finite); "
                             "lower the learning rate and retry")
     head.set_weights(best["weights"])  # the best checkpoint (lowest val loss)
-    val_loss, val_acc = (float(v) for v in head.evaluate(f_va, y_va, verbose=0))
-    tr_loss, tr_acc = (float(v) for v in head.evaluate(f_tr, y_tr, verbose=0))
-
-    model = assemble(base, head)
-    clf = IdentityClassifier(model, classes, config.input_size, config.k, name=out_dir.name)
-    latency = clf.measure_latency()
-    meta = {
-        "name": out_dir.name, "kind": "identity",
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "config": asdict(config), "classes": classes, "input_size": config.input_size, "crop_margin": config.k,
-        "dataset": {"name": identity_set.name, "path": str(identity_set.root), "fingerprint": identity_set.fingerprint(),
-                    "counts": identity_set.counts(),
-                    "split": {"train": int(len(train_idx)), "train_augmented": int(len(x_tr)), "val": int(len(val_idx))}},
-        "history": history, "best_epoch": best["epoch"],
-        "metrics": {"train": {"accuracy": tr_acc, "loss": tr_loss}, "val": {"accuracy": val_acc, "loss": val_loss}},
-        "params": int(model.count_params()), "trainable_params": int(head.count_params()),
-        "warnings": [RANDOM_FEATURES] if config.weights is None else [],
-        "latency_ms": latency, "train_seconds": round(time.perf_counter() - t0, 2),
-    }
-
-    def write(tmp: Path) -> None:
-        model.save(tmp / KERAS_FILE)
-        meta["tflite"] = export_identity_tflite(model, tmp, clf)
-        meta["size_bytes"] = dir_size(tmp)
-        write_meta(tmp, meta)
-
-    path = replace_dir(out_dir, write, check=lambda d: check_model_dir(d, "identity"))
-    return TrainResult(path, meta)
+    return head, history, best["epoch"]
 
 
 TFLITE_TOLERANCE = 1e-3  # class probabilities: LiteRT against Keras on the same crops
