@@ -57,12 +57,11 @@ else:
         h = m.headline()
         identity = m.kind == "identity"
         rows.append({"model": m.name, "kind": "me / not me" if identity else "face detector",
-                     "backbone": m.meta.get("config", {}).get("backbone", ""),
-                     "dataset": m.meta.get("dataset", {}).get("name", ""),
+                     "backbone": m.meta.backbone, "dataset": m.meta.dataset_name,
                      "mean IoU": "" if identity else _fmt(h.get("mean_iou")),
                      "face accuracy": "" if identity else _fmt(h.get("face_accuracy")),
                      "identity accuracy": _fmt(h.get("accuracy")) if identity else "",
-                     "created": m.meta.get("created", "")})
+                     "created": m.meta.created})
     st.dataframe(pd.DataFrame(rows), hide_index=True)
     st.caption("Figures on each model's test split (val when it has none); identity models (Recognize page) "
                "report their val accuracy.")

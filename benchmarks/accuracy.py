@@ -160,7 +160,7 @@ def pooled_dataset(people, tmp: Path, limit: int | None = None) -> Dataset:
 
 
 def train_detector(ds: Dataset, tmp: Path, backbone: str, **kw):
-    from facecore.registry import load
+    from facecore.registry import load_detector
     from facecore.train import TrainConfig, train
 
     out = tmp / "models" / f"m-{backbone}-{kw.get('train_layers', 'all')}"
@@ -168,7 +168,7 @@ def train_detector(ds: Dataset, tmp: Path, backbone: str, **kw):
     t = time.monotonic()
     train(ds, cfg, None, out)
     secs = time.monotonic() - t
-    return load(out.name, out.parent), secs
+    return load_detector(out.name, out.parent), secs
 
 
 def layers_of(row: str) -> str:

@@ -19,6 +19,7 @@ from . import boxes as B
 from .blazeface import NMS_IOU, weighted_nms
 from .detect import Detection, Detector
 from .errors import FaceCoreError
+from .meta import ModelMeta
 from .preprocess import resize_for_model
 
 MIN_SCORE = 0.02  # faces below this never leave the detector (pages filter with their own threshold);
@@ -57,21 +58,23 @@ def pad_to_aspect(frame: np.ndarray, aspect) -> tuple[np.ndarray, tuple[float, f
     return out, (w / pw, h / ph, x0 / pw, y0 / ph)
 
 
-def model_input(frame: np.ndarray, meta: dict, size: int | None = None):
+def model_input(frame: np.ndarray, meta, size: int | None = None):
     """The one way a frame goes into a saved BlazeFace model (``model.keras`` or ``model.tflite``) and its
     boxes come back; numpy and OpenCV only. ``frame``: RGB uint8 (H, W, 3) of any shape; ``meta``: the
-    model's ``meta.json``; ``size``: the model's input side (default: ``meta["input"]["shape"][1]``).
+    model's ``meta.json`` (a ``facecore.meta.ModelMeta``, or the parsed file); ``size``: the model's input
+    side (default: ``ModelMeta.input_hw``, the ``input.shape`` it states).
 
     Returns ``(x, to_frame)``: ``x`` float32 (size, size, 3), RGB 0..255, the frame padded with mid-grey to
-    the training photos' shape (``meta["frame_aspect"]``) and resized whole (as the app runs it: the box
+    the training photos' shape (``frame_aspect``) and resized whole (as the app runs it: the box
     style in the graph was fitted on faces stretched as theirs); ``to_frame(boxes)`` maps the model's
     normalized ``[x1, y1, x2, y2]`` boxes (any leading shape) to the frame's, float32."""
+    meta = ModelMeta.of(meta)
     if size is None:
-        try:
-            size = int(meta["input"]["shape"][1])
-        except (KeyError, IndexError, TypeError, ValueError) as exc:
-            raise FaceCoreError("meta.json has no input size (input.shape); pass size= (the model's input side)") from exc
-    padded, (sx, sy, ox, oy) = pad_to_aspect(frame, meta.get("frame_aspect"))
+        hw = meta.input_hw  # raises ModelFileError (a FaceCoreError) for a size that is not one
+        if hw is None:
+            raise FaceCoreError("meta.json has no input size (input.shape); pass size= (the model's input side)")
+        size = hw[0]
+    padded, (sx, sy, ox, oy) = pad_to_aspect(frame, meta.frame_aspect)
     origin, scale = np.array([ox, oy, ox, oy], np.float32), np.array([sx, sy, sx, sy], np.float32)
 
     def to_frame(boxes) -> np.ndarray:
@@ -83,13 +86,13 @@ def model_input(frame: np.ndarray, meta: dict, size: int | None = None):
 class TrainedBlazeDetector(Detector):
     """A fine-tuned BlazeFace: ``detect(rgb)`` -> every face (score >= ``min_score``), best first."""
 
-    def __init__(self, name: str, size: int, run, meta: dict, backend: str, min_score: float = MIN_SCORE):
-        self.name, self.input_size, self._run, self.meta = name, int(size), run, meta
+    def __init__(self, name: str, size: int, run, meta, backend: str, min_score: float = MIN_SCORE):
+        self.name, self.input_size, self._run, self.meta = name, int(size), run, ModelMeta.of(meta, name)
         self.backend, self.min_score = backend, float(min_score)
         self.fallback_reason = ""
 
     @classmethod
-    def from_tflite(cls, path: Path, name: str, meta: dict, num_threads: int | None = None) -> "TrainedBlazeDetector":
+    def from_tflite(cls, path: Path, name: str, meta: ModelMeta, num_threads: int | None = None) -> "TrainedBlazeDetector":
         """Run ``model.tflite`` at ``path`` on LiteRT. Raises FaceCoreError when its outputs are not per anchor;
         a file the interpreter refuses raises its own error (``facecore.registry`` then tries ``model.keras``)."""
         from .inference import _interpreter_class, default_threads
@@ -112,7 +115,7 @@ class TrainedBlazeDetector(Detector):
         return det
 
     @classmethod
-    def from_keras(cls, net, name: str, meta: dict) -> "TrainedBlazeDetector":
+    def from_keras(cls, net, name: str, meta: ModelMeta) -> "TrainedBlazeDetector":
         """Run a loaded ``model.keras`` network through ``tf.function`` (the fallback)."""
         import tensorflow as tf
 
@@ -127,7 +130,7 @@ class TrainedBlazeDetector(Detector):
     def detect(self, frame: np.ndarray) -> list[Detection]:
         """RGB uint8 (H, W, 3) -> every face, best first; boxes normalized to the frame.
 
-        A frame of another shape than the training photos (``meta["frame_aspect"]``, width / height) is
+        A frame of another shape than the training photos (``meta.frame_aspect``, width / height) is
         first padded to their shape (``model_input``, the step documented for the saved model's users)."""
         x, to_frame = model_input(frame, self.meta, self.input_size)
         probs, boxes = _pick(self._run(x))

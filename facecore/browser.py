@@ -106,13 +106,13 @@ def browser_detector(name: str, models_root: str | Path) -> BrowserDetector:
                                  "to run it in the browser")
     path = model_path(models_root, base)
     meta = model_meta(base, models_root)
-    arch = meta.get("architecture")
+    arch = meta.architecture
     if arch == STYLE_ARCH:
         from .boxstyle import BoxStyle
 
-        return builtin_detector("full", base, BoxStyle.from_dict(meta.get("box_style") or {}))
+        return builtin_detector("full", base, BoxStyle.from_dict(meta.box_style or {}))
     if arch != BLAZEFACE_ARCH:
-        raise BrowserUnsupported(f"{name} (a {meta.get('config', {}).get('backbone', 'FaceTracker')} model) runs on "
+        raise BrowserUnsupported(f"{name} (a {meta.backbone or 'FaceTracker'} model) runs on "
                                  "the server only; a BlazeFace model (built in or trained) runs in the browser")
     tfl = path / TFLITE_FILE
     if not tfl.is_file():
@@ -120,10 +120,7 @@ def browser_detector(name: str, models_root: str | Path) -> BrowserDetector:
     from .blaze_model import AVERAGE_FLOOR, MIN_SCORE
     from .blazeface import NMS_IOU
 
-    try:
-        aspect = float(meta.get("frame_aspect"))
-    except (TypeError, ValueError):
-        aspect = None
+    aspect = float(meta.frame_aspect) if meta.frame_aspect is not None else None
     return BrowserDetector(base, "anchors", tfl, float(MIN_SCORE), float(NMS_IOU), frame_aspect=aspect,
                            average_floor=float(AVERAGE_FLOOR))
 

@@ -38,7 +38,8 @@ from .evaluate_all import all_faces_metrics
 from .jobs import Cancel, Progress, ProgressFn, ignore
 from .labels import LABEL_EXTS, read_label
 from .preprocess import resize_for_model
-from .registry import meta_input_hw, split_name
+from .meta import ModelMeta
+from .registry import split_name
 from .splits import DEFAULT_SPLIT, SPLITS
 
 EVAL_SPLITS = (*SPLITS, "all")
@@ -273,11 +274,10 @@ def _result(name: str, threshold: float, results: list[ImageResult], skipped: in
     return EvalResult(name, float(threshold), metrics, results, p, rc, s)
 
 
-def split_config(meta: dict | None) -> tuple[int, tuple[float, float, float]]:
+def split_config(meta: ModelMeta | dict | None) -> tuple[int, tuple[float, float, float]]:
     """The split ``(seed, fractions)`` a model was trained with (``config.seed`` and ``config.split``
     in its meta.json), else the defaults ``(0, DEFAULT_SPLIT)``."""
-    cfg = (meta or {}).get("config")
-    cfg = cfg if isinstance(cfg, dict) else {}  # a broken meta.json (registry.meta_problem): the defaults
+    cfg = ModelMeta.of(meta).config  # a broken meta.json (ModelMeta.problem): the defaults
     seed = cfg.get("seed")
     fractions = cfg.get("split")
     seed = seed if isinstance(seed, int) and not isinstance(seed, bool) else 0
@@ -303,7 +303,7 @@ class SplitChoice:
     warnings: tuple[str, ...]
 
 
-def choose_split(chosen: list[str], metas: dict[str, dict], dataset_name: str, split: str) -> SplitChoice:
+def choose_split(chosen: list[str], metas: dict[str, ModelMeta], dataset_name: str, split: str) -> SplitChoice:
     """The split to evaluate ``chosen`` detectors (``NAME`` or ``NAME@int8``) on. ``metas``: the meta.json
     of every trained model (``registry.list_models``), by name; names not in it are built-in detectors.
     A model trained on another dataset, or with another split than the first, gets a warning that its
@@ -312,8 +312,8 @@ def choose_split(chosen: list[str], metas: dict[str, dict], dataset_name: str, s
     seed, fractions = split_config(metas[trained[0]] if trained else None)
     warnings = []
     for name in trained:
-        meta = metas[name] if isinstance(metas[name], dict) else {}
-        trained_on = meta.get("dataset").get("name") if isinstance(meta.get("dataset"), dict) else None
+        meta = ModelMeta.of(metas[name], name)
+        trained_on = meta.dataset_name
         if trained_on and trained_on != dataset_name:
             warnings.append(f"`{name}` was trained on the dataset `{trained_on}`, not `{dataset_name}`: its "
                             f"{split} split here is not guaranteed to be photos it never saw.")
@@ -323,14 +323,14 @@ def choose_split(chosen: list[str], metas: dict[str, dict], dataset_name: str, s
     return SplitChoice(seed, fractions, tuple(trained), tuple(warnings))
 
 
-def calibration_sample(meta: dict, images: list[EvalImage], n: int = 8, name: str = "model") -> np.ndarray | None:
+def calibration_sample(meta: ModelMeta | dict, images: list[EvalImage], n: int = 8, name: str = "model") -> np.ndarray | None:
     """Up to ``n`` of ``images`` as a trained model sees them, float32 (n, H, W, 3) 0..255 with (H, W) the
     network input its meta.json states (``input.shape``, e.g. a photo-shaped BlazeFace's square canvas, else
-    ``config.input_size``: ``registry.meta_input_hw``), for ``registry.quantize`` to compare the int8 copy
+    ``config.input_size``: ``ModelMeta.input_hw``), for ``registry.quantize`` to compare the int8 copy
     with the model on (it resizes them to the network's own input if meta.json was wrong). None when meta.json
     states no input size or there is no image. Raises ModelFileError (a size that is not one, e.g. "96px")
     or ImageReadError."""
-    hw = meta_input_hw(meta or {}, name)
+    hw = ModelMeta.of(meta, name).input_hw
     if hw is None or not images:
         return None
     if hw[0] == hw[1]:

@@ -27,10 +27,11 @@ COMPARISON_COLUMNS = ["model", "backbone", "augment", "val_accuracy", "val_loss"
 def comparison_row(result: TrainResult) -> dict:
     """One row of the comparison table (the tutorial's: accuracy, loss, parameters, size, latency)."""
     m = result.meta
-    return {"model": m["name"], "backbone": m["config"]["backbone"], "augment": m["config"]["augment"],
-            "val_accuracy": round(m["metrics"]["val"]["accuracy"], 4), "val_loss": round(m["metrics"]["val"]["loss"], 4),
-            "params": m["params"], "size_mb": round(m["size_bytes"] / 1e6, 2), "latency_ms": m["latency_ms"],
-            "epochs": len(m["history"]), "train_seconds": m["train_seconds"]}
+    val = m.split_metrics("val")
+    return {"model": m.name, "backbone": m.backbone, "augment": m.config.get("augment"),
+            "val_accuracy": round(val["accuracy"], 4), "val_loss": round(val["loss"], 4),
+            "params": m.extra.get("params"), "size_mb": round((m.size_bytes or 0) / 1e6, 2),
+            "latency_ms": m.latency_ms, "epochs": len(m.history), "train_seconds": m.extra.get("train_seconds")}
 
 
 def compare(identity_set: IdentitySet, backbones, augment_options, base_config: IdentityConfig,

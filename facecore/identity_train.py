@@ -3,8 +3,8 @@
 The classifier is a frozen ImageNet backbone (``facecore.backbones.IDENTITY_BACKBONES``) + global average
 pooling + a small dense head with a softmax over the identities. The backbone's pooled features are
 computed once per crop, so only the head trains. It is saved as ``models/<name>/model.keras`` beside
-``meta.json`` (``kind: "identity"``, see ``facecore.registry``), so identity models never appear among
-the face detectors; ``facecore.registry.load_identity`` loads it. TensorFlow is imported when training starts.
+``meta.json`` (``kind: "identity"``, a ``facecore.meta.ModelMeta``), so identity models never appear among
+the face detectors; ``facecore.recognize.load_identity`` loads it. TensorFlow is imported when training starts.
 """
 
 from __future__ import annotations
@@ -20,9 +20,10 @@ import numpy as np
 from . import backbones as BB
 from .errors import FaceCoreError
 from .identity import DEFAULT_K, IdentitySet, check_identity_name
-from .io import check_model_dir, replace_dir
+from .io import replace_dir
 from .jobs import Cancel, Progress, ProgressFn, ignore
-from .registry import KERAS_FILE, TFLITE_FILE, write_meta
+from .meta import IDENTITY, ModelMeta, check_model_dir
+from .registry import KERAS_FILE, TFLITE_FILE
 
 STOPPED = "training stopped; nothing was saved"
 RANDOM_FEATURES = ("trained on random frozen features (no ImageNet weights, e.g. offline): its accuracy means "
@@ -218,10 +219,10 @@ def dir_size(path: str | os.PathLike) -> int:
 
 @dataclass
 class TrainResult:
-    """A trained identity model: where it is saved and its ``meta.json`` content."""
+    """A trained identity model: where it is saved and its ``meta.json``."""
 
     path: Path
-    meta: dict
+    meta: ModelMeta
 
 
 def overall_fraction(progress: Progress) -> float:
@@ -253,7 +254,7 @@ def train_identity(identity_set: IdentitySet, config: IdentityConfig, out_dir: s
     progress, cancel = progress or ignore, cancel or Cancel()
     out_dir = Path(out_dir)
     check_identity_name(out_dir.name, "model")
-    check_model_dir(out_dir, "identity")  # never replace a dataset or any folder that is not our model
+    check_model_dir(out_dir, IDENTITY)  # never replace a dataset or any folder that is not our model
     x, y, classes, groups = identity_set.load(config.input_size, with_groups=True)
     train_idx, val_idx = stratified_split(y, config.val_fraction, config.seed, groups)
     x_tr, y_tr = augment_images(x[train_idx], y[train_idx], config.augment, config.seed)
@@ -274,28 +275,28 @@ def train_identity(identity_set: IdentitySet, config: IdentityConfig, out_dir: s
     model = assemble(base, head)
     clf = IdentityClassifier(model, classes, config.input_size, config.k, name=out_dir.name)
     latency = clf.measure_latency()
-    meta = {
-        "name": out_dir.name, "kind": "identity",
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "config": asdict(config), "classes": classes, "input_size": config.input_size, "crop_margin": config.k,
-        "dataset": {"name": identity_set.name, "path": str(identity_set.root), "fingerprint": identity_set.fingerprint(),
-                    "counts": identity_set.counts(),
-                    "split": {"train": int(len(train_idx)), "train_augmented": int(len(x_tr)), "val": int(len(val_idx))}},
-        "history": history, "best_epoch": best_epoch,
-        "metrics": {"train": {"accuracy": tr_acc, "loss": tr_loss}, "val": {"accuracy": val_acc, "loss": val_loss}},
-        "params": int(model.count_params()), "trainable_params": int(head.count_params()),
-        "warnings": [RANDOM_FEATURES] if config.weights is None else [],
-        "latency_ms": latency, "train_seconds": round(time.perf_counter() - t0, 2),
-    }
+    meta = ModelMeta(
+        name=out_dir.name, kind=IDENTITY, created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        config=asdict(config), classes=list(classes), crop_margin=config.k,
+        input={"shape": [None, config.input_size, config.input_size, 3], "dtype": "float32",
+               "range": "RGB 0..255 (a face crop)"},
+        dataset={"name": identity_set.name, "path": str(identity_set.root), "fingerprint": identity_set.fingerprint(),
+                 "counts": identity_set.counts(),
+                 "split": {"train": int(len(train_idx)), "train_augmented": int(len(x_tr)), "val": int(len(val_idx))}},
+        history=history, best_epoch=best_epoch,
+        metrics={"train": {"accuracy": tr_acc, "loss": tr_loss}, "val": {"accuracy": val_acc, "loss": val_loss}},
+        warnings=[RANDOM_FEATURES] if config.weights is None else [], latency_ms=latency,
+        extra={"input_size": config.input_size, "params": int(model.count_params()),
+               "trainable_params": int(head.count_params()), "train_seconds": round(time.perf_counter() - t0, 2)})
+    saved = {}
 
     def write(tmp: Path) -> None:
         model.save(tmp / KERAS_FILE)
-        meta["tflite"] = export_identity_tflite(model, tmp, clf)
-        meta["size_bytes"] = dir_size(tmp)
-        write_meta(tmp, meta)
+        saved["meta"] = meta.with_(tflite=export_identity_tflite(model, tmp, clf), size_bytes=dir_size(tmp))
+        saved["meta"].save(tmp)
 
-    path = replace_dir(out_dir, write, check=lambda d: check_model_dir(d, "identity"))
-    return TrainResult(path, meta)
+    path = replace_dir(out_dir, write, check=lambda d: check_model_dir(d, IDENTITY))
+    return TrainResult(path, saved["meta"])
 
 
 def _fit_head(f_tr, y_tr, f_va, y_va, n_classes: int, config: IdentityConfig, progress: ProgressFn,

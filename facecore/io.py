@@ -1,4 +1,4 @@
-"""Atomic file writes, folder swaps and their recovery, storage-error messages, model-folder checks.
+"""Atomic file writes, folder swaps and their recovery, storage-error messages.
 
 Image decoding lives in ``facecore.images``.
 """
@@ -6,7 +6,6 @@ Image decoding lives in ``facecore.images``.
 from __future__ import annotations
 
 import errno
-import json
 import os
 import re
 import shutil
@@ -212,7 +211,7 @@ def replace_dir(out_dir: str | os.PathLike, write: Callable[[Path], None],
     The temporary and replaced folders are dot-named, so listings that skip dot-names ignore them;
     a save killed half way is finished or undone by ``recover_dir`` (called on listing and loading).
     ``check(out_dir)`` runs again right before the swap and may raise to refuse replacing what is
-    there now (e.g. ``check_model_dir``). An ``OSError`` (read-only folder, full disk) becomes a ``StorageError``.
+    there now (e.g. ``facecore.meta.check_model_dir``). An ``OSError`` (read-only folder, full disk) becomes a ``StorageError``.
     """
     out = Path(out_dir)
     with storage_errors(f"save {out}"):
@@ -281,38 +280,3 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     """``atomic_write_bytes`` for UTF-8 text."""
     return atomic_write_bytes(path, text.encode("utf-8"))
-
-
-# -- model folders --------------------------------------------------------------------------------
-def check_model_dir(out_dir: str | os.PathLike, kind: str = "facetracker") -> Path:
-    """Make sure saving a ``kind`` model to ``out_dir`` can only replace an older model of that kind:
-    a missing or empty folder is fine; a file, a folder that is not a saved model (no ``meta.json``, or
-    holding sub-folders such as a dataset's ``images/``) or a model of another kind is refused with
-    ModelFileError, and left untouched."""
-    from .errors import ModelFileError
-
-    out = Path(out_dir)
-    if out.is_symlink() or (out.exists() and not out.is_dir()):
-        raise ModelFileError(f"{out}: is a file or link, not a model folder; choose another place for the model")
-    if not out.exists():
-        return out
-    try:
-        entries = list(out.iterdir())
-    except OSError as exc:
-        raise StorageError(storage_message(exc, f"look into {out}")) from exc
-    if not entries:
-        return out
-    meta = None
-    try:
-        meta = json.loads((out / "meta.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError, RecursionError):
-        pass
-    folders = [p.name for p in entries if p.is_dir()]
-    if not isinstance(meta, dict) or folders:
-        what = f"it holds {', '.join(sorted(folders)[:3])}/" if folders and isinstance(meta, dict) else "no meta.json"
-        raise ModelFileError(f"{out}: exists and is not a saved model ({what}); nothing was replaced. "
-                             "Choose a new folder for the model, or move this one away yourself")
-    have = meta.get("kind", "facetracker")
-    if have != kind:
-        raise ModelFileError(f"{out}: holds a {have} model; a {kind} model will not replace it. Choose another name")
-    return out

@@ -14,22 +14,23 @@ from dataclasses import dataclass
 from typing import Iterable
 
 from .detect import BLAZEFACE, BLAZEFACE_SHORT
-from .registry import BLAZEFACE_ARCH, STYLE_ARCH, split_name
+from .meta import BLAZEFACE_ARCH, STYLE_ARCH, ModelMeta
+from .registry import split_name
 
 SHORT_RANGE_SIZE = 128  # a fine-tuned BlazeFace of this input size started from the short-range network
 
 
-def start_detectors(meta: dict | None) -> tuple[str, ...]:
+def start_detectors(meta: ModelMeta | dict | None) -> tuple[str, ...]:
     """The built-in detector whose network (and boxes) a trained model started from: ``("blazeface",)``
     for a fitted box style or a BlazeFace fine-tuned from MediaPipe's weights (``"blazeface-short"`` for
     the 128 px one); ``()`` for anything trained from scratch or not a model."""
-    meta = meta if isinstance(meta, dict) else {}
-    config = meta.get("config") if isinstance(meta.get("config"), dict) else {}
-    if meta.get("architecture") == STYLE_ARCH:
+    meta = ModelMeta.of(meta)
+    if meta.architecture == STYLE_ARCH:
         return (BLAZEFACE,)
-    if meta.get("architecture") == BLAZEFACE_ARCH and config.get("weights"):
-        return (BLAZEFACE_SHORT if config.get("input_size") == SHORT_RANGE_SIZE else BLAZEFACE,)
+    if meta.architecture == BLAZEFACE_ARCH and meta.pretrained:
+        return (BLAZEFACE_SHORT if meta.config_size == SHORT_RANGE_SIZE else BLAZEFACE,)
     return ()
+
 
 
 @dataclass(frozen=True)
@@ -63,7 +64,7 @@ class OwnLabels:
                 f"a box makes it yours), or evaluate on photos you boxed by hand.")
 
 
-def own_labels(images: Iterable, detector: str, meta: dict | None = None) -> OwnLabels:
+def own_labels(images: Iterable, detector: str, meta: ModelMeta | dict | None = None) -> OwnLabels:
     """Count the face boxes of ``images`` (``facecore.evaluate.EvalImage``) accepted unchanged from the
     proposals of ``detector`` (``NAME@int8``: of ``NAME`` too) or of the network it started from
     (``start_detectors(meta)``, ``meta`` its ``meta.json``)."""
@@ -78,25 +79,23 @@ def own_labels(images: Iterable, detector: str, meta: dict | None = None) -> Own
     return OwnLabels(detector, boxes, itself, from_start, start[0] if start else "")
 
 
-def kept_start(meta: dict | None) -> str:
+def kept_start(meta: ModelMeta | dict | None) -> str:
     """For a finished training whose epochs never beat the starting point on the val split
-    (``meta["training"]["best_epoch"] == 0``): what the saved model is, for people, first thing on the
-    Train page's result; ``""`` when an epoch was kept."""
-    meta = meta if isinstance(meta, dict) else {}
-    training = meta.get("training") if isinstance(meta.get("training"), dict) else {}
-    if training.get("best_epoch") != 0:
+    (``meta.best == 0``): what the saved model is, for people, first thing on the Train page's result;
+    ``""`` when an epoch was kept."""
+    meta = ModelMeta.of(meta)
+    if meta.best != 0:
         return ""
-    config = meta.get("config") if isinstance(meta.get("config"), dict) else {}
-    runs = training.get("epochs_run")
+    runs = meta.epochs_run
     head = (f"**No training epoch beat the starting point on the val split**, so the {runs} epoch(s) of "
             f"training were dropped and the saved model is the start: " if isinstance(runs, int) else
             "**No training epoch beat the starting point on the val split**, so the saved model is the start: ")
-    if meta.get("architecture") == BLAZEFACE_ARCH and not config.get("weights"):
+    if meta.architecture == BLAZEFACE_ARCH and not meta.pretrained:
         return head + ("the network as initialized, untrained (no pretrained weights). It will not find faces: "
                        "train with MediaPipe's weights instead.")
-    if meta.get("architecture") == BLAZEFACE_ARCH:
+    if meta.architecture == BLAZEFACE_ARCH:
         start = start_detectors(meta)[0]
-        style = meta.get("start_style") if isinstance(meta.get("start_style"), dict) else None
+        style = meta.start_style
         fitted = (f"with your labels' box style fitted ({style.get('method', 'offsets')}, from "
                   f"{style.get('n_faces', '?')} faces)" if style else "with its own box style")
         return head + (f"MediaPipe's network, unchanged (the built-in `{start}`), {fitted}. Compare it with "

@@ -25,7 +25,7 @@ class IdentityClassifier:
     A Keras ``model`` runs through one ``tf.function`` traced for any batch size (never ``model.predict``
     per face); ``from_tflite`` runs a saved ``model.tflite`` on LiteRT instead, with no TensorFlow in the
     process (the Streamlit server). Under a lock: one instance may be shared by the webcam thread and page
-    reruns. ``facecore.registry.load_identity`` loads a saved one.
+    reruns. ``load_identity`` loads a saved one.
     """
 
     def __init__(self, model, classes: list[str], input_size: int, k: float = DEFAULT_K, name: str = "identity"):
@@ -199,3 +199,50 @@ def draw_recognitions(frame: np.ndarray, recognitions: list[Recognition], classe
     for r in recognitions:
         out = draw_detections(out, [Detection(r.score, r.box, r.name)], threshold=0.0, color=color_for(r.name, classes))
     return out.copy() if out is frame else out
+
+
+# -- loading saved identity models (the detectors are facecore.registry's) ------------------------------
+def load_identity(model_dir) -> IdentityClassifier:
+    """An identity model folder (``kind: "identity"``) as an ``IdentityClassifier``. The network's own
+    input size and class count must agree with ``meta.json``. Raises FaceCoreError."""
+    from pathlib import Path
+
+    from .errors import FaceCoreError, ModelFileError
+    from .inference import MAX_INPUT_SIZE, MIN_INPUT_SIZE, load_keras_model
+    from .meta import IDENTITY, META_FILE, ModelMeta
+    from .registry import KERAS_FILE, TFLITE_FILE
+
+    d = Path(model_dir)
+    try:
+        meta = ModelMeta.load(d, strict=True)  # a class list or crop margin of the wrong type: refused
+    except ModelFileError as exc:
+        raise FaceCoreError(f"{d}: {exc}; train an identity model on the Recognize page first") from exc
+    if meta.kind != IDENTITY:
+        raise FaceCoreError(f"{d.name} is a {meta.kind} model, not an identity classifier")
+    k = DEFAULT_K if meta.crop_margin is None else meta.crop_margin
+    if (d / TFLITE_FILE).is_file():  # LiteRT: no TensorFlow in the process that recognizes faces
+        clf = saved_tflite(d / TFLITE_FILE, meta.classes, k, d.name)
+        if clf is not None:
+            return clf
+    if not (d / KERAS_FILE).is_file():
+        raise FaceCoreError(f"{d}: {KERAS_FILE} is missing; retrain the identity model")
+    try:
+        model = load_keras_model(d / KERAS_FILE)
+    except ModelFileError as exc:  # a truncated or foreign file: say which one
+        raise FaceCoreError(f"{d / KERAS_FILE}: cannot load the model ({exc}); retrain it") from exc
+    # the network's own input size and class count win over meta.json's (a lying size would allocate GBs)
+    size = int(model.inputs[0].shape[1] or 0)
+    classes, n_out = meta.classes, int(model.outputs[0].shape[-1] or 0)
+    if not MIN_INPUT_SIZE <= size <= MAX_INPUT_SIZE or not classes or len(classes) != n_out or not 0 <= k <= 10:
+        raise FaceCoreError(f"{d}: {META_FILE} does not match {KERAS_FILE} (input {size} px, {n_out} classes, "
+                            f"crop margin {k!r}); retrain the identity model")
+    return IdentityClassifier(model, [str(c) for c in classes], size, float(k), name=d.name)
+
+
+def load_recognizer(detector_name: str, identity_name: str, models_root, face_threshold: float = 0.5) -> Recognizer:
+    """Detector ``detector_name`` (``facecore.registry.load_detector``) + identity model ``identity_name``
+    from ``models_root``, as a ``Recognizer``."""
+    from .registry import load_detector, model_path
+
+    return Recognizer(load_detector(detector_name, models_root),
+                      load_identity(model_path(models_root, identity_name)), face_threshold=face_threshold)

@@ -1,63 +1,63 @@
-"""Saved models, in one place: their names and files, ``meta.json``, versions, and loading every kind.
+"""Saved models, in one place: their names and files, ``meta.json``, versions, and loading face detectors.
 
 A saved model is a folder ``models/<name>/``:
 
-- ``meta.json`` (``META_FILE``), written last: ``name``, ``kind`` (``"facetracker"``, a face detector, or
-  ``"identity"``), ``created`` (ISO time), ``config`` (the training config), ``dataset`` (name,
-  fingerprint, split sizes), ``history`` (per-epoch metrics), ``metrics`` (``{"val": {...}, "test": {...}}``)
-  and, for face detectors that are not the tutorials' FaceTracker, ``architecture``:
-  ``"blazeface"`` (a fine-tuned BlazeFace, ``facecore.blaze_model``) or ``"blazeface-style"`` (the built-in
-  BlazeFace with a fitted ``box_style``, no network file);
+- ``meta.json`` (``META_FILE``), written last, read and written as a ``facecore.meta.ModelMeta``: ``kind``
+  (``"facetracker"``, a face detector, or ``"identity"``), the training config, dataset, history, metrics
+  and, for face detectors that are not the tutorials' FaceTracker, ``architecture``: ``"blazeface"`` (a
+  fine-tuned BlazeFace, ``facecore.blaze_model``) or ``"blazeface-style"`` (the built-in BlazeFace with a
+  fitted ``box_style``, no network file);
 - ``model.keras`` (``KERAS_FILE``) and ``model.tflite`` (``TFLITE_FILE``): the network;
 - ``model_int8.tflite`` (``INT8_FILE``): a FaceTracker's int8 copy (``quantize``), listed and loaded as
   ``"<name>@int8"`` (``INT8_SUFFIX``).
 
 Built-in detectors (``facecore.detect.BUILT_IN``) need no folder. Nothing here imports TensorFlow until a
-model is loaded; the detector modules never import this one (it imports them).
+model is loaded; the detector modules never import this one (it imports them). Identity models are loaded by
+``facecore.recognize.load_identity`` (a task above this module). Pages cache loaded models
+(``st.cache_resource``, keyed by ``model_version``); scripts keep the detector they load.
 """
 
 from __future__ import annotations
 
-import json
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import FaceCoreError, ModelFileError
-from .meta import fit_sample, meta_input_hw, meta_problem  # noqa: F401  (meta_input_hw: re-exported)
-from .io import atomic_write_bytes, atomic_write_text, recover_dir, recover_swaps, storage_errors
+from .io import atomic_write_bytes, recover_dir, recover_swaps, storage_errors
+from .meta import BLAZEFACE_ARCH, FACETRACKER, IDENTITY, META_FILE, STYLE_ARCH, ModelMeta, fit_sample
 
-META_FILE = "meta.json"
+__all__ = ["BLAZEFACE_ARCH", "META_FILE", "STYLE_ARCH"]  # re-exported: where saved models' names live
+
 KERAS_FILE = "model.keras"
 TFLITE_FILE = "model.tflite"
 INT8_FILE = "model_int8.tflite"
 INT8_SUFFIX = "@int8"
-BLAZEFACE_ARCH, STYLE_ARCH = "blazeface", "blazeface-style"
 
 
 @dataclass(frozen=True)
 class ModelInfo:
-    """A saved model: its folder and its metadata (``meta`` is the parsed ``meta.json``)."""
+    """A saved model: its folder and its ``meta.json`` (a ``ModelMeta``; a parsed dict is converted)."""
 
     name: str
     path: Path
-    meta: dict = field(default_factory=dict, compare=False)
+    meta: ModelMeta = field(default_factory=ModelMeta, compare=False)
+
+    def __post_init__(self):
+        if not isinstance(self.meta, ModelMeta):
+            object.__setattr__(self, "meta", ModelMeta.of(self.meta, self.name))
 
     @property
     def kind(self) -> str:
-        return self.meta.get("kind", "facetracker")
+        return self.meta.kind
 
     def headline(self) -> dict:
         """The test-split metrics (val when there is no test split), for tables ({} when meta.json has none)."""
-        metrics = self.meta.get("metrics")
-        metrics = metrics if isinstance(metrics, dict) else {}
-        best = metrics.get("test") or metrics.get("val")
-        return dict(best) if isinstance(best, dict) else {}
+        return self.meta.headline()
 
     @property
     def problem(self) -> str | None:
-        """What is wrong in this model's ``meta.json`` for people (``meta_problem``), or None."""
-        return meta_problem(self.meta, self.name)
+        """What is wrong in this model's ``meta.json`` for people (``ModelMeta.problem``), or None."""
+        return self.meta.problem
 
 
 # -- names and metadata -----------------------------------------------------------------------------
@@ -89,32 +89,14 @@ def model_path(models_root: str | Path, name: str) -> Path:
     return root / raw
 
 
-def read_meta(folder: str | Path) -> dict:
-    """The parsed ``meta.json`` of model folder ``folder``; raises ModelFileError when it is missing,
-    unreadable or not a JSON object (e.g. a training still running)."""
-    folder = Path(folder)
+def model_meta(name: str, models_root: str | Path) -> ModelMeta:
+    """The ``meta.json`` of model ``name`` (``NAME@int8``: of ``NAME``); an empty ``ModelMeta`` for a
+    built-in detector or a model whose metadata cannot be read."""
+    base = split_name(name)[0]
     try:
-        meta = json.loads((folder / META_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError, RecursionError) as exc:
-        raise ModelFileError(f"model {folder.name!r}: no readable {META_FILE} (is training still running?) "
-                             f"({type(exc).__name__}: {exc})") from exc
-    if not isinstance(meta, dict):
-        raise ModelFileError(f"model {folder.name!r}: {META_FILE} is not a JSON object")
-    return meta
-
-
-def write_meta(folder: str | Path, meta: dict) -> Path:
-    """Write ``meta`` as ``folder/meta.json`` (atomically); savers write it last."""
-    return atomic_write_text(Path(folder) / META_FILE, json.dumps(meta, indent=2))
-
-
-def model_meta(name: str, models_root: str | Path) -> dict:
-    """The ``meta.json`` of model ``name`` (``NAME@int8``: of ``NAME``); ``{}`` for a built-in detector or
-    a model whose metadata cannot be read."""
-    try:
-        return read_meta(model_path(models_root, split_name(name)[0]))
+        return ModelMeta.load(model_path(models_root, base))
     except ModelFileError:
-        return {}
+        return ModelMeta(name=base)
 
 
 def list_models(models_root: str | Path, kind: str | None = None) -> list[ModelInfo]:
@@ -131,12 +113,12 @@ def list_models(models_root: str | Path, kind: str | None = None) -> list[ModelI
         if p.name.startswith(".") or not (p / META_FILE).is_file():  # dot-named: a save in progress
             continue
         try:
-            info = ModelInfo(p.name, p, read_meta(p))
+            info = ModelInfo(p.name, p, ModelMeta.load(p))
         except ModelFileError:  # one broken model must not hide the others
             continue
         if kind is None or info.kind == kind:
             out.append(info)
-    return sorted(out, key=lambda m: (m.meta.get("created", ""), m.name), reverse=True)
+    return sorted(out, key=lambda m: (m.meta.created, m.name), reverse=True)
 
 
 def model_info(name: str, models_root: str | Path) -> ModelInfo:
@@ -154,7 +136,7 @@ def detector_names(models_root: str | Path) -> list[str]:
     from .detect import BUILT_IN
 
     names = list(BUILT_IN)
-    for m in list_models(models_root, kind="facetracker"):
+    for m in list_models(models_root, kind=FACETRACKER):
         names.append(m.name)
         if (m.path / INT8_FILE).is_file():
             names.append(m.name + INT8_SUFFIX)
@@ -167,13 +149,13 @@ def default_detector(models_root: str | Path) -> str:
     ``blazeface`` (``facecore.detect.DEFAULT_DETECTOR``)."""
     from .detect import DEFAULT_DETECTOR
 
-    models = list_models(models_root, kind="facetracker")
+    models = list_models(models_root, kind=FACETRACKER)
     return models[0].name if models else DEFAULT_DETECTOR
 
 
 def identity_model_names(models_root: str | Path) -> list[str]:
     """Trained identity models in ``models_root``, newest first."""
-    return [m.name for m in list_models(models_root, kind="identity")]
+    return [m.name for m in list_models(models_root, kind=IDENTITY)]
 
 
 def model_version(name: str, models_root: str | Path) -> tuple:
@@ -202,12 +184,12 @@ def load_detector(name: str, models_root: str | Path):
     path = model_path(models_root, name)  # refuses a name that is a path outside models_root
     base, int8 = split_name(path.name)
     meta = model_meta(base, models_root)
-    if meta.get("architecture") == STYLE_ARCH:
+    if meta.architecture == STYLE_ARCH:
         from .blazeface import BlazeFaceDetector
         from .boxstyle import BoxStyle
 
-        return BlazeFaceDetector("full", style=BoxStyle.from_dict(meta.get("box_style") or {}), name=base)
-    if meta.get("architecture") == BLAZEFACE_ARCH and not int8:
+        return BlazeFaceDetector("full", style=BoxStyle.from_dict(meta.box_style or {}), name=base)
+    if meta.architecture == BLAZEFACE_ARCH and not int8:
         return _load_trained_blazeface(path, meta)
     return load_facetracker(path)
 
@@ -220,8 +202,7 @@ def load_facetracker(model_dir: str | Path, threshold: float = 0.0, num_threads:
     ``"tf.function"`` (forced) or ``"tflite-int8"`` (the int8 copy, as a folder name ending in ``@int8``
     also asks). Raises FaceCoreError when the folder holds no usable model.
     """
-    from .inference import BACKENDS, MAX_INPUT_SIZE, MIN_INPUT_SIZE, FaceTrackerDetector, KerasRunner, TFLiteRunner
-    from .inference import default_threads
+    from .inference import BACKENDS, FaceTrackerDetector, KerasRunner, TFLiteRunner, default_threads
 
     d = Path(model_dir)
     base, int8 = split_name(d.name)
@@ -234,16 +215,13 @@ def load_facetracker(model_dir: str | Path, threshold: float = 0.0, num_threads:
     if not d.is_dir():
         raise FaceCoreError(f"no model called {d.name!r} (looked in {d.parent})")
     try:
-        meta = read_meta(d)
-        if not isinstance(meta.get("config"), dict):
-            raise ValueError("no config object")
+        meta = ModelMeta.load(d)
+        if not meta.config:
+            raise ValueError(meta.problem or "no config object")
     except (ModelFileError, ValueError) as exc:
         raise FaceCoreError(f"model {d.name!r}: {META_FILE} is missing or has no config.input_size "
                             f"(is training still running?) ({type(exc).__name__}: {exc})") from exc
-    size = meta["config"].get("input_size")  # a hint only: the model file's own input shape decides
-    if isinstance(size, bool) or not isinstance(size, (int, float)) or not float(size).is_integer() \
-            or not MIN_INPUT_SIZE <= size <= MAX_INPUT_SIZE:
-        size = None
+    size = meta.input_side  # a hint only: the model file's own input shape decides
     threads = num_threads or default_threads()
     if backend == "tflite-int8":
         if not (d / INT8_FILE).is_file():
@@ -262,7 +240,7 @@ def load_facetracker(model_dir: str | Path, threshold: float = 0.0, num_threads:
     return det
 
 
-def _load_trained_blazeface(folder: Path, meta: dict, num_threads: int | None = None):
+def _load_trained_blazeface(folder: Path, meta: ModelMeta, num_threads: int | None = None):
     """A fine-tuned BlazeFace folder (``architecture: "blazeface"``) as a ``TrainedBlazeDetector``."""
     from .blaze_model import TrainedBlazeDetector
 
@@ -298,69 +276,6 @@ def _tflite_or_keras(folder: Path, from_tflite, from_keras, backend: str = "auto
         raise FaceCoreError(f"model {folder.name!r} has neither a usable {TFLITE_FILE} nor {KERAS_FILE}"
                             + (f" ({reason})" if reason else ""))
     return from_keras(load_keras_model(folder / KERAS_FILE)), reason
-
-
-def load_identity(model_dir: str | Path):
-    """An identity model folder (``kind: "identity"``) as a ``facecore.recognize.IdentityClassifier``.
-    The network's own input size and class count must agree with ``meta.json``. Raises FaceCoreError."""
-    from .identity import DEFAULT_K
-    from .inference import MAX_INPUT_SIZE, MIN_INPUT_SIZE, load_keras_model
-    from .recognize import IdentityClassifier, saved_tflite
-
-    d = Path(model_dir)
-    try:
-        meta = read_meta(d)
-    except ModelFileError as exc:
-        raise FaceCoreError(f"{d}: no readable {META_FILE}; train an identity model on the Recognize page first") from exc
-    if meta.get("kind") != "identity":
-        raise FaceCoreError(f"{d.name} is a {meta.get('kind', 'facetracker')} model, not an identity classifier")
-    k = meta.get("crop_margin", DEFAULT_K)
-    if (d / TFLITE_FILE).is_file():  # LiteRT: no TensorFlow in the process that recognizes faces
-        clf = saved_tflite(d / TFLITE_FILE, meta.get("classes"), k, d.name)
-        if clf is not None:
-            return clf
-    if not (d / KERAS_FILE).is_file():
-        raise FaceCoreError(f"{d}: {KERAS_FILE} is missing; retrain the identity model")
-    try:
-        model = load_keras_model(d / KERAS_FILE)
-    except ModelFileError as exc:  # a truncated or foreign file: say which one
-        raise FaceCoreError(f"{d / KERAS_FILE}: cannot load the model ({exc}); retrain it") from exc
-    # the network's own input size and class count win over meta.json's (a lying size would allocate GBs)
-    size = int(model.inputs[0].shape[1] or 0)
-    classes, n_out = meta.get("classes"), int(model.outputs[0].shape[-1] or 0)
-    if (not MIN_INPUT_SIZE <= size <= MAX_INPUT_SIZE or not isinstance(classes, list) or len(classes) != n_out
-            or not isinstance(k, (int, float)) or isinstance(k, bool) or not 0 <= k <= 10):
-        raise FaceCoreError(f"{d}: {META_FILE} does not match {KERAS_FILE} (input {size} px, {n_out} classes, "
-                            f"crop margin {k!r}); retrain the identity model")
-    return IdentityClassifier(model, [str(c) for c in classes], size, float(k), name=d.name)
-
-
-def load_recognizer(detector_name: str, identity_name: str, models_root: str | Path, face_threshold: float = 0.5):
-    """Detector ``detector_name`` + identity model ``identity_name`` from ``models_root``, as a
-    ``facecore.recognize.Recognizer``."""
-    from .recognize import Recognizer
-
-    return Recognizer(load_detector(detector_name, models_root),
-                      load_identity(model_path(models_root, identity_name)), face_threshold=face_threshold)
-
-
-_CACHE: dict = {}
-_CACHE_LOCK = threading.Lock()
-
-
-def load(name: str, models_root: str | Path):
-    """The detector ``name`` (as ``load_detector``), loaded once per process and reused until its
-    ``model_version`` changes (retrained). For scripts and the CLI; Streamlit pages use
-    ``pages.common.detector``, which caches per server the same way. Raises FaceCoreError."""
-    version = model_version(name, models_root)
-    key = (name, str(Path(models_root).resolve()))
-    with _CACHE_LOCK:
-        hit = _CACHE.get(key)
-        if hit is not None and hit[0] == version:
-            return hit[1]
-        det = load_detector(name, models_root)
-        _CACHE[key] = (version, det)
-        return det
 
 
 # -- making and managing saved models ---------------------------------------------------------------

@@ -12,6 +12,7 @@ from facecore.backbones import BLAZEFACE, CATALOGUE, DEFAULT_INPUT_SIZE, DETECTO
 from facecore.jobs import Job
 from facecore.provenance import kept_start
 from facecore.train.personalize import note as personalization_note
+from facecore.meta import ModelMeta
 from facecore.registry import META_FILE
 from facecore.splits import mosaic_sources
 from facecore.train import AUGMENTATION_MODES, INPUT_SHAPES, JOB, PERSONALIZE, TRAIN_LAYERS, TrainConfig, failure_kind
@@ -291,7 +292,8 @@ else:
         style_name = st.text_input("Name", f"{dataset.name}-boxstyle", key=f"style_name_{dataset.name}")
         if st.button("Fit box style", key="style_fit"):
             from facecore.blazeface import fit_dataset_style
-            from facecore.registry import model_info
+            from facecore.boxstyle import BoxStyle
+            from facecore.registry import model_meta
 
             bar = st.progress(0.0, text="running blazeface on the labeled photos")
             try:
@@ -300,12 +302,12 @@ else:
             except FaceCoreError as exc:
                 show_error(exc)
             else:
-                m = model_info(path.name, path.parent).meta["metrics"]
+                fitted = model_meta(path.name, path.parent)
                 rows = [{"split": k, "faces": v.get("n_face"), "IoU before": v.get("mean_iou_before"),
-                         "IoU after": v.get("mean_iou")} for k, v in m.items()]
-                style = model_info(path.name, path.parent).meta.get("box_style", {})
-                st.success(f"Saved detector **{path.name}** (style from {style.get('method', 'offsets')}, "
-                           f"{style.get('n_faces')} faces): pick it on the Evaluate, Video or Webcam page.")
+                         "IoU after": v.get("mean_iou")} for k, v in fitted.metrics.items()]
+                style = BoxStyle.from_dict(fitted.box_style or {})
+                st.success(f"Saved detector **{path.name}** (style from {style.method}, "
+                           f"{style.n_faces} faces): pick it on the Evaluate, Video or Webcam page.")
                 st.dataframe(pd.DataFrame(rows), hide_index=True)
 
 if running:
@@ -334,13 +336,13 @@ def show_job(job: Job | None) -> None:
     st.markdown(f"**{cfg.name}** · {cfg.backbone} {cfg.size}px · weights {cfg.weights or 'none'} · "
                 f"dataset **{run.dataset}**")
     eta = f" · about {_fmt_s(job.eta_now)} left" if job.eta_now is not None else ""
-    meta = job.result[1] if job.status == "done" else {}
+    meta = job.result[1] if job.status == "done" else ModelMeta()
     fraction = 1.0 if job.status == "done" else p.fraction
     # one figure: the bar's own fraction; a failure's message is shown once, below, not in the bar too
     what_now = ("stopping after the current batch..." if job.cancelling else (p.message or "starting") if job.running
                 else f"saved {job.result[0]}" if job.status == "done" else job.status)
     st.progress(fraction, text=f"{what_now} · {fraction:.0%} · elapsed {_fmt_s(job.elapsed_s)}{eta}")
-    history = meta.get("history") or p.extra.get("history") or []
+    history = meta.history or p.extra.get("history") or []
     if history:
         st.plotly_chart(loss_figure(history), key="train_chart")
     elif job.running:
@@ -354,21 +356,19 @@ def show_job(job: Job | None) -> None:
             st.warning(kept)
         st.success(f"Done in {_fmt_s(job.elapsed_s)}: the model is saved in `{job.result[0]}` and listed on the "
                    "home page. Measure it on the Evaluate page.")
-        st.table(metrics_table(meta.get("metrics", {})).set_index("split").style.format(precision=3, na_rep="--"))
-        tr = meta.get("training", {})
-        best = tr.get("best_epoch")
-        st.caption(f"{tr.get('epochs_run')} epoch(s), "
+        st.table(metrics_table(meta.metrics).set_index("split").style.format(precision=3, na_rep="--"))
+        best, layers = meta.best, meta.train_layers or cfg.train_layers
+        st.caption(f"{meta.epochs_run} epoch(s), "
                    + ("the start kept (above)" if best == 0 else f"best epoch {best}" if best else
                       "no epoch trained (chosen above)")
-                   + f"{' (stopped early)' if tr.get('stopped_early') else ''}; "
-                   + (f"trained: {LAYER_LABELS.get(tr.get('train_layers', cfg.train_layers), cfg.train_layers)}; "
-                      if cfg.backbone == BLAZEFACE else
-                      f"{'feature cache (frozen backbone, heads trained)' if tr.get('feature_cache') else 'full network'}; ")
-                   + (f"network input {'x'.join(map(str, meta['network_input_hw']))} px "
-                      f"({INPUT_SHAPE_LABELS.get(meta.get('input_shape'), meta.get('input_shape'))}); "
-                      if meta.get("network_input_hw") else "")
-                   + f"files: {', '.join(meta.get('files', {}).values())}")
-        for w in tr.get("warnings", []):
+                   + f"{' (stopped early)' if meta.training_flag('stopped_early') else ''}; "
+                   + (f"trained: {LAYER_LABELS.get(layers, layers)}; " if cfg.backbone == BLAZEFACE else
+                      f"{'feature cache (frozen backbone, heads trained)' if meta.training_flag('feature_cache') else 'full network'}; ")
+                   + (f"network input {'x'.join(map(str, meta.network_input_hw))} px "
+                      f"({INPUT_SHAPE_LABELS.get(meta.input_shape, meta.input_shape)}); "
+                      if meta.network_input_hw else "")
+                   + f"files: {', '.join(meta.file_names)}")
+        for w in meta.training_warnings:
             st.warning(w)
     elif job.status == "cancelled":
         st.warning("Training stopped: nothing was saved.")

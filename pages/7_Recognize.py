@@ -216,18 +216,18 @@ else:
                           on_click=_train_without_weights)
 
     watch(lambda: session_job(TRAIN_JOB), show_training)
-    meta = st.session_state.get("recognize_trained")
-    if meta:
-        m = meta["metrics"]["val"]
-        st.success(f"Saved model '{meta['name']}' (best epoch {meta['best_epoch']} of {len(meta['history'])}).")
+    trained = st.session_state.get("recognize_trained")  # a facecore.meta.ModelMeta
+    if trained is not None:
+        val = trained.split_metrics("val")
+        st.success(f"Saved model '{trained.name}' (best epoch {trained.best} of {len(trained.history)}).")
         c = st.columns(4)
-        c[0].metric("Val accuracy", f"{m['accuracy']:.3f}")
-        c[1].metric("Val loss", f"{m['loss']:.4f}")
-        c[2].metric("Size", f"{meta['size_bytes'] / 1e6:.1f} MB")
-        c[3].metric("Latency / face", f"{meta['latency_ms']:.1f} ms")
-        for line in meta.get("warnings") or []:  # e.g. random features: the accuracy means nothing
+        c[0].metric("Val accuracy", f"{val.get('accuracy', float('nan')):.3f}")
+        c[1].metric("Val loss", f"{val.get('loss', float('nan')):.4f}")
+        c[2].metric("Size", f"{(trained.size_bytes or 0) / 1e6:.1f} MB")
+        c[3].metric("Latency / face", f"{trained.latency_ms or 0:.1f} ms")
+        for line in trained.training_warnings:  # e.g. random features: the accuracy means nothing
             st.warning(line)
-        st.plotly_chart(history_figure(meta["history"]), key="recognize_final_chart")
+        st.plotly_chart(history_figure(trained.history), key="recognize_final_chart")
 
 
 # ------------------------------------------------------------------------------------------------

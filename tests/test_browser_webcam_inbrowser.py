@@ -51,12 +51,12 @@ def test_builtin_spec_carries_facecores_anchors_and_style(tmp_path, name, anchor
 
 def test_style_model_is_the_builtin_network_with_its_own_style(tmp_path):
     from facecore.boxstyle import BoxStyle
-    from facecore.registry import write_meta
+    from facecore.meta import STYLE_ARCH, ModelMeta
 
     style = BoxStyle(left=-0.1, top=-0.3, right=0.1, bottom=0.1)
     (tmp_path / "mystyle").mkdir()
-    write_meta(tmp_path / "mystyle", {"name": "mystyle", "kind": "facetracker", "architecture": "blazeface-style",
-                                      "config": {"input_size": 192}, "box_style": style.to_dict()})
+    ModelMeta(name="mystyle", architecture=STYLE_ARCH, config={"input_size": 192},
+              box_style=style.to_dict()).save(tmp_path / "mystyle")
     det = browser_detector("mystyle", tmp_path)
     assert det.kind == "ssd" and np.allclose(det.style, style.weights())
     assert det.spec()["id"] != browser_detector("blazeface", tmp_path).spec()["id"]

@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 
 from facecore.errors import FaceCoreError, ModelFileError
-from facecore.io import check_model_dir, recover_dir, replace_dir
+from facecore.io import recover_dir, replace_dir
+from facecore.meta import check_model_dir
 from facecore.registry import detector_names, list_models, load_detector, load_facetracker, model_path
 
 from test_inference import SIZE, save_model_dir
@@ -225,7 +226,7 @@ def test_save_killed_between_renames_is_recovered(tmp_path, kill_after, expect):
     if kill_after == 2:
         assert not m.exists()  # the state the issue describes: old and new both hidden
     models = list_models(root)
-    assert [x.name for x in models] == ["m"] and models[0].meta["v"] == expect
+    assert [x.name for x in models] == ["m"] and models[0].meta.extra["v"] == expect
     assert sorted(p.name for p in root.iterdir()) == ["m"]  # no hidden leftovers
 
 
@@ -323,7 +324,8 @@ def test_model_save_on_a_read_only_or_full_disk_keeps_the_old_model(good, tmp_pa
 ])
 def test_broken_meta_input_is_one_clear_message(meta_patch, match):
     from facecore.evaluate import calibration_sample
-    from facecore.registry import ModelInfo, meta_input_hw
+    from facecore.meta import meta_input_hw
+    from facecore.registry import ModelInfo
 
     with pytest.raises(ModelFileError, match=match):
         meta_input_hw(meta_patch, "m")
@@ -333,7 +335,8 @@ def test_broken_meta_input_is_one_clear_message(meta_patch, match):
 
 
 def test_meta_input_hw_reads_the_network_input():
-    from facecore.registry import ModelInfo, meta_input_hw
+    from facecore.meta import meta_input_hw
+    from facecore.registry import ModelInfo
 
     assert meta_input_hw({"config": {"input_size": 96}}) == (96, 96)
     # a photo-shaped BlazeFace: its graph takes a square canvas (input.shape), not config.input_size

@@ -13,7 +13,8 @@ from facecore.identity import create_identity_set, crop_box, crop_face, list_ide
 from facecore.identity_compare import load_comparison
 from facecore.identity_train import IdentityConfig, build_backbone, stratified_split, train_identity
 from facecore.images import encode_jpeg, read_image
-from facecore.registry import list_models, load_identity
+from facecore.recognize import load_identity
+from facecore.registry import list_models
 from facecore.workspace import PROJECT_ROOT as ROOT
 from identity_synth import PEOPLE, person_dataset, person_image
 
@@ -188,7 +189,7 @@ def test_training_separates_two_people_and_saves_model(tmp_path):
     # ... on LiteRT, from model.tflite: a process that recognizes faces never imports TensorFlow
     assert clf.backend == "tflite" and meta["tflite"]["file"] == "model.tflite" and meta["tflite"]["max_abs_diff"] <= 1e-3
     code = ("import sys, numpy as np\n"
-            "from facecore.registry import load_identity\n"
+            "from facecore.recognize import load_identity\n"
             f"clf = load_identity({str(res.path)!r})\n"
             "p = clf.predict([np.full((80, 80, 3), 128, np.uint8)])\n"
             "assert p.shape == (1, 2) and clf.backend == 'tflite'\n"

@@ -191,13 +191,14 @@ def test_registry_loads_by_name_and_caches(tmp_path, model_dir):
     shutil.copytree(model_dir, tmp_path / "tiny")
     assert detector_names(tmp_path) == ["blazeface", "blazeface-short", "haar", "tiny"]
     assert isinstance(load_detector("haar", tmp_path), HaarDetector)
-    a = registry.load("tiny", tmp_path)
-    assert a is registry.load("tiny", tmp_path) and a.name == "tiny" and a.backend == "tflite"
+    a = load_detector("tiny", tmp_path)
+    assert a.name == "tiny" and a.backend == "tflite"
+    version = registry.model_version("tiny", tmp_path)
     meta = tmp_path / "tiny" / "meta.json"
     st = meta.stat()
     os.utime(meta, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # "retrained"
-    assert registry.load("tiny", tmp_path) is not a
-    assert registry.model_info("tiny", tmp_path).meta["config"]["input_size"] == SIZE
+    assert registry.model_version("tiny", tmp_path) != version  # the pages' model cache is keyed by it
+    assert registry.model_info("tiny", tmp_path).meta.input_hw == (SIZE, SIZE)
     with pytest.raises(FaceCoreError, match="available: tiny"):
         registry.model_info("other", tmp_path)
 

@@ -1,10 +1,56 @@
-"""facecore's layering: no module imports another in a circle (imports inside functions included), and
-nothing in facecore imports streamlit (pages are the only Streamlit side)."""
+"""facecore's layering: no module imports another in a circle (imports inside functions included), no module
+imports from a layer above its own (README "Architecture"), and nothing in facecore imports streamlit (pages
+are the only Streamlit side)."""
 
 import ast
 from pathlib import Path
 
 FACECORE = Path(__file__).resolve().parents[1] / "facecore"
+
+# README "Architecture": pages (outside facecore) > command line > tasks > foundations; each layer imports only
+# from the layers below it (or its own). THE one map of facecore's modules to layers: a package's name places
+# all its modules, a module's own name wins. A module that is in no layer fails the tests: place new ones here.
+FOUNDATIONS, TASKS, CLI, BESIDE = 0, 1, 2, 3
+LAYERS = {
+    # foundations: saved models, detectors, networks, box styles, data, small shared pieces
+    **dict.fromkeys([
+        "registry", "meta", "detect", "blazeface", "blaze_model", "inference", "backbones", "model", "losses",
+        "blaze_keras", "blaze_losses", "boxstyle", "dataset", "splits", "archive", "labels", "contents", "checks",
+        "workspace", "images", "io", "boxes", "jobs", "procs", "progress", "threadjob", "errors", "preprocess",
+        "ap", "smoothing"], FOUNDATIONS),
+    # tasks: each takes explicit config, reports Progress, stops on Cancel
+    **dict.fromkeys([
+        "train", "blaze_train", "scan", "evaluate", "evaluate_all", "video", "live", "pacing", "rtc", "reconnect",
+        "identity", "identity_train", "identity_compare", "recognize", "labeling", "prelabel", "provenance",
+        "augment", "mosaic", "browser",
+        "",  # the package itself: its public names, and rtc.preload_srtp before anything imports TensorFlow
+    ], TASKS),
+    **dict.fromkeys(["cli", "__main__"], CLI),
+    "testing": BESIDE,  # beside the layers, for tests and benchmarks: it may import anything, nothing imports it
+}
+
+
+def layer_of(module: str, layers: dict[str, int]) -> int | None:
+    """The layer of ``module`` (``"pkg.a.b"``): the deepest of ``"a.b"``, ``"a"`` in ``layers`` (names
+    relative to the package; ``""`` is the package itself), None when it is in none."""
+    parts = module.split(".")[1:]
+    for i in range(len(parts), 0, -1):
+        if ".".join(parts[:i]) in layers:
+            return layers[".".join(parts[:i])]
+    return layers.get("") if not parts else None
+
+
+def upward_imports(edges: dict[str, set[str]], layers: dict[str, int]) -> list[str]:
+    """Every import from a lower layer to a higher one (``"a (layer 0) imports b (layer 1)"``), and every
+    module in no layer (``"a: in no layer"``), sorted."""
+    out = [f"{m}: in no layer" for m in sorted(edges) if layer_of(m, layers) is None]
+    for m in sorted(edges):
+        lm = layer_of(m, layers)
+        for t in sorted(edges[m]):
+            lt = layer_of(t, layers)
+            if lm is not None and lt is not None and lt > lm:
+                out.append(f"{m} (layer {lm}) imports {t} (layer {lt})")
+    return out
 
 
 def module_name(path: Path, root: Path) -> str:
@@ -92,3 +138,30 @@ def test_facecore_has_no_import_cycle():
 def test_facecore_never_imports_streamlit():
     _, others = import_graph(FACECORE)
     assert [m for m, names in sorted(others.items()) if names & {"streamlit", "streamlit_webrtc"}] == []
+
+
+def _package(tmp_path, files: dict[str, str]) -> Path:
+    pkg = tmp_path / "pkg"
+    for name, text in {"__init__.py": "", **files}.items():
+        (pkg / name).parent.mkdir(parents=True, exist_ok=True)
+        (pkg / name).write_text(text)
+    return pkg
+
+
+def test_the_checker_sees_an_upward_import_and_an_unplaced_module(tmp_path):
+    pkg = _package(tmp_path, {"low.py": "def f():\n    from .tasks import run\n",  # inside a function too
+                              "tasks/__init__.py": "", "tasks/run.py": "from ..low import f\n",
+                              "cli.py": "from .tasks.run import f\n", "stray.py": "from . import low\n"})
+    layers = {"": 1, "low": 0, "tasks": 1, "cli": 2}
+    edges, _ = import_graph(pkg)
+    assert layer_of("pkg.tasks.run", layers) == 1 and layer_of("pkg", layers) == 1
+    assert upward_imports(edges, layers) == ["pkg.stray: in no layer",
+                                             "pkg.low (layer 0) imports pkg.tasks.run (layer 1)"]
+    (pkg / "low.py").write_text("import os\n")
+    layers["stray"] = 2
+    assert upward_imports(import_graph(pkg)[0], layers) == []
+
+
+def test_no_module_imports_from_a_layer_above_its_own():
+    edges, _ = import_graph(FACECORE)
+    assert upward_imports(edges, LAYERS) == []

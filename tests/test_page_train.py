@@ -168,8 +168,8 @@ def test_page_fine_tunes_blazeface_by_default(tiny_ws, train_slot):
     assert not at.exception, at.exception
     job = train_slot.wait(300)
     assert job.status == "done", job.error_message
-    assert job.subject.config.backbone == "blazeface" and job.result[1]["architecture"] == "blazeface"
-    assert job.subject.config.input_shape == "frame" and job.result[1]["input_shape"] == "frame"
+    assert job.subject.config.backbone == "blazeface" and job.result[1].architecture == "blazeface"
+    assert job.subject.config.input_shape == "frame" and job.result[1].input_shape == "frame"
     at.run()
     assert "tiny-blazeface" in _texts(at.success)
     assert "network input 192x256 px (photo-shaped)" in " ".join(c.value for c in at.caption)

@@ -8,6 +8,7 @@ import pytest
 
 from conftest import run_page, texts
 from facecore.jobs import Job, JobSlot
+from facecore.meta import ModelMeta
 from facecore.provenance import kept_start
 from facecore.train import TrainConfig
 from facecore.train.job import TrainRun
@@ -51,7 +52,8 @@ def _finish(slot: JobSlot, tmp_path: Path, meta: dict) -> None:
     """A training that has finished with ``meta`` (the page shows the slot's last job)."""
     cfg = TrainConfig(name="mine", epochs=3)
     run = TrainRun(cfg, "sample", str(tmp_path / "data"), str(tmp_path / "models" / "mine"))
-    job = slot.start(Job(lambda progress, cancel: (tmp_path / "models" / "mine", meta), "training", run))
+    result = (tmp_path / "models" / "mine", ModelMeta.from_dict(meta))  # what train.job returns
+    job = slot.start(Job(lambda progress, cancel: result, "training", run))
     assert job.wait(30).status == "done"
 
 

@@ -12,7 +12,8 @@ from facecore.identity import create_identity_set
 from facecore.identity_train import IdentityConfig, train_identity
 from facecore.images import read_image
 from facecore.recognize import Recognizer, draw_recognitions
-from facecore.registry import detector_names, identity_model_names, load_identity, load_recognizer
+from facecore.recognize import load_identity, load_recognizer
+from facecore.registry import detector_names, identity_model_names
 from identity_synth import PEOPLE, background, draw_person, person_dataset
 
 pytestmark = pytest.mark.slow

@@ -9,15 +9,15 @@ from pathlib import Path
 def _boxstyle(args) -> int:
     from ..blazeface import fit_dataset_style
     from ..dataset import Dataset
-    from ..registry import read_meta
+    from ..meta import ModelMeta
     from ..workspace import Workspace, check_name
 
     ds = Dataset.open(args.data)
     out = Path(args.out) if args.out else Workspace.from_env().model_dir(f"{ds.name}-boxstyle")
     check_name(out.name, "model")
     path = fit_dataset_style(ds, out)
-    meta = read_meta(path)
-    print(json.dumps({"model": str(path), "box_style": meta["box_style"], "metrics": meta["metrics"]}, indent=2))
+    meta = ModelMeta.load(path)
+    print(json.dumps({"model": str(path), "box_style": meta.box_style, "metrics": meta.metrics}, indent=2))
     return 0
 
 

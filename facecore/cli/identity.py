@@ -59,7 +59,7 @@ def _train(args) -> int:
     res = train_identity(IdentitySet.open(args.data), _config(args, args.backbone, args.augment), args.out,
                          progress=_printer())
     print(json.dumps({"model": str(res.path), **comparison_row(res)}, indent=2))
-    for line in res.meta.get("warnings") or []:  # e.g. random features: the accuracy means nothing
+    for line in res.meta.training_warnings:  # e.g. random features: the accuracy means nothing
         print(f"warning: {line}")
     return 0
 

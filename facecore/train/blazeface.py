@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..meta import BLAZEFACE_ARCH, ModelMeta
 from .callbacks import make_callbacks
 from .context import Run, check_stop, training_eta
 from .data import load_samples, read_splits
@@ -210,27 +211,21 @@ def _evaluate(run: Run, model, samples: dict, split, load_size: int) -> dict:
     return metrics
 
 
-def _meta(run: Run, split, tr, style, frame_aspect, shape, hw, size, variant, metrics, choice) -> dict:
+def _meta(run: Run, split, tr, style, frame_aspect, shape, hw, size, variant, metrics, choice) -> ModelMeta:
     from ..blaze_train import saved_outputs_doc
 
     config, state, history = run.config, run.state, run.history
-    return {
-        **run_meta(run.out_dir, config, run.dataset, split, tr),
-        "architecture": "blazeface",
-        "start_style": style.to_dict() if style is not None else None,
+    return run_meta(
+        run.out_dir, config, run.dataset, split, tr, size,  # size: the graph's square input (input_hw)
+        architecture=BLAZEFACE_ARCH, start_style=style.to_dict() if style is not None else None,
         # width / height of most training photos: the graph letterboxes its input to it, and inference
         # pads frames of another shape to it first
-        "frame_aspect": frame_aspect,
-        "input_shape": shape,  # "frame" or "square" (config.input_shape "auto" picks one: pick_input_shape)
-        "network_input_hw": list(hw),  # what the network sees after the graph's unstretching
-        "history": history,
-        "metrics": metrics,
-        "personalization": choice.to_dict() if choice is not None else None,
-        "input": {"shape": [None, size, size, 3], "dtype": "float32", "range": "RGB 0..255",
-                  "preprocess": "facecore.preprocess.resize_for_model"},
-        "outputs": saved_outputs_doc(),
-        "attribution": f"fine-tuned from MediaPipe BlazeFace {variant}-range (Apache-2.0), see NOTICE",
-        "training": {"seconds": round(time.monotonic() - run.t_start, 2), "epochs_run": len(history),
-                     "best_epoch": state.get("best_epoch"), "stopped_early": len(history) < config.epochs,
-                     "train_layers": config.train_layers, "warnings": run.warnings},
-    }
+        frame_aspect=frame_aspect,
+        input_shape=shape,  # "frame" or "square" (config.input_shape "auto" picks one: pick_input_shape)
+        network_input_hw=list(hw),  # what the network sees after the graph's unstretching
+        history=history, metrics=metrics, personalization=choice.to_dict() if choice is not None else None,
+        attribution=f"fine-tuned from MediaPipe BlazeFace {variant}-range (Apache-2.0), see NOTICE",
+        training={"seconds": round(time.monotonic() - run.t_start, 2), "epochs_run": len(history),
+                  "best_epoch": state.get("best_epoch"), "stopped_early": len(history) < config.epochs,
+                  "train_layers": config.train_layers, "warnings": run.warnings},
+        extra={"outputs": saved_outputs_doc()})

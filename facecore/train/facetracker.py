@@ -60,20 +60,14 @@ def train_facetracker(run: Run) -> Path:
     # 5. evaluate in eval mode; 6. save
     metrics, checks = _evaluate(run, L, M, net, data, backbone_changed)
     run.emit("saving", 0.0, "saving the model")
-    meta = {
-        **run_meta(run.out_dir, config, run.dataset, split, train_s),
-        "history": run.history,
-        "metrics": metrics,
-        "input": {"shape": [None, config.size, config.size, 3], "dtype": "float32", "range": "RGB 0..255",
-                  "preprocess": "facecore.preprocess.resize_for_model"},
-        "outputs": ["prob (N, 1) sigmoid face probability",
-                    "box (N, 4) sigmoid normalized [x1, y1, x2, y2]"],
-        "training": {"seconds": round(time.monotonic() - run.t_start, 2), "feature_cache": config.uses_feature_cache,
-                     "epochs_run": len(run.history), "best_epoch": run.state.get("best_epoch"),
-                     "stopped_early": phase1_epochs < config.epochs,
-                     "fine_tuned": bool(_fine_tune_epochs(config) and backbone_changed and config.frozen),
-                     "warnings": run.warnings, "checks": checks},
-    }
+    meta = run_meta(
+        run.out_dir, config, run.dataset, split, train_s, config.size, history=run.history, metrics=metrics,
+        training={"seconds": round(time.monotonic() - run.t_start, 2), "feature_cache": config.uses_feature_cache,
+                  "epochs_run": len(run.history), "best_epoch": run.state.get("best_epoch"),
+                  "stopped_early": phase1_epochs < config.epochs,
+                  "fine_tuned": bool(_fine_tune_epochs(config) and backbone_changed and config.frozen),
+                  "warnings": run.warnings, "checks": checks},
+        extra={"outputs": ["prob (N, 1) sigmoid face probability", "box (N, 4) sigmoid normalized [x1, y1, x2, y2]"]})
     sample = np.concatenate([train_orig.images[:2], val_s.images[:2]]).astype(np.float32)
     path = save_model(net, run.out_dir, meta, export_tflite=config.export_tflite, sample=sample)
     run.emit("saving", 1.0, f"saved {path}")

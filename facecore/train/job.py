@@ -11,7 +11,7 @@ from pathlib import Path
 from ..dataset import Dataset
 from ..errors import Cancelled, DatasetError, FaceCoreError
 from ..jobs import Cancel, Job, JobSlot, ProcessJob, ProgressFn
-from ..registry import read_meta
+from ..meta import ModelMeta
 from ..workspace import Workspace
 from .config import TrainConfig
 from .run import train
@@ -36,7 +36,7 @@ def start_training(dataset: Dataset, config: TrainConfig, out_dir: str | os.Path
     """Start training ``dataset`` with ``config`` into ``out_dir`` (default ``models/<config.name>``) as a
     background ``Job`` in ``slot``; raises ``BusyError`` while another training runs there.
 
-    The job's ``result`` is ``(model folder, its meta.json content)``. The training runs in a worker
+    The job's ``result`` is ``(model folder, its meta.json as a ModelMeta)``. The training runs in a worker
     process (``facecore.jobs.ProcessJob``): the server never imports TensorFlow.
     """
     out = Path(out_dir) if out_dir is not None else Workspace.from_env().model_dir(config.name)
@@ -52,10 +52,10 @@ def start_training(dataset: Dataset, config: TrainConfig, out_dir: str | os.Path
 
 
 def _train_and_read(dataset: Dataset, config: TrainConfig, out: Path, progress: ProgressFn,
-                    cancel: Cancel) -> tuple[Path, dict]:
+                    cancel: Cancel) -> tuple[Path, ModelMeta]:
     """The training job's work, in the worker process."""
     path = train(dataset, config, progress, out, cancel)
-    return path, read_meta(path)
+    return path, ModelMeta.load(path)
 
 
 def failure_kind(error: BaseException | None) -> str:

@@ -75,7 +75,9 @@ WHAT_IS_SAVED = {
 def note(meta) -> str:
     """What cross-validation chose and what the saved model therefore is, for the Train page ("" when the
     run did not cross-validate: many photos, or ``personalize="fine-tune"``)."""
-    choice = Choice.from_dict(meta.get("personalization")) if isinstance(meta, dict) else None
+    from ..meta import ModelMeta
+
+    choice = Choice.from_dict(ModelMeta.of(meta).personalization) if isinstance(meta, (ModelMeta, dict)) else None
     if choice is None:
         return ""
     return f"{choice.summary()} So {WHAT_IS_SAVED.get(choice.winner, choice.winner)}."

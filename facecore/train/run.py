@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..backbones import BLAZEFACE
 from ..dataset import Dataset
-from ..io import check_model_dir
+from ..meta import FACETRACKER, check_model_dir
 from ..jobs import Cancel, ProgressFn
 from ..workspace import Workspace, check_name
 from .config import TrainConfig
@@ -31,7 +31,7 @@ def train(dataset: Dataset, config: TrainConfig, progress: ProgressFn | None = N
     out_dir = Path(out_dir) if out_dir is not None else Workspace.from_env().model_dir(config.name)
     run = Run(dataset, config, out_dir, progress, cancel)
     check_name(out_dir.name, "model")
-    check_model_dir(out_dir, "facetracker")  # never replace a dataset or any folder that is not our model
+    check_model_dir(out_dir, FACETRACKER)  # never replace a dataset or any folder that is not our model
     if config.backbone != BLAZEFACE:
         return train_facetracker(run)
     from .blazeface import train_blazeface

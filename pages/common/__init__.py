@@ -166,11 +166,12 @@ def cached_model(names: tuple[str, ...], models_root: str, versions: tuple):
     """The one place pages load saved models, cached per server by (names, models folder, versions).
 
     ``names``: ``(detector,)`` (``facecore.registry.load_detector``) or ``(detector, identity model)``
-    (``facecore.registry.load_recognizer``); ``versions``: ``facecore.registry.model_version`` of each, so
+    (``facecore.recognize.load_recognizer``); ``versions``: ``facecore.registry.model_version`` of each, so
     a retrained or re-quantized model is loaded afresh. A model may be shared by sessions and threads:
     see its own locking. Pages call ``detector`` and ``recognizer``.
     """
-    from facecore.registry import load_detector, load_recognizer
+    from facecore.recognize import load_recognizer
+    from facecore.registry import load_detector
 
     if len(names) == 2:
         return load_recognizer(*names, models_root)
