@@ -303,12 +303,13 @@ def style_pairs(raw: "BlazeFaceDetector", rgb: np.ndarray, truth: np.ndarray):
 
 
 def fit_dataset_style(dataset, out_dir: str | Path, split_fractions=None, seed: int = 0,
-                      progress=None) -> Path:
+                      progress=None, cancel=None) -> Path:
     """Fit the built-in detector's box style to ``dataset``'s labels and save it as a model folder
     ``out_dir`` (``meta.json`` only: ``"architecture": "blazeface-style"``, the four numbers, and the IoU
     before/after), which every page then offers as a detector. Fitted on the train and val splits;
     the test split's IoU before and after is measured too. ``progress`` (a ``facecore.jobs.ProgressFn``)
-    gets a ``Progress`` after each photo.
+    gets a ``Progress`` after each photo; ``cancel`` (a ``facecore.jobs.Cancel``) stops before the next
+    photo with ``Cancelled``, nothing saved.
     Raises FaceCoreError (too few faces found, unreadable dataset)."""
     from datetime import datetime, timezone
 
@@ -327,6 +328,8 @@ def fit_dataset_style(dataset, out_dir: str | Path, split_fractions=None, seed: 
     pairs = {"fit": ([], [], []), "test": ([], [], [])}  # detector box, label box, keypoints (in the square)
     for key, items in parts.items():
         for it in items:
+            if cancel is not None:
+                cancel.check(f"box style fit stopped after {done} of {total} photos; nothing was saved")
             done += 1
             if progress is not None:
                 progress(Progress(done, total, f"photo {done}/{total}"))

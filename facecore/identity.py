@@ -28,7 +28,7 @@ from .contents import CACHE_FILE, ContentIndex, DuplicateImageError, fingerprint
 from .errors import DatasetError, FaceCoreError, ImageReadError, StorageError
 from .images import IMAGE_EXTS, decode_image, encode_jpeg, read_image
 from .io import atomic_write_bytes, storage_errors
-from .jobs import Progress, ProgressFn
+from .jobs import Cancel, Progress, ProgressFn
 from .preprocess import resize_for_model
 from .workspace import check_name
 
@@ -226,10 +226,12 @@ class IdentitySet:
         return BuildReport(1, [])
 
     def build_from_dataset(self, identity: str, dataset, k: float = DEFAULT_K,
-                           progress: ProgressFn | None = None) -> BuildReport:
+                           progress: ProgressFn | None = None, cancel: Cancel | None = None) -> BuildReport:
         """Crop every labeled face of ``dataset`` (a ``facecore.Dataset``) with margin ``k`` into
         ``identity``, named ``<dataset>_<stem>_<i>.jpg``. Images without a face label are skipped;
-        crops already there (same name) are not written twice. ``progress``: photos done of all."""
+        crops already there (same name) are not written twice. ``progress``: photos done of all;
+        ``cancel`` stops before the next photo with ``Cancelled`` (the crops written stay: ``partial`` is
+        the ``BuildReport`` so far)."""
         check_identity_name(identity)
         items = dataset.items()
         if not items:
@@ -238,6 +240,8 @@ class IdentitySet:
         index = self.contents()
         added, skipped = 0, []
         for n, item in enumerate(items, 1):
+            if cancel is not None:
+                cancel.check(f"cropping stopped after {n - 1} of {len(items)} photos", BuildReport(added, skipped))
             try:
                 label = dataset.read_label(item)
                 if label is None or not label.has_face:

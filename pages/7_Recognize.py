@@ -35,6 +35,7 @@ active = dataset_picker()
 ws = workspace()
 SET_KEY = "recognize_set"
 TRAIN_JOB, CMP_JOB = "recognize_train_job", "recognize_cmp_job"  # this session's background trainings
+BUILD_JOB = "recognize_build_job"  # cropping a dataset's faces into an identity
 WEIGHTS = {"imagenet": "ImageNet (pretrained, downloaded once)", "none": "None: random frozen features (try-out only)"}
 
 
@@ -46,6 +47,32 @@ def _train_without_weights() -> None:
     """The offline fallback: weights 'none' in the form, and train again with it."""
     st.session_state["recognize_train_weights"] = "none"
     st.session_state["recognize_train_retry"] = True
+
+
+def _crop(ids: IdentitySet, identity: str, dataset, k: float, progress, cancel):
+    return ids.build_from_dataset(identity, dataset, k=k, progress=progress, cancel=cancel)
+
+
+def crop_messages(job: Job) -> list:
+    """What an ended cropping job did, as (kind, text) for the page's messages."""
+    ident, src = job.subject
+    rep = job.result if job.status == "done" else job.partial
+    added = rep.added if rep is not None else 0
+    msgs = [("success", f"Added {added} crop(s) to '{ident}'.") if job.status == "done" else
+            ("warning", f"Cropping stopped: {added} crop(s) added to '{ident}' before that.")]
+    if rep is not None and rep.skipped:
+        msgs.append(("warning", f"{len(rep.skipped)} photo(s) of '{src}' skipped: they have no face label."))
+    return msgs
+
+
+def show_crop_job(job: Job | None) -> None:
+    if job is None:
+        return
+    if job.running:
+        progress_bar(job, (job.progress.message or "cropping faces...").capitalize(), "recognize_build_cancel",
+                     help="Stop cropping; the crops written so far stay.")
+    elif job.status == "failed":
+        show_error(job.error)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -96,18 +123,16 @@ with build_col:
         b_ident = st.text_input("Identity", value="me", key="recognize_build_identity")
         k = st.slider("Margin k", 0.0, 1.0, DEFAULT_K, 0.05, key="recognize_build_k",
                       help="How much background around the face: k x its width/height on every side.")
-        if st.button("Crop faces into this identity", key="recognize_build", type="primary"):
-            bar = st.progress(0.0, text="Cropping faces...")
-            try:
-                rep = ids.build_from_dataset(b_ident, datasets[src], k=k,
-                                             progress=lambda p: bar.progress(p.fraction, text=p.message.capitalize()))
-                st.session_state["recognize_msg"] = [("success", f"Added {rep.added} crop(s) to '{b_ident.strip()}'.")]
-                if rep.skipped:
-                    st.session_state["recognize_msg"].append(
-                        ("warning", f"{len(rep.skipped)} photo(s) of '{src}' skipped: they have no face label."))
-                st.rerun()
-            except FaceCoreError as exc:
-                show_error(exc)
+        build = session_job(BUILD_JOB)
+        if st.button("Crop faces into this identity", key="recognize_build", type="primary",
+                     disabled=build is not None and build.running):
+            source = datasets[src]
+            start_session_job(BUILD_JOB, Job(functools.partial(_crop, ids, b_ident, source, k), "crop",
+                                             subject=(b_ident.strip(), src)))
+        if build is not None and not build.running and build.status != "failed":
+            st.session_state.pop(BUILD_JOB)  # its outcome shows once, below, with the uploads'
+            st.session_state["recognize_msg"] = crop_messages(build)
+        watch(lambda: session_job(BUILD_JOB), show_crop_job)
     else:
         st.info("No dataset: create one on the Collect & Label page.")
 with upload_col:

@@ -38,6 +38,54 @@ def test_page_without_identity_sets(workspace_env):
     assert "no identities yet" in " ".join(i.value for i in at.info)
 
 
+def _crop(at):
+    """Press Crop faces and let its background job finish (the page then shows what it added)."""
+    _click(at, "recognize_build")
+    assert at.session_state["recognize_build_job"].wait(120).status == "done"
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def test_cropping_runs_as_a_job_with_cancel(workspace_env, monkeypatch):
+    """Crop faces starts a background job with a progress bar and Cancel; its outcome shows when it ends."""
+    import threading
+
+    data, _ = workspace_env
+    (data / "identities" / "me_not_me").mkdir(parents=True)
+    at = _page()
+    at.text_input(key="recognize_build_identity").set_value("me")
+    gate = threading.Event()  # the job runs IdentitySet.build_from_dataset: hold it at its first photo
+    from facecore import identity
+
+    real = identity.IdentitySet.build_from_dataset
+
+    def held(self, *a, progress=None, **kw):
+        def report(p):
+            gate.wait(30)
+            progress(p)
+        return real(self, *a, progress=report, **kw)
+
+    monkeypatch.setattr(identity.IdentitySet, "build_from_dataset", held)
+    try:
+        _click(at, "recognize_build")
+        job = at.session_state["recognize_build_job"]
+        assert job.running and at.button(key="recognize_build").disabled
+        assert at.button(key="recognize_build_cancel").label == "Cancel"
+        at.button(key="recognize_build_cancel").click().run()
+    finally:
+        gate.set()
+    assert job.wait(60).status == "cancelled"
+    at.run()
+    assert not at.exception, at.exception
+    first = job.partial.added  # the crops of the photo done before Cancel stay
+    assert f"Cropping stopped: {first} crop(s) added to 'me'" in " ".join(w.value for w in at.warning)
+    assert "recognize_build_job" not in at.session_state
+    _crop(at)  # again, to the end
+    assert f"Added {90 - first} crop(s) to 'me'" in at.success[0].value
+    assert {m.label: m.value for m in at.metric} == {"me": "90"}
+
+
 @pytest.mark.slow
 def test_build_upload_train_and_recognize(workspace_env):
     data, models = workspace_env
@@ -45,7 +93,7 @@ def test_build_upload_train_and_recognize(workspace_env):
     at = _page()
     # 1. "me" from the labeled sample dataset
     at.text_input(key="recognize_build_identity").set_value("me")
-    _click(at, "recognize_build")
+    _crop(at)
     assert "Added 90 crop(s) to 'me'" in at.success[0].value
     assert "16 photo(s) of 'sample' skipped: they have no face label" in at.warning[0].value
     assert {m.label: m.value for m in at.metric} == {"me": "90"}
