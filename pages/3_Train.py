@@ -20,6 +20,7 @@ from facecore.train import start_training as start_job
 from pages.common import AUGMENT_CONFIG_KEY, dataset_picker, dataset_summary, show_error, workspace
 from pages.common.figures import loss_figure
 from pages.common.jobs import watch
+from pages.common.style_fit import style_fit_section
 
 INPUT_SHAPE_LABELS = {"auto": "auto", "square": "square", "frame": "photo-shaped"}
 PERSONALIZE_LABELS = {"auto": "choose by cross-validation", "fine-tune": "always fine-tune"}
@@ -283,32 +284,7 @@ else:
     if config is not None and (workspace().models_root / config.name / META_FILE).exists():
         st.caption(f"A model called **{config.name}** exists: it is replaced when this training finishes.")
 
-    with st.expander("No time to train? Fit the built-in detector's box style (seconds)"):
-        st.write("The built-in **blazeface** finds faces without training, but its box is tighter than the way "
-                 "most people draw faces. This measures how your labels sit around its boxes and face keypoints "
-                 "(eyes, nose, mouth, ears) and saves a detector that draws boxes your way; it appears in every "
-                 "detector list. With a dozen or more labeled faces it learns from the keypoints; with fewer, "
-                 "it adjusts the built-in style.")
-        style_name = st.text_input("Name", f"{dataset.name}-boxstyle", key=f"style_name_{dataset.name}")
-        if st.button("Fit box style", key="style_fit"):
-            from facecore.blazeface import fit_dataset_style
-            from facecore.boxstyle import BoxStyle
-            from facecore.registry import model_meta
-
-            bar = st.progress(0.0, text="running blazeface on the labeled photos")
-            try:
-                path = fit_dataset_style(dataset, workspace().model_dir(style_name.strip()),
-                                         progress=lambda p: bar.progress(p.fraction, text=p.message))
-            except FaceCoreError as exc:
-                show_error(exc)
-            else:
-                fitted = model_meta(path.name, path.parent)
-                rows = [{"split": k, "faces": v.get("n_face"), "IoU before": v.get("mean_iou_before"),
-                         "IoU after": v.get("mean_iou")} for k, v in fitted.metrics.items()]
-                style = BoxStyle.from_dict(fitted.box_style or {})
-                st.success(f"Saved detector **{path.name}** (style from {style.method}, "
-                           f"{style.n_faces} faces): pick it on the Evaluate, Video or Webcam page.")
-                st.dataframe(pd.DataFrame(rows), hide_index=True)
+    style_fit_section(dataset)
 
 if running:
     st.info(f"A training is running on this server (model **{job.subject.config.name}** on dataset "

@@ -178,6 +178,42 @@ def test_page_fine_tunes_blazeface_by_default(tiny_ws, train_slot):
     assert "tiny-blazeface" in detector_names(models)
 
 
+def test_box_style_fit_shows_progress_and_stops_on_cancel(workspace_env, monkeypatch):
+    import threading
+    import time
+
+    from facecore import blazeface
+
+    gate, real = threading.Event(), blazeface.fit_dataset_style
+
+    def held(*a, progress=None, **kw):  # the real fit, held at its first photo until the test lets it go
+        def report(p):
+            progress(p)
+            gate.wait(30)
+        return real(*a, progress=report, **kw)
+
+    monkeypatch.setattr(blazeface, "fit_dataset_style", held)
+    at = _page()
+    try:
+        at.button(key="style_fit").click().run()
+        job = at.session_state["train_style_job"]
+        assert job.running and at.button(key="style_fit").disabled
+        for _ in range(600):  # until the fit reports its first photo (loading BlazeFace comes first)
+            if job.progress.done:
+                break
+            time.sleep(0.05)
+        at.run()
+        assert "photo 1/" in " ".join(str(p.proto.text) for p in at.get("progress"))
+        at.button(key="style_cancel").click().run()
+    finally:
+        gate.set()
+    assert job.wait(60).status == "cancelled"
+    at.run()
+    assert "Box style fit stopped: nothing was saved." in _texts(at.warning)
+    _, models = workspace_env
+    assert not (models / "sample-boxstyle").exists()
+
+
 def test_page_fits_a_box_style_detector(workspace_env):
     import shutil
     from pathlib import Path
@@ -188,6 +224,9 @@ def test_page_fits_a_box_style_detector(workspace_env):
     at.sidebar.selectbox[0].select("faces").run()
     at.button(key="style_fit").click().run()
     assert not at.exception, at.exception
+    job = at.session_state["train_style_job"]  # a background job of this session
+    assert job.wait(120).status == "done", job.error_message
+    at.run()
     assert "faces-boxstyle" in _texts(at.success), _texts(at.error)
     df = at.dataframe[0].value
     assert (df["IoU after"] > df["IoU before"]).all()
