@@ -1,25 +1,47 @@
 """Evaluate: measure trained models and the Haar baseline on held-out photos, side by side.
 
-All the work is ``facecore.evaluate``; results stay in the session until the selection changes.
-Any click while an evaluation runs stops it (Streamlit reruns the script); nothing partial is kept.
+All the work is ``facecore.evaluate``, run as a background job of this session (Cancel stops it; the
+detectors measured by then are kept); results stay in the session until the selection changes.
 """
+
+import functools
 
 import pandas as pd
 import streamlit as st
 
 from facecore import FaceCoreError, ImageReadError
 from facecore.detect import BLAZEFACE, BUILT_IN, HAAR
+from facecore.errors import Cancelled
 from facecore.evaluate import (calibration_sample, choose_split, collect_images, comparison_table, evaluate,
                                render_result)
-from facecore.jobs import run_in_worker
+from facecore.jobs import Job, Progress, run_in_worker
 from facecore.provenance import own_labels
 from facecore.registry import (INT8_SUFFIX, default_detector, detector_names, list_models, model_meta, model_version,
                                quantize)
 from facecore.scan import STILLS
 from pages.common import cached_model, dataset_picker, detector, show_error, small_faces_toggle, workspace
 from pages.common.figures import iou_figure, pr_figure
+from pages.common.jobs import progress_bar, session_job, start_session_job, watch
 
-RESULTS_KEY = "eval_results"
+RESULTS_KEY, JOB_KEY = "eval_results", "eval_job"
+NOTES_KEY = "eval_notes"  # what the last Evaluate could not do (a detector that failed, Cancel): shown until the next
+
+
+def evaluate_each(detectors: dict, images: list, threshold: float, progress, cancel) -> tuple[dict, list]:
+    """``evaluate`` each detector (selection key -> detector) on the same photos: ``(results by key, errors)``;
+    one detector's failure does not stop the others. Cancel keeps the detectors finished (``partial``)."""
+    results, errors = {}, []
+    for i, (key, det) in enumerate(detectors.items()):
+        def each(p, i=i, name=key[0]):
+            progress(Progress(i + p.fraction, len(detectors), f"{name}: {p.message}", "evaluate"))
+
+        try:
+            results[key] = evaluate(det, images, threshold=threshold, progress=each, cancel=cancel)
+        except Cancelled as exc:
+            raise Cancelled(str(exc), (results, errors)) from exc
+        except FaceCoreError as exc:
+            errors.append(exc)
+    return results, errors
 
 st.title("📏 Evaluate")
 st.write("Measure your models on photos they did not train on, next to OpenCV's Haar cascade as a baseline: "
@@ -120,28 +142,45 @@ def fmt(v) -> str:
     return str(v) if isinstance(v, int) else f"{v:.3f}"
 
 
-start = st.button("Evaluate", type="primary", disabled=not chosen, key="eval_start")
+job = session_job(JOB_KEY)
+start = st.button("Evaluate", type="primary", disabled=not chosen or (job is not None and job.running),
+                  key="eval_start")
 store = st.session_state.setdefault(RESULTS_KEY, {})
 if start:
+    todo, notes = {}, []
     for name in chosen:
         key = selection_key(name)
-        if key in store:
+        if key in store or key in todo:
             continue
         try:
-            det = detector(name, STILLS if small else None)
+            todo[key] = detector(name, STILLS if small else None)
         except FaceCoreError as exc:
-            show_error(exc)
-            continue
-        bar = st.progress(0.0, text=f"{name}: starting...")
+            notes.append(exc)
+    st.session_state[NOTES_KEY] = notes
+    if todo:
+        start_session_job(JOB_KEY, Job(functools.partial(evaluate_each, todo, images, threshold), "evaluate"))
+if job is not None and job.status in ("done", "cancelled"):  # the results move into the session, once
+    st.session_state.pop(JOB_KEY)
+    done, failed = (job.result if job.status == "done" else job.partial) or ({}, [])
+    store.update(done)
+    stopped = [f"Evaluation stopped: {len(done)} detector(s) measured before Cancel."] * (job.status == "cancelled")
+    st.session_state[NOTES_KEY] = [*st.session_state.get(NOTES_KEY, []), *failed, *stopped]
+for note in st.session_state.get(NOTES_KEY, []):
+    if isinstance(note, str):
+        st.warning(note)
+    else:
+        show_error(note)
 
-        def progress(p, name=name, bar=bar):
-            bar.progress(p.fraction, text=f"{name}: {p.message}")
 
-        try:
-            store[key] = evaluate(det, images, threshold=threshold, progress=progress)
-        except FaceCoreError as exc:
-            show_error(exc)
-        bar.empty()
+def show_job(job: Job | None) -> None:
+    if job is not None and job.running:
+        progress_bar(job, job.progress.message or "Starting...", "eval_cancel",
+                     help="Stop evaluating; the detectors measured so far are kept.")
+    elif job is not None and job.status == "failed":
+        show_error(job.error)
+
+
+watch(lambda: session_job(JOB_KEY), show_job)
 
 results = {n: store[selection_key(n)] for n in chosen if selection_key(n) in store}
 if not results:

@@ -49,6 +49,17 @@ def run_page(path: str, timeout: int = 120):
     return at
 
 
+def press_evaluate(at, timeout: float = 180):
+    """Press the Evaluate page's Evaluate and let its background job finish: the next run shows the results."""
+    at.button(key="eval_start").click().run()
+    assert not at.exception, at.exception
+    if "eval_job" in at.session_state:  # none when no chosen detector could be loaded
+        assert at.session_state["eval_job"].wait(timeout).status == "done"
+        at.run()
+        assert not at.exception, at.exception
+    return at
+
+
 def texts(elements) -> str:
     """All values of AppTest elements (info, caption, markdown, ...) joined into one string."""
     return " ".join(str(e.value) for e in elements)

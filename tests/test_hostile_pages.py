@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from conftest import ROOT
+from conftest import ROOT, press_evaluate
 from hostile import deep_json, jpeg_lying_size, labelme, png_bomb, rect, zip_with_flags, jpeg_bytes
 from facecore.testing import make_dataset
 
@@ -54,8 +54,7 @@ def test_evaluate_runs_on_a_hostile_dataset(hostile_ws):
     at = _ok(_app("pages/4_Evaluate.py"))
     at.multiselect(key="eval_detectors").set_value(["haar"])
     at.selectbox(key="eval_split").set_value("all") if "all" in at.selectbox(key="eval_split").options else None
-    at.button(key="eval_start").click()
-    _ok(at)
+    press_evaluate(at)
 
 
 def test_label_page_opens_every_photo(hostile_ws):
@@ -135,7 +134,6 @@ def test_evaluate_page_reports_a_truncated_model(hostile_models):
     ms = at.multiselect(key="eval_detectors")
     assert {"trunc", "liar", "good"} <= set(ms.options) and "deep" not in ms.options
     ms.set_value(["trunc", "liar"])
-    at.button(key="eval_start").click()
-    _ok(at)
+    press_evaluate(at)
     shown = " ".join(str(e.value) for e in at.error) + " ".join(str(e.value) for e in at.warning)
     assert "trunc" in shown and "model.keras" in shown  # the broken one is named, the liar evaluates

@@ -3,7 +3,7 @@
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from conftest import ROOT
+from conftest import ROOT, press_evaluate
 from facecore.detect import BUILT_IN
 
 PAGE = str(ROOT / "pages" / "4_Evaluate.py")
@@ -31,8 +31,7 @@ def test_evaluate_haar_and_model_side_by_side(workspace_env):
     assert ms.options == [*BUILT_IN, "tiny"] and ms.value == ["tiny", "blazeface", "haar"]
     assert at.selectbox(key="eval_split").value == "test"
     assert "Choose detectors" in " ".join(i.value for i in at.info)
-    at.button(key="eval_start").click()
-    _run(at)
+    press_evaluate(at)
     df = at.dataframe[0].value
     assert list(df.columns) == ["tiny", "blazeface", "haar"]
     assert {"AP @ IoU 0.5", "AP @ IoU 0.3", "mean IoU (face images)", "recall @ IoU 0.5",
@@ -84,10 +83,48 @@ def test_evaluate_page_without_models_and_on_empty_split(workspace_env):
     assert "split of `two` is empty" in " ".join(i.value for i in at.info)
     at.selectbox(key="eval_split").select("all")
     _run(at)
-    at.button(key="eval_start").click()
-    _run(at)
+    press_evaluate(at)
     df = at.dataframe[0].value
     assert list(df.columns) == ["blazeface", "haar"] and df.loc["images", "haar"] == "2"
+
+
+def test_evaluation_runs_as_a_job_and_stops_on_cancel(workspace_env, monkeypatch):
+    """Evaluate starts a background job with a progress bar and Cancel; Cancel stops it and says so."""
+    import threading
+    import time
+
+    from facecore import evaluate as E
+
+    gate, real = threading.Event(), E.evaluate
+
+    def held(det, images, progress=None, **kw):  # the real evaluation, held after its first photo
+        def report(p):
+            progress(p)
+            gate.wait(30)
+        return real(det, images, progress=report, **kw)
+
+    monkeypatch.setattr(E, "evaluate", held)
+    at = _run()
+    at.multiselect(key="eval_detectors").set_value(["haar", "blazeface"])
+    try:
+        at.button(key="eval_start").click()
+        _run(at)
+        job = at.session_state["eval_job"]
+        assert job.running and at.button(key="eval_start").disabled
+        for _ in range(600):
+            if job.progress.done:
+                break
+            time.sleep(0.05)
+        _run(at)
+        assert "haar: 1/16 photos" in " ".join(str(p.proto.text) for p in at.get("progress"))
+        at.button(key="eval_cancel").click()
+        _run(at)
+    finally:
+        gate.set()
+    assert job.wait(60).status == "cancelled"
+    _run(at)
+    assert "Evaluation stopped: 0 detector(s) measured before Cancel." in " ".join(w.value for w in at.warning)
+    assert not at.dataframe and "eval_job" not in at.session_state
 
 
 def test_split_without_negatives_says_false_positives_are_not_measured(workspace_env):
@@ -100,8 +137,7 @@ def test_split_without_negatives_says_false_positives_are_not_measured(workspace
     at = _run(at)
     at.selectbox(key="eval_split").select("all")
     _run(at)
-    at.button(key="eval_start").click()
-    _run(at)
+    press_evaluate(at)
     assert at.dataframe[0].value.loc["false-positive rate (no-face images)", "haar"] == "n/a"
     assert [w for w in at.warning if "False positives cannot be measured" in w.value]
     assert not [s for s in at.success if "no mistakes" in s.value]  # never "perfect" without negatives
@@ -114,8 +150,7 @@ def test_broken_model_shows_error_not_crash(workspace_env):
     (models / "bad" / "model.keras").write_bytes(b"not a model")
     at = _run()
     at.multiselect(key="eval_detectors").set_value(["bad", "haar"])
-    at.button(key="eval_start").click()
-    _run(at)
+    press_evaluate(at)
     assert any("could not load" in e.value for e in at.error)
     assert list(at.dataframe[0].value.columns) == ["haar"]
 
@@ -143,11 +178,9 @@ def test_evaluate_boxes_the_small_faces_of_a_group_photo(workspace_env):
     at.multiselect(key="eval_detectors").set_value(["blazeface"])
     at.selectbox(key="eval_split").select("all")
     assert at.toggle(key="eval_small_faces").value is True
-    at.button(key="eval_start").click()
-    _run(at)
+    press_evaluate(at)
     scanned = float(at.dataframe[0].value.loc["AP @ IoU 0.5, every face", "blazeface"])
     at.toggle(key="eval_small_faces").set_value(False)
-    at.button(key="eval_start").click()
-    _run(at)
+    press_evaluate(at)
     whole = float(at.dataframe[0].value.loc["AP @ IoU 0.5, every face", "blazeface"])
     assert scanned >= 0.8 and whole <= 0.3, (scanned, whole)

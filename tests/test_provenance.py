@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from conftest import ROOT
+from conftest import ROOT, press_evaluate
 from facecore.dataset import Dataset
 from facecore.evaluate import EvalImage
 from facecore.labels import ImageLabel, labelme_document, parse_labelme, read_label, voc_document
@@ -121,9 +121,7 @@ def test_evaluate_warns_when_labels_are_the_detectors_own_proposals(workspace_en
     at.multiselect(key="eval_detectors").set_value(["blazeface", "haar"])
     at.selectbox(key="eval_split").select("all")
     at.run()
-    at.button(key="eval_start").click()
-    at.run()
-    assert not at.exception, at.exception
+    press_evaluate(at)
     warned = [w.value for w in at.warning if "scored against its own boxes" in w.value]
     assert len(warned) == 1 and "`blazeface`" in warned[0] and "`haar`" not in warned[0]
     assert f"{n_boxes} of the {n_boxes} face boxes" in warned[0]
@@ -132,7 +130,5 @@ def test_evaluate_warns_when_labels_are_the_detectors_own_proposals(workspace_en
     for stem in saved:
         label = read_label(ds.item(stem).label)
         save_pixel_boxes(ds, stem, (label.pixel_boxes() + [0, -12, 0, 0]).tolist(), (label.width, label.height))
-    at.button(key="eval_start").click()
-    at.run()
-    assert not at.exception, at.exception
+    press_evaluate(at)
     assert not [w for w in at.warning if "scored against its own boxes" in w.value]
