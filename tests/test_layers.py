@@ -15,7 +15,8 @@ LAYERS = {
     # foundations: saved models, detectors, networks, box styles, data, small shared pieces
     **dict.fromkeys([
         "registry", "meta", "detect", "blazeface", "blaze_model", "inference", "backbones", "model", "losses",
-        "blaze_keras", "blaze_losses", "boxstyle", "dataset", "splits", "archive", "labels", "contents", "checks",
+        "blaze_port", "blaze_keras", "blaze_losses", "boxstyle", "dataset", "splits", "archive", "labels",
+        "contents", "checks",
         "workspace", "images", "io", "boxes", "jobs", "procs", "progress", "threadjob", "errors", "preprocess",
         "ap", "smoothing"], FOUNDATIONS),
     # tasks: each takes explicit config, reports Progress, stops on Cancel
