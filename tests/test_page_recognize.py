@@ -133,7 +133,10 @@ def test_build_upload_train_and_recognize(workspace_env):
     import json
     meta = json.loads((models / "mine" / "meta.json").read_text())
     ids = IdentitySet(data / "identities" / "me_not_me")
-    save_comparison(ids, [comparison_row(TrainResult(models / "mine", meta))], IdentityConfig(**meta["config"]))
+    from facecore.meta import ModelMeta
+
+    row = comparison_row(TrainResult(models / "mine", ModelMeta.from_dict(meta)))
+    save_comparison(ids, [row], IdentityConfig(**meta["config"]))
     at.run()
     df = at.dataframe[0].value  # the comparison table (section 3) comes first
     assert list(df["model"]) == ["mine"] and df["params"][0] == meta["params"]
