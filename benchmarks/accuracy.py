@@ -321,7 +321,7 @@ def rows_for_personal(rows, ds, train_data, test_data, tmp, epochs, size=192) ->
         m["train_s"] = secs
         out[row] = m
         print(f"  {row:18s} ap50 {m['ap50']:.3f} iou {m['mean_iou']:.3f} {m['ms']:.1f} ms", flush=True)
-        chosen = (getattr(det, "meta", None) or {}).get("personalization")
+        chosen = getattr(getattr(det, "meta", None), "personalization", None)
         if chosen:
             print(f"  {'':18s} chose {chosen['winner']} (cross-validated IoU {chosen['cv_iou']})", flush=True)
     return out

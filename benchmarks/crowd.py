@@ -86,7 +86,7 @@ def detector_for(row: str, train, tmp: Path, epochs: int, scan: ScanConfig, cach
             ds = subset_dataset(train, tmp)
             cache["ft"], cache["ft_s"] = train_detector(ds, tmp, "blazeface", **{**model_defaults("blazeface"), "epochs": epochs},
                                                         personalize=personalize)
-            chosen = (getattr(cache["ft"], "meta", None) or {}).get("personalization")
+            chosen = getattr(getattr(cache["ft"], "meta", None), "personalization", None)
             if chosen:
                 print(f"  trained: chose {chosen['winner']} (cross-validated IoU {chosen['cv_iou']})", flush=True)
         det = cache["ft"]
