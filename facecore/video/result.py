@@ -42,7 +42,9 @@ class VideoConfig:
     blur: bool = False
     batch_size: int = 16
     crf: int = 23
-    preset: str = "superfast"
+    # ultrafast: about 3.5 CPU ms a 640x480 frame against superfast's 6 (a third of the whole pipeline's work
+    # with a detector), for files about 1.5-2x larger at the same crf (benchmarks/video.py)
+    preset: str = "ultrafast"
     gallery_size: int = 12
     allow_truncated: bool = False
     encoder_threads: int = 0
