@@ -97,10 +97,23 @@ def input_canvas(size: int, aspect: float | None) -> tuple[int, int]:
     return (size, long) if aspect > 1 else (long, size)
 
 
+def square_canvas(size: int, aspect: float | None) -> tuple[int, int]:
+    """MediaPipe's letterboxed ``size`` square with most of its border cut off: the longer side ``size``,
+    the shorter one the frame's, rounded up to a multiple of 32 (the network halves its input five times).
+    The frame gets the very pixels it gets in the square, at a fraction of the work: a 4:3 frame at 192 is
+    computed at 160 x 192 (17 % fewer pixels and anchors), 16:9 at 128 x 192 (33 %). ``(size, size)`` for
+    None or a square frame."""
+    if aspect is None or abs(float(aspect) - 1.0) <= 0.02:
+        return size, size
+    short = size / max(float(aspect), 1.0 / float(aspect))
+    short = min(size, int(math.ceil(short / 32 - 1e-6) * 32))
+    return (short, size) if aspect > 1 else (size, short)
+
+
 def network_hw(size: int, aspect: float | None, input_shape: str) -> tuple[int, int]:
     """The network's input ``(height, width)`` for ``input_shape`` ``"frame"`` (``input_canvas``) or
-    ``"square"`` (MediaPipe's ``size`` square, the frame letterboxed in it)."""
-    return input_canvas(size, aspect) if input_shape == "frame" else (size, size)
+    ``"square"`` (MediaPipe's ``size`` square, the frame letterboxed in it: ``square_canvas``)."""
+    return input_canvas(size, aspect) if input_shape == "frame" else square_canvas(size, aspect)
 
 
 def letterbox_geometry(hw, aspect: float | None) -> tuple[float, float, float, float]:
