@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from .errors import FaceCoreError
 
-BLAZEFACE = "blazeface"
+BLAZEFACE_BACKBONE = "blazeface"
 MIN_INPUT_SIZE = 32
 _KERAS_APPLICATIONS = "https://storage.googleapis.com/tensorflow/keras-applications/"
 _KERAS_APPLICATIONS_NEW = "https://storage.googleapis.com/keras-applications/"
@@ -62,7 +62,7 @@ class Backbone:
 
 CATALOGUE: dict[str, Backbone] = {b.name: b for b in (
     # MediaPipe's face detector, fine-tuned (facecore.blaze_train): 192 px is the full-range model, 128 the short-range
-    Backbone(BLAZEFACE, 192, preprocessing="pm1", weights="faces", sizes=(192, 128)),
+    Backbone(BLAZEFACE_BACKBONE, 192, preprocessing="pm1", weights="faces", sizes=(192, 128)),
     # The tutorials train VGG16 at 120 px; 128 is the nearest size MobileNetV2 has ImageNet weights for.
     Backbone("vgg16", 120, "VGG16", "caffe", "imagenet", weights_file="vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5",
              weights_url=_KERAS_APPLICATIONS + "vgg16/"),
@@ -80,7 +80,7 @@ CATALOGUE: dict[str, Backbone] = {b.name: b for b in (
 # What the Train page and ``python -m facecore train`` offer, the default first.
 DETECTOR_BACKBONES = tuple(CATALOGUE)
 # What facecore.model builds into the tutorials' FaceTracker (one box per image).
-FACETRACKER_BACKBONES = tuple(n for n in DETECTOR_BACKBONES if n != BLAZEFACE)
+FACETRACKER_BACKBONES = tuple(n for n in DETECTOR_BACKBONES if n != BLAZEFACE_BACKBONE)
 IMAGENET_BACKBONES = tuple(n for n, b in CATALOGUE.items() if b.imagenet)
 # What the Recognize page and ``python -m facecore identity`` offer (frozen ImageNet features), the default first.
 IDENTITY_BACKBONES = ("mobilenetv2", "resnet50", "vgg16", "efficientnetb0")

@@ -28,9 +28,9 @@ def raw_net(variant: str = "short", weights: str | None = "blazeface", input_hw:
     """The BlazeFace network as Keras: input RGB 0..255 (N, H, W, 3) -> ``[regressors, logits]``.
     ``weights`` ``"blazeface"``: MediaPipe's face weights; ``None``: the same layers, freshly initialized.
     ``input_hw``: ``(H, W)`` (multiples of 32), the file's square by default."""
-    from .blazeface import model_path
+    from .blazeface import network_file
 
-    net = port_tflite(model_path(variant), input_hw=input_hw)
+    net = port_tflite(network_file(variant), input_hw=input_hw)
     if weights is None:
         import keras
 

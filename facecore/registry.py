@@ -67,7 +67,7 @@ def split_name(name: str) -> tuple[str, bool]:
     return (name[: -len(INT8_SUFFIX)], True) if name.endswith(INT8_SUFFIX) else (name, False)
 
 
-def model_path(models_root: str | Path, name: str) -> Path:
+def model_folder(models_root: str | Path, name: str) -> Path:
     """The folder of model ``name`` (``NAME`` or ``NAME@int8``, the suffix kept) inside ``models_root``.
     Refuses (ModelFileError) names that are paths: absolute, with a separator or ``..``, or resolving
     outside the models folder (a symlink), so no load or write can reach another folder."""
@@ -94,7 +94,7 @@ def model_meta(name: str, models_root: str | Path) -> ModelMeta:
     built-in detector or a model whose metadata cannot be read."""
     base = split_name(name)[0]
     try:
-        return ModelMeta.load(model_path(models_root, base))
+        return ModelMeta.load(model_folder(models_root, base))
     except ModelFileError:
         return ModelMeta(name=base)
 
@@ -181,7 +181,7 @@ def load_detector(name: str, models_root: str | Path):
         from .blazeface import BlazeFaceDetector
 
         return BlazeFaceDetector("full" if name == BLAZEFACE else "short", name=name)
-    path = model_path(models_root, name)  # refuses a name that is a path outside models_root
+    path = model_folder(models_root, name)  # refuses a name that is a path outside models_root
     base, int8 = split_name(path.name)
     meta = model_meta(base, models_root)
     if meta.architecture == STYLE_ARCH:
@@ -301,7 +301,7 @@ def delete_model(name: str, models_root: str | Path) -> None:
     import shutil
     import uuid
 
-    folder = model_path(models_root, name)
+    folder = model_folder(models_root, name)
     info = model_info(folder.name, models_root)  # only a saved model, never an arbitrary folder
     trash = folder.parent / f".{info.name}.deleted-{uuid.uuid4().hex[:8]}"
     with storage_errors(f"delete model {name!r}"):
@@ -315,7 +315,7 @@ def model_zip(name: str, models_root: str | Path) -> bytes:
     import io
     import zipfile
 
-    info = model_info(model_path(models_root, name).name, models_root)
+    info = model_info(model_folder(models_root, name).name, models_root)
     files = [p for p in sorted(info.path.iterdir()) if p.is_file() and not p.name.startswith(".")]
     buf = io.BytesIO()
     with storage_errors(f"read model {name!r}"), zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:

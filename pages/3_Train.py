@@ -8,7 +8,7 @@ import pandas as pd
 import streamlit as st
 
 from facecore import Dataset, FaceCoreError
-from facecore.backbones import BLAZEFACE, CATALOGUE, DEFAULT_INPUT_SIZE, DETECTOR_BACKBONES, IMAGENET_BACKBONES
+from facecore.backbones import BLAZEFACE_BACKBONE, CATALOGUE, DEFAULT_INPUT_SIZE, DETECTOR_BACKBONES, IMAGENET_BACKBONES
 from facecore.jobs import Job
 from facecore.provenance import kept_start
 from facecore.train.personalize import note as personalization_note
@@ -91,7 +91,7 @@ def show_running_job_settings(cfg: TrainConfig, dataset_name: str) -> None:
     if ss.get("_train_form_job") == job.started:
         return
     ss["_train_form_job"] = job.started
-    b, blaze_ = cfg.backbone, cfg.backbone == BLAZEFACE
+    b, blaze_ = cfg.backbone, cfg.backbone == BLAZEFACE_BACKBONE
     weights_key = ("blazeface" if blaze_ and cfg.weights else "imagenet" if cfg.weights == "imagenet"
                    else "none" if cfg.weights is None else "file")
     values = {"train_backbone": b, f"train_weights_{b}": weights_key, f"train_size_{b}": cfg.size,
@@ -140,7 +140,7 @@ else:
 
     left, mid, right = st.columns(3)
     backbone = left.selectbox("Model", DETECTOR_BACKBONES, key="train_backbone", help=" ".join(BACKBONE_HELP.values()))
-    blaze = backbone == BLAZEFACE
+    blaze = backbone == BLAZEFACE_BACKBONE
     left.caption(BACKBONE_HELP[backbone])
     pretrained_ok = backbone in IMAGENET_BACKBONES
     weight_opts = (["blazeface", "none"] if blaze else ["imagenet", "none", "file"] if pretrained_ok
@@ -156,7 +156,7 @@ else:
             mid.caption("Enter the path of the weights file.")
     if blaze:
         input_size = right.selectbox(
-            "Input size (px)", list(CATALOGUE[BLAZEFACE].sizes), key="train_size_blazeface",
+            "Input size (px)", list(CATALOGUE[BLAZEFACE_BACKBONE].sizes), key="train_size_blazeface",
             format_func={192: "192: full-range model (faces near and far)", 128: "128: short-range model "
                          "(faces close to the camera; about 3x faster)"}.get,
             help="Photos are resized whole to this square, as at inference.")
@@ -338,7 +338,7 @@ def show_job(job: Job | None) -> None:
                    + ("the start kept (above)" if best == 0 else f"best epoch {best}" if best else
                       "no epoch trained (chosen above)")
                    + f"{' (stopped early)' if meta.training_flag('stopped_early') else ''}; "
-                   + (f"trained: {LAYER_LABELS.get(layers, layers)}; " if cfg.backbone == BLAZEFACE else
+                   + (f"trained: {LAYER_LABELS.get(layers, layers)}; " if cfg.backbone == BLAZEFACE_BACKBONE else
                       f"{'feature cache (frozen backbone, heads trained)' if meta.training_flag('feature_cache') else 'full network'}; ")
                    + (f"network input {'x'.join(map(str, meta.network_input_hw))} px "
                       f"({INPUT_SHAPE_LABELS.get(meta.input_shape, meta.input_shape)}); "

@@ -28,8 +28,8 @@ def test_every_entry_is_complete(name):
 
 
 def test_the_lists_are_views_of_the_catalogue():
-    assert BB.DETECTOR_BACKBONES[0] == BB.BLAZEFACE  # the Train page's default
-    assert BB.FACETRACKER_BACKBONES == tuple(n for n in BB.DETECTOR_BACKBONES if n != BB.BLAZEFACE)
+    assert BB.DETECTOR_BACKBONES[0] == BB.BLAZEFACE_BACKBONE  # the Train page's default
+    assert BB.FACETRACKER_BACKBONES == tuple(n for n in BB.DETECTOR_BACKBONES if n != BB.BLAZEFACE_BACKBONE)
     assert set(BB.IDENTITY_BACKBONES) == set(BB.IMAGENET_BACKBONES) and BB.IDENTITY_BACKBONES[0] == "mobilenetv2"
     assert BB.DEFAULT_INPUT_SIZE == {n: b.default_size for n, b in BB.CATALOGUE.items()}
     assert BB.get("VGG16").name == "vgg16"

@@ -17,7 +17,7 @@ import pytest
 from facecore.errors import FaceCoreError, ModelFileError
 from facecore.io import recover_dir, replace_dir
 from facecore.meta import check_model_dir
-from facecore.registry import detector_names, list_models, load_detector, load_facetracker, model_path
+from facecore.registry import detector_names, list_models, load_detector, load_facetracker, model_folder
 
 from test_inference import SIZE, save_model_dir
 
@@ -111,7 +111,7 @@ def test_broken_meta_is_a_clear_error(good, tmp_path, meta):
 def test_model_names_that_are_paths_are_refused(tmp_path, name):
     (tmp_path / "models").mkdir()
     with pytest.raises(ModelFileError, match="not allowed|outside"):
-        model_path(tmp_path / "models", name)
+        model_folder(tmp_path / "models", name)
     with pytest.raises(FaceCoreError):
         load_detector(name, tmp_path / "models")
 
@@ -120,8 +120,8 @@ def test_symlinked_model_outside_the_folder_is_refused(good, tmp_path):
     (tmp_path / "models").mkdir()
     os.symlink(good, tmp_path / "models" / "link")
     with pytest.raises(ModelFileError, match="outside"):
-        model_path(tmp_path / "models", "link")
-    assert model_path(tmp_path / "models", "ok@int8").name == "ok@int8"
+        model_folder(tmp_path / "models", "link")
+    assert model_folder(tmp_path / "models", "ok@int8").name == "ok@int8"
 
 
 def test_quantize_cli_never_writes_outside_the_models_folder(good, tmp_path, capsys):

@@ -52,11 +52,11 @@ def _evaluate(args) -> int:
 
 def _quantize(args) -> int:
     from ..preprocess import resize_for_model
-    from ..registry import KERAS_FILE, model_path, quantize
+    from ..registry import KERAS_FILE, model_folder, quantize
     from ..workspace import Workspace
 
     models_root = Path(args.models) if args.models else Workspace.from_env().models_root
-    folder = model_path(models_root, args.model)  # a name, never a path outside the models folder
+    folder = model_folder(models_root, args.model)  # a name, never a path outside the models folder
     sample = None
     if args.data:
         from ..inference import load_keras_model

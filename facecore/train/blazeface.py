@@ -111,11 +111,11 @@ def train_blazeface(run: Run) -> Path:
     from .. import blaze_keras as BK
     from ..blaze_train import (LOAD_SCALE, VARIANT_BY_SIZE, dataset_of, dominant_aspect, fit_start_style,
                                label_boxes, pick_input_shape, resize_all)
-    from ..blazeface import DEFAULT_STYLE, model_path, ssd_anchors
+    from ..blazeface import DEFAULT_STYLE, network_file, ssd_anchors
 
     dataset, config, state, warnings = run.dataset, run.config, run.state, run.warnings
     variant = VARIANT_BY_SIZE[config.size]
-    model_path(variant)  # the pretrained network must be there before any photo is read
+    network_file(variant)  # the pretrained network must be there before any photo is read
     # "frame": the network's input follows the photos' shape (shorter side config.size): a 4:3 photo
     # fills 192 x 256 instead of sitting in a 192 px square, so small faces keep a third more pixels. The
     # saved model takes the whole frame stretched to a square of the longer side, unstretched in the graph.

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from ..backbones import BLAZEFACE, CATALOGUE, DEFAULT_INPUT_SIZE, DETECTOR_BACKBONES, IMAGENET_BACKBONES
+from ..backbones import BLAZEFACE_BACKBONE, CATALOGUE, DEFAULT_INPUT_SIZE, DETECTOR_BACKBONES, IMAGENET_BACKBONES
 from ..splits import DEFAULT_SPLIT
 from ..errors import FaceCoreError
 from ..workspace import check_name
@@ -27,7 +27,7 @@ def model_defaults(backbone: str, from_scratch: bool = False) -> dict:
     BlazeFace fine-tunes its box heads with on-the-fly augmentation; a frozen ImageNet backbone trains its
     heads as the tutorials do (40 / 8 / 1e-4); a network from scratch needs larger steps, more epochs
     and narrower heads."""
-    if backbone == BLAZEFACE:
+    if backbone == BLAZEFACE_BACKBONE:
         # box heads only: on people it never saw, retraining the face/no-face head made it say "face" on
         # hands and toys, and every layer forgot small faces (benchmarks/accuracy.py, README)
         return {"epochs": 20, "batch_size": 16, "learning_rate": 1e-3, "augmentation": "on_the_fly", "head_units": 2048,
@@ -62,11 +62,11 @@ class TrainConfig:
     ``fine_tune_epochs`` > 0 adds a second phase that unfreezes the top ``fine_tune_layers`` layers of a
     pretrained backbone at ``fine_tune_lr``. ``patience`` 0 turns early stopping off.
     The defaults are what the Train page and the command line train for the default model (BlazeFace
-    fine-tuned, ``model_defaults(BLAZEFACE)``); ``for_backbone`` gives another model's.
+    fine-tuned, ``model_defaults(BLAZEFACE_BACKBONE)``); ``for_backbone`` gives another model's.
     """
 
     name: str = "facetracker"
-    backbone: str = BLAZEFACE
+    backbone: str = BLAZEFACE_BACKBONE
     input_size: int | None = None
     weights: str | None = "imagenet"
     alpha: float = 1.0
@@ -111,12 +111,12 @@ class TrainConfig:
             raise TrainingError(f"personalize must be one of {', '.join(PERSONALIZE)}, got {self.personalize!r}")
         if self.train_layers not in TRAIN_LAYERS:
             raise TrainingError(f"train_layers must be one of {', '.join(TRAIN_LAYERS)}, got {self.train_layers!r}")
-        if self.backbone == BLAZEFACE:
+        if self.backbone == BLAZEFACE_BACKBONE:
             # BlazeFace starts from MediaPipe's face weights, whatever pretrained source was named
             if self.weights is not None:
-                object.__setattr__(self, "weights", BLAZEFACE)
+                object.__setattr__(self, "weights", BLAZEFACE_BACKBONE)
             object.__setattr__(self, "fine_tune_epochs", 0)
-            if self.input_size is not None and int(self.input_size) not in CATALOGUE[BLAZEFACE].sizes:
+            if self.input_size is not None and int(self.input_size) not in CATALOGUE[BLAZEFACE_BACKBONE].sizes:
                 raise TrainingError(f"blazeface takes 128 px (short-range model) or 192 px (full-range model) "
                                     f"inputs, not {self.input_size}")
         for name, lo in (("epochs", 1), ("batch_size", 1), ("head_units", 1), ("fine_tune_epochs", 0),
@@ -140,7 +140,7 @@ class TrainConfig:
         object.__setattr__(self, "split", split)
 
     @classmethod
-    def for_backbone(cls, backbone: str = BLAZEFACE, from_scratch: bool = False, **overrides) -> "TrainConfig":
+    def for_backbone(cls, backbone: str = BLAZEFACE_BACKBONE, from_scratch: bool = False, **overrides) -> "TrainConfig":
         """The Train page's and the command line's defaults for a choice of model (``model_defaults``; no
         pretrained weights when ``from_scratch``), with ``overrides`` on top. ``for_backbone()`` equals
         ``TrainConfig()``."""
@@ -162,7 +162,7 @@ class TrainConfig:
     @property
     def uses_feature_cache(self) -> bool:
         """The fast path: frozen backbone and no on-the-fly augmentation."""
-        return self.backbone != BLAZEFACE and self.frozen and self.cache_features and self.augmentation != "on_the_fly"
+        return self.backbone != BLAZEFACE_BACKBONE and self.frozen and self.cache_features and self.augmentation != "on_the_fly"
 
     def augment_config(self):
         """The ``AugmentConfig`` for on-the-fly augmentation (``augment`` may be a dict or None)."""

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from ..backbones import BLAZEFACE
+from ..backbones import BLAZEFACE_BACKBONE
 from ..dataset import Dataset
 from ..errors import Cancelled
 from ..jobs import Cancel, Progress, ProgressFn
@@ -20,7 +20,7 @@ def stage_spans(config: TrainConfig) -> dict[str, tuple[float, float]]:
     fast = config.uses_feature_cache
     spans = {"loading": (0.0, 0.08), "features": (0.08, 0.2 if fast else 0.08),
              "training": (0.2 if fast else 0.08, 0.93), "evaluating": (0.93, 0.96), "saving": (0.96, 1.0)}
-    if config.backbone == BLAZEFACE:
+    if config.backbone == BLAZEFACE_BACKBONE:
         spans.update(training=(0.08, 0.93))
     return spans
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ..backbones import BLAZEFACE
+from ..backbones import BLAZEFACE_BACKBONE
 from ..dataset import Dataset
 from ..meta import FACETRACKER, check_model_dir
 from ..jobs import Cancel, ProgressFn
@@ -32,7 +32,7 @@ def train(dataset: Dataset, config: TrainConfig, progress: ProgressFn | None = N
     run = Run(dataset, config, out_dir, progress, cancel)
     check_name(out_dir.name, "model")
     check_model_dir(out_dir, FACETRACKER)  # never replace a dataset or any folder that is not our model
-    if config.backbone != BLAZEFACE:
+    if config.backbone != BLAZEFACE_BACKBONE:
         return train_facetracker(run)
     from .blazeface import train_blazeface
 
