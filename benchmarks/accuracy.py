@@ -8,7 +8,7 @@ only, never shipped) raw and box-corrected the same way; the tutorials' FaceTrac
 heads; every layer).
 Second table (``--personal``): train on 10 labeled photos of one person, test on the rest of theirs.
 ``--mosaic`` adds, per row, AP50 over every face of 2x2 mosaics of the held-out person's photos
-(``facecore.mosaic.mosaic``, 640x480: four faces at half size), scored by ``facecore.evaluate_all``.
+(``facecore.augment.mosaic.mosaic``, 640x480: four faces at half size), scored by ``facecore.evaluate.every_face``.
 
     python -m benchmarks.accuracy                       # LOPO table (about 15-25 min on 2 cores)
     python -m benchmarks.accuracy --rows blazeface-ft --people usupal,mkhoa
@@ -31,11 +31,11 @@ from pathlib import Path
 import numpy as np
 
 from facecore import boxes as B
-from facecore.blazeface import DEFAULT_STYLE, BlazeFaceDetector, BoxStyle, style_pairs
-from facecore.dataset import Dataset
+from facecore.blazeface.builtin import DEFAULT_STYLE, BlazeFaceDetector, BoxStyle, style_pairs
+from facecore.datasets.dataset import Dataset
 from facecore.detect import Detection, HaarDetector
-from facecore.evaluate import EvalImage, collect_images, compute_metrics
-from facecore.evaluate_all import all_faces_metrics
+from facecore.evaluate.metrics import EvalImage, collect_images, compute_metrics
+from facecore.evaluate.every_face import all_faces_metrics
 from facecore.images import read_image
 from facecore.train import model_defaults
 
@@ -96,7 +96,7 @@ def run_detector(det, data) -> dict:
 
 def make_mosaics(data) -> list[tuple[np.ndarray, np.ndarray]]:
     """2x2 mosaics (640x480) of consecutive groups of four photos, with every face's box."""
-    from facecore.mosaic import mosaic
+    from facecore.augment.mosaic import mosaic
 
     out = []
     for i in range(0, len(data) - 3, 4):
@@ -129,7 +129,7 @@ def fit_style(det, data) -> BoxStyle:
 
 def fit_blaze_style(data) -> BoxStyle:
     """BlazeFace's box style (keypoint map or offsets, chosen by cross-validation; the built-in style as
-    prior) fitted on ``data``, as ``facecore.blazeface.fit_dataset_style`` fits it for a dataset."""
+    prior) fitted on ``data``, as ``facecore.blazeface.builtin.fit_dataset_style`` fits it for a dataset."""
     raw = BlazeFaceDetector(style=BoxStyle())
     cols = ([], [], [])
     for im, rgb in data:

@@ -29,7 +29,7 @@ import numpy as np  # noqa: E402
 
 from facecore import Dataset  # noqa: E402
 from facecore.augment import AugmentConfig, augment_dataset, delete_augmented  # noqa: E402
-from facecore.labels import read_label  # noqa: E402
+from facecore.datasets.labels import read_label  # noqa: E402
 
 
 def tutorial_augmentor(ds: Dataset) -> A.Compose:

@@ -29,10 +29,10 @@ from pathlib import Path
 
 
 from benchmarks.accuracy import SHARED, YuNet, fit_blaze_style, fit_style, train_detector
-from facecore.blazeface import BlazeFaceDetector
-from facecore.dataset import Dataset
-from facecore.evaluate import collect_images
-from facecore.evaluate_all import all_faces_metrics
+from facecore.blazeface.builtin import BlazeFaceDetector
+from facecore.datasets.dataset import Dataset
+from facecore.evaluate.metrics import collect_images
+from facecore.evaluate.every_face import all_faces_metrics
 from facecore.images import read_image
 from facecore.scan import ScanConfig, ScanningDetector
 from facecore.train import model_defaults

@@ -68,7 +68,7 @@ def timeit(step, frames, runs: int, warmup: int) -> np.ndarray:
 def bench_backbone(backbone: str, size: int | None, frames, runs: int, threads: int | None, tmp: Path,
                    quantized: bool = True) -> list[dict]:
     from facecore.registry import load_facetracker, quantize
-    from facecore.model import build_model, resolve_input_size
+    from facecore.facetracker.model import build_model, resolve_input_size
     from facecore.train import save_model
 
     size = resolve_input_size(backbone, size)
@@ -107,8 +107,8 @@ def bench_backbone(backbone: str, size: int | None, frames, runs: int, threads: 
 def blazeface_rows(frames, runs: int, tmp: Path, steps: dict | None = None) -> list[dict]:
     """The built-in BlazeFace detectors, and a fine-tuned BlazeFace model saved as training saves it;
     ``steps`` gets the default trained model's per-frame step under ``DEFAULT_TRAINED``."""
-    from facecore.blaze_keras import pretrained_detector
-    from facecore.blazeface import DEFAULT_STYLE, BlazeFaceDetector
+    from facecore.blazeface.network import pretrained_detector
+    from facecore.blazeface.builtin import DEFAULT_STYLE, BlazeFaceDetector
     from facecore.registry import load_detector
     from facecore.train import save_model
 

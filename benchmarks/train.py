@@ -76,9 +76,9 @@ def timed_epochs(trainer, x, cls, box, batch: int, epochs: int) -> tuple[float, 
 def bench(backbone: str, n: int, epochs: int, batch: int, total_epochs: int) -> dict:
     import keras
 
-    from facecore import losses as L
-    from facecore import model as M
-    from facecore.backbones import DEFAULT_INPUT_SIZE
+    from facecore.facetracker import losses as L
+    from facecore.facetracker import model as M
+    from facecore.facetracker.backbones import DEFAULT_INPUT_SIZE
 
     size = DEFAULT_INPUT_SIZE[backbone]
     x, cls, box = make_samples(n, size)

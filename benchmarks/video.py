@@ -67,7 +67,7 @@ def make_clip(path: Path, n: int, size=(640, 480), fps: int = 30) -> Path:
 
 def save_mobilenet(models_root: Path, input_size: int | None) -> str:
     """A random-weight MobileNetV2 face tracker saved like a trained one; returns its name."""
-    from facecore.model import build_model, resolve_input_size
+    from facecore.facetracker.model import build_model, resolve_input_size
     from facecore.train import save_model
 
     size = resolve_input_size("mobilenetv2", input_size)
@@ -195,7 +195,7 @@ def mobilenet_rows(clip: Path, tmp: Path, args, rows: list) -> None:
                  VideoConfig(batch_size=16), rows)
     run_pipeline(f"mobilenetv2 {size}px, every 0.3 s", clip, tmp / "o3.mp4", det, VideoConfig(every=0.3), rows)
     if not args.skip_tutorial:
-        from facecore.inference import load_keras_model
+        from facecore.facetracker.inference import load_keras_model
 
         net = load_keras_model(tmp / "models" / name / "model.keras")
         cpu0 = time.process_time()

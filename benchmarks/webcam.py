@@ -43,10 +43,10 @@ import av  # noqa: E402
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
-from facecore import rtc  # noqa: E402
+from facecore.live import rtc  # noqa: E402
 from facecore.registry import load_detector, load_facetracker  # noqa: E402
 from facecore.images import read_image  # noqa: E402
-from facecore.live import LiveProcessor, LiveSettings  # noqa: E402
+from facecore.live.processor import LiveProcessor, LiveSettings  # noqa: E402
 
 TIME_BASE = fractions.Fraction(1, 90000)
 rtc.preload_srtp()  # aiortc after TensorFlow would crash otherwise
@@ -69,12 +69,12 @@ def save_random_model(backbone: str, models_root: Path, input_size: int | None) 
     """A random-weight model of ``backbone`` saved as training saves one (model.keras, model.tflite, meta.json);
     ``blazeface-finetuned``: BlazeFace saved as fine-tuning saves it (MediaPipe's weights: timing and memory
     do not depend on training)."""
-    from facecore.model import build_model
+    from facecore.facetracker.model import build_model
     from facecore.train import save_model
 
     if backbone == "blazeface-finetuned":
-        from facecore.blaze_keras import detector_net, raw_net
-        from facecore.blazeface import ssd_anchors
+        from facecore.blazeface.network import detector_net, raw_net
+        from facecore.blazeface.builtin import ssd_anchors
 
         meta = {"name": backbone, "kind": "facetracker", "architecture": "blazeface", "created": "benchmark",
                 "config": {"backbone": "blazeface", "input_size": 192}}

@@ -3,19 +3,19 @@
 It never imports streamlit, so every function runs the same from a page, a CLI or a test.
 """
 
-from .rtc import preload_srtp
+from .live.rtc import preload_srtp
 
 # Before anything can import TensorFlow: aiortc's SRTP library must bind its own OpenSSL, or a
 # process that loaded TensorFlow first segfaults when the webcam stream starts (see preload_srtp).
 preload_srtp()
 
 from .boxes import iou, iou_matrix  # noqa: E402
-from .dataset import Counts, Dataset, Item  # noqa: E402
+from .datasets.dataset import Counts, Dataset, Item  # noqa: E402
 from .errors import DatasetError, FaceCoreError, ImageReadError, ImportRejected, LabelFormatError  # noqa: E402
-from .labels import ImageLabel  # noqa: E402
+from .datasets.labels import ImageLabel  # noqa: E402
 from .registry import ModelInfo, list_models  # noqa: E402
-from .splits import Split  # noqa: E402
-from .workspace import Workspace  # noqa: E402
+from .datasets.splits import Split  # noqa: E402
+from .datasets.workspace import Workspace  # noqa: E402
 
 __version__ = "0.1.0"
 __all__ = [

@@ -3,8 +3,8 @@ every page shares.
 
 A detector takes an RGB uint8 frame (H, W, 3) and returns ``Detection``s, best first, each with a
 score in [0, 1] and a box in the facecore convention (float32 normalized ``[x1, y1, x2, y2]``).
-The other detectors subclass ``Detector`` in their own modules (``facecore.blazeface``,
-``facecore.inference``, ``facecore.blaze_model``, ``facecore.recognize``); ``facecore.registry`` loads
+The other detectors subclass ``Detector`` in their own modules (``facecore.blazeface.builtin``,
+``facecore.facetracker.inference``, ``facecore.blazeface.saved``, ``facecore.identity.recognize``); ``facecore.registry`` loads
 any of them by name.
 """
 
@@ -22,7 +22,7 @@ from . import boxes as B
 from .errors import FaceCoreError
 
 HAAR = "haar"
-BLAZEFACE = "blazeface"              # built in: MediaPipe's full-range BlazeFace (facecore.blazeface)
+BLAZEFACE = "blazeface"              # built in: MediaPipe's full-range BlazeFace (facecore.blazeface.builtin)
 BLAZEFACE_SHORT = "blazeface-short"  # built in: its short-range sibling (faces filling the frame; faster)
 BUILT_IN = (BLAZEFACE, BLAZEFACE_SHORT, HAAR)
 DEFAULT_DETECTOR = BLAZEFACE

@@ -151,7 +151,7 @@ class ModelMeta:
         square canvas), else ``config.input_size`` (older models); None when it states none. Only a hint:
         the network's own input shape decides (``quantize``, the loaders). Raises ModelFileError naming the
         field when it is not a size in pixels."""
-        from .inference import MAX_INPUT_SIZE, MIN_INPUT_SIZE
+        from .facetracker.inference import MAX_INPUT_SIZE, MIN_INPUT_SIZE
 
         for p in self.problems:
             if "field 'input'" in p or "field 'config'" in p:

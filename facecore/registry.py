@@ -5,7 +5,7 @@ A saved model is a folder ``models/<name>/``:
 - ``meta.json`` (``META_FILE``), written last, read and written as a ``facecore.meta.ModelMeta``: ``kind``
   (``"facetracker"``, a face detector, or ``"identity"``), the training config, dataset, history, metrics
   and, for face detectors that are not the tutorials' FaceTracker, ``architecture``: ``"blazeface"`` (a
-  fine-tuned BlazeFace, ``facecore.blaze_model``) or ``"blazeface-style"`` (the built-in BlazeFace with a
+  fine-tuned BlazeFace, ``facecore.blazeface.saved``) or ``"blazeface-style"`` (the built-in BlazeFace with a
   fitted ``box_style``, no network file);
 - ``model.keras`` (``KERAS_FILE``) and ``model.tflite`` (``TFLITE_FILE``): the network;
 - ``model_int8.tflite`` (``INT8_FILE``): a FaceTracker's int8 copy (``quantize``), listed and loaded as
@@ -13,7 +13,7 @@ A saved model is a folder ``models/<name>/``:
 
 Built-in detectors (``facecore.detect.BUILT_IN``) need no folder. Nothing here imports TensorFlow until a
 model is loaded; the detector modules never import this one (it imports them). Identity models are loaded by
-``facecore.recognize.load_identity`` (a task above this module). Pages cache loaded models
+``facecore.identity.recognize.load_identity`` (a task above this module). Pages cache loaded models
 (``st.cache_resource``, keyed by ``model_version``); scripts keep the detector they load.
 """
 
@@ -178,15 +178,15 @@ def load_detector(name: str, models_root: str | Path):
     if name == HAAR:
         return HaarDetector()
     if name in (BLAZEFACE, BLAZEFACE_SHORT):
-        from .blazeface import BlazeFaceDetector
+        from .blazeface.builtin import BlazeFaceDetector
 
         return BlazeFaceDetector("full" if name == BLAZEFACE else "short", name=name)
     path = model_folder(models_root, name)  # refuses a name that is a path outside models_root
     base, int8 = split_name(path.name)
     meta = model_meta(base, models_root)
     if meta.architecture == STYLE_ARCH:
-        from .blazeface import BlazeFaceDetector
-        from .boxstyle import BoxStyle
+        from .blazeface.builtin import BlazeFaceDetector
+        from .blazeface.boxstyle import BoxStyle
 
         return BlazeFaceDetector("full", style=BoxStyle.from_dict(meta.box_style or {}), name=base)
     if meta.architecture == BLAZEFACE_ARCH and not int8:
@@ -196,13 +196,13 @@ def load_detector(name: str, models_root: str | Path):
 
 def load_facetracker(model_dir: str | Path, threshold: float = 0.0, num_threads: int | None = None,
                      backend: str = "auto"):
-    """A tutorials' FaceTracker folder as a ``facecore.inference.FaceTrackerDetector``.
+    """A tutorials' FaceTracker folder as a ``facecore.facetracker.inference.FaceTrackerDetector``.
 
     ``backend``: ``"auto"`` (``model.tflite``, else ``model.keras`` through tf.function), ``"tflite"``,
     ``"tf.function"`` (forced) or ``"tflite-int8"`` (the int8 copy, as a folder name ending in ``@int8``
     also asks). Raises FaceCoreError when the folder holds no usable model.
     """
-    from .inference import BACKENDS, FaceTrackerDetector, KerasRunner, TFLiteRunner, default_threads
+    from .facetracker.inference import BACKENDS, FaceTrackerDetector, KerasRunner, TFLiteRunner, default_threads
 
     d = Path(model_dir)
     base, int8 = split_name(d.name)
@@ -242,7 +242,7 @@ def load_facetracker(model_dir: str | Path, threshold: float = 0.0, num_threads:
 
 def _load_trained_blazeface(folder: Path, meta: ModelMeta, num_threads: int | None = None):
     """A fine-tuned BlazeFace folder (``architecture: "blazeface"``) as a ``TrainedBlazeDetector``."""
-    from .blaze_model import TrainedBlazeDetector
+    from .blazeface.saved import TrainedBlazeDetector
 
     det, reason = _tflite_or_keras(folder, lambda p: TrainedBlazeDetector.from_tflite(p, folder.name, meta, num_threads),
                                    lambda net: TrainedBlazeDetector.from_keras(net, folder.name, meta))
@@ -255,7 +255,7 @@ def _tflite_or_keras(folder: Path, from_tflite, from_keras, backend: str = "auto
     is ``"tf.function"``), ``(from_keras(the loaded model.keras), why TFLite is not used)``. A FaceCoreError
     other than a bad file (e.g. a network with the wrong outputs) is raised, as is any failure when
     ``backend`` is ``"tflite"``."""
-    from .inference import load_keras_model
+    from .facetracker.inference import load_keras_model
 
     tfl, reason = folder / TFLITE_FILE, ""
     if backend in ("auto", "tflite"):
@@ -280,10 +280,10 @@ def _tflite_or_keras(folder: Path, from_tflite, from_keras, backend: str = "auto
 
 # -- making and managing saved models ---------------------------------------------------------------
 def quantize(model_dir: str | Path, sample=None) -> dict:
-    """Write ``model_int8.tflite`` beside ``model.keras`` (``facecore.inference.int8_tflite``: about 4x
+    """Write ``model_int8.tflite`` beside ``model.keras`` (``facecore.facetracker.inference.int8_tflite``: about 4x
     smaller, 2-4x faster on CPUs), loaded as ``NAME@int8``. ``sample``: float32 (N, h, w, 3) 0..255 frames
     to compare it with the float model on, resized to the network's own input (``meta.fit_sample``). Returns ``{"file", "max_abs_diff", "mb"}``. Raises FaceCoreError."""
-    from .inference import int8_tflite, load_keras_model
+    from .facetracker.inference import int8_tflite, load_keras_model
 
     d = Path(model_dir)
     if not (d / KERAS_FILE).is_file():

@@ -1,4 +1,4 @@
-"""Box smoothing across frames, shared by the live stream (``facecore.live``) and video files
+"""Box smoothing across frames, shared by the live stream (``facecore.live.processor``) and video files
 (``facecore.video``): one face's box moves as a moving average, so boxes do not jitter.
 
 Boxes are the facecore convention: float32 normalized ``[x1, y1, x2, y2]``.

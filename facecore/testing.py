@@ -18,12 +18,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .dataset import Dataset
+from .datasets.dataset import Dataset
 from .detect import HaarDetector
 from .images import encode_jpeg, read_image
-from .labels import ImageLabel
-from .pacing import LEVELS
-from .workspace import PROJECT_ROOT
+from .datasets.labels import ImageLabel
+from .live.pacing import LEVELS
+from .datasets.workspace import PROJECT_ROOT
 
 SAMPLE = PROJECT_ROOT / "data" / "sample"
 
@@ -130,7 +130,7 @@ def group_photo(width: int = 4000, height: int = 3000, n_faces: int = 8, face_px
     """A large "group photo": ``n_faces`` faces of the shipped sample, each about ``face_px`` wide, spread
     over a plain (width x height) RGB photo. Returns ``(rgb, boxes (n, 4) normalized: the faces' labels)``."""
     from . import boxes as B
-    from .labels import read_label
+    from .datasets.labels import read_label
 
     rng = np.random.default_rng(seed)
     photo = np.full((height, width, 3), 90, np.uint8)
@@ -218,7 +218,7 @@ def face_clip(path: Path, n_images: int = 6, repeat: int = 30):
     from facecore.detect import HaarDetector
     from facecore.images import read_image
 
-    from facecore.pacing import LEVELS
+    from facecore.live.pacing import LEVELS
 
     haar = HaarDetector(max_width=CLIP_W)
     light = HaarDetector(max_width=min(lv.width for lv in LEVELS if lv.width))  # the lighter path's size

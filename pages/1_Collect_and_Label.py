@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from facecore import labeling as L
-from facecore.workspace import SAMPLE_NAME
+from facecore.datasets import labeling as L
+from facecore.datasets.workspace import SAMPLE_NAME
 from pages.common import dataset_picker, workspace
 from pages.common.label_editor import label_view
 from pages.common.label_views import (VIEWS, add_view, dataset_section, export_view, gallery_view, prelabel_view,

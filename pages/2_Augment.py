@@ -8,7 +8,7 @@ from facecore import FaceCoreError
 from facecore.augment import AugmentConfig, build_augmenter, delete_augmented, preview_samples
 from facecore.detect import draw_boxes
 from facecore.jobs import Job, JobSlot
-from facecore.mosaic import augment_and_mosaic
+from facecore.augment.mosaic import augment_and_mosaic
 from pages.common import AUGMENT_CONFIG_KEY, dataset_picker, show_error
 from pages.common.jobs import progress_bar, watch
 

@@ -8,13 +8,13 @@ import pandas as pd
 import streamlit as st
 
 from facecore import Dataset, FaceCoreError
-from facecore.backbones import BLAZEFACE_BACKBONE, CATALOGUE, DEFAULT_INPUT_SIZE, DETECTOR_BACKBONES, IMAGENET_BACKBONES
+from facecore.facetracker.backbones import BLAZEFACE_BACKBONE, CATALOGUE, DEFAULT_INPUT_SIZE, DETECTOR_BACKBONES, IMAGENET_BACKBONES
 from facecore.jobs import Job
-from facecore.provenance import kept_start
+from facecore.evaluate.provenance import kept_start
 from facecore.train.personalize import note as personalization_note
 from facecore.meta import ModelMeta
 from facecore.registry import META_FILE
-from facecore.splits import mosaic_sources
+from facecore.datasets.splits import mosaic_sources
 from facecore.train import AUGMENTATION_MODES, INPUT_SHAPES, JOB, PERSONALIZE, TRAIN_LAYERS, TrainConfig, failure_kind
 from facecore.train import start_training as start_job
 from pages.common import AUGMENT_CONFIG_KEY, dataset_picker, dataset_summary, show_error, workspace

@@ -1,6 +1,6 @@
 """Evaluate: measure trained models and the Haar baseline on held-out photos, side by side.
 
-All the work is ``facecore.evaluate``, run as a background job of this session (Cancel stops it; the
+All the work is ``facecore.evaluate.metrics``, run as a background job of this session (Cancel stops it; the
 detectors measured by then are kept); results stay in the session until the selection changes.
 """
 
@@ -12,10 +12,10 @@ import streamlit as st
 from facecore import FaceCoreError, ImageReadError
 from facecore.detect import BLAZEFACE, BUILT_IN, HAAR
 from facecore.errors import Cancelled
-from facecore.evaluate import (calibration_sample, choose_split, collect_images, comparison_table, evaluate,
+from facecore.evaluate.metrics import (calibration_sample, choose_split, collect_images, comparison_table, evaluate,
                                render_result)
 from facecore.jobs import Job, Progress, run_in_worker
-from facecore.provenance import own_labels
+from facecore.evaluate.provenance import own_labels
 from facecore.registry import (INT8_SUFFIX, default_detector, detector_names, list_models, model_meta, model_version,
                                quantize)
 from facecore.scan import STILLS

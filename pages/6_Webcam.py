@@ -8,16 +8,17 @@ import time
 
 import streamlit as st
 
-from facecore import FaceCoreError, rtc
-from facecore.browser import BROWSER, SERVER, default_mode
-from facecore.live import LiveProcessor, LiveSettings, overlay_text
-from facecore.pacing import WINDOW_S
-from facecore.reconnect import AUTO_RECONNECTS, DROP_WINDOW_S, HISTORY_SECONDS, RERUN, StreamKeeper
+from facecore import FaceCoreError
+from facecore.live import rtc
+from facecore.live.browser import BROWSER, SERVER, default_mode
+from facecore.live.processor import LiveProcessor, LiveSettings, overlay_text
+from facecore.live.pacing import WINDOW_S
+from facecore.live.reconnect import AUTO_RECONNECTS, DROP_WINDOW_S, HISTORY_SECONDS, RERUN, StreamKeeper
 from pages.common import dataset_picker, detector_picker, show_error
 from pages.common.figures import probability_chart
 
 PROC_KEY = "webcam_processor"
-STREAM_KEY = "webcam_stream"  # the session's facecore.reconnect.StreamKeeper: starts, drops, retries, stats
+STREAM_KEY = "webcam_stream"  # the session's facecore.live.reconnect.StreamKeeper: starts, drops, retries, stats
 REFRESH_S = 1.0
 
 CAMERA_HELP = """
@@ -162,7 +163,7 @@ elif default == BROWSER:
     st.warning("The app is not on this computer and no TURN server is configured: a WebRTC connection to the "
                "server will probably not get through (see *Camera not working?*). *In the browser* needs none.")
 if where == BROWSER:
-    from facecore.workspace import SAMPLE_NAME
+    from facecore.datasets.workspace import SAMPLE_NAME
     from pages.common import workspace
     from pages.common.browser_webcam import browser_section
 

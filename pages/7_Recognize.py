@@ -9,15 +9,15 @@ import pandas as pd
 import streamlit as st
 
 from facecore import FaceCoreError
-from facecore.backbones import IDENTITY_BACKBONES
+from facecore.facetracker.backbones import IDENTITY_BACKBONES
 from facecore.detect import DEFAULT_DETECTOR
-from facecore.identity import DEFAULT_K, IdentitySet, create_identity_set, list_identity_sets
-from facecore.identity_compare import COMPARISON_COLUMNS, compare, load_comparison
-from facecore.identity_train import (RANDOM_FEATURES, IdentityConfig, overall_fraction, train_identity,
+from facecore.identity.data import DEFAULT_K, IdentitySet, create_identity_set, list_identity_sets
+from facecore.identity.compare import COMPARISON_COLUMNS, compare, load_comparison
+from facecore.identity.train import (RANDOM_FEATURES, IdentityConfig, overall_fraction, train_identity,
                                      weights_missing)
 from facecore.images import decode_image, read_image
 from facecore.jobs import Job, ProcessJob
-from facecore.recognize import draw_recognitions
+from facecore.identity.recognize import draw_recognitions
 from facecore.registry import identity_model_names
 from facecore.scan import STILLS
 from pages.common import dataset_picker, detector, detector_select, recognizer, show_error, small_faces_toggle, workspace

@@ -10,9 +10,9 @@ from facecore.augment import (AugmentConfig, augment_dataset, augment_sample, bu
 from facecore.detect import draw_boxes
 from facecore.errors import Cancelled
 from facecore.jobs import Cancel, Job
-from facecore.mosaic import augment_and_mosaic
-from facecore.dataset import source_of
-from facecore.labels import read_label, write_voc
+from facecore.augment.mosaic import augment_and_mosaic
+from facecore.datasets.dataset import source_of
+from facecore.datasets.labels import read_label, write_voc
 
 OFF = dict(crop_p=0.0, hflip_p=0.0, vflip_p=0.0, brightness_contrast_p=0.0, gamma_p=0.0, rgb_shift_p=0.0)
 

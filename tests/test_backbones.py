@@ -1,4 +1,4 @@
-"""The backbone catalogue (facecore.backbones): consistent, true to what Keras fetches, and the one source
+"""The backbone catalogue (facecore.facetracker.backbones): consistent, true to what Keras fetches, and the one source
 of the backbone choices of the builders, the Train and Recognize pages and the CLI."""
 
 import subprocess
@@ -7,7 +7,7 @@ import warnings
 
 import pytest
 
-from facecore import backbones as BB
+from facecore.facetracker import backbones as BB
 from facecore.errors import FaceCoreError
 from conftest import ROOT
 
@@ -38,7 +38,7 @@ def test_the_lists_are_views_of_the_catalogue():
 
 
 def test_importing_the_catalogue_does_not_import_tensorflow():
-    code = "import sys, facecore.backbones, facecore.train; print('tensorflow' in sys.modules, 'keras' in sys.modules)"
+    code = "import sys, facecore.facetracker.backbones, facecore.train; print('tensorflow' in sys.modules, 'keras' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]
 
@@ -75,8 +75,8 @@ def test_builders_name_the_catalogue_file(monkeypatch, tmp_path):
     """The FaceTracker builder and the identity builder name the same file for the same backbone and size."""
     import keras
 
-    from facecore import model as M
-    from facecore.identity_train import build_backbone
+    from facecore.facetracker import model as M
+    from facecore.identity.train import build_backbone
 
     monkeypatch.setattr(M, "keras_cache_dir", lambda: tmp_path)
     assert M.imagenet_weights_file("mobilenetv2", 64).filename == BB.CATALOGUE["mobilenetv2"].imagenet_weights(64)[0]

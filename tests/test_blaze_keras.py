@@ -8,9 +8,9 @@ import cv2
 import numpy as np
 import pytest
 
-from facecore import blaze_keras as BK
+from facecore.blazeface import network as BK
 from facecore import boxes as B
-from facecore import blazeface as BF
+from facecore.blazeface import builtin as BF
 from facecore.errors import FaceCoreError
 from facecore.images import read_image
 
@@ -93,7 +93,7 @@ def _small_dataset(tmp_path: Path, n_faces: int = 24, n_walls: int = 8) -> Path:
 
 @pytest.mark.slow
 def test_fine_tuning_runs_saves_and_detects(tmp_path):
-    from facecore.dataset import Dataset
+    from facecore.datasets.dataset import Dataset
     from facecore.registry import load_detector
     from facecore.train import TrainConfig, train
 
@@ -121,7 +121,7 @@ def test_fine_tuning_runs_saves_and_detects(tmp_path):
     wall = np.full((480, 640, 3), 150, np.uint8)
     assert [d for d in det.detect(wall) if d.score >= 0.5] == []
     # two people side by side (a 1280x480 frame, padded to the training photos' 4:3): both are reported
-    from facecore.labels import read_label
+    from facecore.datasets.labels import read_label
 
     x1, y1, x2, y2 = read_label(SAMPLE / "labels" / f"{path.stem}.json").boxes[0]
     truth = np.array([[x1 / 2, y1, x2 / 2, y2], [1 - x2 / 2, y1, 1 - x1 / 2, y2]], np.float32)
@@ -140,7 +140,7 @@ def test_default_training_moves_boxes_and_keeps_mediapipes_face_judgement(tmp_pa
     """The default ('box' layers): the box-regression heads train, the face/no-face heads stay MediaPipe's."""
     import keras
 
-    from facecore.dataset import Dataset
+    from facecore.datasets.dataset import Dataset
     from facecore.train import TrainConfig, train
 
     ds = Dataset.open(_small_dataset(tmp_path, n_faces=12, n_walls=4))
@@ -167,7 +167,7 @@ def test_fine_tuning_that_only_hurts_keeps_the_start(tmp_path):
     and the saved model boxes faces as well as the style alone does."""
     import keras
 
-    from facecore.dataset import Dataset
+    from facecore.datasets.dataset import Dataset
     from facecore.train import TrainConfig, train
 
     ds = Dataset.open(_small_dataset(tmp_path, n_faces=12, n_walls=4))

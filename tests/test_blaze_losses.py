@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from facecore import blaze_losses as BL
+from facecore.blazeface import losses as BL
 
 
 def anchors_grid(n: int = 8) -> np.ndarray:

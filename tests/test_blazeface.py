@@ -5,11 +5,11 @@ import json
 import numpy as np
 import pytest
 
-from facecore import blazeface as BF
+from facecore.blazeface import builtin as BF
 from facecore import boxes as B
 from facecore.detect import BLAZEFACE, DEFAULT_DETECTOR, Detection
 from facecore.registry import detector_names, load_detector
-from facecore.evaluate import collect_images, evaluate
+from facecore.evaluate.metrics import collect_images, evaluate
 from facecore.images import read_image
 
 SAMPLE = "data/sample"
@@ -156,7 +156,7 @@ def test_boxstyle_cli_saves_a_detector_and_refuses_a_dataset_folder(tmp_path, ca
                                                  ((480, 640), None, (480, 640)), ((640, 480), 4 / 3, (640, 853)),
                                                  ((480, 640), "wide", (480, 640)), ((480, 640), 1e9, (480, 640))])
 def test_trained_blazeface_pads_frames_to_the_training_aspect(shape, aspect, padded):
-    from facecore.blaze_model import pad_to_aspect
+    from facecore.blazeface.saved import pad_to_aspect
 
     frame = np.zeros((*shape, 3), np.uint8)
     frame[shape[0] // 4:shape[0] // 2, shape[1] // 4:shape[1] // 2] = 255  # a white box at [.25, .25, .5, .5]

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from facecore import boxes as B
-from facecore.boxstyle import N_FEATURES, NUM_KEYPOINTS, BoxStyle, features, offsets_matrix
+from facecore.blazeface.boxstyle import N_FEATURES, NUM_KEYPOINTS, BoxStyle, features, offsets_matrix
 from facecore.errors import FaceCoreError
 
 SAMPLE = "data/sample"
@@ -83,8 +83,8 @@ def test_from_dict_refuses_bad_matrices(matrix):
 
 @pytest.mark.parametrize("which", ["none", "offsets", "default"])
 def test_decode_matrix_applies_the_style_to_every_anchor(which):
-    from facecore.blaze_keras import decode_matrix
-    from facecore.blazeface import DEFAULT_STYLE, decode, ssd_anchors
+    from facecore.blazeface.network import decode_matrix
+    from facecore.blazeface.builtin import DEFAULT_STYLE, decode, ssd_anchors
 
     style = {"none": None, "offsets": BoxStyle(-0.1, -0.3, 0.1, 0.1), "default": DEFAULT_STYLE}[which]
     anchors = ssd_anchors("full")
@@ -101,8 +101,8 @@ def test_decode_matrix_applies_the_style_to_every_anchor(which):
 
 def test_default_style_still_fits_the_sample_with_keypoints():
     """DEFAULT_STYLE's keypoint map is the sample's: refitting gives the same IoU, and it beats offsets."""
-    from facecore.blazeface import DEFAULT_STYLE, BlazeFaceDetector, style_pairs
-    from facecore.evaluate import collect_images
+    from facecore.blazeface.builtin import DEFAULT_STYLE, BlazeFaceDetector, style_pairs
+    from facecore.evaluate.metrics import collect_images
     from facecore.images import read_image
 
     raw = BlazeFaceDetector(style=BoxStyle())

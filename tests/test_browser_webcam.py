@@ -105,7 +105,7 @@ def video_delay(shown: list, period: int) -> list[tuple[float, float]]:
 
 
 def rate(times: list[float]) -> float:
-    """Frames per second the same way facecore.pacing.RateMeter counts them."""
+    """Frames per second the same way facecore.live.pacing.RateMeter counts them."""
     return (len(times) - 1) / (times[-1] - times[0]) if len(times) >= 2 and times[-1] > times[0] else 0.0
 
 

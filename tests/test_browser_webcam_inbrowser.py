@@ -1,4 +1,4 @@
-"""The Webcam page's in-browser mode (pages/common/browser_webcam, facecore.browser).
+"""The Webcam page's in-browser mode (pages/common/browser_webcam, facecore.live.browser).
 
 Unit tests of what Python hands the browser; then two headless-Chromium tests:
 
@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 
 from facecore import boxes as B
-from facecore.browser import BROWSER, SERVER, BrowserUnsupported, browser_detector, default_mode, has_turn
+from facecore.live.browser import BROWSER, SERVER, BrowserUnsupported, browser_detector, default_mode, has_turn
 from facecore.testing import BROWSER_ARGS, CHROMIUM, KEEP_PEER_CONNECTIONS_JS, SAMPLE, serve_app, stamp, write_y4m
 
 NO_CHROMIUM = pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium "
@@ -38,7 +38,7 @@ IFRAME = 'iframe[title*="browser_webcam"]'
 # -- what Python hands the browser ---------------------------------------------------------------------
 @pytest.mark.parametrize("name,anchors,size", [("blazeface", 2304, 192), ("blazeface-short", 896, 128)])
 def test_builtin_spec_carries_facecores_anchors_and_style(tmp_path, name, anchors, size):
-    from facecore.blazeface import DEFAULT_STYLE, ssd_anchors
+    from facecore.blazeface.builtin import DEFAULT_STYLE, ssd_anchors
 
     det = browser_detector(name, tmp_path)
     spec = det.spec()
@@ -50,7 +50,7 @@ def test_builtin_spec_carries_facecores_anchors_and_style(tmp_path, name, anchor
 
 
 def test_style_model_is_the_builtin_network_with_its_own_style(tmp_path):
-    from facecore.boxstyle import BoxStyle
+    from facecore.blazeface.boxstyle import BoxStyle
     from facecore.meta import STYLE_ARCH, ModelMeta
 
     style = BoxStyle(left=-0.1, top=-0.3, right=0.1, bottom=0.1)
@@ -98,7 +98,7 @@ def test_page_runs_the_server_on_localhost_and_the_browser_when_asked(workspace_
 
 def test_page_defaults_to_the_browser_away_from_localhost_without_turn(workspace_env, monkeypatch):
     from conftest import run_page, texts
-    from facecore import rtc
+    from facecore.live import rtc
 
     monkeypatch.setattr(rtc, "is_local_host", lambda host: False)
     at = run_page("pages/6_Webcam.py")
@@ -140,8 +140,8 @@ def sample_frames() -> list[np.ndarray]:
 def save_trained_blazeface(models: Path) -> str:
     """A BlazeFace detector saved exactly as fine-tuning saves one (MediaPipe's weights, the photo-shaped
     192x256 input, the built-in style in the graph, model.tflite decoding every anchor)."""
-    from facecore.blaze_keras import detector_net, network_hw, raw_net
-    from facecore.blazeface import DEFAULT_STYLE, ssd_anchors
+    from facecore.blazeface.network import detector_net, network_hw, raw_net
+    from facecore.blazeface.builtin import DEFAULT_STYLE, ssd_anchors
     from facecore.train import save_model
 
     aspect = 4 / 3

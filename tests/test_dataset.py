@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 from facecore import Dataset, DatasetError, ImageLabel, ImageReadError, ImportRejected, Workspace
-from facecore.dataset import source_of
-from facecore.splits import split_items
+from facecore.datasets.dataset import source_of
+from facecore.datasets.splits import split_items
 from facecore.images import encode_jpeg
-from facecore.labels import read_labelme
+from facecore.datasets.labels import read_labelme
 from facecore.testing import face_image, make_dataset
 
 
@@ -87,7 +87,7 @@ def test_split_by_source_no_leak_and_deterministic(tiny_dataset):
 
 
 def test_split_items_keeps_sources_together():
-    from facecore.dataset import Item
+    from facecore.datasets.dataset import Item
     from pathlib import Path
     items = [Item(f"s{i}__aug{k:03d}", Path(f"s{i}__aug{k:03d}.jpg"), None) for i in range(20) for k in range(5)]
     parts = split_items(items, (0.7, 0.15, 0.15), seed=0)
@@ -252,7 +252,7 @@ def _png_of(rgb) -> bytes:
     ("same pixels", lambda rgb, jpg: _png_of(rgb)),  # the same decoded pixels in another file format
 ])
 def test_the_same_photo_is_never_added_twice(tmp_path, how, make):
-    from facecore.contents import DuplicateImageError
+    from facecore.datasets.contents import DuplicateImageError
     from facecore.images import decode_image
 
     ds = Dataset.create(tmp_path / "d")
@@ -286,8 +286,8 @@ def test_importing_a_zip_or_folder_twice_leaves_the_dataset_as_it_was(tmp_path, 
 
 
 def test_upload_and_webcam_say_the_photo_is_there(tmp_path):
-    from facecore import labeling as L
-    from facecore.contents import DuplicateImageError
+    from facecore.datasets import labeling as L
+    from facecore.datasets.contents import DuplicateImageError
 
     ds = Dataset.create(tmp_path / "d")
     jpg = _jpeg(seed=5)

@@ -14,7 +14,7 @@ from facecore import boxes as B
 from facecore.detect import Detection, Detector
 from facecore.errors import Cancelled, DatasetError, FaceCoreError
 from facecore.jobs import Cancel
-from facecore.evaluate import (METRIC_KEYS, average_precision, collect_images, compute_metrics, evaluate,
+from facecore.evaluate.metrics import (METRIC_KEYS, average_precision, collect_images, compute_metrics, evaluate,
                                pr_curve)
 
 FACE = np.array([[0.2, 0.2, 0.6, 0.7]], np.float32)
@@ -207,7 +207,7 @@ def test_cli_json_keys_for_haar_and_a_model(tiny_dataset, tmp_path):
 
 
 def test_choose_split_takes_the_first_trained_models_split_and_warns_about_the_others():
-    from facecore.evaluate import choose_split
+    from facecore.evaluate.metrics import choose_split
 
     def meta(seed, split=(0.7, 0.15, 0.15), dataset="mine"):
         return {"config": {"seed": seed, "split": list(split)}, "dataset": {"name": dataset}}
@@ -223,7 +223,7 @@ def test_choose_split_takes_the_first_trained_models_split_and_warns_about_the_o
 
 
 def test_calibration_sample_is_the_models_input(tiny_dataset):
-    from facecore.evaluate import calibration_sample
+    from facecore.evaluate.metrics import calibration_sample
 
     images, _ = collect_images(tiny_dataset, "all", 0, (0.7, 0.15, 0.15))
     sample = calibration_sample({"config": {"input_size": 48}}, images, n=3)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from facecore.detect import Detection
-from facecore.evaluate_all import all_faces_metrics, match
+from facecore.evaluate.every_face import all_faces_metrics, match
 
 
 def D(score, box):

@@ -46,7 +46,7 @@ def _image(w=64, h=48, seed=0):
 def seed_file(fmt: str) -> bytes:
     import cv2
     import numpy as np
-    from facecore.labels import ImageLabel, labelme_document, voc_document
+    from facecore.datasets.labels import ImageLabel, labelme_document, voc_document
 
     label = ImageLabel(64, 48, np.asarray([[0.1, 0.1, 0.5, 0.6], [0.55, 0.2, 0.9, 0.8]], np.float32))
     if fmt == "jpeg":
@@ -222,9 +222,9 @@ def mutant(seed: bytes, fmt: str, index: int) -> bytes:
 
 # -- the worker: runs in a subprocess under a memory cap ----------------------------------------------
 def _target(fmt: str, scratch: Path):
-    from facecore.dataset import Dataset
+    from facecore.datasets.dataset import Dataset
     from facecore.images import decode_image, image_header
-    from facecore.labels import parse_label_bytes
+    from facecore.datasets.labels import parse_label_bytes
 
     if fmt in ("jpeg", "png"):
         def run(data: bytes, i: int):

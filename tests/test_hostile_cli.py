@@ -159,7 +159,7 @@ def test_augment_is_locked_per_dataset(tmp_path, capsys):
 @pytest.mark.slow
 def test_augment_workers_die_with_their_parent(tmp_path):
     ds = make_dataset(tmp_path / "ds", n_face=24, n_noface=4, size=(320, 240))
-    script = ("import sys; from facecore.dataset import Dataset; from facecore.augment import augment_dataset;"
+    script = ("import sys; from facecore.datasets.dataset import Dataset; from facecore.augment import augment_dataset;"
               "augment_dataset(Dataset.open(sys.argv[1]), per_image=200, workers=2)")
     p = subprocess.Popen([sys.executable, "-c", script, str(ds.root)], cwd=ROOT, start_new_session=True)
     imgs = ds.augmented.root / "images"
@@ -201,7 +201,7 @@ def test_identity_and_video_side_outputs(tmp_path, capsys):
     for args in (["--k", "nan"], ["--k", "-1"], ["--lr", "0"], ["--lr", "inf"]):
         rc, text = run(["identity", "train", "--data", tmp_path, "--out", tmp_path / "m", *args], capsys)
         assert rc == 2, text
-    from facecore.identity_train import IdentityConfig
+    from facecore.identity.train import IdentityConfig
 
     for bad in ({"k": float("nan")}, {"learning_rate": float("nan")}, {"augment": 10**6}):
         with pytest.raises(Exception) as e:
@@ -210,7 +210,7 @@ def test_identity_and_video_side_outputs(tmp_path, capsys):
 
 
 def test_dataset_folder_under_a_file(tmp_path, monkeypatch, capsys):
-    from facecore.workspace import Workspace
+    from facecore.datasets.workspace import Workspace
 
     (tmp_path / "data").write_text("a file where the data folder should be")
     ws = Workspace(tmp_path / "data", tmp_path / "models")

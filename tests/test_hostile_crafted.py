@@ -16,7 +16,7 @@ import hostile as H
 from facecore import Dataset
 from facecore.errors import DamagedImageError, ImageReadError, ImportRejected
 from facecore.images import check_png, decode_image
-from facecore.labels import parse_voc
+from facecore.datasets.labels import parse_voc
 
 
 def _photo_jpeg(w=96, h=80, quality=90) -> bytes:
@@ -153,7 +153,7 @@ def test_damaged_images_are_skipped_on_import_and_named_by_validate(tmp_path):
 
 
 def test_gallery_shows_a_damaged_image_as_damaged(tmp_path):
-    from facecore import labeling as L
+    from facecore.datasets import labeling as L
 
     ds = Dataset.create(tmp_path / "ds")
     (ds.images_dir).mkdir(parents=True, exist_ok=True)

@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 
 from facecore import boxes as B
-from facecore.dataset import Dataset
+from facecore.datasets.dataset import Dataset
 from facecore.errors import DatasetError, FaceCoreError, ImageReadError, LabelFormatError, StorageError
 from facecore.images import MAX_IMAGE_PIXELS, decode_image, image_header, read_image
 from facecore.io import atomic_write_text
-from facecore.labels import parse_label_bytes, read_label
+from facecore.datasets.labels import parse_label_bytes, read_label
 
 from hostile import (deep_json, jpeg_bytes, jpeg_lying_size, labelme, png_bomb, png_bytes, rect, zip_bytes,
                      zip_with_flags)
@@ -355,7 +355,7 @@ def test_exif_turned_photo_with_raw_label_in_a_dataset_is_named(tmp_path):
     ([rect(-30, -30, 0, 10)], "wholly outside"),  # touching the edge from outside: no pixel of the photo
 ])
 def test_boxes_that_cannot_be_faces_are_refused_everywhere(tmp_path, shapes, match, capsys):
-    """The one label rule (facecore.labels): parsing, import, the dataset's reader, splits and the CLI agree."""
+    """The one label rule (facecore.datasets.labels): parsing, import, the dataset's reader, splits and the CLI agree."""
     with pytest.raises(LabelFormatError, match=match):
         parse_label_bytes(labelme(shapes), "x.json")
     ds = Dataset.create(tmp_path / "ds")

@@ -36,7 +36,7 @@ def _copy(good, tmp_path, name="m"):
 # -- .tflite files -----------------------------------------------------------------------------
 @pytest.mark.parametrize("cut", ["half", "tail", "head100", "zero", "forged", "random"])
 def test_broken_tflite_never_reaches_the_interpreter(good, tmp_path, cut):
-    from facecore.inference import check_tflite_file
+    from facecore.facetracker.inference import check_tflite_file
 
     d = _copy(good, tmp_path)
     f = d / "model.tflite"
@@ -75,7 +75,7 @@ def test_broken_tflite_in_a_fresh_process_exits_cleanly(good, tmp_path):
 
 
 def test_corrupt_keras_file_is_not_reported_as_missing(good, tmp_path):
-    from facecore.inference import load_keras_model
+    from facecore.facetracker.inference import load_keras_model
 
     d = _copy(good, tmp_path)
     (d / "model.keras").write_bytes((d / "model.keras").read_bytes()[:500])
@@ -137,7 +137,7 @@ def test_quantize_cli_never_writes_outside_the_models_folder(good, tmp_path, cap
 
 # -- saving over folders -----------------------------------------------------------------------
 def test_model_save_refuses_a_dataset_folder(tmp_path):
-    from facecore.dataset import Dataset
+    from facecore.datasets.dataset import Dataset
 
     from hostile import png_bytes
 
@@ -262,8 +262,8 @@ def test_one_broken_meta_does_not_hide_the_other_models(good, tmp_path):
 
 
 def test_dataset_copy_killed_before_its_rename_is_finished_on_listing(tmp_path):
-    from facecore.dataset import Dataset
-    from facecore.workspace import Workspace
+    from facecore.datasets.dataset import Dataset
+    from facecore.datasets.workspace import Workspace
 
     from hostile import png_bytes
 
@@ -323,7 +323,7 @@ def test_model_save_on_a_read_only_or_full_disk_keeps_the_old_model(good, tmp_pa
     ({"input": {"shape": [None, 352, "a", 3]}}, "input.shape"),
 ])
 def test_broken_meta_input_is_one_clear_message(meta_patch, match):
-    from facecore.evaluate import calibration_sample
+    from facecore.evaluate.metrics import calibration_sample
     from facecore.meta import meta_input_hw
     from facecore.registry import ModelInfo
 

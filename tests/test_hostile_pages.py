@@ -74,7 +74,7 @@ def test_label_page_opens_every_photo(hostile_ws):
 
 def test_upload_of_hostile_files_reports_them(hostile_ws):
     """The upload path of Collect & Label (labeling.add_files), fed bombs and an odd zip."""
-    from facecore.labeling import add_files
+    from facecore.datasets.labeling import add_files
 
     z = zip_with_flags({"ok.jpg": jpeg_bytes(), "locked.jpg": jpeg_bytes()}, encrypt={"locked.jpg"})
     before = len(hostile_ws.items())

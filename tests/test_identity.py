@@ -1,4 +1,4 @@
-"""Identity data (crops with margin k) and the identity classifier (facecore.identity)."""
+"""Identity data (crops with margin k) and the identity classifier (facecore.identity.data)."""
 
 import json
 import subprocess
@@ -9,13 +9,13 @@ import pytest
 
 from facecore import boxes as B
 from facecore.errors import DatasetError, FaceCoreError
-from facecore.identity import create_identity_set, crop_box, crop_face, list_identity_sets
-from facecore.identity_compare import load_comparison
-from facecore.identity_train import IdentityConfig, build_backbone, stratified_split, train_identity
+from facecore.identity.data import create_identity_set, crop_box, crop_face, list_identity_sets
+from facecore.identity.compare import load_comparison
+from facecore.identity.train import IdentityConfig, build_backbone, stratified_split, train_identity
 from facecore.images import encode_jpeg, read_image
-from facecore.recognize import load_identity
+from facecore.identity.recognize import load_identity
 from facecore.registry import list_models
-from facecore.workspace import PROJECT_ROOT as ROOT
+from facecore.datasets.workspace import PROJECT_ROOT as ROOT
 from identity_synth import PEOPLE, person_dataset, person_image
 
 
@@ -189,7 +189,7 @@ def test_training_separates_two_people_and_saves_model(tmp_path):
     # ... on LiteRT, from model.tflite: a process that recognizes faces never imports TensorFlow
     assert clf.backend == "tflite" and meta["tflite"]["file"] == "model.tflite" and meta["tflite"]["max_abs_diff"] <= 1e-3
     code = ("import sys, numpy as np\n"
-            "from facecore.recognize import load_identity\n"
+            "from facecore.identity.recognize import load_identity\n"
             f"clf = load_identity({str(res.path)!r})\n"
             "p = clf.predict([np.full((80, 80, 3), 128, np.uint8)])\n"
             "assert p.shape == (1, 2) and clf.backend == 'tflite'\n"
@@ -242,7 +242,7 @@ def test_cli_train_and_compare(tmp_path, capsys):
 def test_largest_box_ignores_weak_candidates(scores, expected):
     """Detectors report weak candidates (a trained BlazeFace from 0.02): the largest *face* is chosen."""
     from facecore.detect import Detection
-    from facecore.identity import largest_box
+    from facecore.identity.data import largest_box
 
     small = np.array([0.4, 0.4, 0.5, 0.5], np.float32)
     big = np.array([0.1, 0.1, 0.9, 0.9], np.float32)
@@ -253,7 +253,7 @@ def test_largest_box_ignores_weak_candidates(scores, expected):
 
 # -- content-addressed crops and splits by source photo (issue 21) ------------------------------
 def test_add_photos_twice_adds_the_crops_once(tmp_path):
-    from facecore.identity import IdentitySet
+    from facecore.identity.data import IdentitySet
 
     ids = IdentitySet(tmp_path / "set")
     rng = np.random.default_rng(0)
@@ -268,8 +268,8 @@ def test_add_photos_twice_adds_the_crops_once(tmp_path):
 
 
 def test_crops_of_one_photo_never_sit_in_train_and_val(tmp_path):
-    from facecore.identity import IdentitySet, crop_groups
-    from facecore.identity_train import stratified_split
+    from facecore.identity.data import IdentitySet, crop_groups
+    from facecore.identity.train import stratified_split
 
     ids = IdentitySet(tmp_path / "set")
     rng = np.random.default_rng(1)

@@ -17,7 +17,7 @@ def tiny_model(size: int = SIZE, seed: int = 0):
     RGB 0..255 in, ``[prob (N, 1), box (N, 4)]`` out."""
     import keras
 
-    from facecore.model import build_model
+    from facecore.facetracker.model import build_model
 
     keras.utils.set_random_seed(seed)
     return build_model("tinycnn", size, weights=None, head_units=16)
@@ -69,7 +69,7 @@ def bright_box_model(size: int):
 def test_box_maps_back_to_original_pixels(shape):
     """The whole frame is resized, so the predicted normalized box is the box in the original
     frame: a crop/fixed-region scheme (the tutorials' frame[50:500, 50:500]) fails this."""
-    from facecore.inference import FaceTrackerDetector
+    from facecore.facetracker.inference import FaceTrackerDetector
 
     h, w = shape
     S = 64

@@ -7,9 +7,9 @@ import shutil
 import pytest
 
 from facecore import Dataset
-from facecore.blazeface import fit_dataset_style
-from facecore.evaluate import collect_images, evaluate
-from facecore.identity import create_identity_set
+from facecore.blazeface.builtin import fit_dataset_style
+from facecore.evaluate.metrics import collect_images, evaluate
+from facecore.identity.data import create_identity_set
 from facecore.jobs import Job
 from facecore.testing import SAMPLE
 

@@ -137,7 +137,7 @@ def _mosaics(tmp_path):
     from facecore.testing import make_dataset
 
     from facecore.augment import AugmentConfig
-    from facecore.mosaic import augment_and_mosaic
+    from facecore.augment.mosaic import augment_and_mosaic
 
     ds = make_dataset(tmp_path / "ds")
 
@@ -164,7 +164,7 @@ def _people(tmp_path, n=4):
 
 
 def _identity(tmp_path):
-    from facecore.identity_train import IdentityConfig, train_identity
+    from facecore.identity.train import IdentityConfig, train_identity
 
     ids = _people(tmp_path)
     out = tmp_path / "models" / "who"
@@ -180,8 +180,8 @@ def _identity(tmp_path):
 
 
 def _compare(tmp_path):
-    from facecore.identity_compare import compare, load_comparison
-    from facecore.identity_train import IdentityConfig
+    from facecore.identity.compare import compare, load_comparison
+    from facecore.identity.train import IdentityConfig
 
     ids = _people(tmp_path)
     models = tmp_path / "models"
@@ -218,7 +218,7 @@ def _video(tmp_path):
 def _prelabel(tmp_path):
     from facecore.testing import make_dataset
 
-    from facecore import prelabel as P
+    from facecore.datasets import prelabel as P
     from facecore.detect import HaarDetector
 
     ds = make_dataset(tmp_path / "ds", n_face=0, n_noface=12)
@@ -236,7 +236,7 @@ def _evaluate(tmp_path):
     from facecore.testing import make_dataset
 
     from facecore.detect import HaarDetector
-    from facecore.evaluate import collect_images, evaluate
+    from facecore.evaluate.metrics import collect_images, evaluate
 
     ds = make_dataset(tmp_path / "ds")
     images, _ = collect_images(ds, "all")

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from facecore import labeling as L
-from facecore import prelabel as P
+from facecore.datasets import labeling as L
+from facecore.datasets import prelabel as P
 from facecore.testing import make_dataset
 
 

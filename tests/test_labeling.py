@@ -1,4 +1,4 @@
-"""facecore.labeling and facecore.prelabel: statuses, navigation, boxes, uploads, snapshots, proposals, thumbnails."""
+"""facecore.datasets.labeling and facecore.datasets.prelabel: statuses, navigation, boxes, uploads, snapshots, proposals, thumbnails."""
 
 import io
 import json
@@ -11,13 +11,13 @@ import pytest
 from conftest import SAMPLE
 from facecore import ImageLabel
 from facecore import boxes as B
-from facecore import labeling as L
-from facecore import prelabel as P
+from facecore.datasets import labeling as L
+from facecore.datasets import prelabel as P
 from facecore.detect import Detection, Detector, HaarDetector
 from facecore.errors import Cancelled, FaceCoreError
 from facecore.jobs import Cancel
 from facecore.images import encode_jpeg, read_image
-from facecore.labels import read_label
+from facecore.datasets.labels import read_label
 from facecore.testing import face_image
 
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from facecore import ImageLabel, LabelFormatError
-from facecore.labels import (image_name, read_label, read_labelme, read_voc, write_labelme, write_voc)
+from facecore.datasets.labels import (image_name, read_label, read_labelme, read_voc, write_labelme, write_voc)
 
 
 def _labelme(points, **extra):

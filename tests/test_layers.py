@@ -14,16 +14,18 @@ FOUNDATIONS, TASKS, CLI, BESIDE = 0, 1, 2, 3
 LAYERS = {
     # foundations: saved models, detectors, networks, box styles, data, small shared pieces
     **dict.fromkeys([
-        "registry", "meta", "detect", "blazeface", "blaze_model", "inference", "backbones", "model", "losses",
-        "blaze_port", "blaze_keras", "blaze_losses", "boxstyle", "dataset", "splits", "archive", "labels",
-        "contents", "checks",
-        "workspace", "images", "io", "boxes", "jobs", "procs", "progress", "threadjob", "errors", "preprocess",
-        "ap", "smoothing"], FOUNDATIONS),
+        "registry", "meta", "detect", "blazeface", "blazeface.builtin", "blazeface.saved", "facetracker",
+        "facetracker.inference", "facetracker.backbones", "facetracker.model", "facetracker.losses",
+        "blazeface.port", "blazeface.network", "blazeface.losses", "blazeface.boxstyle", "datasets",
+        "datasets.dataset", "datasets.splits", "datasets.archive", "datasets.labels", "datasets.contents",
+        "datasets.checks", "datasets.workspace", "images", "io", "boxes", "jobs", "jobs.procs", "jobs.progress",
+        "jobs.thread", "errors", "preprocess", "evaluate.ap", "smoothing"], FOUNDATIONS),
     # tasks: each takes explicit config, reports Progress, stops on Cancel
     **dict.fromkeys([
-        "train", "blaze_train", "scan", "evaluate", "evaluate_all", "video", "live", "pacing", "rtc", "reconnect",
-        "identity", "identity_train", "identity_compare", "recognize", "labeling", "prelabel", "provenance",
-        "augment", "mosaic", "browser",
+        "train", "blazeface.finetune", "scan", "evaluate", "evaluate.metrics", "evaluate.every_face", "video",
+        "live", "live.processor", "live.pacing", "live.rtc", "live.reconnect", "live.browser", "identity",
+        "identity.data", "identity.train", "identity.compare", "identity.recognize", "datasets.labeling",
+        "datasets.prelabel", "evaluate.provenance", "augment", "augment.mosaic",
         "",  # the package itself: its public names, and rtc.preload_srtp before anything imports TensorFlow
     ], TASKS),
     **dict.fromkeys(["cli", "__main__"], CLI),

@@ -1,4 +1,4 @@
-"""facecore.live (the webcam frame processor), facecore.pacing (frame rate, load) and facecore.rtc (ICE server settings)."""
+"""facecore.live.processor (the webcam frame processor), facecore.live.pacing (frame rate, load) and facecore.live.rtc (ICE server settings)."""
 
 import asyncio
 import fractions
@@ -12,12 +12,13 @@ import numpy as np
 import pytest
 
 from conftest import ROOT
-from facecore import FaceCoreError, rtc
+from facecore import FaceCoreError
+from facecore.live import rtc
 
 from facecore.detect import Detection, Detector, HaarDetector
-from facecore import live
-from facecore.live import LiveProcessor, LiveSettings, overlay_text
-from facecore.pacing import LEVELS, WINDOW_S, LoadGovernor, RateMeter
+from facecore.live import processor as live
+from facecore.live.processor import LiveProcessor, LiveSettings, overlay_text
+from facecore.live.pacing import LEVELS, WINDOW_S, LoadGovernor, RateMeter
 
 rtc.preload_srtp()  # other test modules may have imported TensorFlow already
 
@@ -358,7 +359,7 @@ def test_rtc_leaves_servers_to_streamlit_webrtc_when_a_provider_is_configured():
 def test_webrtc_stack_works_after_tensorflow():
     """aiortc's SRTP crashed the process when imported after TensorFlow (clashing OpenSSL symbols)."""
     code = ("import tensorflow\n"
-            "from facecore.rtc import preload_srtp\n"
+            "from facecore.live.rtc import preload_srtp\n"
             "preload_srtp()\n"
             "import streamlit_webrtc\n"
             "from pylibsrtp import Policy, Session\n"

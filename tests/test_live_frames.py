@@ -1,4 +1,4 @@
-"""facecore.live: a camera frame that cannot be converted is a dropped frame, never the end of the stream."""
+"""facecore.live.processor: a camera frame that cannot be converted is a dropped frame, never the end of the stream."""
 
 import asyncio
 import fractions
@@ -6,7 +6,7 @@ import fractions
 import av
 import numpy as np
 
-from facecore.live import LiveProcessor, LiveSettings
+from facecore.live.processor import LiveProcessor, LiveSettings
 
 
 def _frame(value, pts):

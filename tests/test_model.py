@@ -1,4 +1,4 @@
-"""facecore.model and facecore.losses: losses on hand-computed cases, the network's shape and saved format,
+"""facecore.facetracker.model and facecore.facetracker.losses: losses on hand-computed cases, the network's shape and saved format,
 weights loading."""
 
 import math
@@ -11,10 +11,10 @@ import pytest
 keras = pytest.importorskip("keras")
 import tensorflow as tf  # noqa: E402
 
-from facecore import backbones as BB  # noqa: E402
-from facecore import losses as L  # noqa: E402
-from facecore import model as M  # noqa: E402
-from facecore.inference import load_keras_model  # noqa: E402
+from facecore.facetracker import backbones as BB  # noqa: E402
+from facecore.facetracker import losses as L  # noqa: E402
+from facecore.facetracker import model as M  # noqa: E402
+from facecore.facetracker.inference import load_keras_model  # noqa: E402
 
 
 def _t(x):
@@ -22,7 +22,7 @@ def _t(x):
 
 
 def test_model_builds_the_catalogue_facetracker_backbones():
-    # BlazeFace is built by facecore.blaze_keras, not here
+    # BlazeFace is built by facecore.blazeface.network, not here
     assert {b: M.resolve_input_size(b, None) for b in BB.FACETRACKER_BACKBONES} == {
         b: BB.DEFAULT_INPUT_SIZE[b] for b in BB.FACETRACKER_BACKBONES}
     with pytest.raises(M.FaceCoreError, match="unknown backbone 'blazeface'"):

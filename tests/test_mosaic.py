@@ -1,4 +1,4 @@
-"""facecore.mosaic: 2x2 mosaics (geometry, boxes moved and dropped), offline copies of the train split, job."""
+"""facecore.augment.mosaic: 2x2 mosaics (geometry, boxes moved and dropped), offline copies of the train split, job."""
 
 import json
 import os
@@ -8,10 +8,10 @@ import pytest
 
 from facecore import Dataset
 from facecore.augment import AugmentConfig, augment_dataset
-from facecore.dataset import source_of
+from facecore.datasets.dataset import source_of
 from facecore.errors import DatasetError
-from facecore.labels import read_label
-from facecore.mosaic import MOSAIC_BASE, augment_and_mosaic, make_mosaics, mosaic, mosaic_number, random_mosaic
+from facecore.datasets.labels import read_label
+from facecore.augment.mosaic import MOSAIC_BASE, augment_and_mosaic, make_mosaics, mosaic, mosaic_number, random_mosaic
 
 COLOURS = [(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0)]
 
@@ -169,8 +169,8 @@ def test_training_skips_mosaics_whose_photos_left_the_train_split(tmp_path):
     import shutil
     from pathlib import Path
 
-    from facecore.dataset import Dataset
-    from facecore.mosaic import make_mosaics
+    from facecore.datasets.dataset import Dataset
+    from facecore.augment.mosaic import make_mosaics
 
     root = tmp_path / "ds"
     shutil.copytree(Path("data/sample"), root)

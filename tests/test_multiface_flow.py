@@ -11,7 +11,7 @@ import pytest
 
 from conftest import SAMPLE, run_page
 from facecore.images import encode_jpeg, read_image
-from facecore.labels import ImageLabel, read_label
+from facecore.datasets.labels import ImageLabel, read_label
 
 pytestmark = pytest.mark.slow
 
@@ -33,7 +33,7 @@ def flow(tmp_path_factory):
     """A workspace whose dataset holds two-face photos, a model trained on it, and a clip of two faces
     from photos the model never saw."""
     from facecore.train import TrainConfig, train
-    from facecore.workspace import Workspace
+    from facecore.datasets.workspace import Workspace
 
     root = tmp_path_factory.mktemp("multiface")
     ws = Workspace(root / "data", root / "models")
@@ -86,7 +86,7 @@ def test_both_faces_boxed_on_the_video_page(flow, monkeypatch):
 
 
 def test_both_faces_boxed_by_the_webcam_processor(flow):
-    from facecore.live import LiveProcessor, LiveSettings
+    from facecore.live.processor import LiveProcessor, LiveSettings
     from facecore.registry import load_detector
 
     ws, out, frame, _, _ = flow

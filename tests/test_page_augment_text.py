@@ -31,7 +31,7 @@ def test_offline_text_says_how_train_uses_the_copies_and_mosaics_say_their_cost(
 
 
 def test_start_of_a_run_does_not_read_zero_of_zero_copies(workspace_env, monkeypatch):
-    import facecore.mosaic
+    import facecore.augment.mosaic
 
     data, _ = workspace_env
     shutil.copytree(SAMPLE, data / "workspace" / "mine")
@@ -39,9 +39,9 @@ def test_start_of_a_run_does_not_read_zero_of_zero_copies(workspace_env, monkeyp
 
     def slow_start(*args, **kwargs):  # the work before its first progress report (locks, split, old copies)
         release.wait(60)
-        raise facecore.mosaic.FaceCoreError("stopped by the test")
+        raise facecore.augment.mosaic.FaceCoreError("stopped by the test")
 
-    monkeypatch.setattr(facecore.mosaic, "augment_and_mosaic", slow_start)
+    monkeypatch.setattr(facecore.augment.mosaic, "augment_and_mosaic", slow_start)
     at = _page()
     try:
         at.button(key="aug_run").click().run()

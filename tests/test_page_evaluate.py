@@ -93,7 +93,7 @@ def test_evaluation_runs_as_a_job_and_stops_on_cancel(workspace_env, monkeypatch
     import threading
     import time
 
-    from facecore import evaluate as E
+    from facecore.evaluate import metrics as E
 
     gate, real = threading.Event(), E.evaluate
 
@@ -163,9 +163,9 @@ if __name__ == "__main__":
 def test_evaluate_boxes_the_small_faces_of_a_group_photo(workspace_env):
     """Two 2400 x 1800 photos of eight 60 px faces each: the Small faces toggle (on by default) finds them."""
     from facecore.images import encode_jpeg
-    from facecore.labels import ImageLabel
+    from facecore.datasets.labels import ImageLabel
     from facecore.testing import group_photo
-    from facecore.workspace import Workspace
+    from facecore.datasets.workspace import Workspace
 
     ws = Workspace.from_env()
     ds = ws.create_dataset("group")

@@ -14,7 +14,7 @@ from streamlit.testing.v1 import AppTest
 from conftest import ROOT, SAMPLE
 from facecore import Dataset
 from facecore.images import encode_jpeg
-from facecore.labels import read_label
+from facecore.datasets.labels import read_label
 from facecore.testing import face_image, make_dataset
 
 PAGE = str(ROOT / "pages" / "1_Collect_and_Label.py")
@@ -345,7 +345,7 @@ def test_propose_on_a_labeled_photo_adds_orange_boxes_and_keeps_the_saved_one(re
     stem = real.items()[0].stem
     truth = read_label(SAMPLE / "labels" / f"{stem}.json")
     # a saved box far from the face: the proposal (the face) must be added next to it, not replace it
-    from facecore import labeling as L
+    from facecore.datasets import labeling as L
     L.save_pixel_boxes(real, stem, [[2, 2, 40, 40]])
     at = start("real")
     assert at.session_state["lab_cand"]["srcs"] == ["saved"]

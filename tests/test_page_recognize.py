@@ -5,11 +5,11 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from conftest import run_page, ROOT
-from facecore.backbones import IDENTITY_BACKBONES
+from facecore.facetracker.backbones import IDENTITY_BACKBONES
 from facecore.detect import BUILT_IN
-from facecore.identity import IdentitySet
-from facecore.identity_compare import comparison_row, save_comparison
-from facecore.identity_train import IdentityConfig, TrainResult
+from facecore.identity.data import IdentitySet
+from facecore.identity.compare import comparison_row, save_comparison
+from facecore.identity.train import IdentityConfig, TrainResult
 from facecore.images import encode_jpeg
 from identity_synth import person_image
 
@@ -56,7 +56,7 @@ def test_cropping_runs_as_a_job_with_cancel(workspace_env, monkeypatch):
     at = _page()
     at.text_input(key="recognize_build_identity").set_value("me")
     gate = threading.Event()  # the job runs IdentitySet.build_from_dataset: hold it at its first photo
-    from facecore import identity
+    from facecore.identity import data as identity
 
     real = identity.IdentitySet.build_from_dataset
 
@@ -170,8 +170,8 @@ def test_detector_picker_recognition_toggle(workspace_env):
     at.selectbox(key="detector").select("haar").run()
     assert at.markdown[0].value == "haar|HaarDetector|None"
 
-    from facecore.identity import create_identity_set
-    from facecore.identity_train import train_identity
+    from facecore.identity.data import create_identity_set
+    from facecore.identity.train import train_identity
     ids = create_identity_set(data, "s")
     rng = np.random.default_rng(1)
     for who in ("ann", "bob"):

@@ -8,7 +8,7 @@ from streamlit.testing.v1 import AppTest
 
 from conftest import ROOT, run_page, texts as _texts
 from facecore import list_models
-from facecore.backbones import DETECTOR_BACKBONES
+from facecore.facetracker.backbones import DETECTOR_BACKBONES
 from facecore.jobs import JobSlot
 from facecore.train import failure_kind
 from facecore.testing import make_dataset
@@ -182,7 +182,7 @@ def test_box_style_fit_shows_progress_and_stops_on_cancel(workspace_env, monkeyp
     import threading
     import time
 
-    from facecore import blazeface
+    from facecore.blazeface import builtin as blazeface
 
     gate, real = threading.Event(), blazeface.fit_dataset_style
 

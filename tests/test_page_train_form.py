@@ -12,7 +12,7 @@ from conftest import ROOT, SAMPLE, run_page, texts
 from facecore import Dataset
 from facecore.augment import AugmentConfig, augment_dataset
 from facecore.jobs import Job, JobSlot
-from facecore.mosaic import make_mosaics
+from facecore.augment.mosaic import make_mosaics
 from dataclasses import fields
 
 from facecore.train import TrainConfig

@@ -1,5 +1,5 @@
 """The Train page's result of a finished run says first, in full, when no epoch beat the starting point and
-what the saved model then is (``facecore.provenance.kept_start``)."""
+what the saved model then is (``facecore.evaluate.provenance.kept_start``)."""
 
 import importlib
 from pathlib import Path
@@ -9,7 +9,7 @@ import pytest
 from conftest import run_page, texts
 from facecore.jobs import Job, JobSlot
 from facecore.meta import ModelMeta
-from facecore.provenance import kept_start
+from facecore.evaluate.provenance import kept_start
 from facecore.train import TrainConfig
 from facecore.train.job import TrainRun
 

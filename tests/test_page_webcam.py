@@ -9,7 +9,7 @@ import pytest
 from conftest import run_page, texts as _texts, SAMPLE
 from facecore.registry import detector_names
 from facecore.images import read_image
-from facecore.live import overlay_text
+from facecore.live.processor import overlay_text
 
 
 def _run():
@@ -30,7 +30,7 @@ def test_page_renders_without_the_component(workspace_env):
 
 def test_settings_start_at_livesettings_defaults(workspace_env):
     """The page has no defaults of its own: the widgets start at LiveSettings' and so does the processor."""
-    from facecore.live import LiveSettings
+    from facecore.live.processor import LiveSettings
 
     at = _run()
     d = LiveSettings()
@@ -105,7 +105,7 @@ def test_turn_setting_is_used(workspace_env, monkeypatch):
 
 
 def test_unloadable_model_is_reported(workspace_env):
-    pytest.importorskip("facecore.inference", reason="trained-model loading (facecore.inference) not present")
+    pytest.importorskip("facecore.facetracker.inference", reason="trained-model loading (facecore.facetracker.inference) not present")
     _, models = workspace_env
     (models / "broken").mkdir()
     (models / "broken" / "meta.json").write_text(json.dumps({"name": "broken", "kind": "facetracker"}))
@@ -118,7 +118,7 @@ def test_unloadable_model_is_reported(workspace_env):
 @pytest.mark.slow
 def test_trained_model_can_be_picked_while_streaming(workspace_env):
     """Switching to a trained model hands it to the running processor (the next frame uses it)."""
-    from facecore.model import build_model
+    from facecore.facetracker.model import build_model
     from facecore.train import save_model
 
     _, models = workspace_env

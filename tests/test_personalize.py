@@ -74,13 +74,13 @@ def test_ten_photo_personalization_is_not_below_the_built_in_detector(tmp_path):
     """Ten labeled photos of the sample's person; scored on 40 other photos of theirs. The built-in style
     was fitted on this very person, so the built-in detector is a hard bar here."""
     from facecore import boxes as B
-    from facecore.blazeface import BlazeFaceDetector
-    from facecore.evaluate import compute_metrics
+    from facecore.blazeface.builtin import BlazeFaceDetector
+    from facecore.evaluate.metrics import compute_metrics
     from facecore.images import read_image
-    from facecore.labels import read_label
+    from facecore.datasets.labels import read_label
     from facecore.registry import load_detector
     from facecore.train import TrainConfig, train
-    from facecore.workspace import Workspace
+    from facecore.datasets.workspace import Workspace
 
     faces = [p for p in sorted((SAMPLE / "images").glob("*.jpg")) if (SAMPLE / "labels" / f"{p.stem}.json").exists()]
     ws = Workspace(tmp_path / "data", tmp_path / "models")

@@ -135,7 +135,7 @@ def test_training_from_the_train_page_leaves_no_tensorflow_in_the_server(workspa
         import sys
         from streamlit.testing.v1 import AppTest
         from facecore.testing import make_dataset
-        from facecore.workspace import Workspace
+        from facecore.datasets.workspace import Workspace
         from facecore.train import JOB
 
         make_dataset(Workspace.from_env().data_root / "workspace" / "tiny", n_face=8, n_noface=2, size=(64, 48))

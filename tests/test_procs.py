@@ -11,7 +11,7 @@ import types
 import pytest
 
 from facecore.augment import AugmentConfig, augment_dataset
-from facecore.procs import without_main_script
+from facecore.jobs.procs import without_main_script
 
 
 @contextlib.contextmanager

@@ -9,11 +9,11 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from conftest import ROOT, press_evaluate
-from facecore.dataset import Dataset
-from facecore.evaluate import EvalImage
-from facecore.labels import ImageLabel, labelme_document, parse_labelme, read_label, voc_document
-from facecore.prelabel import Proposal, accept_proposal, accept_proposals, proposal_sources
-from facecore.provenance import own_labels, start_detectors
+from facecore.datasets.dataset import Dataset
+from facecore.evaluate.metrics import EvalImage
+from facecore.datasets.labels import ImageLabel, labelme_document, parse_labelme, read_label, voc_document
+from facecore.datasets.prelabel import Proposal, accept_proposal, accept_proposals, proposal_sources
+from facecore.evaluate.provenance import own_labels, start_detectors
 
 PAGE = str(ROOT / "pages" / "4_Evaluate.py")
 SAMPLE = Path("data/sample")
@@ -42,7 +42,7 @@ def _dataset(tmp_path: Path, n: int = 3) -> Dataset:
 
 
 def test_accepted_proposals_record_their_detector_and_a_moved_box_does_not(tmp_path):
-    from facecore.labeling import save_pixel_boxes
+    from facecore.datasets.labeling import save_pixel_boxes
 
     ds = _dataset(tmp_path)
     a, b, c = [it.stem for it in ds.items()]
@@ -103,9 +103,9 @@ def test_own_labels_counts_the_detectors_and_its_start_networks_boxes():
 def test_evaluate_warns_when_labels_are_the_detectors_own_proposals(workspace_env):
     """Pre-label with BlazeFace, accept, evaluate: the page says BlazeFace is scored against its own boxes
     (not Haar); once every box is redrawn by hand the warning is gone."""
-    from facecore.blazeface import BlazeFaceDetector
-    from facecore.labeling import save_pixel_boxes
-    from facecore.prelabel import prelabel
+    from facecore.blazeface.builtin import BlazeFaceDetector
+    from facecore.datasets.labeling import save_pixel_boxes
+    from facecore.datasets.prelabel import prelabel
 
     data, _ = workspace_env
     ds = Dataset.create(data / "workspace" / "pre")

@@ -8,11 +8,11 @@ import pytest
 from conftest import SAMPLE
 from facecore.detect import Detection, Detector, HaarDetector
 from facecore.errors import FaceCoreError
-from facecore.identity import create_identity_set
-from facecore.identity_train import IdentityConfig, train_identity
+from facecore.identity.data import create_identity_set
+from facecore.identity.train import IdentityConfig, train_identity
 from facecore.images import read_image
-from facecore.recognize import Recognizer, draw_recognitions
-from facecore.recognize import load_identity, load_recognizer
+from facecore.identity.recognize import Recognizer, draw_recognitions
+from facecore.identity.recognize import load_identity, load_recognizer
 from facecore.registry import detector_names, identity_model_names
 from identity_synth import PEOPLE, background, draw_person, person_dataset
 

@@ -1,10 +1,10 @@
-"""facecore.reconnect.StreamKeeper: the Webcam page's start / drop / automatic-reconnect policy, driven
+"""facecore.live.reconnect.StreamKeeper: the Webcam page's start / drop / automatic-reconnect policy, driven
 with a fake clock (the page only renders what it says: tests/test_page_webcam.py)."""
 
 import pytest
 
-from facecore.live import LiveStat
-from facecore.reconnect import (AUTO_RECONNECTS, DROP_WINDOW_S, NO_FRAMES_AFTER_S, NO_VIDEO_S, RERUN, RETRY_AFTER_S,
+from facecore.live.processor import LiveStat
+from facecore.live.reconnect import (AUTO_RECONNECTS, DROP_WINDOW_S, NO_FRAMES_AFTER_S, NO_VIDEO_S, RERUN, RETRY_AFTER_S,
                                 RETRY_STALLED_S, STALL_S, StreamKeeper)
 
 T0 = 1_000_000.0

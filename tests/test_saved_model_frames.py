@@ -1,4 +1,4 @@
-"""The exported BlazeFace model used as the README shows (``facecore.blaze_model.model_input`` + ``model.keras``
+"""The exported BlazeFace model used as the README shows (``facecore.blazeface.saved.model_input`` + ``model.keras``
 or ``model.tflite``) gives the app's boxes on frames of any shape: 4:3, 16:9, portrait and square."""
 
 import re
@@ -11,7 +11,7 @@ import pytest
 
 from facecore import boxes as B
 from facecore.images import read_image
-from facecore.labels import read_label
+from facecore.datasets.labels import read_label
 
 SAMPLE = Path("data/sample")
 README = Path("README.md")
@@ -41,7 +41,7 @@ def _readme_blocks() -> tuple[str, str]:
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A BlazeFace fine-tuned for one epoch on 12 of the sample's 4:3 photos (every default)."""
-    from facecore.dataset import Dataset
+    from facecore.datasets.dataset import Dataset
     from facecore.train import TrainConfig, train
 
     root = tmp_path_factory.mktemp("saved")
@@ -120,8 +120,8 @@ def test_model_input_maps_boxes_back_like_the_detector(trained, frames, shape):
 
     import keras
 
-    from facecore.blaze_model import AVERAGE_FLOOR, MIN_SCORE, model_input
-    from facecore.blazeface import weighted_nms
+    from facecore.blazeface.saved import AVERAGE_FLOOR, MIN_SCORE, model_input
+    from facecore.blazeface.builtin import weighted_nms
     from facecore.registry import load_detector
 
     from facecore.preprocess import resize_for_model
@@ -153,7 +153,7 @@ def test_model_input_maps_boxes_back_like_the_detector(trained, frames, shape):
                                        ((640, 360), 0.75), ((640, 480), None)])
 def test_model_input_maps_a_box_to_the_frame(wh, aspect):
     """A white square drawn in the frame comes back at the same place through ``to_frame``."""
-    from facecore.blaze_model import model_input
+    from facecore.blazeface.saved import model_input
 
     w, h = wh
     frame = np.zeros((h, w, 3), np.uint8)
@@ -170,7 +170,7 @@ def test_model_input_maps_a_box_to_the_frame(wh, aspect):
 
 
 def test_model_input_needs_the_input_size():
-    from facecore.blaze_model import model_input
+    from facecore.blazeface.saved import model_input
     from facecore.errors import FaceCoreError
 
     with pytest.raises(FaceCoreError, match="input size"):

@@ -72,7 +72,7 @@ def found(detector, photo, truth, iou=0.3) -> int:
 def test_small_faces_of_a_large_group_photo_are_found_by_the_scan():
     """Eight sample faces about 110 px wide on a 4000 x 3000 photo (3 % of its width, 5 px in the 192 px
     input): the whole frame finds almost none of them, the scan finds them all at IoU 0.3."""
-    from facecore.blazeface import BlazeFaceDetector
+    from facecore.blazeface.builtin import BlazeFaceDetector
     from facecore.testing import group_photo
 
     photo, truth = group_photo(4000, 3000, 8, 110)
@@ -86,7 +86,7 @@ def test_video_of_large_frames_has_its_small_faces_boxed(tmp_path):
     """The Video page's scan (frames over 1280 px): a 2560 x 1920 clip of eight 70 px faces."""
     import av
 
-    from facecore.blazeface import BlazeFaceDetector
+    from facecore.blazeface.builtin import BlazeFaceDetector
     from facecore.testing import group_photo
     from facecore.video import VideoConfig, process_video
 

@@ -84,7 +84,7 @@ def test_reset_forgets_the_previous_boxes():
 
 
 def test_live_and_video_use_this_smoother():
-    from facecore import live
+    from facecore.live import processor as live
     from facecore.video import pipeline
 
     assert live.BoxSmoother is BoxSmoother and pipeline.BoxSmoother is BoxSmoother

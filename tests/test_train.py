@@ -13,7 +13,7 @@ import pytest
 from conftest import ROOT
 from facecore import Dataset, list_models
 from facecore.errors import BusyError, Cancelled
-from facecore.inference import load_keras_model
+from facecore.facetracker.inference import load_keras_model
 from facecore.jobs import Cancel, JobSlot
 from facecore.train import (TrainConfig, TrainingError, failure_kind, load_samples, primary_box, start_training,
                             train)
@@ -149,7 +149,7 @@ def test_training_from_scratch_lowers_loss_and_saves_a_working_model(scratch_run
     assert fr == sorted(fr) and fr[-1] == 1.0
     assert [r.stage for r in reports][0] == "loading" and any(r.eta_s is not None for r in reports)
 
-    from facecore import model as M
+    from facecore.facetracker import model as M
     from facecore.preprocess import resize_for_model
     from facecore.images import read_image
 
@@ -164,7 +164,7 @@ def test_training_from_scratch_lowers_loss_and_saves_a_working_model(scratch_run
 def test_fast_path_with_offline_copies_and_fine_tuning(data, tmp_path):
     import keras
 
-    from facecore import model as M
+    from facecore.facetracker import model as M
 
     # a "pretrained" backbone: weights saved from a random one, loaded from a file like ImageNet's
     keras.utils.set_random_seed(0)  # a fixed backbone, so the run is the same every time
@@ -197,7 +197,7 @@ def test_fast_path_with_offline_copies_and_fine_tuning(data, tmp_path):
 
 @pytest.mark.slow
 def test_fast_path_saved_network_matches_cached_heads(data, tmp_path):
-    from facecore import model as M
+    from facecore.facetracker import model as M
 
     wfile = tmp_path / "tiny_notop.weights.h5"
     M.backbone_of(M.build_model("tinycnn", 48, None, 8)).save_weights(wfile)
@@ -232,7 +232,7 @@ def test_cancel_saves_nothing(data, tmp_path):
 def test_non_finite_loss_stops_training(data, tmp_path, monkeypatch):
     import tensorflow as tf
 
-    from facecore import losses as L
+    from facecore.facetracker import losses as L
 
     monkeypatch.setattr(L, "localization_loss", lambda t, p: tf.reduce_sum(p, axis=-1) * np.float32("nan"))
     with pytest.raises(TrainingError, match="non-finite"):
@@ -248,7 +248,7 @@ def test_dataset_without_faces_is_refused(tmp_path):
 
 @pytest.mark.slow
 def test_save_replaces_old_model_and_failed_save_keeps_it(scratch_run, tmp_path):
-    from facecore import model as M
+    from facecore.facetracker import model as M
     from facecore.train import save_model
 
     net = load_keras_model(scratch_run[0] / "model.keras")
@@ -282,7 +282,7 @@ def test_job_runs_one_training_at_a_time(data, tmp_path):
 
 
 def test_job_reports_unavailable_weights(data, tmp_path, monkeypatch):
-    from facecore import model as M
+    from facecore.facetracker import model as M
 
     monkeypatch.setattr(M, "keras_cache_dir", lambda: tmp_path)
 
@@ -338,6 +338,6 @@ def test_training_targets_are_clipped_to_the_image(tmp_path):
     ("frame", [[[0.3, 0.2, 0.6, 0.7]]], "frame"),
 ])
 def test_input_shape_follows_the_labels(choice, boxes, expected):
-    from facecore.blaze_train import pick_input_shape
+    from facecore.blazeface.finetune import pick_input_shape
 
     assert pick_input_shape(choice, [np.asarray(b, np.float32).reshape(-1, 4) for b in boxes]) == expected

@@ -13,7 +13,7 @@ from facecore.testing import make_dataset
 
 
 def test_missing_imagenet_weights_fail_before_reading_images(tmp_path, monkeypatch):
-    from facecore import model as M
+    from facecore.facetracker import model as M
 
     ds = make_dataset(tmp_path / "d", n_face=6, n_noface=2, size=(64, 48))
     monkeypatch.setattr(M, "keras_cache_dir", lambda: tmp_path / "empty-cache")

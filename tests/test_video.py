@@ -311,8 +311,8 @@ def test_upload_checks(tmp_path):
 
 @pytest.mark.slow
 def test_trained_mobilenetv2_detector_runs_batched(clip, tmp_path):
-    from facecore.inference import FaceTrackerDetector
-    from facecore.model import build_model
+    from facecore.facetracker.inference import FaceTrackerDetector
+    from facecore.facetracker.model import build_model
 
     det = FaceTrackerDetector.from_keras(build_model("mobilenetv2", input_size=64, weights=None, head_units=16,
                                                                  alpha=0.35),

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from conftest import run_page
-from facecore import backbones as BB
-from facecore.identity import create_identity_set
-from facecore.identity_train import ImageNetWeightsMissing, weights_missing
+from facecore.facetracker import backbones as BB
+from facecore.identity.data import create_identity_set
+from facecore.identity.train import ImageNetWeightsMissing, weights_missing
 from facecore.jobs import Job, WorkerError
 from identity_synth import person_image
 
@@ -46,7 +46,7 @@ def test_weights_missing_knows_the_error_also_back_from_a_worker():
 
 @pytest.mark.slow  # imports TensorFlow
 def test_offline_backbone_fails_fast_with_the_file_to_place(tmp_path, monkeypatch):
-    from facecore.identity_train import build_backbone
+    from facecore.identity.train import build_backbone
 
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
     monkeypatch.setattr(BB, "reachable", lambda url, timeout=2.0: False)

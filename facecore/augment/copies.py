@@ -10,10 +10,10 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..dataset import Dataset
+from ..datasets.dataset import Dataset
 from ..errors import BusyError
 from ..io import storage_errors
-from ..labels import LABEL_EXTS
+from ..datasets.labels import LABEL_EXTS
 
 LOCK_FILE = ".augment.lock"
 

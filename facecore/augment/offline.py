@@ -22,14 +22,14 @@ from typing import Any
 import cv2
 
 from .. import boxes as B
-from ..dataset import AUG_SEP, Dataset
+from ..datasets.dataset import AUG_SEP, Dataset
 from ..errors import Cancelled, DatasetError, FaceCoreError
 from ..images import encode_jpeg, read_image
 from ..io import atomic_write_text, storage_errors, storage_message
 from ..jobs import Cancel, Progress, ProgressFn, ignore
-from ..labels import LABEL_EXTS, ImageLabel, labelme_document, read_label, voc_document
-from ..procs import without_main_script
-from ..splits import DEFAULT_SPLIT
+from ..datasets.labels import LABEL_EXTS, ImageLabel, labelme_document, read_label, voc_document
+from ..jobs.procs import without_main_script
+from ..datasets.splits import DEFAULT_SPLIT
 from .copies import CopyReport, DatasetLock, remove_copy, source_signature, write_fast
 from .pipeline import AugmentConfig, augment_sample, build_augmenter, copy_seed, copy_stem
 
@@ -43,7 +43,7 @@ class AugmentReport(CopyReport):
     sources: int = 0
     per_image: int = 0
     no_face: int = 0        # written copies whose crop lost the face (or whose source had none)
-    # (image, why) of photos left out: their label is broken or refused by the label rule (facecore.labels)
+    # (image, why) of photos left out: their label is broken or refused by the label rule (facecore.datasets.labels)
     left_out: list = field(default_factory=list)
 
 
@@ -91,7 +91,7 @@ def _pool_context():
 
     Not fork: the app process runs threads (Streamlit, TensorFlow) that a fork would copy mid-lock.
     The fork server is one clean process that imports this module once (never the program's main
-    script: see ``facecore.procs``); workers fork from it, so a pool starts in milliseconds instead of
+    script: see ``facecore.jobs.procs``); workers fork from it, so a pool starts in milliseconds instead of
     re-importing albumentations and OpenCV per worker.
     """
     import multiprocessing as mp

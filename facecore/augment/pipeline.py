@@ -31,7 +31,7 @@ import numpy as np  # noqa: E402
 from albumentations.augmentations.crops.transforms import BaseCrop  # noqa: E402
 
 from .. import boxes as B  # noqa: E402
-from ..dataset import AUG_SEP  # noqa: E402
+from ..datasets.dataset import AUG_SEP  # noqa: E402
 
 LABEL_FIELD = "class_labels"
 

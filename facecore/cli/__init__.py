@@ -15,7 +15,7 @@ import sys
 
 from ..errors import FaceCoreError
 
-# Modules that provide commands, in --help order. ``boxstyle`` still lives in facecore.blazeface.
+# Modules that provide commands, in --help order. ``boxstyle`` still lives in facecore.blazeface.builtin.
 COMMAND_MODULES = ["facecore.cli.data", "facecore.cli.augment", "facecore.cli.train", "facecore.cli.boxstyle",
                    "facecore.cli.video", "facecore.cli.evaluate", "facecore.cli.identity"]
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..augment import AugmentConfig, augment_dataset
-from ..dataset import Dataset
+from ..datasets.dataset import Dataset
 from .progress import bar, line_printer
 
 

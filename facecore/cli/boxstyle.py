@@ -7,10 +7,10 @@ from pathlib import Path
 
 
 def _boxstyle(args) -> int:
-    from ..blazeface import fit_dataset_style
-    from ..dataset import Dataset
+    from ..blazeface.builtin import fit_dataset_style
+    from ..datasets.dataset import Dataset
     from ..meta import ModelMeta
-    from ..workspace import Workspace, check_name
+    from ..datasets.workspace import Workspace, check_name
 
     ds = Dataset.open(args.data)
     out = Path(args.out) if args.out else Workspace.from_env().model_dir(f"{ds.name}-boxstyle")

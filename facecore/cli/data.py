@@ -6,8 +6,8 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
-from ..checks import WARNING_KINDS
-from ..dataset import Dataset
+from ..datasets.checks import WARNING_KINDS
+from ..datasets.dataset import Dataset
 from ..errors import ImportRejected
 
 
@@ -15,7 +15,7 @@ def _info(args) -> int:
     ds = Dataset.open(args.data)
     split = ds.split(seed=args.seed)
     out = {"dataset": str(ds.root), **asdict(ds.counts()), "split": split.sizes(),
-           # labels training leaves out, and why (the label rule of facecore.labels); copies that disagree
+           # labels training leaves out, and why (the label rule of facecore.datasets.labels); copies that disagree
            "left_out": {name: why for name, why in split.skipped}, "conflicting_copies": list(split.conflicts)}
     print(json.dumps(out, indent=2))
     return 0

@@ -9,14 +9,14 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DatasetError
-from ..evaluate import EVAL_SPLITS, METRIC_KEYS, collect_images, evaluate, split_config
+from ..evaluate.metrics import EVAL_SPLITS, METRIC_KEYS, collect_images, evaluate, split_config
 from ..images import read_image
 from .args import probability
 
 
 def _evaluate(args) -> int:
     from ..registry import load_detector, model_meta
-    from ..workspace import Workspace
+    from ..datasets.workspace import Workspace
 
     ws = Workspace.from_env()
     models_root = Path(args.models) if args.models else ws.models_root
@@ -53,13 +53,13 @@ def _evaluate(args) -> int:
 def _quantize(args) -> int:
     from ..preprocess import resize_for_model
     from ..registry import KERAS_FILE, model_folder, quantize
-    from ..workspace import Workspace
+    from ..datasets.workspace import Workspace
 
     models_root = Path(args.models) if args.models else Workspace.from_env().models_root
     folder = model_folder(models_root, args.model)  # a name, never a path outside the models folder
     sample = None
     if args.data:
-        from ..inference import load_keras_model
+        from ..facetracker.inference import load_keras_model
 
         size = int(load_keras_model(folder / KERAS_FILE).inputs[0].shape[1])  # the network's own, not meta.json's
         images, _ = collect_images(args.data, "all")

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import json
 
-from ..backbones import IDENTITY_BACKBONES
-from ..identity import IdentitySet
-from ..identity_compare import COMPARISON_COLUMNS, compare, comparison_row
-from ..identity_train import IdentityConfig, train_identity
+from ..facetracker.backbones import IDENTITY_BACKBONES
+from ..identity.data import IdentitySet
+from ..identity.compare import COMPARISON_COLUMNS, compare, comparison_row
+from ..identity.train import IdentityConfig, train_identity
 from ..jobs import Progress
 from .args import float_range, positive_float
 
@@ -40,7 +40,7 @@ def _config(args, backbone: str, augment: int) -> IdentityConfig:
 
 
 def _build(args) -> int:
-    from ..dataset import Dataset
+    from ..datasets.dataset import Dataset
 
     ids = IdentitySet(args.data)
     ids.root.mkdir(parents=True, exist_ok=True)

@@ -11,11 +11,11 @@ import json
 import sys
 from pathlib import Path
 
-from ..backbones import DETECTOR_BACKBONES
-from ..dataset import Dataset
+from ..facetracker.backbones import DETECTOR_BACKBONES
+from ..datasets.dataset import Dataset
 from ..meta import ModelMeta
 from ..train import AUGMENTATION_MODES, INPUT_SHAPES, PERSONALIZE, TRAIN_LAYERS, TrainConfig, train
-from ..workspace import Workspace, check_name
+from ..datasets.workspace import Workspace, check_name
 from .progress import bar, fmt_s, line_printer
 
 

@@ -19,7 +19,7 @@ def _line(p) -> str:
 
 def _video(args) -> int:
     from ..registry import load_detector
-    from ..workspace import Workspace
+    from ..datasets.workspace import Workspace
 
     models_root = args.models or Workspace.from_env().models_root
     check_output(args.output, args.input)

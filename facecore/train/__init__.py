@@ -6,7 +6,7 @@
    its offline-augmented copies when ``augmentation="offline"``;
 2. read every image once and resize it with ``facecore.preprocess.resize_for_model`` (the same
    function inference uses); a sample's box is its largest face (one box per image, as in the tutorials);
-3. train: "blazeface" (the default) fine-tunes MediaPipe's face detector (``facecore.blaze_train``).
+3. train: "blazeface" (the default) fine-tunes MediaPipe's face detector (``facecore.blazeface.finetune``).
    The FaceTracker: when the backbone is frozen (pretrained weights) and nothing augments on the fly,
    the fast path computes each sample's pooled backbone features once and trains only the heads on
    them; otherwise ``fit`` runs through the whole network (on-the-fly augmentation, training from
@@ -18,7 +18,7 @@
    moving statistics trail the weights and it does much worse in eval mode than in training;
 5. save ``model.keras``, ``model.tflite`` and ``meta.json`` atomically (see ``save_model``).
 
-Modules: ``config`` (``TrainConfig`` and its per-model defaults; the backbones are ``facecore.backbones``'), ``data``
+Modules: ``config`` (``TrainConfig`` and its per-model defaults; the backbones are ``facecore.facetracker.backbones``'), ``data``
 (samples and tf.data), ``callbacks``, ``context`` (what a run's stages share, progress, ETA),
 ``facetracker`` (the FaceTracker's stages), ``run`` (``train``), ``save`` (``save_model``), ``job``
 (the background job). TensorFlow is imported only when training starts, so the command line and pages

@@ -1,6 +1,6 @@
 """Fine-tuning BlazeFace (the default model): one training run's stages, on the same ``Run`` as the
 FaceTracker's (``facecore.train.facetracker``). The graph pieces (trainer, start style, decoding) are in
-``facecore.blaze_train`` and ``facecore.blaze_keras``; the choice among built-in, box style and
+``facecore.blazeface.finetune`` and ``facecore.blazeface.network``; the choice among built-in, box style and
 fine-tuning for few photos in ``facecore.train.personalize``."""
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from . import personalize as P
 
 def _start(variant: str, config, hw):
     """MediaPipe's network (pretrained unless ``config.weights`` is None) with ``config.train_layers`` trainable."""
-    from .. import blaze_keras as BK
+    from ..blazeface import network as BK
 
     net = BK.raw_net(variant, "blazeface" if config.weights else None, input_hw=hw)
     BK.set_trainable(net, config.train_layers)
@@ -31,7 +31,7 @@ def _start(variant: str, config, hw):
 def _trainer(net, ctx: dict, style):
     import keras
 
-    from ..blaze_train import build_trainer
+    from ..blazeface.finetune import build_trainer
 
     trainer = build_trainer(net, ctx["anchors"], ctx["size"], float(ctx["config"].localization_weight),
                             ctx["config"].augmentation != "off", style, ctx["aspect"], ctx["hw"])
@@ -44,9 +44,9 @@ def _mean_iou(net, style, samples, ctx: dict) -> float:
     photo's labeled faces), found as the app finds them (the saved graph's anchors, weighted NMS:
     ``predict_best``). For one face a photo: the IoU of the best face with the label; for group photos a
     candidate also has to find every face."""
-    from .. import blaze_keras as BK
+    from ..blazeface import network as BK
     from .. import boxes as B
-    from ..blaze_train import predict_best
+    from ..blazeface.finetune import predict_best
 
     model = BK.detector_net(net, ctx["anchors"], ctx["size"], style=style, aspect=ctx["aspect"], hw=ctx["hw"])
     most = max([len(t) for t in samples.all_boxes] + [1])
@@ -67,8 +67,8 @@ def _fold_scorer(run: Run, ctx: dict):
     fine-tuned, each scored on ``test``; fine-tuning counts toward the progress bar's batches."""
     import keras
 
-    from ..blaze_train import dataset_of, fit_start_style
-    from ..blazeface import DEFAULT_STYLE
+    from ..blazeface.finetune import dataset_of, fit_start_style
+    from ..blazeface.builtin import DEFAULT_STYLE
 
     config, state = run.config, run.state
     h, w = ctx["hw"]
@@ -108,10 +108,9 @@ def train_blazeface(run: Run) -> Path:
     behave as for every model (``Run``)."""
     import keras
 
-    from .. import blaze_keras as BK
-    from ..blaze_train import (LOAD_SCALE, VARIANT_BY_SIZE, dataset_of, dominant_aspect, fit_start_style,
-                               label_boxes, pick_input_shape, resize_all)
-    from ..blazeface import DEFAULT_STYLE, network_file, ssd_anchors
+    from ..blazeface import network as BK
+    from ..blazeface.finetune import LOAD_SCALE, VARIANT_BY_SIZE, dataset_of, dominant_aspect, fit_start_style, label_boxes, pick_input_shape, resize_all
+    from ..blazeface.builtin import DEFAULT_STYLE, network_file, ssd_anchors
 
     dataset, config, state, warnings = run.dataset, run.config, run.state, run.warnings
     variant = VARIANT_BY_SIZE[config.size]
@@ -175,7 +174,7 @@ def _fit(run: Run, trainer, net, tr, val_ds, steps: int) -> None:
     never beats it on the val split leaves it in place."""
     import keras
 
-    from ..blaze_train import dataset_of
+    from ..blazeface.finetune import dataset_of
 
     config, state = run.config, run.state
     train_ds = dataset_of(tr.images, tr.all_boxes, int(config.batch_size), True, config.seed)
@@ -192,9 +191,9 @@ def _fit(run: Run, trainer, net, tr, val_ds, steps: int) -> None:
 
 def _evaluate(run: Run, model, samples: dict, split, load_size: int) -> dict:
     """Metrics of the saved graph on the train, val and test splits, in eval mode."""
-    from ..blaze_train import predict_best
-    from ..evaluate import compute_metrics
-    from ..losses import evaluate_predictions
+    from ..blazeface.finetune import predict_best
+    from ..evaluate.metrics import compute_metrics
+    from ..facetracker.losses import evaluate_predictions
 
     run.emit("evaluating", 0.0, "evaluating on train, val and test")
     metrics = {}
@@ -212,7 +211,7 @@ def _evaluate(run: Run, model, samples: dict, split, load_size: int) -> dict:
 
 
 def _meta(run: Run, split, tr, style, frame_aspect, shape, hw, size, variant, metrics, choice) -> ModelMeta:
-    from ..blaze_train import saved_outputs_doc
+    from ..blazeface.finetune import saved_outputs_doc
 
     config, state, history = run.config, run.state, run.history
     return run_meta(

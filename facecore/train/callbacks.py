@@ -24,7 +24,7 @@ def make_callbacks(keras, phase: str, epoch_offset: int, total_epochs: int, repo
         ``best`` / ``best_weights`` carry the previous phase's best: fine-tuning that never beats it
         leaves the phase-1 weights in place. ``recalibrate`` = (images, steps per epoch): after the
         last batch of every epoch, before validation, BatchNorm statistics are recomputed for the
-        current weights (``facecore.model.recalibrate_batchnorm``), so that val figures, the best
+        current weights (``facecore.facetracker.model.recalibrate_batchnorm``), so that val figures, the best
         epoch and the saved model are those of the network in eval mode.
         """
 
@@ -49,7 +49,7 @@ def make_callbacks(keras, phase: str, epoch_offset: int, total_epochs: int, repo
             # with steps_per_execution > 1 this runs once per group of steps; ``batch`` is the last one
             state["batches_done"] = self.batches_before + batch + 1
             if recalibrate is not None and batch + 1 == recalibrate[1] and not self.model.stop_training:
-                from ..model import recalibrate_batchnorm
+                from ..facetracker.model import recalibrate_batchnorm
 
                 recalibrate_batchnorm(self.model.net, recalibrate[0], max(int(config.batch_size), 32))
             report(phase)

@@ -10,16 +10,16 @@ from typing import Any
 
 import numpy as np
 
-from ..backbones import BLAZEFACE_BACKBONE, CATALOGUE, DEFAULT_INPUT_SIZE, DETECTOR_BACKBONES, IMAGENET_BACKBONES
-from ..splits import DEFAULT_SPLIT
+from ..facetracker.backbones import BLAZEFACE_BACKBONE, CATALOGUE, DEFAULT_INPUT_SIZE, DETECTOR_BACKBONES, IMAGENET_BACKBONES
+from ..datasets.splits import DEFAULT_SPLIT
 from ..errors import FaceCoreError
-from ..workspace import check_name
+from ..datasets.workspace import check_name
 
-# Backbones come from facecore.backbones: "blazeface" (the default) fine-tunes MediaPipe's face detector
-# (facecore.blaze_train); the others are the tutorials' FaceTracker (one box) on an ImageNet backbone, or
+# Backbones come from facecore.facetracker.backbones: "blazeface" (the default) fine-tunes MediaPipe's face detector
+# (facecore.blazeface.finetune); the others are the tutorials' FaceTracker (one box) on an ImageNet backbone, or
 # tinycnn from scratch.
 TRAIN_LAYERS = ("heads", "box", "all")
-INPUT_SHAPES = ("auto", "square", "frame")  # blazeface: the network's input (facecore.blaze_train.pick_input_shape)
+INPUT_SHAPES = ("auto", "square", "frame")  # blazeface: the network's input (facecore.blazeface.finetune.pick_input_shape)
 
 
 def model_defaults(backbone: str, from_scratch: bool = False) -> dict:

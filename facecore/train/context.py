@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from ..backbones import BLAZEFACE_BACKBONE
-from ..dataset import Dataset
+from ..facetracker.backbones import BLAZEFACE_BACKBONE
+from ..datasets.dataset import Dataset
 from ..errors import Cancelled
 from ..jobs import Cancel, Progress, ProgressFn
 from .config import STOPPED, TrainConfig, TrainingError

@@ -12,11 +12,11 @@ from typing import Callable
 import numpy as np
 
 from .. import boxes as B
-from ..dataset import Dataset, Item
+from ..datasets.dataset import Dataset, Item
 from ..errors import Cancelled, DatasetError, ImageReadError, LabelFormatError
 from ..images import read_image
 from ..jobs import Cancel
-from ..labels import read_label
+from ..datasets.labels import read_label
 from ..preprocess import resize_for_model
 from .config import STOPPED, TrainConfig
 

@@ -36,8 +36,8 @@ def train_facetracker(run: Run) -> Path:
     run.emit("loading", 0.0, "loading TensorFlow")
     import keras
 
-    from .. import losses as L
-    from .. import model as M
+    from ..facetracker import losses as L
+    from ..facetracker import model as M
 
     run.emit("loading", 0.0, f"building {config.backbone} ({'pretrained' if config.frozen else 'from scratch'})")
     keras.utils.set_random_seed(config.seed)

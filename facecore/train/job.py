@@ -8,11 +8,11 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..dataset import Dataset
+from ..datasets.dataset import Dataset
 from ..errors import Cancelled, DatasetError, FaceCoreError
 from ..jobs import Cancel, Job, JobSlot, ProcessJob, ProgressFn
 from ..meta import ModelMeta
-from ..workspace import Workspace
+from ..datasets.workspace import Workspace
 from .config import TrainConfig
 from .run import train
 
@@ -63,7 +63,7 @@ def failure_kind(error: BaseException | None) -> str:
     from scratch), "data", "training", "cancelled" or "internal"."""
     if isinstance(error, Cancelled):
         return "cancelled"
-    # WeightsUnavailable comes from facecore.model, which imports TensorFlow: the worker's error says its name
+    # WeightsUnavailable comes from facecore.facetracker.model, which imports TensorFlow: the worker's error says its name
     if "WeightsUnavailable" in getattr(error, "type_names", ()) or type(error).__name__ == "WeightsUnavailable":
         return "weights"
     if isinstance(error, DatasetError):

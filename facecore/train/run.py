@@ -5,11 +5,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ..backbones import BLAZEFACE_BACKBONE
-from ..dataset import Dataset
+from ..facetracker.backbones import BLAZEFACE_BACKBONE
+from ..datasets.dataset import Dataset
 from ..meta import FACETRACKER, check_model_dir
 from ..jobs import Cancel, ProgressFn
-from ..workspace import Workspace, check_name
+from ..datasets.workspace import Workspace, check_name
 from .config import TrainConfig
 from .context import Run
 from .facetracker import train_facetracker
@@ -24,7 +24,7 @@ def train(dataset: Dataset, config: TrainConfig, progress: ProgressFn | None = N
     fraction of 1.0, ``stage`` one of "loading", "features", "training", "fine-tuning", "evaluating",
     "saving", and ``extra`` holds ``epoch``, ``epochs`` and the per-epoch ``history`` so far.
     ``cancel`` stops after the current batch and raises ``Cancelled`` (nothing is saved). Raises
-    ``WeightsUnavailable`` (from ``facecore.model``) when pretrained weights cannot be loaded,
+    ``WeightsUnavailable`` (from ``facecore.facetracker.model``) when pretrained weights cannot be loaded,
     ``DatasetError`` for data that cannot train a model, and ``TrainingError`` when the loss becomes
     non-finite.
     """

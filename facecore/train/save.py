@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..dataset import Dataset
+from ..datasets.dataset import Dataset
 from ..io import replace_dir
 from ..meta import FACETRACKER, ModelMeta, check_model_dir
 from ..registry import KERAS_FILE, TFLITE_FILE
@@ -47,7 +47,7 @@ def save_model(net, out_dir: str | os.PathLike, meta: ModelMeta | dict, export_t
     ``tflite_fixed_batch``: the TFLite file takes exactly one photo (faster: see ``export_tflite``).
     The check runs one photo at a time.
     """
-    from .. import model as M
+    from ..facetracker import model as M
 
     out_dir = Path(out_dir)
     meta = ModelMeta.from_dict(meta, out_dir.name, strict=True)

@@ -18,9 +18,7 @@ per-frame records, exports, the timeline). The names below are the public interf
 
 from .pipeline import process_video
 from .result import FrameRecord, VideoConfig, VideoResult
-from .source import (DEFAULT_MAX_MB, MAX_MB_ENV, MAX_VIDEO_PIXELS, MIN_VIDEO_SIDE, VIDEO_EXTS, VideoError, VideoInfo,
-                     check_output, check_upload, format_time, max_upload_mb, new_scratch_dir, probe,
-                     store_upload)
+from .source import DEFAULT_MAX_MB, MAX_MB_ENV, MAX_VIDEO_PIXELS, MIN_VIDEO_SIDE, VIDEO_EXTS, VideoError, VideoInfo, check_output, check_upload, format_time, max_upload_mb, new_scratch_dir, probe, store_upload
 
 __all__ = ["DEFAULT_MAX_MB", "MAX_MB_ENV", "MAX_VIDEO_PIXELS", "MIN_VIDEO_SIDE", "VIDEO_EXTS", "FrameRecord",
            "VideoConfig", "VideoError", "VideoInfo", "VideoResult", "check_output", "check_upload", "format_time",

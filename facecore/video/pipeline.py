@@ -24,8 +24,7 @@ from ..preprocess import shrink
 from ..smoothing import BoxSmoother
 from .encode import Encoder, Writer
 from .result import FrameRecord, VideoConfig, VideoResult
-from .source import VideoError, VideoInfo, check_output, format_time, missing_start, open_video, probe, \
-    reason, StartDecoder, upright_rgb, video_stream
+from .source import VideoError, VideoInfo, check_output, format_time, missing_start, open_video, probe, reason, StartDecoder, upright_rgb, video_stream
 
 GALLERY_WIDTH = 480  # gallery thumbnails: small enough to keep dozens in the session
 # Frames waiting in each pipeline stage are capped by bytes, not count, so 4K input stays bounded too.

@@ -166,11 +166,11 @@ def cached_model(names: tuple[str, ...], models_root: str, versions: tuple):
     """The one place pages load saved models, cached per server by (names, models folder, versions).
 
     ``names``: ``(detector,)`` (``facecore.registry.load_detector``) or ``(detector, identity model)``
-    (``facecore.recognize.load_recognizer``); ``versions``: ``facecore.registry.model_version`` of each, so
+    (``facecore.identity.recognize.load_recognizer``); ``versions``: ``facecore.registry.model_version`` of each, so
     a retrained or re-quantized model is loaded afresh. A model may be shared by sessions and threads:
     see its own locking. Pages call ``detector`` and ``recognizer``.
     """
-    from facecore.recognize import load_recognizer
+    from facecore.identity.recognize import load_recognizer
     from facecore.registry import load_detector
 
     if len(names) == 2:
@@ -257,7 +257,7 @@ def detector_picker(where=st, key: str = "detector"):
 
 
 def recognizer(detector_name: str, identity_name: str, scan=None):
-    """The cached recognizer (``facecore.recognize.Recognizer``) naming the faces ``detector_name`` finds with
+    """The cached recognizer (``facecore.identity.recognize.Recognizer``) naming the faces ``detector_name`` finds with
     identity model ``identity_name``. Thread-safe (it locks itself). With ``scan``, its detector also runs
     over tiles of the photo (a copy: the cached one stays the fast path)."""
     rec = _cached(detector_name, identity_name)

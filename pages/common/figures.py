@@ -117,7 +117,7 @@ def history_figure(history: list[dict]) -> go.Figure:
 
 
 def comparison_figure(df: pd.DataFrame) -> go.Figure:
-    """Backbone comparison (``facecore.identity_compare`` rows): val accuracy, val loss and latency per
+    """Backbone comparison (``facecore.identity.compare`` rows): val accuracy, val loss and latency per
     backbone, without and with augmentation."""
     fig = make_subplots(rows=1, cols=3, subplot_titles=("Val accuracy", "Val loss", "Latency per face (ms)"),
                         horizontal_spacing=0.08)

@@ -12,8 +12,8 @@ import json
 
 import streamlit as st
 
-from facecore import labeling as L
-from facecore import prelabel as P
+from facecore.datasets import labeling as L
+from facecore.datasets import prelabel as P
 from pages.common.label_views import COLORS
 
 try:  # the drawing component; without it the numeric inputs still label everything

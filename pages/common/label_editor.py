@@ -8,8 +8,8 @@ from __future__ import annotations
 import streamlit as st
 
 from facecore import FaceCoreError, ImageReadError
-from facecore import labeling as L
-from facecore import prelabel as P
+from facecore.datasets import labeling as L
+from facecore.datasets import prelabel as P
 from facecore.images import read_image
 from pages.common import detector, show_error
 from pages.common.label_canvas import (CORNERS, add_proposal, bump, delete_box, dirty, draw_canvas, new_box, num_keys,

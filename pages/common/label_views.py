@@ -1,7 +1,7 @@
 """Collect & Label: the shared session helpers and the Add images, Gallery, Pre-label and Export views.
 
 The Label view (the box editor) is in ``label_editor`` and ``label_canvas``. All logic is in
-facecore.labeling and facecore.prelabel; the session keeps only what the browser needs: which image is
+facecore.datasets.labeling and facecore.datasets.prelabel; the session keeps only what the browser needs: which image is
 open, the boxes being edited and the proposals not accepted yet. Items are re-read from disk on every
 run, so two tabs see each other's saved work.
 """
@@ -13,14 +13,14 @@ from pathlib import Path
 import streamlit as st
 
 from facecore import FaceCoreError, ImageReadError
-from facecore import labeling as L
-from facecore import prelabel as P
-from facecore.contents import DuplicateImageError
-from facecore.dataset import Item
+from facecore.datasets import labeling as L
+from facecore.datasets import prelabel as P
+from facecore.datasets.contents import DuplicateImageError
+from facecore.datasets.dataset import Item
 from facecore.errors import DamagedImageError
 from facecore.jobs import Job
 from facecore.scan import STILLS
-from facecore.workspace import SAMPLE_NAME
+from facecore.datasets.workspace import SAMPLE_NAME
 from pages.common import detector, set_active_dataset, show_error, small_faces_toggle, workspace
 from pages.common import detector_select as common_detector_select
 from pages.common.jobs import progress_bar, session_job, start_session_job, watch

@@ -10,7 +10,7 @@ import streamlit as st
 
 from facecore import Dataset, FaceCoreError
 from facecore.registry import delete_model, model_zip
-from facecore.workspace import SAMPLE_NAME
+from facecore.datasets.workspace import SAMPLE_NAME
 
 from . import set_active_dataset, show_error, workspace
 

@@ -1,5 +1,5 @@
 """The Train page's shortcut: fit the built-in BlazeFace's box style to a dataset's labels, as a background
-job of this session (``facecore.blazeface.fit_dataset_style``) with a progress bar and Cancel."""
+job of this session (``facecore.blazeface.builtin.fit_dataset_style``) with a progress bar and Cancel."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ STYLE_JOB = "train_style_job"  # this session's box-style fit
 
 
 def fit_style(ds: Dataset, out, progress, cancel):
-    from facecore.blazeface import fit_dataset_style
+    from facecore.blazeface.builtin import fit_dataset_style
 
     return fit_dataset_style(ds, out, progress=progress, cancel=cancel)
 
@@ -34,7 +34,7 @@ def show_style_job(style_job: Job | None) -> None:
     elif style_job.status == "failed":
         show_error(style_job.error)
     elif style_job.status == "done":
-        from facecore.boxstyle import BoxStyle
+        from facecore.blazeface.boxstyle import BoxStyle
         from facecore.registry import model_meta
 
         path = style_job.result

@@ -5,7 +5,7 @@ to the server; a frame comes back only when the user saves a snapshot (the compo
 
 The network file (about 1 MB) is sent once per detector: the component reports which model it has loaded
 (``value["model"]``), and the page sends the bytes only while that differs from the detector chosen.
-The decoding (anchors, box style, NMS) comes from ``facecore.browser``.
+The decoding (anchors, box style, NMS) comes from ``facecore.live.browser``.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ import streamlit as st
 import streamlit.components.v1 as components
 
 from facecore import FaceCoreError
-from facecore.browser import BrowserDetector, browser_detector
-from facecore.labeling import add_snapshot
+from facecore.live.browser import BrowserDetector, browser_detector
+from facecore.datasets.labeling import add_snapshot
 from facecore.registry import model_version
 
 BUILD = Path(__file__).parent / "frontend" / "build"
@@ -58,7 +58,7 @@ def browser_webcam(name: str, models_root: Path, *, threshold: float, blur: bool
 
 
 def save_snapshot(value, dataset) -> str | None:
-    """Save the snapshot in the component's value to ``dataset`` once (``facecore.labeling.add_snapshot``);
+    """Save the snapshot in the component's value to ``dataset`` once (``facecore.datasets.labeling.add_snapshot``);
     returns the saved file's name, None when there is no new snapshot. Raises FaceCoreError."""
     shot = value.get("snapshot") if isinstance(value, dict) else None
     if not isinstance(shot, dict) or dataset is None:
@@ -77,7 +77,7 @@ def save_snapshot(value, dataset) -> str | None:
 
 def browser_section(name: str, models_root: Path, settings, dataset, readonly: bool) -> None:
     """The Webcam page's in-browser mode: the component, then what came back (a load error, a snapshot).
-    ``settings``: a ``facecore.live.LiveSettings``; ``readonly``: the active dataset takes no snapshots."""
+    ``settings``: a ``facecore.live.processor.LiveSettings``; ``readonly``: the active dataset takes no snapshots."""
     # Messages go in a container above the component, which thus keeps its place in the page: a
     # component that moves is remounted (camera and loaded model lost).
     messages = st.container()
