@@ -11,10 +11,10 @@ import streamlit as st
 
 from facecore import FaceCoreError, ImageReadError
 from facecore.detect import BLAZEFACE, BUILT_IN, HAAR
-from facecore.errors import Cancelled
-from facecore.evaluate.metrics import (calibration_sample, choose_split, collect_images, comparison_table, evaluate,
-                               render_result)
-from facecore.jobs import Job, Progress, run_in_worker
+from facecore.evaluate.metrics import (calibration_sample, choose_split, collect_images, comparison_table,
+                                       render_result)
+from facecore.evaluate.each import evaluate_each
+from facecore.jobs import Job, run_in_worker
 from facecore.evaluate.provenance import own_labels
 from facecore.registry import (INT8_SUFFIX, default_detector, detector_names, list_models, model_meta, model_version,
                                quantize)
@@ -26,22 +26,6 @@ from pages.common.jobs import progress_bar, session_job, start_session_job, watc
 RESULTS_KEY, JOB_KEY = "eval_results", "eval_job"
 NOTES_KEY = "eval_notes"  # what the last Evaluate could not do (a detector that failed, Cancel): shown until the next
 
-
-def evaluate_each(detectors: dict, images: list, threshold: float, progress, cancel) -> tuple[dict, list]:
-    """``evaluate`` each detector (selection key -> detector) on the same photos: ``(results by key, errors)``;
-    one detector's failure does not stop the others. Cancel keeps the detectors finished (``partial``)."""
-    results, errors = {}, []
-    for i, (key, det) in enumerate(detectors.items()):
-        def each(p, i=i, name=key[0]):
-            progress(Progress(i + p.fraction, len(detectors), f"{name}: {p.message}", "evaluate"))
-
-        try:
-            results[key] = evaluate(det, images, threshold=threshold, progress=each, cancel=cancel)
-        except Cancelled as exc:
-            raise Cancelled(str(exc), (results, errors)) from exc
-        except FaceCoreError as exc:
-            errors.append(exc)
-    return results, errors
 
 st.title("📏 Evaluate")
 st.write("Measure your models on photos they did not train on, next to OpenCV's Haar cascade as a baseline: "

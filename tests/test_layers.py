@@ -22,7 +22,7 @@ LAYERS = {
         "jobs.thread", "errors", "preprocess", "evaluate.ap", "smoothing"], FOUNDATIONS),
     # tasks: each takes explicit config, reports Progress, stops on Cancel
     **dict.fromkeys([
-        "train", "blazeface.finetune", "scan", "evaluate", "evaluate.metrics", "evaluate.every_face", "video",
+        "train", "blazeface.finetune", "scan", "evaluate", "evaluate.metrics", "evaluate.every_face", "evaluate.each", "video",
         "live", "live.processor", "live.pacing", "live.rtc", "live.reconnect", "live.browser", "identity",
         "identity.data", "identity.train", "identity.compare", "identity.recognize", "datasets.labeling",
         "datasets.prelabel", "evaluate.provenance", "augment", "augment.mosaic",
