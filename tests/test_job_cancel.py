@@ -64,3 +64,34 @@ def test_cancel_stops_identity_cropping(sample, tmp_path):
     first = sample.read_label(items[0])
     faces_in_first = len(first.boxes) if first is not None and first.has_face else 0
     assert job.partial.added == len(ids.images("me")) == faces_in_first  # the first photo's crops stay
+
+
+class Broken:
+    name = "broken"
+
+    def detect(self, rgb):
+        from facecore.errors import ModelFileError
+
+        raise ModelFileError("broken: the model file is damaged")
+
+
+def test_evaluate_each_goes_on_past_a_failing_detector_and_keeps_the_finished_on_cancel(sample):
+    from facecore.evaluate.each import evaluate_each
+    from facecore.jobs import Cancel
+
+    images, _ = collect_images(sample, "all")
+    images = images[:3]
+    results, errors = evaluate_each({("broken",): Broken(), ("none",): NoFace()}, images, 0.5, lambda p: None, Cancel())
+    assert list(results) == [("none",)] and len(errors) == 1 and "damaged" in str(errors[0])
+    seen = []
+
+    def cancel_in_second(p):
+        seen.append(p.message)
+        if p.message.startswith("second"):
+            job.cancel()
+
+    job = Job(lambda progress, cancel: evaluate_each({("first",): NoFace(), ("second",): NoFace()}, images, 0.5,
+                                                     lambda p: (progress(p), cancel_in_second(p)), cancel), "t").start()
+    assert job.wait(120).status == "cancelled"
+    done, errs = job.partial
+    assert list(done) == [("first",)] and not errs  # the detector finished before Cancel is kept
