@@ -32,7 +32,7 @@ import av  # noqa: E402
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
-from facecore.detect import DEFAULT_DETECTOR, Detector, HaarDetector, draw_detections  # noqa: E402
+from facecore.detect import DEFAULT_DETECTOR, Detector, HaarDetector  # noqa: E402
 from facecore.images import read_image  # noqa: E402
 from facecore.registry import load_detector, load_facetracker  # noqa: E402
 from facecore.video import VideoConfig, process_video  # noqa: E402

@@ -19,10 +19,8 @@ import cv2
 import numpy as np
 
 from .datasets.dataset import Dataset
-from .detect import HaarDetector
 from .images import encode_jpeg, read_image
 from .datasets.labels import ImageLabel
-from .live.pacing import LEVELS
 from .datasets.workspace import PROJECT_ROOT
 
 SAMPLE = PROJECT_ROOT / "data" / "sample"

@@ -7,7 +7,6 @@ page keeps the upload and the result in a per-session temporary folder.
 
 import shutil
 import tempfile
-import time
 from pathlib import Path
 
 import streamlit as st

@@ -1,7 +1,6 @@
 """Home -> Manage in Chromium: after deleting a model (a rerun with a message) the Models tab stays open,
 and the rename field's accessible name has no raw markdown."""
 
-import json
 import shutil
 
 import pytest

@@ -21,7 +21,6 @@ are skipped and counted in ``skipped``.
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import dataclass, field

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..detect import Detection, Detector, HaarDetector, draw_detections, draw_overlay
-from .pacing import LEVELS, WINDOW_S, LoadGovernor, RateMeter, SentMark
+from .pacing import LEVELS, LoadGovernor, RateMeter, SentMark
 from ..preprocess import shrink
 from ..smoothing import BoxSmoother
 
