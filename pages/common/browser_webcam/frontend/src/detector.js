@@ -1,10 +1,10 @@
 // What facecore does around a BlazeFace network, ported to the browser so that the in-browser webcam
 // draws the same boxes as the server on the same frame:
-//   - facecore/blazeface.py: letterbox (OpenCV INTER_AREA, mid-grey border, [-1, 1]), SSD anchor
+//   - facecore/blazeface/builtin.py: letterbox (facecore.preprocess.area_resize, mid-grey border, [-1, 1]), SSD anchor
 //     decoding, MediaPipe's weighted NMS, the box style (keypoint map) in the letterboxed square;
-//   - facecore/blaze_model.py: a trained model's frame padded to its training aspect, resized whole
+//   - facecore/blazeface/saved.py: a trained model's frame padded to its training aspect, resized whole
 //     (facecore/preprocess.resize_for_model, values 0..255), every anchor decoded in the graph, weighted NMS.
-// The anchors, the style matrix and the scores' floor come from facecore (facecore/browser.py): nothing
+// The anchors, the style matrix and the scores' floor come from facecore (facecore/live/browser.py): nothing
 // here is a second copy of a number Python decides.
 import { Tensor } from "@litertjs/core";
 
@@ -131,11 +131,24 @@ export function resize(src, sw, sh, stride, dw, dh, area) {
   return resizeLinear(src, sw, sh, stride, dw, dh, area);
 }
 
-// facecore.blazeface.letterbox: the frame centred in the square, scaled to [-1, 1] on a 0 (mid-grey) border.
+// facecore.preprocess.area_resize: averaged down by the largest whole factor that divides both sides (OpenCV's
+// fast INTER_AREA path), the rest bilinear under 2x (INTER_AREA beyond); INTER_LINEAR when enlarging.
+export function areaResize(src, sw, sh, stride, dw, dh) {
+  if (dw >= sw && dh >= sh) return resize(src, sw, sh, stride, dw, dh, false);
+  let k = Math.floor(Math.min(sw / dw, sh / dh));
+  while (k >= 2 && (sw % k || sh % k)) k--;
+  if (k >= 2) {
+    src = resize(src, sw, sh, stride, sw / k, sh / k, true);
+    sw /= k; sh /= k; stride = 3;
+  }
+  return resize(src, sw, sh, stride, dw, dh, !(sw < 2 * dw && sh < 2 * dh));
+}
+
+// facecore.blazeface.builtin.letterbox: the frame centred in the square, scaled to [-1, 1] on a 0 (mid-grey) border.
 export function letterbox(rgba, w, h, size) {
   const scale = size / Math.max(h, w);
   const nw = Math.max(1, roundHalfEven(w * scale)), nh = Math.max(1, roundHalfEven(h * scale));
-  const small = resize(rgba, w, h, 4, nw, nh, scale < 1);
+  const small = areaResize(rgba, w, h, 4, nw, nh);
   const out = new Float32Array(size * size * 3);
   const x0 = Math.floor((size - nw) / 2), y0 = Math.floor((size - nh) / 2);
   for (let y = 0; y < nh; y++) {
@@ -147,7 +160,7 @@ export function letterbox(rgba, w, h, size) {
   return { input: out, geom: [nw / size, nh / size, x0 / size, y0 / size] };
 }
 
-// facecore.blaze_model.pad_to_aspect: mid-grey (127) padding, centred, to width / height = aspect.
+// facecore.blazeface.saved.pad_to_aspect: mid-grey (127) padding, centred, to width / height = aspect.
 export function padToAspect(rgba, w, h, aspect) {
   const none = { rgba, w, h, geom: [1, 1, 0, 0] };
   if (typeof aspect !== "number" || !Number.isFinite(aspect)) return none;
@@ -159,10 +172,10 @@ export function padToAspect(rgba, w, h, aspect) {
   return { rgba: out, w: pw, h: ph, geom: [w / pw, h / ph, x0 / pw, y0 / ph] };
 }
 
-// facecore.preprocess.resize_for_model after pad_to_aspect: the whole (padded) frame, values 0..255.
+// facecore.preprocess.resize_for_model (area_resize) after pad_to_aspect: the whole (padded) frame, values 0..255.
 export function resizeForModel(rgba, w, h, size, aspect) {
   const p = padToAspect(rgba, w, h, aspect);
-  const small = resize(p.rgba, p.w, p.h, 4, size, size, p.h > size || p.w > size);
+  const small = areaResize(p.rgba, p.w, p.h, 4, size, size);
   return { input: Float32Array.from(small), geom: p.geom };
 }
 
@@ -176,7 +189,7 @@ export function iou(a, ai, b, bi) {
   return union > 0 ? inter / union : 0;
 }
 
-// facecore.blazeface.weighted_nms over rows of `cols` numbers (4 box corners, then anything averaged
+// facecore.blazeface.builtin.weighted_nms over rows of `cols` numbers (4 box corners, then anything averaged
 // along: keypoints): [{score, row}], best first. Only members scoring at least min(averageFloor, the best
 // member's score) are averaged; every overlapping one is suppressed.
 export function weightedNms(rows, cols, scores, minScore, iouThreshold, maxFaces = 20, maxCandidates = 128,
@@ -208,7 +221,7 @@ export function weightedNms(rows, cols, scores, minScore, iouThreshold, maxFaces
 
 const clip01 = (v) => Math.min(1, Math.max(0, v));
 
-// facecore.boxstyle.BoxStyle.apply with a (14, 4) weights matrix: box (4) and 6 keypoints (12) in the
+// facecore.blazeface.boxstyle.BoxStyle.apply with a (14, 4) weights matrix: box (4) and 6 keypoints (12) in the
 // letterboxed square -> the style's box, clipped.
 export function applyStyle(row, W) {
   const [x1, y1, x2, y2] = row;
@@ -243,7 +256,7 @@ function outputsBy(outs) {
   return by;
 }
 
-// One model and its decoding (`spec` from facecore.browser.BrowserDetector.spec).
+// One model and its decoding (`spec` from facecore.live.browser.BrowserDetector.spec).
 export class BrowserDetector {
   constructor(model, spec) {
     this.model = model;

@@ -7,7 +7,7 @@
 // (worker.js) on the newest frame whenever it is free, so a slow model lowers the detection rate, never
 // the frame rate, and the page (which shares this thread) stays responsive.
 
-const WINDOW_S = 3; // rates over the last 3 s, as facecore.pacing.WINDOW_S
+const WINDOW_S = 3; // rates over the last 3 s, as facecore.live.pacing.WINDOW_S
 const LOG_MAX = 600;
 const BOX_COLOR = "rgb(255, 0, 0)"; // facecore.detect.BOX_COLOR
 
