@@ -12,6 +12,7 @@ from conftest import ROOT, SAMPLE, run_page, texts
 from facecore import Dataset
 from facecore.augment import AugmentConfig, augment_dataset
 from facecore.jobs import Job, JobSlot
+from facecore.meta import ModelMeta
 from facecore.augment.mosaic import make_mosaics
 from dataclasses import fields
 
@@ -133,8 +134,8 @@ def test_finished_blazeface_run_shows_no_blank_columns_and_its_layers(workspace_
     cfg = TrainConfig(name="sample-blazeface", backbone="blazeface", train_layers="box")
     metrics = {s: {"loss": 0.5, "mean_iou": 0.8, "face_accuracy": 0.9, "n": 10, "n_face": 8, "class_loss": None}
                for s in ("train", "val", "test")}
-    meta = {"metrics": metrics, "history": [], "files": {"keras": "model.keras"},
-            "training": {"epochs_run": 2, "best_epoch": 2, "train_layers": "box"}}
+    meta = ModelMeta.from_dict({"metrics": metrics, "history": [], "files": {"keras": "model.keras"},
+                                "training": {"epochs_run": 2, "best_epoch": 2, "train_layers": "box"}})
     job = Job(lambda progress, cancel: (tmp_path / "sample-blazeface", meta), "train",
               TrainRun(cfg, "sample", str(data / "sample"), str(tmp_path / "sample-blazeface")))
     train_slot.start(job)
