@@ -67,7 +67,9 @@ def test_page_offers_training_with_random_features(workspace_env, monkeypatch):
     class FakeProcessJob(Job):  # records what the page starts and runs until the test ends, instead of training
         def __init__(self, work, name="job", subject=None):
             started.append(work)
-            super().__init__(lambda progress, cancel: release.wait(30), name, subject)
+            # no short timeout: on a loaded CI machine one page run once outlasted 30 s, the fake finished with a
+            # bool as its result and the page read `.meta` from it
+            super().__init__(lambda progress, cancel: release.wait(600) and None, name, subject)
 
     import facecore.jobs
 
