@@ -73,7 +73,7 @@ def save_mobilenet(models_root: Path, input_size: int | None) -> str:
     size = resolve_input_size("mobilenetv2", input_size)
     net = build_model("mobilenetv2", input_size=size, weights=None)
     save_model(net, models_root / "mnv2", {"name": "mnv2", "kind": "facetracker",
-                                          "config": {"backbone": "mobilenetv2", "input_size": size}})
+                                           "config": {"backbone": "mobilenetv2", "input_size": size}})
     return "mnv2"
 
 

@@ -281,11 +281,6 @@ def meta_input_hw(meta, name: str = "model") -> tuple[int, int] | None:
     return ModelMeta.of(meta, name).input_hw
 
 
-def meta_problem(meta, name: str = "model") -> str | None:
-    """``ModelMeta.of(meta, name).problem``: one line on what is wrong in a model's ``meta.json``, or None."""
-    return ModelMeta.of(meta, name).problem
-
-
 def check_model_dir(out_dir, kind: str = FACETRACKER) -> Path:
     """Make sure saving a ``kind`` model to ``out_dir`` can only replace an older model of that kind:
     a missing or empty folder is fine; a file, a folder that is not a saved model (no ``meta.json``, or

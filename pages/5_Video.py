@@ -129,7 +129,7 @@ if start:
     st.session_state.pop(RESULT_KEY, None)
     src, out_path = upload["path"], session_dir() / "output" / f"{Path(upload['name']).stem}_faces.mp4"
     start_session_job(JOB_KEY, Job(lambda progress, cancel: process_video(src, out_path, det, config, progress,
-                                                                                cancel, info=info), "video"))
+                                                                          cancel, info=info), "video"))
 if job is not None and job.status == "done":  # the result moves into the session; the job is done with
     st.session_state[RESULT_KEY] = job.result
     st.session_state.pop(JOB_KEY)

@@ -172,7 +172,7 @@ def test_fine_tuning_that_only_hurts_keeps_the_start(tmp_path):
 
     ds = Dataset.open(_small_dataset(tmp_path, n_faces=12, n_walls=4))
     out = train(ds, TrainConfig(name="wreck", epochs=2, batch_size=8, patience=0, learning_rate=50.0,
-                                      personalize="fine-tune", augmentation="offline"),
+                                personalize="fine-tune", augmentation="offline"),
                 None, tmp_path / "models" / "wreck")
     meta = json.loads((out / "meta.json").read_text())
     assert meta["training"]["best_epoch"] == 0

@@ -32,7 +32,7 @@ from facecore.testing import (BROWSER_ARGS, CHROMIUM, CLIP_FPS, CLIP_H, CLIP_W, 
 
 pytestmark = [pytest.mark.browser,
               pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium "
-                                                                "(apt-get install chromium)")]
+                                 "(apt-get install chromium)")]
 
 STREAM_S = float(os.environ.get("FACETRACK_WEBCAM_STREAM_S", 60))
 HOGS = int(os.environ.get("FACETRACK_WEBCAM_HOGS", 1))  # busy-looping processes beside the stream

@@ -29,7 +29,7 @@ from facecore.live.browser import BROWSER, SERVER, BrowserUnsupported, browser_d
 from facecore.testing import BROWSER_ARGS, CHROMIUM, KEEP_PEER_CONNECTIONS_JS, SAMPLE, serve_app, stamp, write_y4m
 
 NO_CHROMIUM = pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium "
-                                                                  "(apt-get install chromium)")
+                                 "(apt-get install chromium)")
 MIN_FPS = float(os.environ.get("FACETRACK_INBROWSER_MIN_FPS", 25))
 THRESHOLD = 0.5  # the Webcam page's default: faces at or above it are drawn
 IFRAME = 'iframe[title*="browser_webcam"]'

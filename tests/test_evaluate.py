@@ -15,7 +15,7 @@ from facecore.detect import Detection, Detector
 from facecore.errors import Cancelled, DatasetError, FaceCoreError
 from facecore.jobs import Cancel
 from facecore.evaluate.metrics import (METRIC_KEYS, average_precision, collect_images, compute_metrics, evaluate,
-                               pr_curve)
+                                       pr_curve)
 
 FACE = np.array([[0.2, 0.2, 0.6, 0.7]], np.float32)
 NOFACE = B.EMPTY

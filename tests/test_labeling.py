@@ -315,7 +315,7 @@ def test_prelabel_progress_cancel_and_never_saves(tiny_dataset):
     before = {p.name: p.read_bytes() for p in ds.labels_dir.iterdir()}
     calls = []
     res = P.prelabel(ds, FixedDetector(), progress=lambda p: calls.append((p.done, p.total, p.extra["stem"],
-                                                                             p.extra["proposal"] is not None)))
+                                                                           p.extra["proposal"] is not None)))
     assert calls == [(1, 4, "img012", True), (2, 4, "img013", True), (3, 4, "img014", True), (4, 4, "img015", True)]
     assert sorted(res.proposals) == ["img012", "img013", "img014", "img015"] and not res.cancelled and res.done == 4
     assert {p.name: p.read_bytes() for p in ds.labels_dir.iterdir()} == before  # nothing saved

@@ -5,7 +5,7 @@ import pytest
 
 from facecore.live.processor import LiveStat
 from facecore.live.reconnect import (AUTO_RECONNECTS, DROP_WINDOW_S, NO_FRAMES_AFTER_S, NO_VIDEO_S, RERUN, RETRY_AFTER_S,
-                                RETRY_STALLED_S, STALL_S, StreamKeeper)
+                                     RETRY_STALLED_S, STALL_S, StreamKeeper)
 
 T0 = 1_000_000.0
 WHY = "the network dropped"

@@ -52,7 +52,7 @@ def trained(tmp_path_factory):
         shutil.copy(f, ds / "images" / f.name)
         shutil.copy(SAMPLE / "labels" / f"{f.stem}.json", ds / "labels" / f"{f.stem}.json")
     out = train(Dataset.open(ds), TrainConfig(name="my-face", epochs=1, batch_size=8, patience=0,
-                                               learning_rate=1e-4, augmentation="offline"), None,
+                                              learning_rate=1e-4, augmentation="offline"), None,
                 root / "models" / "my-face")
     return out
 

@@ -315,7 +315,7 @@ def test_trained_mobilenetv2_detector_runs_batched(clip, tmp_path):
     from facecore.facetracker.model import build_model
 
     det = FaceTrackerDetector.from_keras(build_model("mobilenetv2", input_size=64, weights=None, head_units=16,
-                                                                 alpha=0.35),
+                                                     alpha=0.35),
                                          name="tiny")
     result = process_video(clip, tmp_path / "o.mp4", det, VideoConfig(batch_size=8))
     assert result.frames == 16 and all(len(r.detections) == 1 for r in result.records)

@@ -206,7 +206,7 @@ def _candidates(n: int, has_kp: bool, prior: BoxStyle | None) -> dict:
         pm = prior.weights()
         for s in PRIOR_STRENGTHS:
             out[f"keypoints, prior {s:g}"] = (lambda s: lambda d, g, kp: as_style(_fit_map(d, g, kp, pm, s),
-                                                                                   _fit_offsets(d, g)))(s)
+                                                                                  _fit_offsets(d, g)))(s)
     return out
 
 

@@ -27,7 +27,7 @@ def _validate(args) -> int:
     for p in problems:
         print(f"{p.kind}: {p.message}")
     print(f"{len(errors)} problem(s)" + (f", {len(problems) - len(errors)} near duplicate(s) to look at"
-                                          if len(problems) > len(errors) else ""))
+                                         if len(problems) > len(errors) else ""))
     return 1 if errors else 0
 
 

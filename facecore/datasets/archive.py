@@ -202,7 +202,7 @@ def _import_entries(ds: "Dataset", files: dict, read) -> ImportReport:
                 report.notes.extend((lab_name, n.removeprefix(f"{lab_name}: ")) for n in notes + [note] if n)
             except LabelFormatError as exc:
                 report.skipped.append((lab_name, f"{str(exc).removeprefix(f'{lab_name}: ')} "
-                                                  "(image imported without its label)"))
+                                       "(image imported without its label)"))
             except _ENTRY_ERRORS as exc:
                 report.skipped.append((lab_name, f"{_entry_error(lab_name, exc)} (image imported without its label)"))
         try:

@@ -50,7 +50,7 @@ class JobSlot:
         with self._lock:
             if self._job is not None and self._job.running:
                 raise BusyError(busy(self._job) if busy else f"{self._job.name} is still running; wait for it "
-                                                              "to finish or stop it first")
+                                "to finish or stop it first")
             self._job = job.start()
             return job
 

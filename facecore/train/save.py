@@ -73,8 +73,8 @@ def save_model(net, out_dir: str | os.PathLike, meta: ModelMeta | dict, export_t
                 else:
                     files["tflite"] = TFLITE_FILE
                     saved["tflite"] = {"file": TFLITE_FILE, "max_abs_diff": diff,
-                                      "outputs": "prob (N, 1) and box (N, 4): tell them apart by the last "
-                                                 "dimension (the interpreter's output order is not fixed)"}
+                                       "outputs": "prob (N, 1) and box (N, 4): tell them apart by the last "
+                                       "dimension (the interpreter's output order is not fixed)"}
             except Exception as exc:  # noqa: BLE001 - the Keras model is still good without it
                 (tmp / TFLITE_FILE).unlink(missing_ok=True)
                 warnings.append(f"TFLite export failed ({type(exc).__name__}: {exc}); model.keras is complete")

@@ -24,7 +24,7 @@ def loss_figure(history: list[dict]) -> go.Figure:
     """Train (blue, solid) and val (red, dashed) curves per epoch: total, classification and localization
     loss, mean IoU; one legend entry each, for every panel."""
     fig = make_subplots(rows=2, cols=2, subplot_titles=("Total loss", "Classification loss",
-                                                         "Localization loss", "Mean IoU (faces)"),
+                                                        "Localization loss", "Mean IoU (faces)"),
                         horizontal_spacing=0.08, vertical_spacing=0.16)
     epochs = [h["epoch"] for h in history]
     shown = set()

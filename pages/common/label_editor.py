@@ -143,7 +143,7 @@ def proposal_row(ds, cur: str, e: L.Entry, rgb, cand: dict, proposals: dict) -> 
         else:
             if p is None:
                 note.info(f"{det_name} found no face here scoring {min_score:.2f} or more: draw the boxes or "
-                        "mark 'No face'.")
+                          "mark 'No face'.")
             else:
                 added = add_proposal(cand, p, w, h)
                 if added:
@@ -153,7 +153,7 @@ def proposal_row(ds, cur: str, e: L.Entry, rgb, cand: dict, proposals: dict) -> 
                     bump("lab_nver")
                     st.rerun()
                 note.info(f"{det_name} found {len(p.boxes)} face(s) (score {scores_text(p)}), all already boxed: "
-                        "nothing new to propose.")
+                          "nothing new to propose.")
     n_prop = sum(s == "proposal" for s in cand["srcs"])
     if not n_prop:
         return
