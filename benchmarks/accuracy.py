@@ -44,7 +44,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 PEOPLE = ("usupal", "mkhoa", "soncio", "sabhishek", "steve389", "amirtav")
 ALL_ROWS = ("haar", "blazeface-raw", "blazeface", "blazeface-style", "yunet-raw", "yunet-style", "tinycnn",
-            "blazeface-ft-box", "blazeface-ft-frame", "blazeface-ft-heads", "blazeface-ft")
+            "blazeface-ft-box", "blazeface-ft-frame", "blazeface-ft-close", "blazeface-ft-heads", "blazeface-ft")
 
 
 class YuNet:
@@ -172,14 +172,15 @@ def train_detector(ds: Dataset, tmp: Path, backbone: str, **kw):
 
 
 def layers_of(row: str) -> str:
-    """blazeface-ft: every layer; blazeface-ft-heads: the detection heads; blazeface-ft-box and
-    blazeface-ft-frame (the photo-shaped input): the box heads."""
-    return {"heads": "heads", "box": "box", "frame": "box"}.get(row.rsplit("-", 1)[-1], "all")
+    """blazeface-ft: every layer; blazeface-ft-heads: the detection heads; blazeface-ft-box,
+    blazeface-ft-frame (the photo-shaped input) and blazeface-ft-close (the 128 px square): the box heads."""
+    return {"heads": "heads", "box": "box", "frame": "box", "close": "box"}.get(row.rsplit("-", 1)[-1], "all")
 
 
 def input_shape_of(row: str) -> str:
-    """blazeface-ft-frame: the photo-shaped network input; the other rows: the default ("auto")."""
-    return "frame" if row.endswith("-frame") else "auto"
+    """blazeface-ft-frame: the photo-shaped network input; blazeface-ft-close: the close-up 128 px square;
+    the other rows: the default ("auto")."""
+    return {"frame": "frame", "close": "close"}.get(row.rsplit("-", 1)[-1], "auto")
 
 
 def baseline(row: str, train_data):

@@ -49,7 +49,7 @@ class ModelMeta:
     training: dict = field(default_factory=dict)
     input: dict = field(default_factory=dict)
     frame_aspect: float | None = None  # width / height of most training photos (a photo-shaped BlazeFace)
-    input_shape: str = ""  # "frame" or "square" (a fine-tuned BlazeFace)
+    input_shape: str = ""  # "frame", "square" or "close" (a fine-tuned BlazeFace)
     network_input_hw: list = field(default_factory=list)  # what the network sees after unstretching
     box_style: dict | None = None
     start_style: dict | None = None

@@ -136,6 +136,35 @@ def test_fine_tuning_runs_saves_and_detects(tmp_path):
 
 
 @pytest.mark.slow
+def test_close_input_trains_a_128_px_model_that_finds_the_sample_faces(tmp_path):
+    """``input_shape="close"``: the full-range network in a 128 px square (96 x 128 for 4:3 photos), saved,
+    loaded through the registry, and boxing held-out sample faces where their labels are."""
+    from facecore import boxes as B
+    from facecore.datasets.dataset import Dataset
+    from facecore.datasets.labels import read_label
+    from facecore.registry import load_detector
+    from facecore.train import TrainConfig, train
+
+    ds = Dataset.open(_small_dataset(tmp_path, n_faces=12, n_walls=2))
+    out = train(ds, TrainConfig(name="close", epochs=2, batch_size=8, patience=0, input_shape="close",
+                                personalize="fine-tune"), None, tmp_path / "models" / "close")
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["input_shape"] == "close" and meta["network_input_hw"] == [96, 128]
+    assert meta["input"]["shape"][1:] == [128, 128, 3] and meta["config"]["input_size"] == 192  # full range
+    det = load_detector("close", tmp_path / "models")
+    assert det.backend == "tflite" and det.input_size == 128
+    hits = []
+    for path in sorted((SAMPLE / "images").glob("*.jpg"))[30:90:10]:  # photos _small_dataset did not take
+        if not (SAMPLE / "labels" / f"{path.stem}.json").is_file():
+            continue
+        label = read_label(SAMPLE / "labels" / f"{path.stem}.json")
+        dets = det.detect(read_image(path))
+        hits.append(bool(dets) and float(B.iou(np.asarray(label.boxes[:1], np.float32),
+                                              dets[0].box[None])[0]) >= 0.5)
+    assert len(hits) >= 4 and all(hits), hits
+
+
+@pytest.mark.slow
 def test_default_training_moves_boxes_and_keeps_mediapipes_face_judgement(tmp_path):
     """The default ('box' layers): the box-regression heads train, the face/no-face heads stay MediaPipe's."""
     import keras
@@ -235,6 +264,41 @@ def test_wide_input_graph_boxes_faces_like_the_built_in_detector():
         ref = built_in.detect(rgb)
         assert found and ref, (f.name, found[:1], ref)
         assert float(B.iou(found[0][1][None], ref[0].box[None])[0]) > 0.85, f.name
+
+
+@pytest.mark.parametrize("size, aspect, shape, hw", [
+    (192, 4 / 3, "square", (160, 192)),   # MediaPipe's square, its border cut off
+    (192, 4 / 3, "frame", (192, 256)),
+    (192, 4 / 3, "close", (96, 128)),     # the same square at 128 px: 2.5x fewer pixels than 160 x 192
+    (192, 1.333, "close", (96, 128)),     # 4:3 as training reads it from the photos (rounded)
+    (192, 1.25, "close", (128, 128)),     # 5:4 needs 102.4 px: rounded up to a multiple of 32
+    (192, 3 / 4, "close", (128, 96)),
+    (192, None, "close", (128, 128)),
+    (128, 4 / 3, "close", (96, 128)),     # the short-range network's own square already is 128
+    (128, 4 / 3, "square", (96, 128)),
+])
+def test_network_input_per_shape(size, aspect, shape, hw):
+    assert BK.network_hw(size, aspect, shape) == hw
+
+
+def test_close_input_graph_boxes_faces_like_the_built_in_detector():
+    """The full-range network on the "close" input (a 4:3 frame in 96 x 128): the sample's faces (a sixth
+    of the frame wide) found where the built-in detector finds them on its 192 px square."""
+    from facecore.preprocess import resize_for_model
+
+    hw = BK.network_hw(192, 4 / 3, "close")
+    model = BK.detector_net(BK.raw_net("full", input_hw=hw), BF.ssd_anchors("full", hw), max(hw),
+                            style=BF.DEFAULT_STYLE.scaled(hw[0] / hw[1], 1.0), aspect=4 / 3, hw=hw)
+    assert model.inputs[0].shape[1:] == (128, 128, 3) and model.outputs[2].shape[1] == 24 * 32
+    built_in = BF.BlazeFaceDetector("full")
+    faces = [f for f in sorted((SAMPLE / "images").glob("*.jpg")) if not f.name.startswith("noface-")]
+    for f in faces[::15]:
+        rgb = read_image(f)
+        _, _, aprobs, aboxes = model.predict(resize_for_model(rgb, 128)[None], verbose=0)
+        found = BF.weighted_nms(aboxes[0], aprobs[0, :, 0], 0.1)  # untrained at this size: lower scores
+        ref = built_in.detect(rgb)
+        assert found and ref, (f.name, found[:1], ref)
+        assert float(B.iou(found[0][1][None], ref[0].box[None])[0]) > 0.7, f.name
 
 
 def test_port_refuses_an_input_the_network_cannot_take():

@@ -334,6 +334,7 @@ def test_training_targets_are_clipped_to_the_image(tmp_path):
     ("auto", [[[0.40, 0.3, 0.48, 0.4]], [[0.1, 0.1, 0.16, 0.2]], [[0.3, 0.2, 0.6, 0.7]]], "frame"),  # tiny faces
     ("auto", [[[0.40, 0.3, 0.55, 0.5]], [[0.1, 0.1, 0.25, 0.3]], [[0.3, 0.2, 0.6, 0.7]]], "square"),  # small: still square
     ("auto", [[], []], "square"),                                                   # nothing labeled
+    ("close", [[[0.4, 0.4, 0.45, 0.45]]], "close"),
     ("square", [[[0.1, 0.1, 0.2, 0.2], [0.5, 0.5, 0.6, 0.6]]], "square"),            # an explicit choice stands
     ("frame", [[[0.3, 0.2, 0.6, 0.7]]], "frame"),
 ])

@@ -126,11 +126,13 @@ SMALL_FACE = 0.1  # a median labeled face narrower than this share of the photo 
 
 
 def pick_input_shape(choice: str, boxes: list[np.ndarray]) -> str:
-    """``"square"`` or ``"frame"`` for the config's ``input_shape`` and the training labels (per photo,
-    (n, 4) normalized): ``"auto"`` is ``"frame"`` when a photo holds several faces (group photos, mosaics)
-    or the median face is under ``SMALL_FACE`` of the photo's width: small faces gain most from the
-    frame-shaped input, while single faces down to a sixth of the photo's width were boxed best in
-    MediaPipe's square (README: with a fifth as the limit, personalization lost up to 0.04 AP50)."""
+    """``"square"``, ``"frame"`` or ``"close"`` for the config's ``input_shape`` and the training labels (per
+    photo, (n, 4) normalized). ``"auto"`` is ``"frame"`` when a photo holds several faces (group photos,
+    mosaics) or the median face is under ``SMALL_FACE`` of the photo's width: small faces gain most from the
+    frame-shaped input, while single faces were boxed best in MediaPipe's square (README: with a fifth as the
+    limit, personalization lost up to 0.04 AP50). ``"close"`` (the square at 128 px, 2.5x less work per
+    frame) is only ever chosen by the user: with ten photos it boxed some people's faces worse than the
+    built-in detector (README, "A faster input for close faces")."""
     if choice != "auto":
         return choice
     boxes = [np.asarray(b, np.float32).reshape(-1, 4) for b in boxes]

@@ -22,6 +22,9 @@ import numpy as np
 from .port import port_tflite
 
 OUTPUTS = ("prob", "box", "anchor_probs", "anchor_boxes")
+# The "close" input: the full-range network's convolutions run at any size, and a face a sixth of a 4:3
+# frame wide still spans about 20 px in a 128 px square, as a tenth does at 192 (finetune.SMALL_FACE).
+CLOSE_SIZE = 128
 
 
 def raw_net(variant: str = "short", weights: str | None = "blazeface", input_hw: tuple[int, int] | None = None):
@@ -106,14 +109,18 @@ def square_canvas(size: int, aspect: float | None) -> tuple[int, int]:
     if aspect is None or abs(float(aspect) - 1.0) <= 0.02:
         return size, size
     short = size / max(float(aspect), 1.0 / float(aspect))
-    short = min(size, int(math.ceil(short / 32 - 1e-6) * 32))
+    # a tolerance of 0.5 px: photos' aspects are rounded (4:3 read as 1.333 puts 96.02 px at 128)
+    short = min(size, int(math.ceil((short - 0.5) / 32) * 32))
     return (short, size) if aspect > 1 else (size, short)
 
 
 def network_hw(size: int, aspect: float | None, input_shape: str) -> tuple[int, int]:
-    """The network's input ``(height, width)`` for ``input_shape`` ``"frame"`` (``input_canvas``) or
-    ``"square"`` (MediaPipe's ``size`` square, the frame letterboxed in it: ``square_canvas``)."""
-    return input_canvas(size, aspect) if input_shape == "frame" else square_canvas(size, aspect)
+    """The network's input ``(height, width)`` for ``input_shape`` ``"frame"`` (``input_canvas``),
+    ``"square"`` (MediaPipe's ``size`` square, the frame letterboxed in it: ``square_canvas``) or ``"close"``
+    (the same at ``CLOSE_SIZE``: a 4:3 frame at 96 x 128, 2.5x fewer pixels than at 192)."""
+    if input_shape == "frame":
+        return input_canvas(size, aspect)
+    return square_canvas(min(size, CLOSE_SIZE) if input_shape == "close" else size, aspect)
 
 
 def letterbox_geometry(hw, aspect: float | None) -> tuple[float, float, float, float]:

@@ -220,7 +220,7 @@ def _meta(run: Run, split, tr, style, frame_aspect, shape, hw, size, variant, me
         # width / height of most training photos: the graph letterboxes its input to it, and inference
         # pads frames of another shape to it first
         frame_aspect=frame_aspect,
-        input_shape=shape,  # "frame" or "square" (config.input_shape "auto" picks one: pick_input_shape)
+        input_shape=shape,  # "frame", "square" or "close" (config.input_shape "auto" picks one: pick_input_shape)
         network_input_hw=list(hw),  # what the network sees after the graph's unstretching
         history=history, metrics=metrics, personalization=choice.to_dict() if choice is not None else None,
         attribution=f"fine-tuned from MediaPipe BlazeFace {variant}-range (Apache-2.0), see NOTICE",

@@ -19,7 +19,7 @@ from ..datasets.workspace import check_name
 # (facecore.blazeface.finetune); the others are the tutorials' FaceTracker (one box) on an ImageNet backbone, or
 # tinycnn from scratch.
 TRAIN_LAYERS = ("heads", "box", "all")
-INPUT_SHAPES = ("auto", "square", "frame")  # blazeface: the network's input (facecore.blazeface.finetune.pick_input_shape)
+INPUT_SHAPES = ("auto", "square", "frame", "close")  # blazeface: the network's input (facecore.blazeface.finetune.pick_input_shape)
 
 
 def model_defaults(backbone: str, from_scratch: bool = False) -> dict:
@@ -89,7 +89,8 @@ class TrainConfig:
     export_tflite: bool = True
     train_layers: str = "box"  # blazeface: "box" (box heads), "heads" (detection heads) or "all" layers
     # blazeface: "square" (MediaPipe's letterboxed square), "frame" (the photos' shape, shorter side input_size:
-    # small faces get more pixels) or "auto" (frame when the labels hold several or small faces)
+    # small faces get more pixels), "close" (the full-range network in a 128 px square: 2.5x less work, for
+    # faces close to the camera: only when chosen) or "auto" (frame when the labels hold several or small faces)
     input_shape: str = "auto"
     # blazeface: "auto" (with at most 40 labeled face photos, cross-validation on them chooses the built-in
     # detector, its box style fitted to the labels, or fine-tuning: facecore.train.personalize) or
