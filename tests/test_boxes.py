@@ -49,14 +49,15 @@ def test_iou_hand_computed(a, b, expected):
 
 def test_iou_vectorized_and_matrix_agree():
     rng = np.random.default_rng(1)
-    a = B.order_corners(rng.random((6, 4)))
-    b = B.order_corners(rng.random((3, 4)))
+    a = np.concatenate([B.order_corners(rng.random((6, 4))), [[0.2, 0.2, 0.2, 0.5]]])  # and one of no area
+    b = np.concatenate([B.order_corners(rng.random((3, 4))), [[0.2, 0.2, 0.2, 0.5], [2.0, 2.0, 3.0, 3.0]]])
     m = B.iou_matrix(a, b)
-    assert m.shape == (6, 3)
-    for i in range(6):
-        for j in range(3):
-            assert m[i, j] == pytest.approx(B.iou(a[i], b[j])[0], abs=1e-6)
-    assert B.iou_matrix(a, B.EMPTY).shape == (6, 0)
+    assert m.shape == (7, 5) and m.dtype == np.float32
+    for i in range(7):
+        for j in range(5):
+            assert m[i, j] == B.iou(a[i], b[j])[0]  # the very same float32 figure
+    assert m[6, 3] == 0.0 and (m[:, 4] == 0.0).all()
+    assert B.iou_matrix(a, B.EMPTY).shape == (7, 0)
 
 
 def test_as_boxes_rejects_bad_shape():
