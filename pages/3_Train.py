@@ -22,7 +22,7 @@ from pages.common.figures import loss_figure
 from pages.common.jobs import watch
 from pages.common.style_fit import style_fit_section
 
-INPUT_SHAPE_LABELS = {"auto": "auto", "square": "square", "frame": "photo-shaped", "close": "close-up, 128 px (fast)"}
+INPUT_SHAPE_LABELS = {"auto": "auto", "square": "square", "frame": "photo-shaped", "close": "close-up: 128 px, fast"}
 PERSONALIZE_LABELS = {"auto": "choose by cross-validation", "fine-tune": "always fine-tune"}
 LAYER_LABELS = {"box": "box heads", "heads": "all detection heads", "all": "every layer"}
 

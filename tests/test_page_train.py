@@ -157,22 +157,24 @@ def test_page_without_dataset(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-def test_page_fine_tunes_blazeface_by_default(tiny_ws, train_slot):
+@pytest.mark.parametrize("shape, shown", [("frame", "192x256 px (photo-shaped)"),
+                                          ("close", "96x128 px (close-up: 128 px, fast)")])
+def test_page_fine_tunes_blazeface_by_default(tiny_ws, train_slot, shape, shown):
     _, models = tiny_ws
     at = _page()
     at.sidebar.selectbox[0].select("tiny").run()
     at.number_input(key="train_epochs_blaze").set_value(2).run()
     assert at.radio(key="train_input_shape").value == "auto"
-    at.radio(key="train_input_shape").set_value("frame").run()
+    at.radio(key="train_input_shape").set_value(shape).run()
     at.button(key="train_start").click().run()
     assert not at.exception, at.exception
     job = train_slot.wait(300)
     assert job.status == "done", job.error_message
     assert job.subject.config.backbone == "blazeface" and job.result[1].architecture == "blazeface"
-    assert job.subject.config.input_shape == "frame" and job.result[1].input_shape == "frame"
+    assert job.subject.config.input_shape == shape and job.result[1].input_shape == shape
     at.run()
     assert "tiny-blazeface" in _texts(at.success)
-    assert "network input 192x256 px (photo-shaped)" in " ".join(c.value for c in at.caption)
+    assert f"network input {shown}" in " ".join(c.value for c in at.caption)
     from facecore.registry import detector_names
 
     assert "tiny-blazeface" in detector_names(models)
