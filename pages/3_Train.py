@@ -158,7 +158,7 @@ else:
         input_size = right.selectbox(
             "Input size (px)", list(CATALOGUE[BLAZEFACE_BACKBONE].sizes), key="train_size_blazeface",
             format_func={192: "192: full-range model (faces near and far)", 128: "128: short-range model "
-                         "(faces close to the camera; about 3x faster)"}.get,
+                         "(only faces a fifth of the frame wide or more; about 3x faster)"}.get,
             help="Photos are resized whole to this square, as at inference.")
     else:
         input_size = right.number_input("Input size (px)", 32, 512, DEFAULT_INPUT_SIZE[backbone], 8,

@@ -342,3 +342,23 @@ def test_input_shape_follows_the_labels(choice, boxes, expected):
     from facecore.blazeface.finetune import pick_input_shape
 
     assert pick_input_shape(choice, [np.asarray(b, np.float32).reshape(-1, 4) for b in boxes]) == expected
+
+
+@pytest.mark.parametrize("variant, widths, warned", [
+    ("short", [0.16, 0.17, 0.15], True),          # the shipped sample's faces: the short-range network misses most
+    ("short", [0.25, 0.3, 0.16], False),          # close faces: its own range
+    ("short", [], False),                         # nothing labeled: nothing to judge
+    ("full", [0.05, 0.1], False),                 # the full-range network has no such cliff
+    ("short", [[0.1, 0.1], 0.4], True),           # two small faces in one photo count as two
+])
+def test_short_range_network_warns_about_small_faces(variant, widths, warned):
+    from facecore.blazeface.finetune import short_range_warning
+
+    def photo(w):
+        ws = w if isinstance(w, list) else [w]
+        return np.asarray([[0.1, 0.2, 0.1 + x, 0.6] for x in ws], np.float32)
+
+    note = short_range_warning(variant, [photo(w) for w in widths] + [np.zeros((0, 4), np.float32)])
+    assert (note is not None) == warned
+    if warned:
+        assert "192 px" in note and "close-up" in note

@@ -109,7 +109,8 @@ def train_blazeface(run: Run) -> Path:
     import keras
 
     from ..blazeface import network as BK
-    from ..blazeface.finetune import LOAD_SCALE, VARIANT_BY_SIZE, dataset_of, dominant_aspect, fit_start_style, label_boxes, pick_input_shape, resize_all
+    from ..blazeface.finetune import (LOAD_SCALE, VARIANT_BY_SIZE, dataset_of, dominant_aspect, fit_start_style,
+                                      label_boxes, pick_input_shape, resize_all, short_range_warning)
     from ..blazeface.builtin import DEFAULT_STYLE, network_file, ssd_anchors
 
     dataset, config, state, warnings = run.dataset, run.config, run.state, run.warnings
@@ -121,7 +122,10 @@ def train_blazeface(run: Run) -> Path:
     first = dataset.split(config.split, config.seed)
     items = dataset.training_items(first) if config.augmentation == "offline" else list(first.train)
     frame_aspect = dominant_aspect([it.image for it in first.train])
-    shape = pick_input_shape(config.input_shape, label_boxes(dataset, items))
+    labeled = label_boxes(dataset, items)
+    shape = pick_input_shape(config.input_shape, labeled)
+    if (note := short_range_warning(variant, labeled)) is not None:
+        warnings.append(note)
     hw = BK.network_hw(config.size, frame_aspect, shape)
     size = max(hw)
     load_size = int(round(size * LOAD_SCALE))
