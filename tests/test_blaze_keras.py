@@ -280,6 +280,7 @@ def test_input_graph_boxes_faces_like_the_built_in_detector(shape, floor, min_io
     (192, 1.25, "close", (128, 128)),     # 5:4 needs 102.4 px: rounded up to a multiple of 32
     (192, 3 / 4, "close", (128, 96)),
     (192, None, "close", (128, 128)),
+    (192, 300.0, "close", (32, 128)),     # a sliver of a frame still gets one row of the network's blocks
     (128, 4 / 3, "close", (96, 128)),     # the short-range network's own square already is 128
     (128, 4 / 3, "square", (96, 128)),
 ])

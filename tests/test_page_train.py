@@ -159,7 +159,7 @@ def test_page_without_dataset(tmp_path, monkeypatch):
 @pytest.mark.slow
 @pytest.mark.parametrize("shape, shown", [("frame", "192x256 px (photo-shaped)"),
                                           ("close", "96x128 px (close-up: 128 px, fast)")])
-def test_page_fine_tunes_blazeface_by_default(tiny_ws, train_slot, shape, shown):
+def test_page_fine_tunes_blazeface_with_the_chosen_network_input(tiny_ws, train_slot, shape, shown):
     _, models = tiny_ws
     at = _page()
     at.sidebar.selectbox[0].select("tiny").run()

@@ -48,6 +48,7 @@ def _meta(path):
     dict(backbone="alexnet"), dict(augmentation="sometimes"), dict(epochs=0), dict(batch_size=0),
     dict(learning_rate=0.0), dict(learning_rate=float("nan")), dict(name="../evil"), dict(input_size=16),
     dict(split=(0.0, 0.5, 0.5)), dict(lr_factor=1.5),
+    dict(input_shape="close", input_size=128),  # the close-up input is the full-range model's
 ])
 def test_config_rejects_bad_values(bad):
     with pytest.raises(TrainingError if "name" not in bad else Exception):

@@ -64,12 +64,13 @@ def test_page_offers_training_with_random_features(workspace_env, monkeypatch):
             ids.add_crop(who, person_image(rng, who)[0], f"{who}{i}")
     started, release = [], threading.Event()
 
+    def hold(progress, cancel):  # no short timeout: on a loaded CI machine one page run once outlasted 30 s
+        release.wait(600)
+
     class FakeProcessJob(Job):  # records what the page starts and runs until the test ends, instead of training
         def __init__(self, work, name="job", subject=None):
             started.append(work)
-            # no short timeout: on a loaded CI machine one page run once outlasted 30 s, the fake finished with a
-            # bool as its result and the page read `.meta` from it
-            super().__init__(lambda progress, cancel: release.wait(600) and None, name, subject)
+            super().__init__(hold, name, subject)
 
     import facecore.jobs
 

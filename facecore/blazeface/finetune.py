@@ -155,8 +155,8 @@ def short_range_warning(variant: str, boxes: list[np.ndarray]) -> str | None:
         return None
     return (f"the 128 px short-range network rarely reports faces narrower than {SHORT_RANGE_FACE:.0%} of the photo, "
             f"and your median labeled face is {float(np.median(widths)):.0%} wide: expect missed faces (on the shipped "
-            "sample it found 16-19 % of such faces). Train at 192 px, or choose the close-up input under Advanced "
-            "for speed")
+            "sample it found 16-19 % of such faces). Train at 192 px (with the close-up input under Advanced for "
+            "speed)")
 
 
 def label_boxes(dataset: Dataset, items) -> list[np.ndarray]:

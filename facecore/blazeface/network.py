@@ -110,7 +110,7 @@ def square_canvas(size: int, aspect: float | None) -> tuple[int, int]:
         return size, size
     short = size / max(float(aspect), 1.0 / float(aspect))
     # a tolerance of 0.5 px: photos' aspects are rounded (4:3 read as 1.333 puts 96.02 px at 128)
-    short = min(size, int(math.ceil((short - 0.5) / 32) * 32))
+    short = min(size, max(32, int(math.ceil((short - 0.5) / 32) * 32)))
     return (short, size) if aspect > 1 else (size, short)
 
 
@@ -204,7 +204,8 @@ def detector_net(net, anchors: np.ndarray, size: int, temperature: float = 4.0, 
 def pretrained_detector(variant: str = "full", aspect: float | None = 4 / 3, style=None, input_shape: str = "frame"):
     """MediaPipe's network in the saved-model form fine-tuning gives it for frames of ``aspect``, before any
     fine-tuning (for timing, and as a baseline): input the frame stretched to a square, see ``detector_net``.
-    ``input_shape``: ``"frame"`` (``input_canvas``) or ``"square"`` (MediaPipe's letterboxed square)."""
+    ``input_shape``: ``"frame"`` (``input_canvas``), ``"square"`` (MediaPipe's letterboxed square) or ``"close"``
+    (that square at ``CLOSE_SIZE``): ``network_hw``."""
     from .builtin import VARIANTS, ssd_anchors
 
     hw = network_hw(VARIANTS[variant].size, aspect, input_shape)

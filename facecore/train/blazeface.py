@@ -124,7 +124,7 @@ def train_blazeface(run: Run) -> Path:
     frame_aspect = dominant_aspect([it.image for it in first.train])
     labeled = label_boxes(dataset, items)
     shape = pick_input_shape(config.input_shape, labeled)
-    if (note := short_range_warning(variant, labeled)) is not None:
+    if (note := short_range_warning(variant, label_boxes(dataset, first.train))) is not None:  # not mosaics
         warnings.append(note)
     hw = BK.network_hw(config.size, frame_aspect, shape)
     size = max(hw)

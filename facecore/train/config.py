@@ -120,6 +120,9 @@ class TrainConfig:
             if self.input_size is not None and int(self.input_size) not in CATALOGUE[BLAZEFACE_BACKBONE].sizes:
                 raise TrainingError(f"blazeface takes 128 px (short-range model) or 192 px (full-range model) "
                                     f"inputs, not {self.input_size}")
+            if self.input_shape == "close" and self.size != 192:
+                raise TrainingError("the close-up input runs the full-range (192 px) model at 128 px: keep the "
+                                    "input size at 192, or choose another network input for the short-range model")
         for name, lo in (("epochs", 1), ("batch_size", 1), ("head_units", 1), ("fine_tune_epochs", 0),
                          ("fine_tune_layers", 0), ("patience", 0), ("lr_patience", 0)):
             v = getattr(self, name)

@@ -64,8 +64,8 @@ class Choice:
 
 WHAT_IS_SAVED = {
     BUILT_IN: "the saved model is MediaPipe's network with the built-in box style, as the built-in `blazeface` "
-              "detector draws faces: neither a box style fitted to your labels nor fine-tuning beat it on your "
-              "held-out photos",
+              "detector draws faces (at the network input this model was trained at): neither a box style fitted "
+              "to your labels nor fine-tuning beat it on your held-out photos",
     STYLE: "the saved model is MediaPipe's network with your labels' box style fitted to all of them; no training "
            "epoch ran: fine-tuning did not beat the fitted style on your held-out photos",
     FINE_TUNED: "the saved model was fine-tuned on all of them",
