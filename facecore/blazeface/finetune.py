@@ -151,10 +151,11 @@ def short_range_warning(variant: str, boxes: list[np.ndarray]) -> str | None:
     and fine-tuning the box heads cannot change that; cross-validation on the larger of them overrates it."""
     arrays = [np.asarray(b, np.float32).reshape(-1, 4) for b in boxes]
     widths = np.concatenate([a[:, 2] - a[:, 0] for a in arrays]) if arrays else np.zeros(0)
-    if variant != "short" or not len(widths) or float(np.median(widths)) >= SHORT_RANGE_FACE:
+    median = float(np.median(widths)) if len(widths) else None
+    if variant != "short" or median is None or median >= SHORT_RANGE_FACE:
         return None
     return (f"the 128 px short-range network rarely reports faces narrower than {SHORT_RANGE_FACE:.0%} of the photo, "
-            f"and your median labeled face is {float(np.median(widths)):.0%} wide: expect missed faces (on the shipped "
+            f"and your median labeled face is {median:.0%} wide: expect missed faces (on the shipped "
             "sample it found 16-19 % of such faces). Train at 192 px (with the close-up input under Advanced for "
             "speed)")
 

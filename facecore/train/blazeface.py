@@ -122,8 +122,7 @@ def train_blazeface(run: Run) -> Path:
     first = dataset.split(config.split, config.seed)
     items = dataset.training_items(first) if config.augmentation == "offline" else list(first.train)
     frame_aspect = dominant_aspect([it.image for it in first.train])
-    labeled = label_boxes(dataset, items)
-    shape = pick_input_shape(config.input_shape, labeled)
+    shape = pick_input_shape(config.input_shape, label_boxes(dataset, items))
     if (note := short_range_warning(variant, label_boxes(dataset, first.train))) is not None:  # not mosaics
         warnings.append(note)
     hw = BK.network_hw(config.size, frame_aspect, shape)
