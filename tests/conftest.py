@@ -63,3 +63,22 @@ def press_evaluate(at, timeout: float = 180):
 def texts(elements) -> str:
     """All values of AppTest elements (info, caption, markdown, ...) joined into one string."""
     return " ".join(str(e.value) for e in elements)
+
+
+# -- one retry for the real-browser tests ---------------------------------------------------------
+BROWSER_RERUNS = 1
+
+
+def pytest_collection_modifyitems(config, items):
+    """Give each ``browser`` test one retry (pytest-rerunfailures, when installed).
+
+    Why: these tests drive Chromium, a Streamlit server and sometimes WebRTC on the same two cores as the
+    rest of the suite, and under that load a run can miss a step (a rerun that Streamlit drops, a canvas
+    echo that arrives late). A test that fails twice still fails CI; ``-p no:rerunfailures`` turns this
+    off. Every retry is listed in the summary (``R`` in ``-ra``), so a test that needs it is visible.
+    """
+    if not config.pluginmanager.hasplugin("rerunfailures"):
+        return
+    for item in items:
+        if item.get_closest_marker("browser") and not item.get_closest_marker("flaky"):
+            item.add_marker(pytest.mark.flaky(reruns=BROWSER_RERUNS, reruns_delay=2))

@@ -130,7 +130,11 @@ def test_browser_created_dataset_survives_page_change_and_reload(tmp_path):
                 """The picker's shown value (an input's value or the box's text, by Streamlit version)."""
                 return picker.evaluate("e => (e.querySelector('input') || {}).value || e.innerText")
 
-            wait_until(lambda: "brand-new" in picked(), 30, what="the new dataset in the picker")
+            try:
+                wait_until(lambda: "brand-new" in picked(), 30, what="the new dataset in the picker")
+            except AssertionError as exc:  # say what the page showed: the CI log is all there is to go on
+                raise AssertionError(f"{exc}; folder made: {created.is_dir()}; picker: {picked()!r}; url: "
+                                     f"{page.url}; page:\n{page.locator('body').inner_text()[-1500:]}") from None
             page.wait_for_timeout(2000)  # the old bug switched back after about half a second
             idle(page)
             assert "brand-new" in picked(), (picked(), page.url)

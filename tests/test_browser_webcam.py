@@ -323,6 +323,15 @@ def test_dropped_connection_is_explained_and_restored(app_server, tmp_path):
             caption = page.get_by_text("frames delivered this stream").first
             caption.wait_for(timeout=90_000)
             frame = page.locator('iframe[title*="webrtc"]').element_handle().content_frame()
+            # the caption can show before the connection reports "connected" (ICE still checking on a loaded
+            # machine): wait for it, or there is nothing to drop yet
+            try:
+                frame.wait_for_function(
+                    "() => (window.__pcs || []).some(pc => pc.connectionState === 'connected')",
+                    timeout=60_000, polling=250)
+            except playwright.Error:
+                states = frame.evaluate("() => (window.__pcs || []).map(pc => pc.connectionState)")
+                raise AssertionError(f"the stream never reported a connected peer connection: {states}") from None
             # close the connection that carries the stream (streamlit-webrtc may have made a second,
             # idle one, so "the last one made" is not always it)
             closed = frame.evaluate("""() => { const live = window.__pcs.filter(pc => pc.connectionState === 'connected');
