@@ -7,7 +7,7 @@ from conftest import ROOT
 
 
 def _run(path="streamlit_app.py"):
-    at = AppTest.from_file(str(ROOT / path), default_timeout=60)
+    at = AppTest.from_file(str(ROOT / path), default_timeout=180)
     at.run()
     assert not at.exception, at.exception
     return at

@@ -257,13 +257,13 @@ def test_job_runs_in_background_and_cancels(tiny_dataset):
         return Job(lambda progress, cancel: augment_and_mosaic(tiny_dataset, AugmentConfig(), per_image, seed=seed,
                                                                workers=1, progress=progress, cancel=cancel))
 
-    done = job(2).start().wait(60)
+    done = job(2).start().wait(300)
     assert done.status == "done" and done.error is None and done.result.copies.written == done.result.copies.total
     assert (done.progress.done, done.progress.total) == (done.result.copies.total,) * 2
     assert done.result.mosaics is None
     stopped = job(50, seed=9).start()
     stopped.cancel()
-    stopped.wait(60)
+    stopped.wait(300)
     assert stopped.status == "cancelled" and stopped.result is None
     rep = stopped.partial.copies
     assert rep.cancelled and rep.written < rep.total and len(tiny_dataset.augmented.items()) == rep.written

@@ -67,7 +67,7 @@ def test_model_zip_and_delete(workspace_env):
 
 
 def _home():
-    at = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=60)
+    at = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=180)
     at.run()
     assert not at.exception, at.exception
     return at

@@ -184,7 +184,7 @@ def test_propose_accept_and_bulk_prelabel(real):
     at = view(at, "Pre-label")
     run(at.selectbox(key="lab_det_batch").set_value("haar"))
     run(button(at, "Pre-label all unlabeled (2)").click())
-    at.session_state["lab_prelabel_job"].wait(60)  # pre-labeling runs in the background
+    at.session_state["lab_prelabel_job"].wait(300)  # pre-labeling runs in the background
     run(at)
     assert "haar proposed" in texts(at) and "box(es) in 2 image(s)" in texts(at)
     assert len(list(real.labels_dir.iterdir())) == 1  # still only the accepted one
@@ -285,7 +285,7 @@ def test_prelabel_with_a_trained_model(mine, workspace_env):
     at.slider(key="lab_min_score").set_value(0.0)
     at = run(button(at, "Pre-label all unlabeled (2)").click())
     if "lab_prelabel_job" in at.session_state:  # a fast job is collected in the same run already
-        at.session_state["lab_prelabel_job"].wait(60)
+        at.session_state["lab_prelabel_job"].wait(300)
         run(at)
     assert "tiny proposed 2 box(es) in 2 image(s)" in texts(at)
     assert not (mine.labels_dir / "img003.json").exists() and not (mine.labels_dir / "img004.json").exists()

@@ -139,7 +139,7 @@ def test_finished_blazeface_run_shows_no_blank_columns_and_its_layers(workspace_
     job = Job(lambda progress, cancel: (tmp_path / "sample-blazeface", meta), "train",
               TrainRun(cfg, "sample", str(data / "sample"), str(tmp_path / "sample-blazeface")))
     train_slot.start(job)
-    assert train_slot.wait(30).status == "done"
+    assert train_slot.wait(300).status == "done"
     at = run_page("pages/3_Train.py")
     table = at.table[0].value
     assert "classification loss" not in table.columns and "localization loss" not in table.columns

@@ -54,7 +54,7 @@ def _finish(slot: JobSlot, tmp_path: Path, meta: dict) -> None:
     run = TrainRun(cfg, "sample", str(tmp_path / "data"), str(tmp_path / "models" / "mine"))
     result = (tmp_path / "models" / "mine", ModelMeta.from_dict(meta))  # what train.job returns
     job = slot.start(Job(lambda progress, cancel: result, "training", run))
-    assert job.wait(30).status == "done"
+    assert job.wait(300).status == "done"
 
 
 @pytest.mark.parametrize("best_epoch", [0, 2])

@@ -43,7 +43,7 @@ def sleep_forever(progress, cancel):
     time.sleep(120)
 
 
-def wait_for(cond, timeout=60.0):
+def wait_for(cond, timeout=300.0):
     end = time.monotonic() + timeout
     while not cond():
         assert time.monotonic() < end, "timed out"
@@ -64,7 +64,7 @@ def test_cancel_crosses_into_the_worker_and_partial_comes_back():
     job = ProcessJob(functools.partial(steps, n=10_000, pause=0.01), "demo").start()
     wait_for(lambda: job.progress.done >= 2)
     assert job.cancel() and job.cancelling
-    assert job.wait(60).status == "cancelled"
+    assert job.wait(300).status == "cancelled"
     assert isinstance(job.error, Cancelled) and job.error_message == "stopped here"
     assert job.partial == list(range(int(job.partial[-1]) + 1)) and len(job.partial) >= 2
 
@@ -90,7 +90,7 @@ def test_a_killed_worker_fails_its_job_and_frees_the_slot():
     with pytest.raises(BusyError):  # one at a time, across the process boundary too
         slot.start(ProcessJob(steps, "train"))
     os.kill(job.pid, signal.SIGKILL)  # what the kernel's out-of-memory killer does
-    assert job.wait(60).status == "failed" and isinstance(job.error, WorkerDied)
+    assert job.wait(300).status == "failed" and isinstance(job.error, WorkerDied)
     assert "killed (SIGKILL)" in job.error_message and "ran out of memory" in job.error_message
     assert slot.start(ProcessJob(steps, "train")).wait(120).status == "done"
 
