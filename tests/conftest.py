@@ -75,7 +75,7 @@ def pytest_collection_modifyitems(config, items):
     Why: these tests drive Chromium, a Streamlit server and sometimes WebRTC on the same two cores as the
     rest of the suite, and under that load a run can miss a step (a rerun that Streamlit drops, a canvas
     echo that arrives late). A test that fails twice still fails CI; ``-p no:rerunfailures`` turns this
-    off. Every retry is listed in the summary (``R`` in ``-ra``), so a test that needs it is visible.
+    off. Every retry is named in the summary (``-raR`` in pyproject.toml), so a test that needs it is visible.
     """
     if not config.pluginmanager.hasplugin("rerunfailures"):
         return
